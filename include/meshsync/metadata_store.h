@@ -1,0 +1,147 @@
+// MetadataStore: everything a replica remembers about its sync state.
+//
+// A store holds the replica's id, the name of the provider it belongs to, its
+// replica key map, its current tick, its knowledge and forgotten knowledge, one
+// ItemMetadata per item (live or tombstone), and a conflict log. The engine is
+// its only writer.
+//
+// Reads see the last committed state. Writes are collected in a StoreBatch
+// and applied by Commit() atomically: after a crash at any point, reopening
+// the store shows either the whole batch or none of it. That is what lets a
+// session persist item metadata, learned knowledge and conflicts together, so
+// an interrupted session neither loses nor repeats a change.
+//
+// Two implementations: OpenMemoryStore (tests, ephemeral replicas) and
+// OpenSqliteStore (one SQLite file in WAL mode, schema versioned and migrated
+// on open). Stores are thread-compatible: one session uses a store at a time.
+#ifndef MESHSYNC_METADATA_STORE_H_
+#define MESHSYNC_METADATA_STORE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meshsync/env.h"
+#include "meshsync/ids.h"
+#include "meshsync/knowledge.h"
+#include "meshsync/status.h"
+#include "meshsync/version.h"
+
+namespace meshsync {
+
+struct UnitVersion {
+  ChangeUnitId unit;
+  Version version;
+  friend bool operator==(const UnitVersion&, const UnitVersion&) = default;
+};
+
+// What the replica knows about one item. Versions use the store's keys.
+struct ItemMetadata {
+  ItemId id;
+  Version created;   // who created the item, and when
+  Version updated;   // the latest change to the item (a unit, or its deletion)
+  bool tombstone = false;
+  std::vector<UnitVersion> units;  // live items: one per unit, ordered by unit
+  std::string key;                 // provider-owned (a path, a primary key); may be empty
+
+  // The version of `unit`, or nullptr if the item has no such unit.
+  const Version* FindUnit(ChangeUnitId unit) const;
+  // Sets the version of `unit`, adding the unit if needed.
+  void SetUnit(ChangeUnitId unit, const Version& version);
+  friend bool operator==(const ItemMetadata&, const ItemMetadata&) = default;
+};
+
+enum class ConflictKind : uint8_t {
+  kUpdateUpdate = 1,  // both replicas changed the same unit
+  kUpdateDelete = 2,  // this replica changed an item the other deleted
+  kDeleteUpdate = 3,  // this replica deleted an item the other changed
+};
+std::string_view ConflictKindName(ConflictKind kind);
+
+// A preserved conflict: the losing side's version and data, so nothing is
+// lost and a person (or a later policy) can restore it.
+struct ConflictRecord {
+  uint64_t id = 0;  // assigned by Commit()
+  ItemId item;
+  ChangeUnitId unit = 0;
+  ConflictKind kind = ConflictKind::kUpdateUpdate;
+  Version winner;  // store keys
+  Version loser;
+  bool loser_is_delete = false;
+  std::string loser_data;     // the losing unit's data, as the provider gave it
+  bool deferred = false;      // resolution was postponed: nothing was applied
+  uint64_t detected_millis = 0;
+  friend bool operator==(const ConflictRecord&, const ConflictRecord&) = default;
+};
+
+// The replica-wide part of the state, small enough to keep in memory.
+struct ReplicaState {
+  ReplicaId id;
+  std::string provider_name;
+  ReplicaKeyMap keys;
+  Tick tick = 0;  // the largest tick this replica has issued
+  Knowledge knowledge;
+  Knowledge forgotten;
+};
+
+// Changes to commit together.
+struct StoreBatch {
+  std::vector<ItemMetadata> upserts;
+  std::vector<ItemId> erasures;             // tombstones forgotten by clean-up
+  std::optional<ReplicaKeyMap> keys;        // REQUIRES: extends the current map
+  std::optional<Tick> tick;                 // REQUIRES: >= the current tick
+  std::optional<Knowledge> knowledge;
+  std::optional<Knowledge> forgotten;
+  std::vector<ConflictRecord> new_conflicts;  // ids are assigned on commit
+  std::vector<uint64_t> resolved_conflicts;   // conflict ids to drop from the log
+
+  bool empty() const {
+    return upserts.empty() && erasures.empty() && !keys && !tick && !knowledge && !forgotten &&
+           new_conflicts.empty() && resolved_conflicts.empty();
+  }
+};
+
+class MetadataStore {
+ public:
+  MetadataStore() = default;
+  MetadataStore(const MetadataStore&) = delete;
+  MetadataStore& operator=(const MetadataStore&) = delete;
+  virtual ~MetadataStore() = default;
+
+  // The committed replica-wide state.
+  virtual const ReplicaState& state() const = 0;
+
+  // The item's metadata, or nullopt if the store has none.
+  virtual Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) = 0;
+  // The item whose provider key is `key` (live or tombstone), or nullopt.
+  virtual Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) = 0;
+  // Appends to `out` the items with first <= id <= last in id order, at most
+  // `limit` of them.
+  virtual Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
+                           std::vector<ItemMetadata>& out) = 0;
+  virtual Result<size_t> CountItems() = 0;
+
+  virtual Result<std::vector<ConflictRecord>> ListConflicts() = 0;
+
+  // Applies `batch` atomically and durably. On failure nothing is applied
+  // and the state is unchanged.
+  virtual Status Commit(const StoreBatch& batch) = 0;
+};
+
+// A store that lives in memory. `provider_name` as in OpenSqliteStore.
+std::unique_ptr<MetadataStore> OpenMemoryStore(ReplicaId id, std::string provider_name);
+
+// Opens the SQLite store at `path`, creating it (with a new random replica
+// id) if the file does not exist, and migrating an older schema. Fails with
+// kFailedPrecondition if the store belongs to a different provider or was
+// written by a newer meshsync, kDataLoss if the file is corrupt, and
+// kUnavailable if it cannot be opened.
+Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
+                                                       std::string_view provider_name,
+                                                       Random& random);
+
+}  // namespace meshsync
+
+#endif  // MESHSYNC_METADATA_STORE_H_

@@ -1,0 +1,264 @@
+#include "meshsync/metadata_store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "testing/fakes.h"
+
+namespace meshsync {
+namespace {
+
+namespace fs = std::filesystem;
+
+ItemMetadata Item(uint64_t n, std::string key, Tick tick) {
+  ItemMetadata item;
+  item.id = ItemId(0, n);
+  item.created = Version{0, tick};
+  item.updated = Version{1, tick + 5};
+  item.units = {UnitVersion{1, Version{0, tick}}, UnitVersion{7, Version{1, tick + 5}}};
+  item.key = std::move(key);
+  return item;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "meshsync-store-XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string File(const std::string& name) const { return (fs::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
+enum class Kind { kMemory, kSqlite };
+
+class MetadataStoreTest : public ::testing::TestWithParam<Kind> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Kind::kMemory) {
+      store_ = OpenMemoryStore(ReplicaId(Id128{4, 2}), "records");
+    } else {
+      auto opened = OpenSqliteStore(dir_.File("meta.db"), "records", random_);
+      ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+      store_ = std::move(*opened);
+    }
+  }
+
+  testing::SeededRandom random_{1};
+  TempDir dir_;
+  std::unique_ptr<MetadataStore> store_;
+};
+
+TEST_P(MetadataStoreTest, NewStoreHasItsOwnIdAsKeyZero) {
+  const ReplicaState& state = store_->state();
+  EXPECT_EQ(state.provider_name, "records");
+  ASSERT_EQ(state.keys.size(), 1u);
+  EXPECT_EQ(state.keys.IdOf(0), state.id);
+  EXPECT_TRUE(state.knowledge.IsEmpty());
+  EXPECT_EQ(state.tick, 0u);
+}
+
+TEST_P(MetadataStoreTest, CommitsItemsStateAndConflictsTogether) {
+  StoreBatch batch;
+  batch.upserts = {Item(3, "c", 100), Item(1, "a", 200), Item(2, "", 300)};
+  ReplicaKeyMap keys = store_->state().keys;
+  keys.KeyFor(ReplicaId(Id128{9, 9}));
+  batch.keys = keys;
+  batch.tick = 500;
+  batch.knowledge = Knowledge(ClockVector{{0, 500}, {1, 305}});
+  ConflictRecord conflict;
+  conflict.item = ItemId(0, 1);
+  conflict.unit = 7;
+  conflict.winner = Version{1, 205};
+  conflict.loser = Version{0, 204};
+  conflict.loser_data = std::string("lost\0value", 10);
+  batch.new_conflicts = {conflict};
+  ASSERT_TRUE(store_->Commit(batch).ok());
+
+  EXPECT_EQ(store_->state().tick, 500u);
+  EXPECT_EQ(store_->state().keys.size(), 2u);
+  EXPECT_EQ(store_->state().knowledge, *batch.knowledge);
+
+  auto got = store_->GetItem(ItemId(0, 1));
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, Item(1, "a", 200));
+  auto by_key = store_->FindByKey("c");
+  ASSERT_TRUE(by_key.ok() && by_key->has_value());
+  EXPECT_EQ((*by_key)->id, ItemId(0, 3));
+  EXPECT_FALSE(store_->FindByKey("zzz")->has_value());
+
+  std::vector<ItemMetadata> scanned;
+  ASSERT_TRUE(store_->ScanItems(ItemId(0, 2), ItemId::Max(), 10, scanned).ok());
+  ASSERT_EQ(scanned.size(), 2u);
+  EXPECT_EQ(scanned[0].id, ItemId(0, 2));
+  EXPECT_EQ(scanned[1].id, ItemId(0, 3));
+  scanned.clear();
+  ASSERT_TRUE(store_->ScanItems(ItemId::Min(), ItemId::Max(), 1, scanned).ok());
+  ASSERT_EQ(scanned.size(), 1u);
+  EXPECT_EQ(scanned[0].id, ItemId(0, 1));
+
+  auto conflicts = store_->ListConflicts();
+  ASSERT_TRUE(conflicts.ok());
+  ASSERT_EQ(conflicts->size(), 1u);
+  EXPECT_EQ((*conflicts)[0].loser_data, conflict.loser_data);
+  EXPECT_NE((*conflicts)[0].id, 0u);
+
+  StoreBatch resolve;
+  resolve.resolved_conflicts = {(*conflicts)[0].id};
+  resolve.erasures = {ItemId(0, 3)};
+  ASSERT_TRUE(store_->Commit(resolve).ok());
+  EXPECT_TRUE(store_->ListConflicts()->empty());
+  EXPECT_FALSE(store_->GetItem(ItemId(0, 3))->has_value());
+  EXPECT_FALSE(store_->FindByKey("c")->has_value()) << "erasing an item frees its key";
+  EXPECT_EQ(*store_->CountItems(), 2u);
+}
+
+TEST_P(MetadataStoreTest, MovingAKeyToAnotherItem) {
+  StoreBatch first;
+  first.upserts = {Item(1, "path", 10)};
+  ASSERT_TRUE(store_->Commit(first).ok());
+  StoreBatch second;
+  ItemMetadata renamed = Item(1, "other", 10);
+  second.upserts = {renamed, Item(2, "path", 20)};
+  ASSERT_TRUE(store_->Commit(second).ok());
+  EXPECT_EQ((*store_->FindByKey("path"))->id, ItemId(0, 2));
+  EXPECT_EQ((*store_->FindByKey("other"))->id, ItemId(0, 1));
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, MetadataStoreTest, ::testing::Values(Kind::kMemory, Kind::kSqlite),
+                         [](const auto& param_info) {
+                           return param_info.param == Kind::kMemory ? "Memory" : "Sqlite";
+                         });
+
+TEST(SqliteStoreTest, StateSurvivesReopen) {
+  TempDir dir;
+  testing::SeededRandom random(3);
+  ReplicaId id;
+  Knowledge knowledge = Knowledge(ClockVector{{0, 9}, {1, 4}}).Exclude(ItemId(0, 5));
+  {
+    auto store = OpenSqliteStore(dir.File("m.db"), "files", random);
+    ASSERT_TRUE(store.ok());
+    id = (*store)->state().id;
+    StoreBatch batch;
+    ReplicaKeyMap keys = (*store)->state().keys;
+    keys.KeyFor(ReplicaId(Id128{7, 7}));
+    batch.keys = keys;
+    batch.knowledge = knowledge;
+    batch.forgotten = Knowledge(ClockVector{{1, 2}});
+    batch.tick = uint64_t{1} << 60;
+    batch.upserts = {Item(1, "x", 3)};
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+  }
+  auto store = OpenSqliteStore(dir.File("m.db"), "files", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ((*store)->state().id, id);
+  EXPECT_EQ((*store)->state().knowledge, knowledge);
+  EXPECT_EQ((*store)->state().forgotten, Knowledge(ClockVector{{1, 2}}));
+  EXPECT_EQ((*store)->state().tick, uint64_t{1} << 60);
+  EXPECT_EQ(*(*store)->GetItem(ItemId(0, 1)), Item(1, "x", 3));
+}
+
+TEST(SqliteStoreTest, RefusesAnotherProvidersStore) {
+  TempDir dir;
+  testing::SeededRandom random(3);
+  ASSERT_TRUE(OpenSqliteStore(dir.File("m.db"), "files", random).ok());
+  auto wrong = OpenSqliteStore(dir.File("m.db"), "records", random);
+  EXPECT_EQ(wrong.status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(SqliteStoreTest, RefusesASchemaFromTheFuture) {
+  TempDir dir;
+  testing::SeededRandom random(3);
+  ASSERT_TRUE(OpenSqliteStore(dir.File("m.db"), "files", random).ok());
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(dir.File("m.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto reopened = OpenSqliteStore(dir.File("m.db"), "files", random);
+  EXPECT_EQ(reopened.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(reopened.status().message().find("newer"), std::string_view::npos);
+}
+
+TEST(SqliteStoreTest, MigratesAnEmptyDatabase) {
+  TempDir dir;
+  sqlite3* db;  // an SQLite file at schema version 0, as an older tool might leave
+  ASSERT_EQ(sqlite3_open(dir.File("m.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE unrelated(x)", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  testing::SeededRandom random(3);
+  auto store = OpenSqliteStore(dir.File("m.db"), "files", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(*(*store)->CountItems(), 0u);
+}
+
+TEST(SqliteStoreTest, CorruptFileIsDataLossNotACrash) {
+  TempDir dir;
+  {
+    std::ofstream out(dir.File("m.db"), std::ios::binary);
+    out << std::string(8192, 'x');
+  }
+  testing::SeededRandom random(3);
+  auto store = OpenSqliteStore(dir.File("m.db"), "files", random);
+  EXPECT_EQ(store.status().code(), StatusCode::kDataLoss) << store.status().ToString();
+}
+
+TEST(SqliteStoreTest, UnopenablePathIsUnavailable) {
+  testing::SeededRandom random(3);
+  auto store = OpenSqliteStore("/nonexistent-dir/m.db", "files", random);
+  EXPECT_EQ(store.status().code(), StatusCode::kUnavailable);
+}
+
+// Kills a child process that commits batches as fast as it can, at an
+// arbitrary moment, many times; after each kill the store must reopen with
+// a consistent state: every committed batch whole, none in part.
+TEST(SqliteStoreCrashTest, KillNineDuringCommitsLeavesWholeBatches) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(11);
+  { ASSERT_TRUE(OpenSqliteStore(path, "files", random).ok()); }
+  constexpr int kItemsPerBatch = 50;
+  for (int round = 0; round < 8; ++round) {
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      testing::SeededRandom child_random(round);
+      auto store = OpenSqliteStore(path, "files", child_random);
+      if (!store.ok()) _exit(2);
+      for (uint64_t batch_idx = 0;; ++batch_idx) {
+        // Batch b writes items b*50 .. b*50+49 and sets tick = b+1: after a
+        // crash the tick says exactly how many items must exist.
+        Tick tick = (*store)->state().tick + 1;
+        StoreBatch batch;
+        for (int n = 0; n < kItemsPerBatch; ++n) {
+          batch.upserts.push_back(Item((tick - 1) * kItemsPerBatch + n, "", 1));
+        }
+        batch.tick = tick;
+        batch.knowledge = Knowledge(ClockVector{{0, tick}});
+        if (!(*store)->Commit(batch).ok()) _exit(3);
+      }
+    }
+    usleep(20'000 + static_cast<useconds_t>(random.Next64() % 60'000));
+    kill(child, SIGKILL);
+    int wstatus;
+    waitpid(child, &wstatus, 0);
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited on its own: " << WEXITSTATUS(wstatus);
+
+    auto store = OpenSqliteStore(path, "files", random);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Tick tick = (*store)->state().tick;
+    EXPECT_EQ((*store)->state().knowledge, Knowledge(ClockVector{{0, tick}}));
+    EXPECT_EQ(*(*store)->CountItems(), tick * kItemsPerBatch) << "round " << round;
+  }
+}
+
+}  // namespace
+}  // namespace meshsync
