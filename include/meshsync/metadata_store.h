@@ -45,6 +45,7 @@ struct ItemMetadata {
   bool tombstone = false;
   std::vector<UnitVersion> units;  // live items: one per unit, ordered by unit
   std::string key;                 // provider-owned (a path, a primary key); may be empty
+  std::string provider_state;      // provider-owned change-detection state (a stat cache)
 
   // The version of `unit`, or nullptr if the item has no such unit.
   const Version* FindUnit(ChangeUnitId unit) const;

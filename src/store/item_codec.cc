@@ -27,6 +27,7 @@ std::string EncodeItemVersions(const ItemMetadata& item) {
     coding::PutVarint(out, unit.version.replica);
     coding::PutVarint(out, item.updated.tick - unit.version.tick);
   }
+  if (!item.provider_state.empty()) coding::PutBytes(out, item.provider_state);
   return out;
 }
 
@@ -55,7 +56,12 @@ Status DecodeItemVersions(std::string_view bytes, ItemMetadata& item) {
     item.units.push_back(UnitVersion{static_cast<ChangeUnitId>(unit),
                                      Version{static_cast<ReplicaKey>(replica), updated_tick - gap}});
   }
-  if (!in.done()) return Corrupt("trailing bytes");
+  item.provider_state.clear();
+  if (!in.done()) {
+    std::string_view state;
+    if (!in.GetBytes(state) || !in.done()) return Corrupt("provider state");
+    item.provider_state = std::string(state);
+  }
   return Status::Ok();
 }
 

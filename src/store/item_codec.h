@@ -11,6 +11,7 @@
 
 namespace meshsync::store {
 
+// Everything but the id and the key, which stores keep in columns of their own.
 std::string EncodeItemVersions(const ItemMetadata& item);
 // Fills everything but id and key. kDataLoss on malformed bytes.
 Status DecodeItemVersions(std::string_view bytes, ItemMetadata& item);

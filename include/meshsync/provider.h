@@ -1,0 +1,144 @@
+// Provider: the plug-in that adapts one kind of store (a folder, a table, a
+// feed, a record set) to the sync engine.
+//
+// The engine owns the metadata; the provider owns the data. A provider
+//   * reports changes made to its store since the last call (DetectChanges),
+//     comparing what it sees with the provider_state it saved in each item's
+//     metadata (a stat cache, per-field hashes, a row version...);
+//   * loads the data of some change units of one of its items
+//     (LoadChangeData), for a peer that applies the change or for the
+//     conflict log;
+//   * applies a change the engine decided on (SaveChange) and returns the
+//     item's new key and provider_state, which the engine commits with the
+//     item's metadata;
+//   * makes saved changes durable (CommitChanges) before the engine commits
+//     the metadata that describes them. If the process dies between the two,
+//     the next DetectChanges sees data that its provider_state does not
+//     explain and reports it as a local change: nothing is lost, and the
+//     engine recognises equal data on both sides as no conflict.
+//
+// Providers build against the public headers only. A provider's Name() is
+// stored in its replica's metadata and checked whenever the replica is
+// opened, so one provider's metadata is never read by another.
+//
+// A provider is used by one session at a time (thread-compatible).
+#ifndef MESHSYNC_PROVIDER_H_
+#define MESHSYNC_PROVIDER_H_
+
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meshsync/ids.h"
+#include "meshsync/metadata_store.h"
+#include "meshsync/status.h"
+
+namespace meshsync {
+
+struct UnitData {
+  ChangeUnitId unit;
+  std::string data;
+  friend bool operator==(const UnitData&, const UnitData&) = default;
+};
+
+// One local change, as a provider reports it.
+struct LocalChange {
+  // The item, if the provider knows it (from FindByKey or its own ids). A
+  // creation may name the id it wants, e.g. a store that keys by ItemId.
+  std::optional<ItemId> id;
+  bool deleted = false;
+  std::vector<ChangeUnitId> changed_units;  // creation: every unit the item has
+  std::string key;                          // the item's key now
+  std::string provider_state;               // saved with the item's metadata
+};
+
+// Given to Provider::DetectChanges; records changes into the metadata store
+// with new versions from the replica's clock.
+class ChangeRecorder {
+ public:
+  ChangeRecorder() = default;
+  ChangeRecorder(const ChangeRecorder&) = delete;
+  ChangeRecorder& operator=(const ChangeRecorder&) = delete;
+  virtual ~ChangeRecorder() = default;
+
+  virtual Result<std::optional<ItemMetadata>> FindItem(const ItemId& id) = 0;
+  virtual Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) = 0;
+  // Calls fn for every live item, in id order, stopping at its first error.
+  virtual Status ForEachLiveItem(const std::function<Status(const ItemMetadata&)>& fn) = 0;
+  // Records a creation, update or deletion; returns the item's id. Updating
+  // or deleting an unknown id, or deleting a tombstone, is kInvalidArgument.
+  virtual Result<ItemId> Record(const LocalChange& change) = 0;
+};
+
+enum class SaveAction { kCreate, kUpdate, kDelete };
+
+struct SaveRequest {
+  SaveAction action;
+  ItemId id;
+  // The item's current metadata here (key, provider_state); null on create.
+  const ItemMetadata* local = nullptr;
+  // Create: every unit. Update: the units to overwrite. Delete: empty.
+  std::vector<UnitData> units;
+};
+
+struct SaveResult {
+  std::string key;
+  std::string provider_state;
+};
+
+class Provider {
+ public:
+  Provider() = default;
+  Provider(const Provider&) = delete;
+  Provider& operator=(const Provider&) = delete;
+  virtual ~Provider() = default;
+
+  // Stable name of the kind of store, persisted in the replica's metadata.
+  virtual std::string_view Name() const = 0;
+
+  // Reports every change since the last call. On failure, changes recorded
+  // so far are kept and the rest are found by the next call.
+  virtual Status DetectChanges(ChangeRecorder& recorder) = 0;
+
+  // Appends the data of `units` of local item `item` to `out`. A unit the
+  // item lacks is skipped. kNotFound or kUnavailable if the data changed or
+  // vanished since it was detected: the engine skips the item this session.
+  virtual Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                                std::vector<UnitData>& out) = 0;
+
+  // Applies one change. On failure the store must be unchanged for this
+  // item; the engine skips it and tries again next session.
+  virtual Result<SaveResult> SaveChange(const SaveRequest& request) = 0;
+
+  // Makes every saved change durable. Called before the engine commits the
+  // metadata of a batch.
+  virtual Status CommitChanges() { return Status::Ok(); }
+
+  // For the merge conflict policy: combines two concurrent values of one
+  // unit into the value both replicas will keep.
+  virtual Result<std::string> MergeUnit(const ItemId& item, ChangeUnitId unit,
+                                        std::string_view local, std::string_view remote) {
+    (void)item;
+    (void)unit;
+    (void)local;
+    (void)remote;
+    return FailedPreconditionError(std::string(Name()) + " cannot merge conflicting values");
+  }
+
+  // Item filters. A filtered provider holds only the items it accepts: the
+  // others are not created in it, and it never reports them as deleted.
+  virtual bool IsFiltered() const { return false; }
+  // Whether to hold a new item, given all its units.
+  virtual bool Accepts(const ItemId& item, std::span<const UnitData> units) const {
+    (void)item;
+    (void)units;
+    return true;
+  }
+};
+
+}  // namespace meshsync
+
+#endif  // MESHSYNC_PROVIDER_H_

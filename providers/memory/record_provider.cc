@@ -1,0 +1,172 @@
+#include "memory/record_provider.h"
+
+#include <algorithm>
+
+namespace meshsync {
+namespace {
+
+// A unit's data is the field name and its value, so a replica that has never
+// seen the field can name it: varint-free "name\0value" (names hold no NUL).
+std::string EncodeField(const std::string& name, const std::string& value) {
+  std::string out = name;
+  out.push_back('\0');
+  out += value;
+  return out;
+}
+
+Status DecodeField(std::string_view data, std::string& name, std::string& value) {
+  size_t nul = data.find('\0');
+  if (nul == std::string_view::npos) return InvalidArgumentError("record field has no name");
+  name = std::string(data.substr(0, nul));
+  value = std::string(data.substr(nul + 1));
+  return Status::Ok();
+}
+
+uint64_t Hash(std::string_view bytes) {  // FNV-1a, for change detection only
+  uint64_t hash = 14695981039346656037ull;
+  for (char c : bytes) {
+    hash ^= static_cast<uint8_t>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// provider_state: the sorted (unit, hash of "name\0value") pairs, 12 bytes each.
+using FieldHashes = std::map<ChangeUnitId, uint64_t>;
+
+FieldHashes HashesOf(const Record& record) {
+  FieldHashes hashes;
+  for (const auto& [name, value] : record) {
+    hashes[ChangeUnitIdFromName(name)] = Hash(EncodeField(name, value));
+  }
+  return hashes;
+}
+
+std::string EncodeHashes(const FieldHashes& hashes) {
+  std::string out;
+  for (const auto& [unit, hash] : hashes) {
+    for (int byte = 0; byte < 4; ++byte) out.push_back(static_cast<char>(unit >> (8 * byte)));
+    for (int byte = 0; byte < 8; ++byte) out.push_back(static_cast<char>(hash >> (8 * byte)));
+  }
+  return out;
+}
+
+FieldHashes DecodeHashes(std::string_view state) {
+  FieldHashes hashes;
+  for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {
+    uint32_t unit = 0;
+    uint64_t hash = 0;
+    for (int byte = 3; byte >= 0; --byte) unit = (unit << 8) | static_cast<uint8_t>(state[pos + byte]);
+    for (int byte = 7; byte >= 0; --byte) {
+      hash = (hash << 8) | static_cast<uint8_t>(state[pos + 4 + byte]);
+    }
+    hashes[unit] = hash;
+  }
+  return hashes;
+}
+
+}  // namespace
+
+const Record* RecordProvider::Get(const ItemId& id) const {
+  auto it = records_.find(id);
+  return it == records_.end() ? nullptr : &it->second;
+}
+
+Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
+  for (const auto& [id, record] : records_) {
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> known, recorder.FindItem(id));
+    FieldHashes now = HashesOf(record);
+    LocalChange change;
+    change.id = id;
+    change.key = id.ToHex();
+    change.provider_state = EncodeHashes(now);
+    if (!known.has_value() || known->tombstone) {
+      for (const auto& [unit, hash] : now) change.changed_units.push_back(unit);
+    } else {
+      FieldHashes before = DecodeHashes(known->provider_state);
+      for (const auto& [unit, hash] : now) {
+        auto it = before.find(unit);
+        if (it == before.end() || it->second != hash) change.changed_units.push_back(unit);
+      }
+      if (change.changed_units.empty()) continue;
+    }
+    MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
+  }
+  std::vector<ItemId> gone;
+  MESHSYNC_RETURN_IF_ERROR(recorder.ForEachLiveItem([&](const ItemMetadata& item) {
+    if (records_.count(item.id) == 0) gone.push_back(item.id);
+    return Status::Ok();
+  }));
+  for (const ItemId& id : gone) {
+    LocalChange change;
+    change.id = id;
+    change.deleted = true;
+    change.key = id.ToHex();
+    MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
+  }
+  return Status::Ok();
+}
+
+Status RecordProvider::LoadChangeData(const ItemMetadata& item,
+                                      std::span<const ChangeUnitId> units,
+                                      std::vector<UnitData>& out) {
+  const Record* record = Get(item.id);
+  if (record == nullptr) return NotFoundError("record " + item.id.ToHex() + " is gone");
+  for (const auto& [name, value] : *record) {
+    ChangeUnitId unit = ChangeUnitIdFromName(name);
+    if (std::find(units.begin(), units.end(), unit) != units.end()) {
+      out.push_back(UnitData{unit, EncodeField(name, value)});
+    }
+  }
+  return Status::Ok();
+}
+
+Result<SaveResult> RecordProvider::SaveChange(const SaveRequest& request) {
+  if (failing_.count(request.id) > 0) {
+    return UnavailableError("record " + request.id.ToHex() + " is locked");
+  }
+  // Decode everything before touching the record, so a bad unit changes nothing.
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const UnitData& unit : request.units) {
+    std::string name, value;
+    MESHSYNC_RETURN_IF_ERROR(DecodeField(unit.data, name, value));
+    if (ChangeUnitIdFromName(name) != unit.unit) {
+      return InvalidArgumentError("record field '" + name + "' does not match its change unit");
+    }
+    fields.emplace_back(std::move(name), std::move(value));
+  }
+  SaveResult result;
+  result.key = request.id.ToHex();
+  if (request.action == SaveAction::kDelete) {
+    records_.erase(request.id);
+    return result;
+  }
+  Record& record = records_[request.id];
+  if (request.action == SaveAction::kCreate) record.clear();
+  for (auto& [name, value] : fields) record[name] = std::move(value);
+  result.provider_state = EncodeHashes(HashesOf(record));
+  return result;
+}
+
+bool RecordProvider::Accepts(const ItemId&, std::span<const UnitData> units) const {
+  if (!filter_) return true;
+  Record record;
+  for (const UnitData& unit : units) {
+    std::string name, value;
+    if (!DecodeField(unit.data, name, value).ok()) return false;
+    record[name] = value;
+  }
+  return filter_(record);
+}
+
+Result<std::string> RecordProvider::MergeUnit(const ItemId&, ChangeUnitId, std::string_view local,
+                                              std::string_view remote) {
+  std::string name, local_value, remote_value, ignored;
+  MESHSYNC_RETURN_IF_ERROR(DecodeField(local, name, local_value));
+  MESHSYNC_RETURN_IF_ERROR(DecodeField(remote, ignored, remote_value));
+  const std::string& low = std::min(local_value, remote_value);
+  const std::string& high = std::max(local_value, remote_value);
+  return EncodeField(name, low + "|" + high);
+}
+
+}  // namespace meshsync

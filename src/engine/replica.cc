@@ -1,0 +1,152 @@
+// Replica: binds a provider to its metadata store, records local changes
+// with new versions, and forgets old tombstones.
+#include <algorithm>
+#include <map>
+
+#include "meshsync/sync.h"
+
+namespace meshsync {
+namespace {
+
+constexpr size_t kRecorderFlushItems = 10'000;
+constexpr size_t kScanChunk = 1'000;
+
+// Collects what a provider reports into StoreBatches, committing every
+// kRecorderFlushItems items and at the end. Each committed batch carries the
+// replica's raised knowledge and tick, so a crash mid-detection keeps what
+// was committed consistent; the rest is detected again next time.
+class Recorder final : public ChangeRecorder {
+ public:
+  explicit Recorder(Replica& replica) : replica_(replica) {}
+
+  Result<std::optional<ItemMetadata>> FindItem(const ItemId& id) override {
+    auto it = pending_.find(id);
+    if (it != pending_.end()) return std::optional<ItemMetadata>(it->second);
+    return replica_.store().GetItem(id);
+  }
+
+  Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
+    for (const auto& [id, item] : pending_) {
+      if (item.key == key) return std::optional<ItemMetadata>(item);
+    }
+    return replica_.store().FindByKey(key);
+  }
+
+  Status ForEachLiveItem(const std::function<Status(const ItemMetadata&)>& fn) override {
+    ItemId cursor = ItemId::Min();
+    while (true) {
+      std::vector<ItemMetadata> chunk;
+      MESHSYNC_RETURN_IF_ERROR(replica_.store().ScanItems(cursor, ItemId::Max(), kScanChunk, chunk));
+      for (const ItemMetadata& item : chunk) {
+        if (!item.tombstone) MESHSYNC_RETURN_IF_ERROR(fn(item));
+      }
+      if (chunk.size() < kScanChunk || chunk.back().id == ItemId::Max()) return Status::Ok();
+      cursor = chunk.back().id.Next();
+    }
+  }
+
+  Result<ItemId> Record(const LocalChange& change) override {
+    std::optional<ItemMetadata> existing;
+    if (change.id.has_value()) {
+      MESHSYNC_ASSIGN_OR_RETURN(existing, FindItem(*change.id));
+    }
+    Version version{0, replica_.hlc().Next()};
+    ItemMetadata item;
+    if (!existing.has_value()) {
+      if (change.deleted) return InvalidArgumentError("cannot delete an item the replica never had");
+      item.id = change.id.has_value() ? *change.id
+                                      : ItemId::Generate(replica_.clock(), replica_.random());
+      item.created = version;
+      for (ChangeUnitId unit : change.changed_units) item.SetUnit(unit, version);
+    } else {
+      item = std::move(*existing);
+      if (change.deleted) {
+        if (item.tombstone) return InvalidArgumentError("item is already deleted");
+        item.tombstone = true;
+        item.units.clear();
+      } else {
+        if (item.tombstone) {  // re-created locally under the same id
+          item.tombstone = false;
+          item.created = version;
+        }
+        for (ChangeUnitId unit : change.changed_units) item.SetUnit(unit, version);
+      }
+    }
+    item.updated = version;
+    item.key = change.key;
+    item.provider_state = change.provider_state;
+    ItemId id = item.id;
+    pending_[id] = std::move(item);
+    if (pending_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
+    return id;
+  }
+
+  Status Flush() {
+    if (pending_.empty()) return Status::Ok();
+    StoreBatch batch;
+    batch.upserts.reserve(pending_.size());
+    for (auto& [id, item] : pending_) batch.upserts.push_back(std::move(item));
+    Tick tick = replica_.hlc().last();
+    Knowledge knowledge = replica_.state().knowledge;
+    knowledge.RaiseEverywhere(Version{0, tick});
+    batch.knowledge = std::move(knowledge);
+    batch.tick = tick;
+    pending_.clear();
+    return replica_.store().Commit(batch);
+  }
+
+ private:
+  Replica& replica_;
+  std::map<ItemId, ItemMetadata> pending_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Replica>> Replica::Open(MetadataStore& store, Provider& provider,
+                                               Clock& clock, Random& random) {
+  if (store.state().provider_name != provider.Name()) {
+    return FailedPreconditionError("replica metadata belongs to provider '" +
+                                   store.state().provider_name + "', not '" +
+                                   std::string(provider.Name()) + "'");
+  }
+  return std::unique_ptr<Replica>(new Replica(store, provider, clock, random));
+}
+
+Status Replica::DetectChanges() {
+  Recorder recorder(*this);
+  Status detected = provider_.DetectChanges(recorder);
+  // Keep what was found even if detection stopped part-way.
+  Status flushed = recorder.Flush();
+  MESHSYNC_RETURN_IF_ERROR(detected.WithContext("detecting changes"));
+  return flushed;
+}
+
+Result<size_t> Replica::ForgetTombstones(uint64_t cutoff_millis) {
+  size_t forgotten_count = 0;
+  ItemId cursor = ItemId::Min();
+  while (true) {
+    std::vector<ItemMetadata> chunk;
+    MESHSYNC_RETURN_IF_ERROR(store_.ScanItems(cursor, ItemId::Max(), kScanChunk, chunk));
+    StoreBatch batch;
+    ClockVector forgotten = state().forgotten.scope();
+    for (const ItemMetadata& item : chunk) {
+      if (!item.tombstone || HybridLogicalClock::MillisOf(item.updated.tick) >= cutoff_millis) {
+        continue;
+      }
+      batch.erasures.push_back(item.id);
+      forgotten.Raise(item.updated.replica, item.updated.tick);
+    }
+    if (!batch.erasures.empty()) {
+      // Forgotten knowledge is a plain vector: "every version up to here may
+      // have been forgotten". An overestimate is safe; it only makes
+      // recovery syncs more likely.
+      batch.forgotten = Knowledge::Union(state().forgotten, Knowledge(forgotten));
+      MESHSYNC_RETURN_IF_ERROR(store_.Commit(batch));
+      forgotten_count += batch.erasures.size();
+    }
+    if (chunk.size() < kScanChunk || chunk.back().id == ItemId::Max()) return forgotten_count;
+    cursor = chunk.back().id.Next();
+  }
+}
+
+}  // namespace meshsync

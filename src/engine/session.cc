@@ -1,0 +1,476 @@
+// The sync session: one algorithm for every pair of providers.
+//
+// Per direction (source -> destination):
+//   1. Take the destination's knowledge, in the source's replica keys.
+//   2. If it lacks the source's forgotten knowledge, the destination missed
+//      deletions the source no longer remembers: run a recovery (full
+//      enumeration), which also deletes destination items the source knew
+//      and forgot.
+//   3. Enumerate source items in id order, a window of batch_size at a time.
+//      Each window is one batch: the changes in it the destination lacks,
+//      with the source's knowledge as made-with knowledge.
+//   4. For each change, compare it with the destination's item: apply it,
+//      detect a conflict (the destination's version is not in the made-with
+//      knowledge) and resolve it by policy, or keep the destination's state.
+//   5. Make the provider's data durable, then commit the items' metadata,
+//      conflicts and learned knowledge (the source's knowledge projected on
+//      the window, less anything skipped) in one transaction.
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "meshsync/sync.h"
+
+namespace meshsync {
+namespace {
+
+// The later of two versions by the deterministic winner rule.
+Version Later(const Version& a, const Version& b, const ReplicaKeyMap& keys) {
+  if (a.IsNull()) return b;
+  if (b.IsNull()) return a;
+  return VersionWins(a, keys.IdOf(a.replica), b, keys.IdOf(b.replica)) ? a : b;
+}
+
+// The version an item's state is named by: its creation or latest unit change.
+Version LatestOf(const ItemMetadata& item, const ReplicaKeyMap& keys) {
+  Version latest = item.created;
+  for (const UnitVersion& unit : item.units) latest = Later(latest, unit.version, keys);
+  return latest;
+}
+
+// Does the destination (whose knowledge is `known`, in source keys) lack
+// anything of `item`?
+bool Lacks(const Knowledge& known, const ItemMetadata& item) {
+  if (item.tombstone) return !known.Contains(item.id, item.updated);
+  if (!known.Contains(item.id, item.created)) return true;
+  for (const UnitVersion& unit : item.units) {
+    if (!known.Contains(item.id, unit.unit, unit.version)) return true;
+  }
+  return false;
+}
+
+// Has a replica whose knowledge is `known` seen every version of `item`?
+bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item) { return !Lacks(known, item); }
+
+class DirectionRun {
+ public:
+  DirectionRun(Replica& source, Replica& dest, const SyncOptions& options, bool a_to_b,
+               DirectionReport& report)
+      : source_(source), dest_(dest), options_(options), report_(report) {
+    progress_.a_to_b = a_to_b;
+  }
+
+  // Returns false if the session was cancelled.
+  Result<bool> Run() {
+    const ReplicaState& src = source_.state();
+    const ReplicaState& dst = dest_.state();
+    dest_known_ = KeyTranslator::Restricting(dst.keys, src.keys).Translate(dst.knowledge);
+    recovery_ = !dest_known_.Contains(src.forgotten);
+    if (recovery_ && !options_.allow_recovery) {
+      return FailedPreconditionError(
+          "destination " + dst.id.ShortName() + " has not seen deletions that source " +
+          src.id.ShortName() + " has forgotten; a recovery sync is needed");
+    }
+    if (!recovery_ && dest_known_.Contains(src.knowledge)) return true;  // nothing to send
+    report_.recovery = recovery_;
+
+    dest_keys_ = dst.keys;
+    to_dest_ = KeyTranslator::Extending(src.keys, dest_keys_);
+    made_with_ = to_dest_.Translate(src.knowledge);
+    MESHSYNC_ASSIGN_OR_RETURN(progress_.items_total, source_.store().CountItems());
+
+    size_t batch_size = std::max<size_t>(options_.batch_size, 1);
+    ItemId first = ItemId::Min();
+    while (true) {
+      if (options_.should_cancel && options_.should_cancel()) return false;
+      std::vector<ItemMetadata> window;
+      MESHSYNC_RETURN_IF_ERROR(source_.store().ScanItems(first, ItemId::Max(), batch_size, window));
+      bool last_window = window.size() < batch_size || window.back().id == ItemId::Max();
+      ItemId last = last_window ? ItemId::Max() : window.back().id;
+      MESHSYNC_RETURN_IF_ERROR(ApplyWindow(first, last, window));
+      progress_.items_done += window.size();
+      if (options_.on_progress) options_.on_progress(progress_);
+      if (last_window) break;
+      first = last.Next();
+    }
+    if (recovery_) {
+      // Having caught up, the destination may forget what the source forgot.
+      StoreBatch batch;
+      batch.keys = dest_keys_;
+      batch.forgotten =
+          Knowledge::Union(dest_.state().forgotten, to_dest_.Translate(src.forgotten));
+      MESHSYNC_RETURN_IF_ERROR(dest_.store().Commit(batch));
+    }
+    return true;
+  }
+
+ private:
+  // Everything decided about one batch, committed together.
+  struct Batch {
+    StoreBatch store;
+    Knowledge learned;
+  };
+
+  Status ApplyWindow(const ItemId& first, const ItemId& last,
+                     const std::vector<ItemMetadata>& window) {
+    Batch batch;
+    bool source_filtered = source_.provider().IsFiltered();
+    // A filtered source cannot vouch for items it does not hold, so the
+    // destination learns only about the items it was actually sent.
+    if (!source_filtered) batch.learned = made_with_.ProjectOnto(first, last);
+    dest_knowledge_ = dest_.state().knowledge;
+
+    std::vector<const ItemMetadata*> changes;
+    for (const ItemMetadata& item : window) {
+      if (recovery_ || Lacks(dest_known_, item)) changes.push_back(&item);
+    }
+    // The destination's items for this window: one range scan when most of
+    // the window changed (an initial sync), point lookups otherwise.
+    std::map<ItemId, ItemMetadata> local;
+    if (recovery_ || changes.size() * 4 > window.size()) {
+      std::vector<ItemMetadata> scanned;
+      MESHSYNC_RETURN_IF_ERROR(dest_.store().ScanItems(first, last, SIZE_MAX, scanned));
+      for (ItemMetadata& item : scanned) {
+        ItemId id = item.id;
+        local.emplace(id, std::move(item));
+      }
+    } else {
+      for (const ItemMetadata* change : changes) {
+        MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, dest_.store().GetItem(change->id));
+        if (item.has_value()) local.emplace(change->id, std::move(*item));
+      }
+    }
+
+    for (const ItemMetadata* change : changes) {
+      if (source_filtered) batch.learned.UnionWith(made_with_.ProjectOnto(change->id));
+      auto it = local.find(change->id);
+      Status status = ApplyChange(*change, it == local.end() ? nullptr : &it->second, batch);
+      if (!status.ok()) {
+        // Not learned, so the next session offers it again.
+        batch.learned = batch.learned.Exclude(change->id);
+        ++report_.skipped;
+        report_.errors.push_back(ItemError{change->id, status});
+      }
+    }
+    if (recovery_ && !source_filtered) {
+      MESHSYNC_RETURN_IF_ERROR(DeleteForgottenItems(window, local, batch));
+    }
+
+    MESHSYNC_RETURN_IF_ERROR(dest_.provider().CommitChanges());
+    batch.store.knowledge = Knowledge::Union(dest_knowledge_, batch.learned);
+    if (dest_keys_.size() != dest_.state().keys.size()) batch.store.keys = dest_keys_;
+    batch.store.tick = dest_.hlc().last();
+    MESHSYNC_RETURN_IF_ERROR(dest_.store().Commit(batch.store));
+    ++report_.batches;
+    return Status::Ok();
+  }
+
+  // Recovery: destination items in the window that the source does not
+  // have, although it has seen every version of them, were deleted at the
+  // source and their tombstones forgotten.
+  Status DeleteForgottenItems(const std::vector<ItemMetadata>& window,
+                              const std::map<ItemId, ItemMetadata>& local, Batch& batch) {
+    std::set<ItemId> at_source;
+    for (const ItemMetadata& item : window) at_source.insert(item.id);
+    for (const auto& [id, item] : local) {
+      if (at_source.count(id) > 0 || !KnowsAllOf(made_with_, item)) continue;
+      if (!item.tombstone) {
+        SaveRequest request{SaveAction::kDelete, id, &item, {}};
+        auto saved = dest_.provider().SaveChange(request);
+        if (!saved.ok()) {
+          batch.learned = batch.learned.Exclude(id);
+          report_.errors.push_back(ItemError{id, saved.status()});
+          continue;
+        }
+        ++report_.deleted;
+      }
+      batch.store.erasures.push_back(id);
+    }
+    return Status::Ok();
+  }
+
+  // The source item with its versions in destination keys, and without the
+  // source's provider-owned fields.
+  ItemMetadata Translate(const ItemMetadata& item) {
+    ItemMetadata out;
+    out.id = item.id;
+    out.created = to_dest_.Translate(item.created);
+    out.updated = to_dest_.Translate(item.updated);
+    out.tombstone = item.tombstone;
+    out.units.reserve(item.units.size());
+    for (const UnitVersion& unit : item.units) {
+      out.units.push_back(UnitVersion{unit.unit, to_dest_.Translate(unit.version)});
+    }
+    dest_.hlc().Observe(out.updated.tick);
+    return out;
+  }
+
+  Status LoadSource(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                    std::vector<UnitData>& out) {
+    MESHSYNC_RETURN_IF_ERROR(source_.provider().LoadChangeData(item, units, out));
+    for (const UnitData& unit : out) report_.bytes += unit.data.size();
+    return Status::Ok();
+  }
+
+  static std::vector<ChangeUnitId> UnitIds(const ItemMetadata& item) {
+    std::vector<ChangeUnitId> ids;
+    for (const UnitVersion& unit : item.units) ids.push_back(unit.unit);
+    return ids;
+  }
+
+  Status ApplyChange(const ItemMetadata& source_item, const ItemMetadata* local, Batch& batch) {
+    ItemMetadata change = Translate(source_item);
+    if (local == nullptr) {
+      if (change.tombstone) {  // remember the deletion, to pass it on
+        batch.store.upserts.push_back(change);
+        return Status::Ok();
+      }
+      return Create(source_item, std::move(change), nullptr, batch);
+    }
+    if (local->tombstone) {
+      if (change.tombstone) {
+        Version winner = Later(local->updated, change.updated, dest_keys_);
+        if (!(winner == local->updated)) {
+          ItemMetadata merged = *local;
+          merged.updated = winner;
+          batch.store.upserts.push_back(std::move(merged));
+        }
+        return Status::Ok();
+      }
+      if (made_with_.Contains(change.id, local->updated)) {
+        // The source saw our deletion and still has the item: its state is
+        // newer (it kept a concurrent edit), so the item comes back.
+        return Create(source_item, std::move(change), local, batch);
+      }
+      bool has_new_edit = false;
+      for (const UnitVersion& unit : change.units) {
+        if (!dest_knowledge_.Contains(change.id, unit.unit, unit.version)) has_new_edit = true;
+      }
+      if (!has_new_edit) return Status::Ok();  // the source has yet to learn our deletion
+      // An edit beats a concurrent delete.
+      ++report_.conflicts;
+      batch.store.new_conflicts.push_back(
+          Conflict(change.id, 0, ConflictKind::kDeleteUpdate, change.updated, local->updated,
+                   /*loser_is_delete=*/true, {}));
+      return Create(source_item, std::move(change), local, batch);
+    }
+    if (change.tombstone) {
+      if (KnowsAllOf(made_with_, *local)) {
+        SaveRequest request{SaveAction::kDelete, change.id, local, {}};
+        MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
+        ItemMetadata deleted = *local;
+        deleted.tombstone = true;
+        deleted.units.clear();
+        deleted.updated = change.updated;
+        deleted.key = std::move(saved.key);
+        deleted.provider_state = std::move(saved.provider_state);
+        batch.store.upserts.push_back(std::move(deleted));
+        ++report_.deleted;
+        return Status::Ok();
+      }
+      // A local edit the source had not seen: it beats the deletion. The
+      // destination still learns the deletion, and its edit flows back.
+      ++report_.conflicts;
+      batch.store.new_conflicts.push_back(Conflict(change.id, 0, ConflictKind::kUpdateDelete,
+                                                   local->updated, change.updated,
+                                                   /*loser_is_delete=*/true, {}));
+      return Status::Ok();
+    }
+    return Update(source_item, change, *local, batch);
+  }
+
+  // Creates (or brings back) the item with every unit the source has.
+  Status Create(const ItemMetadata& source_item, ItemMetadata change, const ItemMetadata* local,
+                Batch& batch) {
+    std::vector<ChangeUnitId> ids = UnitIds(source_item);
+    std::vector<UnitData> data;
+    MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, ids, data));
+    if (dest_.provider().IsFiltered() && !dest_.provider().Accepts(change.id, data)) {
+      ++report_.skipped;  // outside the destination's filter: learned, not held
+      return Status::Ok();
+    }
+    SaveRequest request{SaveAction::kCreate, change.id, local, std::move(data)};
+    MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
+    change.key = std::move(saved.key);
+    change.provider_state = std::move(saved.provider_state);
+    batch.store.upserts.push_back(std::move(change));
+    ++report_.created;
+    return Status::Ok();
+  }
+
+  Status Update(const ItemMetadata& source_item, const ItemMetadata& change,
+                const ItemMetadata& local, Batch& batch) {
+    ItemMetadata result = local;
+    std::vector<ChangeUnitId> to_apply;        // take the source's data
+    std::map<ChangeUnitId, std::string> merged;  // take a merged value
+    for (const UnitVersion& unit : change.units) {
+      if (dest_knowledge_.Contains(change.id, unit.unit, unit.version)) continue;
+      const Version* mine = local.FindUnit(unit.unit);
+      if (mine == nullptr || made_with_.Contains(change.id, unit.unit, *mine)) {
+        to_apply.push_back(unit.unit);
+        result.SetUnit(unit.unit, unit.version);
+        continue;
+      }
+      MESHSYNC_RETURN_IF_ERROR(ResolveConflict(source_item, change, unit, *mine, result, to_apply,
+                                               merged, batch));
+    }
+    if (to_apply.empty() && merged.empty() && result.units == local.units) return Status::Ok();
+
+    std::vector<UnitData> data;
+    if (!to_apply.empty()) MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, to_apply, data));
+    for (auto& [unit, value] : merged) data.push_back(UnitData{unit, std::move(value)});
+    if (!data.empty()) {
+      SaveRequest request{SaveAction::kUpdate, change.id, &local, std::move(data)};
+      MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
+      result.key = std::move(saved.key);
+      result.provider_state = std::move(saved.provider_state);
+      ++report_.updated;
+    }
+    result.updated = LatestOf(result, dest_keys_);
+    batch.store.upserts.push_back(std::move(result));
+    return Status::Ok();
+  }
+
+  // Unit `unit` changed on both sides: the destination's version `mine` is
+  // not in the source's made-with knowledge.
+  Status ResolveConflict(const ItemMetadata& source_item, const ItemMetadata& change,
+                         const UnitVersion& unit, const Version& mine, ItemMetadata& result,
+                         std::vector<ChangeUnitId>& to_apply,
+                         std::map<ChangeUnitId, std::string>& merged, Batch& batch) {
+    ChangeUnitId unit_ids[] = {unit.unit};
+    std::vector<UnitData> theirs;
+    std::vector<UnitData> ours;
+    MESHSYNC_RETURN_IF_ERROR(source_.provider().LoadChangeData(source_item, unit_ids, theirs));
+    // `result` carries the destination's key and provider state.
+    MESHSYNC_RETURN_IF_ERROR(dest_.provider().LoadChangeData(result, unit_ids, ours));
+    std::string their_data = theirs.empty() ? std::string() : std::move(theirs[0].data);
+    std::string our_data = ours.empty() ? std::string() : std::move(ours[0].data);
+    bool source_wins_rule = VersionWins(unit.version, dest_keys_.IdOf(unit.version.replica), mine,
+                                        dest_keys_.IdOf(mine.replica));
+    if (their_data == our_data) {
+      // The same value reached both sides (or a crash left data ahead of its
+      // metadata): no conflict, just agree on one version.
+      if (source_wins_rule) result.SetUnit(unit.unit, unit.version);
+      return Status::Ok();
+    }
+    ++report_.conflicts;
+    bool take_source = source_wins_rule;
+    switch (options_.policy) {
+      case ConflictPolicy::kKeepBoth:
+        break;
+      case ConflictPolicy::kSourceWins:
+        take_source = true;
+        break;
+      case ConflictPolicy::kDestinationWins:
+        take_source = false;
+        break;
+      case ConflictPolicy::kMerge: {
+        MESHSYNC_ASSIGN_OR_RETURN(std::string value, dest_.provider().MergeUnit(
+                                                         change.id, unit.unit, our_data, their_data));
+        // The merged value is a new write that knows both inputs.
+        Version merged_version{0, dest_.hlc().Next()};
+        dest_knowledge_.RaiseEverywhere(merged_version);
+        result.SetUnit(unit.unit, merged_version);
+        merged[unit.unit] = std::move(value);
+        return Status::Ok();
+      }
+      case ConflictPolicy::kDefer: {
+        ++report_.deferred;
+        batch.learned = batch.learned.Exclude(change.id, unit.unit);
+        if (!AlreadyDeferred(change.id, unit.unit, unit.version)) {
+          batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
+                                                       ConflictKind::kUpdateUpdate, mine,
+                                                       unit.version, false, their_data, true));
+        }
+        return Status::Ok();
+      }
+    }
+    if (take_source) {
+      to_apply.push_back(unit.unit);
+      result.SetUnit(unit.unit, unit.version);
+      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
+                                                   ConflictKind::kUpdateUpdate, unit.version, mine,
+                                                   false, std::move(our_data)));
+    } else {
+      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
+                                                   ConflictKind::kUpdateUpdate, mine, unit.version,
+                                                   false, std::move(their_data)));
+    }
+    return Status::Ok();
+  }
+
+  bool AlreadyDeferred(const ItemId& item, ChangeUnitId unit, const Version& loser) {
+    if (!deferred_loaded_) {
+      deferred_loaded_ = true;
+      auto conflicts = dest_.store().ListConflicts();
+      if (conflicts.ok()) {
+        for (const ConflictRecord& record : *conflicts) {
+          if (record.deferred) {
+            deferred_.insert({record.item, record.unit, record.loser.replica, record.loser.tick});
+          }
+        }
+      }
+    }
+    return !deferred_.insert({item, unit, loser.replica, loser.tick}).second;
+  }
+
+  ConflictRecord Conflict(const ItemId& item, ChangeUnitId unit, ConflictKind kind,
+                          const Version& winner, const Version& loser, bool loser_is_delete,
+                          std::string loser_data, bool deferred = false) {
+    ConflictRecord record;
+    record.item = item;
+    record.unit = unit;
+    record.kind = kind;
+    record.winner = winner;
+    record.loser = loser;
+    record.loser_is_delete = loser_is_delete;
+    record.loser_data = std::move(loser_data);
+    record.deferred = deferred;
+    record.detected_millis = dest_.clock().NowMillis();
+    return record;
+  }
+
+  Replica& source_;
+  Replica& dest_;
+  const SyncOptions& options_;
+  DirectionReport& report_;
+  SyncProgress progress_;
+
+  bool recovery_ = false;
+  Knowledge dest_known_;      // destination knowledge at the start, source keys
+  ReplicaKeyMap dest_keys_;   // destination keys, grown by the source's replicas
+  KeyTranslator to_dest_;     // source keys -> dest_keys_
+  Knowledge made_with_;       // source knowledge, destination keys
+  Knowledge dest_knowledge_;  // destination knowledge for the current batch
+  bool deferred_loaded_ = false;
+  std::set<std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick>> deferred_;
+};
+
+}  // namespace
+
+Result<SyncReport> Synchronize(Replica& a, Replica& b, const SyncOptions& options) {
+  if (a.id() == b.id()) return InvalidArgumentError("cannot sync a replica with itself");
+  if (options.detect_changes) {
+    MESHSYNC_RETURN_IF_ERROR(a.DetectChanges());
+    MESHSYNC_RETURN_IF_ERROR(b.DetectChanges());
+  }
+  SyncReport report;
+  auto run = [&](Replica& source, Replica& dest, bool a_to_b) -> Status {
+    DirectionReport& direction = a_to_b ? report.a_to_b : report.b_to_a;
+    DirectionRun session(source, dest, options, a_to_b, direction);
+    auto finished = session.Run();
+    if (!finished.ok()) return finished.status();
+    if (!*finished) report.cancelled = true;
+    return Status::Ok();
+  };
+  if (options.direction != SyncDirection::kBToA) {
+    MESHSYNC_RETURN_IF_ERROR(run(a, b, true));
+  }
+  if (options.direction != SyncDirection::kAToB && !report.cancelled) {
+    MESHSYNC_RETURN_IF_ERROR(run(b, a, false));
+  }
+  return report;
+}
+
+}  // namespace meshsync
