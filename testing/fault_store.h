@@ -18,7 +18,7 @@ class FaultInjectingStore final : public MetadataStore {
 
   // The commit after `successes` more successful ones fails (once).
   void FailCommitAfter(int successes) { fail_after_ = successes; }
-  bool armed() const { return fail_after_ >= 0; }
+  void Disarm() { fail_after_ = -1; }
 
   const ReplicaState& state() const override { return base_->state(); }
   Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) override {

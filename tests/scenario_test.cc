@@ -101,7 +101,8 @@ class Scenario {
         ASSERT_TRUE(opened.ok()) << opened.status().ToString();
         base = std::move(*opened);
       } else {
-        base = OpenMemoryStore(ReplicaId::Generate(node->random), std::string(RecordProvider::kName));
+        base =
+            OpenMemoryStore(ReplicaId::Generate(node->random), std::string(RecordProvider::kName));
       }
       auto faulty = std::make_unique<testing::FaultInjectingStore>(std::move(base));
       node->store = faulty.get();
@@ -187,10 +188,10 @@ class Scenario {
       const DirectionReport& report = args[2] == "a-to-b" ? last_.a_to_b : last_.b_to_a;
       for (auto& [name, value] : Options(args, 3)) {
         std::map<std::string, uint64_t> fields = {
-            {"created", report.created},     {"updated", report.updated},
-            {"deleted", report.deleted},     {"conflicts", report.conflicts},
-            {"deferred", report.deferred},   {"skipped", report.skipped},
-            {"recovery", report.recovery},   {"errors", report.errors.size()},
+            {"created", report.created},   {"updated", report.updated},
+            {"deleted", report.deleted},   {"conflicts", report.conflicts},
+            {"deferred", report.deferred}, {"skipped", report.skipped},
+            {"recovery", report.recovery}, {"errors", report.errors.size()},
             {"batches", report.batches}};
         ASSERT_TRUE(fields.count(name)) << "unknown report field " << name;
         EXPECT_EQ(fields[name], std::stoull(value)) << name;
@@ -250,7 +251,8 @@ class Scenario {
       NodeNamed(args[1]).provider.FailSavesOf({});
     } else if (command == "crash") {
       auto options = Options(args, 2);
-      NodeNamed(args[1]).store->FailCommitAfter(options.count("after") ? std::stoi(options["after"]) : 0);
+      NodeNamed(args[1]).store->FailCommitAfter(options.count("after") ? std::stoi(options["after"])
+                                                                       : 0);
     } else if (command == "expect") {
       Expect(args);
     } else {

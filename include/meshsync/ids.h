@@ -83,7 +83,9 @@ using Tick = uint64_t;
 ChangeUnitId ChangeUnitIdFromName(std::string_view name);
 
 struct Id128Hash {
-  size_t operator()(const Id128& id) const { return std::hash<uint64_t>()(id.hi ^ (id.lo * 0x9E3779B97F4A7C15ull)); }
+  size_t operator()(const Id128& id) const {
+    return std::hash<uint64_t>()(id.hi ^ (id.lo * 0x9E3779B97F4A7C15ull));
+  }
 };
 
 }  // namespace meshsync

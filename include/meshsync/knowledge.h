@@ -101,9 +101,7 @@ class Knowledge {
 
   // Is version `v` of `item` known? Item-level: used for creation and
   // deletion versions, which belong to the item rather than to one unit.
-  bool Contains(const ItemId& item, const Version& v) const {
-    return VectorFor(item).Contains(v);
-  }
+  bool Contains(const ItemId& item, const Version& v) const { return VectorFor(item).Contains(v); }
   bool Contains(const ItemId& item, ChangeUnitId unit, const Version& v) const {
     return VectorFor(item, unit).Contains(v);
   }

@@ -40,12 +40,15 @@ struct UnitVersion {
 // What the replica knows about one item. Versions use the store's keys.
 struct ItemMetadata {
   ItemId id;
-  Version created;   // who created the item, and when
-  Version updated;   // the latest change to the item (a unit, or its deletion)
+  Version created;  // who created the item, and when
+  Version updated;  // the latest change to the item (a unit, or its deletion)
   bool tombstone = false;
-  std::vector<UnitVersion> units;  // live items: one per unit, ordered by unit
-  std::string key;                 // provider-owned (a path, a primary key); may be empty
-  std::string provider_state;      // provider-owned change-detection state (a stat cache)
+  // One per unit the item has or had, ordered by unit. A unit whose data
+  // the provider does not have was removed at that version. Tombstones keep
+  // the units they had when deleted.
+  std::vector<UnitVersion> units;
+  std::string key;             // provider-owned (a path, a primary key); may be empty
+  std::string provider_state;  // provider-owned change-detection state (a stat cache)
 
   // The version of `unit`, or nullptr if the item has no such unit.
   const Version* FindUnit(ChangeUnitId unit) const;
@@ -71,8 +74,8 @@ struct ConflictRecord {
   Version winner;  // store keys
   Version loser;
   bool loser_is_delete = false;
-  std::string loser_data;     // the losing unit's data, as the provider gave it
-  bool deferred = false;      // resolution was postponed: nothing was applied
+  std::string loser_data;  // the losing unit's data, as the provider gave it
+  bool deferred = false;   // resolution was postponed: nothing was applied
   uint64_t detected_millis = 0;
   friend bool operator==(const ConflictRecord&, const ConflictRecord&) = default;
 };
@@ -90,9 +93,9 @@ struct ReplicaState {
 // Changes to commit together.
 struct StoreBatch {
   std::vector<ItemMetadata> upserts;
-  std::vector<ItemId> erasures;             // tombstones forgotten by clean-up
-  std::optional<ReplicaKeyMap> keys;        // REQUIRES: extends the current map
-  std::optional<Tick> tick;                 // REQUIRES: >= the current tick
+  std::vector<ItemId> erasures;       // tombstones forgotten by clean-up
+  std::optional<ReplicaKeyMap> keys;  // REQUIRES: extends the current map
+  std::optional<Tick> tick;           // REQUIRES: >= the current tick
   std::optional<Knowledge> knowledge;
   std::optional<Knowledge> forgotten;
   std::vector<ConflictRecord> new_conflicts;  // ids are assigned on commit

@@ -82,6 +82,8 @@ struct SaveRequest {
   const ItemMetadata* local = nullptr;
   // Create: every unit. Update: the units to overwrite. Delete: empty.
   std::vector<UnitData> units;
+  // Units the item no longer has (create or update): remove them.
+  std::vector<ChangeUnitId> removed_units;
 };
 
 struct SaveResult {
@@ -104,8 +106,9 @@ class Provider {
   virtual Status DetectChanges(ChangeRecorder& recorder) = 0;
 
   // Appends the data of `units` of local item `item` to `out`. A unit the
-  // item lacks is skipped. kNotFound or kUnavailable if the data changed or
-  // vanished since it was detected: the engine skips the item this session.
+  // item does not have is left out, and the engine reads that as "this unit
+  // was removed" (its version records the removal). kNotFound or kUnavailable if the data changed
+  // or vanished since it was detected: the engine skips the item this session.
   virtual Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
                                 std::vector<UnitData>& out) = 0;
 

@@ -89,7 +89,7 @@ Status InternalError(std::string message);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : data_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : data_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : data_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(data_).ok() && "Result<T> needs a value or a non-OK status");
   }
@@ -117,9 +117,9 @@ class [[nodiscard]] Result {
 }  // namespace meshsync
 
 // Returns early from the enclosing function when `expr` yields a non-OK Status.
-#define MESHSYNC_RETURN_IF_ERROR(expr)               \
-  do {                                               \
-    ::meshsync::Status meshsync_status_ = (expr);    \
+#define MESHSYNC_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    ::meshsync::Status meshsync_status_ = (expr);        \
     if (!meshsync_status_.ok()) return meshsync_status_; \
   } while (false)
 
@@ -128,10 +128,10 @@ class [[nodiscard]] Result {
 
 // `MESHSYNC_ASSIGN_OR_RETURN(auto x, MakeX());` declares x from a Result, or
 // returns its error from the enclosing function.
-#define MESHSYNC_ASSIGN_OR_RETURN(lhs, expr)                                    \
-  auto MESHSYNC_CONCAT_(meshsync_result_, __LINE__) = (expr);                   \
-  if (!MESHSYNC_CONCAT_(meshsync_result_, __LINE__).ok())                       \
-    return MESHSYNC_CONCAT_(meshsync_result_, __LINE__).status();               \
+#define MESHSYNC_ASSIGN_OR_RETURN(lhs, expr)                      \
+  auto MESHSYNC_CONCAT_(meshsync_result_, __LINE__) = (expr);     \
+  if (!MESHSYNC_CONCAT_(meshsync_result_, __LINE__).ok())         \
+    return MESHSYNC_CONCAT_(meshsync_result_, __LINE__).status(); \
   lhs = std::move(MESHSYNC_CONCAT_(meshsync_result_, __LINE__)).value()
 
 #endif  // MESHSYNC_STATUS_H_

@@ -57,7 +57,10 @@ class Replica {
 
  private:
   Replica(MetadataStore& store, Provider& provider, Clock& clock, Random& random)
-      : store_(store), provider_(provider), clock_(clock), random_(random),
+      : store_(store),
+        provider_(provider),
+        clock_(clock),
+        random_(random),
         hlc_(clock, store.state().tick) {}
 
   MetadataStore& store_;
@@ -115,10 +118,10 @@ struct DirectionReport {
   uint64_t deleted = 0;
   uint64_t conflicts = 0;  // concurrent changes found (all policies)
   uint64_t deferred = 0;
-  uint64_t skipped = 0;    // not applied this session (errors, filters)
+  uint64_t skipped = 0;  // not applied this session (errors, filters)
   uint64_t bytes = 0;
   uint64_t batches = 0;
-  bool recovery = false;   // ran a full-enumeration recovery
+  bool recovery = false;  // ran a full-enumeration recovery
   std::vector<ItemError> errors;
 };
 

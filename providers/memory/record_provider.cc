@@ -56,7 +56,8 @@ FieldHashes DecodeHashes(std::string_view state) {
   for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {
     uint32_t unit = 0;
     uint64_t hash = 0;
-    for (int byte = 3; byte >= 0; --byte) unit = (unit << 8) | static_cast<uint8_t>(state[pos + byte]);
+    for (int byte = 3; byte >= 0; --byte)
+      unit = (unit << 8) | static_cast<uint8_t>(state[pos + byte]);
     for (int byte = 7; byte >= 0; --byte) {
       hash = (hash << 8) | static_cast<uint8_t>(state[pos + 4 + byte]);
     }
@@ -66,6 +67,11 @@ FieldHashes DecodeHashes(std::string_view state) {
 }
 
 }  // namespace
+
+void RecordProvider::EraseField(const ItemId& id, const std::string& field) {
+  auto it = records_.find(id);
+  if (it != records_.end()) it->second.erase(field);
+}
 
 const Record* RecordProvider::Get(const ItemId& id) const {
   auto it = records_.find(id);
@@ -88,6 +94,9 @@ Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
         auto it = before.find(unit);
         if (it == before.end() || it->second != hash) change.changed_units.push_back(unit);
       }
+      for (const auto& [unit, hash] : before) {
+        if (now.count(unit) == 0) change.changed_units.push_back(unit);  // field removed
+      }
       if (change.changed_units.empty()) continue;
     }
     MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
@@ -107,8 +116,7 @@ Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
   return Status::Ok();
 }
 
-Status RecordProvider::LoadChangeData(const ItemMetadata& item,
-                                      std::span<const ChangeUnitId> units,
+Status RecordProvider::LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
                                       std::vector<UnitData>& out) {
   const Record* record = Get(item.id);
   if (record == nullptr) return NotFoundError("record " + item.id.ToHex() + " is gone");
@@ -144,6 +152,11 @@ Result<SaveResult> RecordProvider::SaveChange(const SaveRequest& request) {
   Record& record = records_[request.id];
   if (request.action == SaveAction::kCreate) record.clear();
   for (auto& [name, value] : fields) record[name] = std::move(value);
+  std::erase_if(record, [&request](const auto& field) {
+    ChangeUnitId unit = ChangeUnitIdFromName(field.first);
+    return std::find(request.removed_units.begin(), request.removed_units.end(), unit) !=
+           request.removed_units.end();
+  });
   result.provider_state = EncodeHashes(HashesOf(record));
   return result;
 }

@@ -37,6 +37,7 @@ class RecordProvider final : public Provider {
     records_[id][field] = std::move(value);
   }
   void Erase(const ItemId& id) { records_.erase(id); }
+  void EraseField(const ItemId& id, const std::string& field);
   const Record* Get(const ItemId& id) const;
   const std::map<ItemId, Record>& records() const { return records_; }
 

@@ -36,7 +36,8 @@ class Recorder final : public ChangeRecorder {
     ItemId cursor = ItemId::Min();
     while (true) {
       std::vector<ItemMetadata> chunk;
-      MESHSYNC_RETURN_IF_ERROR(replica_.store().ScanItems(cursor, ItemId::Max(), kScanChunk, chunk));
+      MESHSYNC_RETURN_IF_ERROR(
+          replica_.store().ScanItems(cursor, ItemId::Max(), kScanChunk, chunk));
       for (const ItemMetadata& item : chunk) {
         if (!item.tombstone) MESHSYNC_RETURN_IF_ERROR(fn(item));
       }
@@ -53,7 +54,8 @@ class Recorder final : public ChangeRecorder {
     Version version{0, replica_.hlc().Next()};
     ItemMetadata item;
     if (!existing.has_value()) {
-      if (change.deleted) return InvalidArgumentError("cannot delete an item the replica never had");
+      if (change.deleted)
+        return InvalidArgumentError("cannot delete an item the replica never had");
       item.id = change.id.has_value() ? *change.id
                                       : ItemId::Generate(replica_.clock(), replica_.random());
       item.created = version;
@@ -63,11 +65,13 @@ class Recorder final : public ChangeRecorder {
       if (change.deleted) {
         if (item.tombstone) return InvalidArgumentError("item is already deleted");
         item.tombstone = true;
-        item.units.clear();
       } else {
-        if (item.tombstone) {  // re-created locally under the same id
+        if (item.tombstone) {
+          // Re-created locally under the same id: a new state, in which the
+          // units it had before and has not now are removed.
           item.tombstone = false;
           item.created = version;
+          for (UnitVersion& unit : item.units) unit.version = version;
         }
         for (ChangeUnitId unit : change.changed_units) item.SetUnit(unit, version);
       }

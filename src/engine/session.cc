@@ -39,6 +39,19 @@ Version LatestOf(const ItemMetadata& item, const ReplicaKeyMap& keys) {
   return latest;
 }
 
+// A tombstone lists every unit version its deletion superseded: ours and
+// the incoming deletion's, the later version of each unit.
+std::vector<UnitVersion> MergedUnits(const std::vector<UnitVersion>& a,
+                                     const std::vector<UnitVersion>& b, const ReplicaKeyMap& keys) {
+  ItemMetadata merged;
+  merged.units = a;
+  for (const UnitVersion& unit : b) {
+    const Version* mine = merged.FindUnit(unit.unit);
+    merged.SetUnit(unit.unit, mine == nullptr ? unit.version : Later(*mine, unit.version, keys));
+  }
+  return merged.units;
+}
+
 // Does the destination (whose knowledge is `known`, in source keys) lack
 // anything of `item`?
 bool Lacks(const Knowledge& known, const ItemMetadata& item) {
@@ -68,9 +81,9 @@ class DirectionRun {
     dest_known_ = KeyTranslator::Restricting(dst.keys, src.keys).Translate(dst.knowledge);
     recovery_ = !dest_known_.Contains(src.forgotten);
     if (recovery_ && !options_.allow_recovery) {
-      return FailedPreconditionError(
-          "destination " + dst.id.ShortName() + " has not seen deletions that source " +
-          src.id.ShortName() + " has forgotten; a recovery sync is needed");
+      return FailedPreconditionError("destination " + dst.id.ShortName() +
+                                     " has not seen deletions that source " + src.id.ShortName() +
+                                     " has forgotten; a recovery sync is needed");
     }
     if (!recovery_ && dest_known_.Contains(src.knowledge)) return true;  // nothing to send
     report_.recovery = recovery_;
@@ -137,7 +150,8 @@ class DirectionRun {
       }
     } else {
       for (const ItemMetadata* change : changes) {
-        MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, dest_.store().GetItem(change->id));
+        MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item,
+                                  dest_.store().GetItem(change->id));
         if (item.has_value()) local.emplace(change->id, std::move(*item));
       }
     }
@@ -146,6 +160,8 @@ class DirectionRun {
       if (source_filtered) batch.learned.UnionWith(made_with_.ProjectOnto(change->id));
       auto it = local.find(change->id);
       Status status = ApplyChange(*change, it == local.end() ? nullptr : &it->second, batch);
+      // The store failing ends the session; a provider failing skips the item.
+      MESHSYNC_RETURN_IF_ERROR(store_failure_);
       if (!status.ok()) {
         // Not learned, so the next session offers it again.
         batch.learned = batch.learned.Exclude(change->id);
@@ -176,7 +192,7 @@ class DirectionRun {
     for (const auto& [id, item] : local) {
       if (at_source.count(id) > 0 || !KnowsAllOf(made_with_, item)) continue;
       if (!item.tombstone) {
-        SaveRequest request{SaveAction::kDelete, id, &item, {}};
+        SaveRequest request{SaveAction::kDelete, id, &item, {}, {}};
         auto saved = dest_.provider().SaveChange(request);
         if (!saved.ok()) {
           batch.learned = batch.learned.Exclude(id);
@@ -213,6 +229,17 @@ class DirectionRun {
     return Status::Ok();
   }
 
+  // Units asked for but not loaded were removed at their version.
+  static void SplitRemovals(const std::vector<ChangeUnitId>& wanted, std::vector<UnitData> loaded,
+                            SaveRequest& request) {
+    for (ChangeUnitId unit : wanted) {
+      bool present = std::any_of(loaded.begin(), loaded.end(),
+                                 [unit](const UnitData& d) { return d.unit == unit; });
+      if (!present) request.removed_units.push_back(unit);
+    }
+    request.units = std::move(loaded);
+  }
+
   static std::vector<ChangeUnitId> UnitIds(const ItemMetadata& item) {
     std::vector<ChangeUnitId> ids;
     for (const UnitVersion& unit : item.units) ids.push_back(unit.unit);
@@ -229,19 +256,11 @@ class DirectionRun {
       return Create(source_item, std::move(change), nullptr, batch);
     }
     if (local->tombstone) {
-      if (change.tombstone) {
-        Version winner = Later(local->updated, change.updated, dest_keys_);
-        if (!(winner == local->updated)) {
-          ItemMetadata merged = *local;
-          merged.updated = winner;
-          batch.store.upserts.push_back(std::move(merged));
-        }
-        return Status::Ok();
-      }
+      if (change.tombstone) return MergeDeletions(change, *local, batch);
       if (made_with_.Contains(change.id, local->updated)) {
         // The source saw our deletion and still has the item: its state is
         // newer (it kept a concurrent edit), so the item comes back.
-        return Create(source_item, std::move(change), local, batch);
+        return Resurrect(source_item, std::move(change), *local, batch);
       }
       bool has_new_edit = false;
       for (const UnitVersion& unit : change.units) {
@@ -250,19 +269,19 @@ class DirectionRun {
       if (!has_new_edit) return Status::Ok();  // the source has yet to learn our deletion
       // An edit beats a concurrent delete.
       ++report_.conflicts;
-      batch.store.new_conflicts.push_back(
-          Conflict(change.id, 0, ConflictKind::kDeleteUpdate, change.updated, local->updated,
-                   /*loser_is_delete=*/true, {}));
-      return Create(source_item, std::move(change), local, batch);
+      batch.store.new_conflicts.push_back(Conflict(change.id, 0, ConflictKind::kDeleteUpdate,
+                                                   change.updated, local->updated,
+                                                   /*loser_is_delete=*/true, {}));
+      return Resurrect(source_item, std::move(change), *local, batch);
     }
     if (change.tombstone) {
       if (KnowsAllOf(made_with_, *local)) {
-        SaveRequest request{SaveAction::kDelete, change.id, local, {}};
+        SaveRequest request{SaveAction::kDelete, change.id, local, {}, {}};
         MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
         ItemMetadata deleted = *local;
         deleted.tombstone = true;
-        deleted.units.clear();
         deleted.updated = change.updated;
+        deleted.units = MergedUnits(local->units, change.units, dest_keys_);
         deleted.key = std::move(saved.key);
         deleted.provider_state = std::move(saved.provider_state);
         batch.store.upserts.push_back(std::move(deleted));
@@ -275,9 +294,61 @@ class DirectionRun {
       batch.store.new_conflicts.push_back(Conflict(change.id, 0, ConflictKind::kUpdateDelete,
                                                    local->updated, change.updated,
                                                    /*loser_is_delete=*/true, {}));
+      ItemMetadata survivor = *local;
+      Supersede(change.units, dest_knowledge_, survivor);
+      if (!(survivor.units == local->units)) batch.store.upserts.push_back(std::move(survivor));
       return Status::Ok();
     }
     return Update(source_item, change, *local, batch);
+  }
+
+  // Both sides deleted the item. The tombstone's version names the deletion
+  // that peers compare against their own state, so it must never be replaced
+  // by one that knows less: a deletion that knew ours supersedes it; ours
+  // stays if we already knew theirs; two concurrent deletions become a new
+  // local deletion that knows both, so it reaches every replica that has
+  // seen only one of them (one of which may have kept the item alive because
+  // an edit beat the other deletion).
+  Status MergeDeletions(const ItemMetadata& change, const ItemMetadata& local, Batch& batch) {
+    if (dest_knowledge_.Contains(change.id, change.updated)) return Status::Ok();
+    ItemMetadata merged = local;
+    merged.units = MergedUnits(local.units, change.units, dest_keys_);
+    if (made_with_.Contains(change.id, local.updated)) {
+      merged.updated = change.updated;
+    } else {
+      merged.updated = Version{0, dest_.hlc().Next()};
+      dest_knowledge_.RaiseEverywhere(merged.updated);
+    }
+    batch.store.upserts.push_back(std::move(merged));
+    return Status::Ok();
+  }
+
+  // Brings back an item deleted here, in the source's state. Units this
+  // replica knew that the source has not seen are not in that state: they
+  // get a removal version of our own, so replicas that still hold them drop
+  // them too, instead of each side keeping what it had.
+  Status Resurrect(const ItemMetadata& source_item, ItemMetadata change, const ItemMetadata& local,
+                   Batch& batch) {
+    Supersede(local.units, made_with_, change);
+    return Create(source_item, std::move(change), &local, batch);
+  }
+
+  // A deletion lost to a concurrent edit, so the item lives on in
+  // `survivor`'s state. The deletion knew unit versions `deleted_units` that
+  // the survivor's side (whose knowledge is `survivor_known`) never saw;
+  // replicas that still hold those values must give them up, or each side
+  // would keep what it had while believing it knew the other's state. So
+  // each such unit gets a new local version: the survivor's value again, or
+  // a removal if the survivor has no such unit.
+  void Supersede(const std::vector<UnitVersion>& deleted_units, const Knowledge& survivor_known,
+                 ItemMetadata& survivor) {
+    for (const UnitVersion& unit : deleted_units) {
+      if (survivor_known.Contains(survivor.id, unit.unit, unit.version)) continue;
+      Version restamp{0, dest_.hlc().Next()};
+      dest_knowledge_.RaiseEverywhere(restamp);
+      survivor.SetUnit(unit.unit, restamp);
+    }
+    survivor.updated = LatestOf(survivor, dest_keys_);
   }
 
   // Creates (or brings back) the item with every unit the source has.
@@ -290,7 +361,8 @@ class DirectionRun {
       ++report_.skipped;  // outside the destination's filter: learned, not held
       return Status::Ok();
     }
-    SaveRequest request{SaveAction::kCreate, change.id, local, std::move(data)};
+    SaveRequest request{SaveAction::kCreate, change.id, local, {}, {}};
+    SplitRemovals(UnitIds(change), std::move(data), request);
     MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
     change.key = std::move(saved.key);
     change.provider_state = std::move(saved.provider_state);
@@ -302,7 +374,7 @@ class DirectionRun {
   Status Update(const ItemMetadata& source_item, const ItemMetadata& change,
                 const ItemMetadata& local, Batch& batch) {
     ItemMetadata result = local;
-    std::vector<ChangeUnitId> to_apply;        // take the source's data
+    std::vector<ChangeUnitId> to_apply;          // take the source's data
     std::map<ChangeUnitId, std::string> merged;  // take a merged value
     for (const UnitVersion& unit : change.units) {
       if (dest_knowledge_.Contains(change.id, unit.unit, unit.version)) continue;
@@ -312,16 +384,17 @@ class DirectionRun {
         result.SetUnit(unit.unit, unit.version);
         continue;
       }
-      MESHSYNC_RETURN_IF_ERROR(ResolveConflict(source_item, change, unit, *mine, result, to_apply,
-                                               merged, batch));
+      MESHSYNC_RETURN_IF_ERROR(
+          ResolveConflict(source_item, change, unit, *mine, result, to_apply, merged, batch));
     }
     if (to_apply.empty() && merged.empty() && result.units == local.units) return Status::Ok();
 
     std::vector<UnitData> data;
     if (!to_apply.empty()) MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, to_apply, data));
-    for (auto& [unit, value] : merged) data.push_back(UnitData{unit, std::move(value)});
-    if (!data.empty()) {
-      SaveRequest request{SaveAction::kUpdate, change.id, &local, std::move(data)};
+    SaveRequest request{SaveAction::kUpdate, change.id, &local, {}, {}};
+    SplitRemovals(to_apply, std::move(data), request);
+    for (auto& [unit, value] : merged) request.units.push_back(UnitData{unit, std::move(value)});
+    if (!request.units.empty() || !request.removed_units.empty()) {
       MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
       result.key = std::move(saved.key);
       result.provider_state = std::move(saved.provider_state);
@@ -344,11 +417,14 @@ class DirectionRun {
     MESHSYNC_RETURN_IF_ERROR(source_.provider().LoadChangeData(source_item, unit_ids, theirs));
     // `result` carries the destination's key and provider state.
     MESHSYNC_RETURN_IF_ERROR(dest_.provider().LoadChangeData(result, unit_ids, ours));
-    std::string their_data = theirs.empty() ? std::string() : std::move(theirs[0].data);
-    std::string our_data = ours.empty() ? std::string() : std::move(ours[0].data);
+    // An empty string stands for a removed unit in the conflict log.
+    bool their_removed = theirs.empty();
+    bool our_removed = ours.empty();
+    std::string their_data = their_removed ? std::string() : std::move(theirs[0].data);
+    std::string our_data = our_removed ? std::string() : std::move(ours[0].data);
     bool source_wins_rule = VersionWins(unit.version, dest_keys_.IdOf(unit.version.replica), mine,
                                         dest_keys_.IdOf(mine.replica));
-    if (their_data == our_data) {
+    if (their_removed == our_removed && their_data == our_data) {
       // The same value reached both sides (or a crash left data ahead of its
       // metadata): no conflict, just agree on one version.
       if (source_wins_rule) result.SetUnit(unit.unit, unit.version);
@@ -366,8 +442,10 @@ class DirectionRun {
         take_source = false;
         break;
       case ConflictPolicy::kMerge: {
-        MESHSYNC_ASSIGN_OR_RETURN(std::string value, dest_.provider().MergeUnit(
-                                                         change.id, unit.unit, our_data, their_data));
+        if (their_removed || our_removed) break;  // nothing to merge: the rule decides
+        MESHSYNC_ASSIGN_OR_RETURN(
+            std::string value,
+            dest_.provider().MergeUnit(change.id, unit.unit, our_data, their_data));
         // The merged value is a new write that knows both inputs.
         Version merged_version{0, dest_.hlc().Next()};
         dest_knowledge_.RaiseEverywhere(merged_version);
@@ -378,20 +456,26 @@ class DirectionRun {
       case ConflictPolicy::kDefer: {
         ++report_.deferred;
         batch.learned = batch.learned.Exclude(change.id, unit.unit);
-        if (!AlreadyDeferred(change.id, unit.unit, unit.version)) {
-          batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
-                                                       ConflictKind::kUpdateUpdate, mine,
-                                                       unit.version, false, their_data, true));
-        }
+        ConflictRecord record = Conflict(change.id, unit.unit, ConflictKind::kUpdateUpdate, mine,
+                                         unit.version, false, their_data, true);
+        if (!AlreadyLogged(record)) batch.store.new_conflicts.push_back(std::move(record));
         return Status::Ok();
       }
     }
     if (take_source) {
       to_apply.push_back(unit.unit);
       result.SetUnit(unit.unit, unit.version);
-      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
-                                                   ConflictKind::kUpdateUpdate, unit.version, mine,
-                                                   false, std::move(our_data)));
+      ConflictRecord record = Conflict(change.id, unit.unit, ConflictKind::kUpdateUpdate,
+                                       unit.version, mine, false, std::move(our_data));
+      if (!AlreadyLogged(record)) {
+        // Our value is about to be overwritten: preserve it durably first,
+        // so a crash between the data write and the batch's metadata commit
+        // cannot lose it. (Retrying the batch finds it logged already.)
+        StoreBatch preserve;
+        preserve.new_conflicts.push_back(std::move(record));
+        store_failure_ = dest_.store().Commit(preserve);
+        MESHSYNC_RETURN_IF_ERROR(store_failure_);
+      }
     } else {
       batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
                                                    ConflictKind::kUpdateUpdate, mine, unit.version,
@@ -400,19 +484,22 @@ class DirectionRun {
     return Status::Ok();
   }
 
-  bool AlreadyDeferred(const ItemId& item, ChangeUnitId unit, const Version& loser) {
-    if (!deferred_loaded_) {
-      deferred_loaded_ = true;
+  // Whether the destination's log already holds this conflict (same item,
+  // unit, loser version and kind of record): a deferred conflict is offered
+  // again every session, and a preserved loser is logged before the batch
+  // that may be retried.
+  bool AlreadyLogged(const ConflictRecord& record) {
+    if (!logged_loaded_) {
+      logged_loaded_ = true;
       auto conflicts = dest_.store().ListConflicts();
       if (conflicts.ok()) {
-        for (const ConflictRecord& record : *conflicts) {
-          if (record.deferred) {
-            deferred_.insert({record.item, record.unit, record.loser.replica, record.loser.tick});
-          }
-        }
+        for (const ConflictRecord& known : *conflicts) logged_.insert(LogKey(known));
       }
     }
-    return !deferred_.insert({item, unit, loser.replica, loser.tick}).second;
+    return !logged_.insert(LogKey(record)).second;
+  }
+  static std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick, bool> LogKey(const ConflictRecord& r) {
+    return {r.item, r.unit, r.loser.replica, r.loser.tick, r.deferred};
   }
 
   ConflictRecord Conflict(const ItemId& item, ChangeUnitId unit, ConflictKind kind,
@@ -443,8 +530,9 @@ class DirectionRun {
   KeyTranslator to_dest_;     // source keys -> dest_keys_
   Knowledge made_with_;       // source knowledge, destination keys
   Knowledge dest_knowledge_;  // destination knowledge for the current batch
-  bool deferred_loaded_ = false;
-  std::set<std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick>> deferred_;
+  Status store_failure_;      // set when a store write inside ApplyChange fails
+  bool logged_loaded_ = false;
+  std::set<std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick, bool>> logged_;
 };
 
 }  // namespace

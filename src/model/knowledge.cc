@@ -132,10 +132,11 @@ const ClockVector& Knowledge::VectorFor(const ItemId& item) const {
 
 const ClockVector& Knowledge::VectorFor(const ItemId& item, ChangeUnitId unit) const {
   if (!units_.empty()) {
-    auto it = std::lower_bound(units_.begin(), units_.end(), std::make_pair(item, unit),
-                               [](const UnitException& u, const std::pair<ItemId, ChangeUnitId>& k) {
-                                 return UnitLess(u, k.first, k.second);
-                               });
+    auto it =
+        std::lower_bound(units_.begin(), units_.end(), std::make_pair(item, unit),
+                         [](const UnitException& u, const std::pair<ItemId, ChangeUnitId>& k) {
+                           return UnitLess(u, k.first, k.second);
+                         });
     if (it != units_.end() && it->item == item && it->unit == unit) return it->vector;
   }
   return VectorFor(item);
@@ -155,8 +156,7 @@ std::vector<Knowledge::Segment> Knowledge::Segments() const {
   return segments;
 }
 
-Knowledge Knowledge::FromSegments(std::vector<Segment> segments,
-                                  std::vector<UnitException> units) {
+Knowledge Knowledge::FromSegments(std::vector<Segment> segments, std::vector<UnitException> units) {
   // Merge neighbours with equal vectors, so ranges come out maximal.
   std::vector<Segment> merged;
   merged.reserve(segments.size());

@@ -74,9 +74,8 @@ std::string Knowledge::Encode(const ReplicaKeyMap& keys) const {
   for (const UnitException& unit : units_) note(unit.vector);
   std::sort(used.begin(), used.end());
   used.erase(std::unique(used.begin(), used.end()), used.end());
-  std::sort(used.begin(), used.end(), [&keys](ReplicaKey a, ReplicaKey b) {
-    return keys.IdOf(a) < keys.IdOf(b);
-  });
+  std::sort(used.begin(), used.end(),
+            [&keys](ReplicaKey a, ReplicaKey b) { return keys.IdOf(a) < keys.IdOf(b); });
   std::vector<uint64_t> index_of_key(used.empty() ? 0 : used.back() + 1);
   for (ReplicaKey key : used) {
     if (key >= index_of_key.size()) index_of_key.resize(key + 1);
@@ -177,8 +176,9 @@ Result<Knowledge> Knowledge::Decode(std::string_view bytes, ReplicaKeyMap& keys)
 
   std::vector<ReplicaKey> key_of_index(replica_count);
   for (uint64_t idx = 0; idx < replica_count; ++idx) key_of_index[idx] = keys.KeyFor(replicas[idx]);
-  return canonical.MapKeys(
-      [&key_of_index](ReplicaKey index) -> std::optional<ReplicaKey> { return key_of_index[index]; });
+  return canonical.MapKeys([&key_of_index](ReplicaKey index) -> std::optional<ReplicaKey> {
+    return key_of_index[index];
+  });
 }
 
 }  // namespace meshsync

@@ -175,8 +175,8 @@ TEST(KnowledgeCodecTest, RejectsNonCanonicalForms) {
   // A range whose vector equals the scope is redundant.
   ReplicaKeyMap keys(ReplicaId(Id128{0, 1}));
   std::string bytes;
-  bytes.push_back(1);                       // format
-  bytes.push_back(1);                       // one replica
+  bytes.push_back(1);  // format
+  bytes.push_back(1);  // one replica
   bytes.append(std::string(15, '\0') + "\x01");
   bytes += std::string("\x01\x00\x05", 3);  // scope {0:5}
   bytes.push_back(1);                       // one range
@@ -203,20 +203,21 @@ ItemId ModelItem(uint64_t idx) { return idx == kItems ? ItemId::Max() : Item(idx
 Model ModelOf(const Knowledge& k) {
   Model m;
   for (uint64_t item = 0; item <= kItems; ++item) {
-    for (ChangeUnitId unit = 0; unit < kUnits; ++unit) m[item][unit] = k.VectorFor(ModelItem(item), unit);
+    for (ChangeUnitId unit = 0; unit < kUnits; ++unit)
+      m[item][unit] = k.VectorFor(ModelItem(item), unit);
   }
   return m;
 }
 
 rc::Gen<ClockVector> GenVector() {
-  return rc::gen::map(rc::gen::container<std::vector<std::pair<ReplicaKey, Tick>>>(
-                          rc::gen::pair(rc::gen::inRange<ReplicaKey>(0, kReplicas),
-                                        rc::gen::inRange<Tick>(1, 8))),
-                      [](const std::vector<std::pair<ReplicaKey, Tick>>& entries) {
-                        ClockVector v;
-                        for (auto [r, t] : entries) v.Raise(r, t);
-                        return v;
-                      });
+  return rc::gen::map(
+      rc::gen::container<std::vector<std::pair<ReplicaKey, Tick>>>(
+          rc::gen::pair(rc::gen::inRange<ReplicaKey>(0, kReplicas), rc::gen::inRange<Tick>(1, 8))),
+      [](const std::vector<std::pair<ReplicaKey, Tick>>& entries) {
+        ClockVector v;
+        for (auto [r, t] : entries) v.Raise(r, t);
+        return v;
+      });
 }
 
 // Builds knowledge through the public operations, updating the model the

@@ -49,12 +49,13 @@ Status DecodeItemVersions(std::string_view bytes, ItemMetadata& item) {
   item.units.reserve(unit_count);
   for (uint64_t idx = 0; idx < unit_count; ++idx) {
     uint64_t unit, replica, gap;
-    if (!in.GetVarint(unit) || !in.GetVarint(replica) || !in.GetVarint(gap) ||
-        unit > UINT32_MAX || replica > UINT32_MAX || gap > updated_tick) {
+    if (!in.GetVarint(unit) || !in.GetVarint(replica) || !in.GetVarint(gap) || unit > UINT32_MAX ||
+        replica > UINT32_MAX || gap > updated_tick) {
       return Corrupt("unit");
     }
-    item.units.push_back(UnitVersion{static_cast<ChangeUnitId>(unit),
-                                     Version{static_cast<ReplicaKey>(replica), updated_tick - gap}});
+    item.units.push_back(
+        UnitVersion{static_cast<ChangeUnitId>(unit),
+                    Version{static_cast<ReplicaKey>(replica), updated_tick - gap}});
   }
   item.provider_state.clear();
   if (!in.done()) {
@@ -86,11 +87,10 @@ Status DecodeConflict(std::string_view bytes, ConflictRecord& c) {
   uint8_t kind, flags;
   std::string_view data;
   if (!in.GetId(c.item) || !in.GetVarint(unit) || !in.GetByte(kind) ||
-      !in.GetVarint(winner_replica) || !in.GetVarint(winner_tick) ||
-      !in.GetVarint(loser_replica) || !in.GetVarint(loser_tick) || !in.GetByte(flags) ||
-      !in.GetVarint(c.detected_millis) || !in.GetBytes(data) || !in.done() ||
-      unit > UINT32_MAX || kind < 1 || kind > 3 || flags > 3 || winner_replica > UINT32_MAX ||
-      loser_replica > UINT32_MAX) {
+      !in.GetVarint(winner_replica) || !in.GetVarint(winner_tick) || !in.GetVarint(loser_replica) ||
+      !in.GetVarint(loser_tick) || !in.GetByte(flags) || !in.GetVarint(c.detected_millis) ||
+      !in.GetBytes(data) || !in.done() || unit > UINT32_MAX || kind < 1 || kind > 3 || flags > 3 ||
+      winner_replica > UINT32_MAX || loser_replica > UINT32_MAX) {
     return DataLossError("corrupt conflict record");
   }
   c.unit = static_cast<ChangeUnitId>(unit);

@@ -12,8 +12,9 @@ const Version* ItemMetadata::FindUnit(ChangeUnitId unit) const {
 }
 
 void ItemMetadata::SetUnit(ChangeUnitId unit, const Version& version) {
-  auto it = std::lower_bound(units.begin(), units.end(), unit,
-                             [](const UnitVersion& u, ChangeUnitId wanted) { return u.unit < wanted; });
+  auto it =
+      std::lower_bound(units.begin(), units.end(), unit,
+                       [](const UnitVersion& u, ChangeUnitId wanted) { return u.unit < wanted; });
   if (it != units.end() && it->unit == unit) {
     it->version = version;
   } else {

@@ -246,9 +246,9 @@ class SqliteStore final : public MetadataStore {
   }
 
   Status Init(const std::string& path, std::string_view provider_name, Random& random) {
-    int rc = sqlite3_open_v2(path.c_str(), &db_,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             nullptr);
+    int rc =
+        sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) return SqliteError(db_, rc, "opening metadata store " + path);
     sqlite3_busy_timeout(db_, 10'000);
     MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
@@ -334,9 +334,8 @@ class SqliteStore final : public MetadataStore {
       return status;
     }
 
-    if (!provider.has_value() || !keys.has_value() || !tick.has_value() ||
-        !knowledge.has_value() || !forgotten.has_value() || id->size() != 16 ||
-        tick->size() != 8) {
+    if (!provider.has_value() || !keys.has_value() || !tick.has_value() || !knowledge.has_value() ||
+        !forgotten.has_value() || id->size() != 16 || tick->size() != 8) {
       return DataLossError("metadata store is missing replica state");
     }
     if (*provider != provider_name) {
@@ -368,7 +367,8 @@ class SqliteStore final : public MetadataStore {
 
   Status WriteState(const ReplicaState& state) {
     std::string tick(8, '\0');  // big-endian, so the file reads the same anywhere
-    for (int byte = 0; byte < 8; ++byte) tick[byte] = static_cast<char>(state.tick >> (56 - 8 * byte));
+    for (int byte = 0; byte < 8; ++byte)
+      tick[byte] = static_cast<char>(state.tick >> (56 - 8 * byte));
     MESHSYNC_RETURN_IF_ERROR(WriteMeta("keys", store::EncodeKeyMap(state.keys)));
     MESHSYNC_RETURN_IF_ERROR(WriteMeta("tick", tick));
     MESHSYNC_RETURN_IF_ERROR(WriteMeta("knowledge", state.knowledge.Encode(state.keys)));
