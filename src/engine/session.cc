@@ -184,24 +184,32 @@ class DirectionRun {
 
   // Recovery: destination items in the window that the source does not
   // have, although it has seen every version of them, were deleted at the
-  // source and their tombstones forgotten.
+  // source and their tombstones forgotten. The destination deletes them too,
+  // and keeps a tombstone like any deletion, so that an edit which beats
+  // this deletion later still learns which units it superseded. The
+  // deletion's own version is gone with the source's tombstone, so it is
+  // re-issued as a local one, which knows all the source knew.
   Status DeleteForgottenItems(const std::vector<ItemMetadata>& window,
                               const std::map<ItemId, ItemMetadata>& local, Batch& batch) {
     std::set<ItemId> at_source;
     for (const ItemMetadata& item : window) at_source.insert(item.id);
     for (const auto& [id, item] : local) {
-      if (at_source.count(id) > 0 || !KnowsAllOf(made_with_, item)) continue;
-      if (!item.tombstone) {
-        SaveRequest request{SaveAction::kDelete, id, &item, {}, {}};
-        auto saved = dest_.provider().SaveChange(request);
-        if (!saved.ok()) {
-          batch.learned = batch.learned.Exclude(id);
-          report_.errors.push_back(ItemError{id, saved.status()});
-          continue;
-        }
-        ++report_.deleted;
+      if (item.tombstone || at_source.count(id) > 0 || !KnowsAllOf(made_with_, item)) continue;
+      SaveRequest request{SaveAction::kDelete, id, &item, {}, {}};
+      auto saved = dest_.provider().SaveChange(request);
+      if (!saved.ok()) {
+        batch.learned = batch.learned.Exclude(id);
+        report_.errors.push_back(ItemError{id, saved.status()});
+        continue;
       }
-      batch.store.erasures.push_back(id);
+      ItemMetadata deleted = item;
+      deleted.tombstone = true;
+      deleted.updated = Version{0, dest_.hlc().Next()};
+      dest_knowledge_.RaiseEverywhere(deleted.updated);
+      deleted.key = std::move(saved->key);
+      deleted.provider_state = std::move(saved->provider_state);
+      batch.store.upserts.push_back(std::move(deleted));
+      ++report_.deleted;
     }
     return Status::Ok();
   }
@@ -252,6 +260,16 @@ class DirectionRun {
       if (change.tombstone) {  // remember the deletion, to pass it on
         batch.store.upserts.push_back(change);
         return Status::Ok();
+      }
+      if (dest_knowledge_.Contains(change.id, change.created)) {
+        // We knew this item and have forgotten it (its tombstone was cleaned
+        // up): a concurrent edit brings it back, but we can no longer tell
+        // which units our deletion superseded. So it comes back as a new
+        // incarnation; replicas that still hold units it does not have drop
+        // them when they receive it (see Update).
+        change.created = Version{0, dest_.hlc().Next()};
+        dest_knowledge_.RaiseEverywhere(change.created);
+        change.updated = LatestOf(change, dest_keys_);
       }
       return Create(source_item, std::move(change), nullptr, batch);
     }
@@ -376,6 +394,24 @@ class DirectionRun {
     ItemMetadata result = local;
     std::vector<ChangeUnitId> to_apply;          // take the source's data
     std::map<ChangeUnitId, std::string> merged;  // take a merged value
+    std::vector<ChangeUnitId> dropped;           // removed by a newer incarnation
+    if (!(change.created == local.created)) {
+      if (made_with_.Contains(change.id, local.created)) {
+        // The source re-created the item knowing ours: units it knew of and
+        // did not keep are gone; units changed here since are kept.
+        for (const UnitVersion& unit : local.units) {
+          if (change.FindUnit(unit.unit) != nullptr ||
+              !made_with_.Contains(change.id, unit.unit, unit.version)) {
+            continue;
+          }
+          result.SetUnit(unit.unit, change.created);
+          dropped.push_back(unit.unit);
+        }
+        result.created = change.created;
+      } else if (!dest_knowledge_.Contains(change.id, change.created)) {
+        result.created = Later(local.created, change.created, dest_keys_);
+      }
+    }
     for (const UnitVersion& unit : change.units) {
       if (dest_knowledge_.Contains(change.id, unit.unit, unit.version)) continue;
       const Version* mine = local.FindUnit(unit.unit);
@@ -387,13 +423,17 @@ class DirectionRun {
       MESHSYNC_RETURN_IF_ERROR(
           ResolveConflict(source_item, change, unit, *mine, result, to_apply, merged, batch));
     }
-    if (to_apply.empty() && merged.empty() && result.units == local.units) return Status::Ok();
+    if (to_apply.empty() && merged.empty() && result.units == local.units &&
+        result.created == local.created) {
+      return Status::Ok();
+    }
 
     std::vector<UnitData> data;
     if (!to_apply.empty()) MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, to_apply, data));
     SaveRequest request{SaveAction::kUpdate, change.id, &local, {}, {}};
     SplitRemovals(to_apply, std::move(data), request);
     for (auto& [unit, value] : merged) request.units.push_back(UnitData{unit, std::move(value)});
+    request.removed_units.insert(request.removed_units.end(), dropped.begin(), dropped.end());
     if (!request.units.empty() || !request.removed_units.empty()) {
       MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
       result.key = std::move(saved.key);
