@@ -75,15 +75,14 @@ class Demo {
         std::replace(loser.begin(), loser.end(), '\0', '=');
         Say("  conflict kept at " + device->name + ": " +
             std::string(ConflictKindName(conflict.kind)) +
-            (conflict.loser_is_delete ? " (the deletion lost)" : ", losing value " + loser) +
-            "\n");
+            (conflict.loser_is_delete ? " (the deletion lost)" : ", losing value " + loser) + "\n");
       }
     }
     for (const auto& device : devices_) {
       const ReplicaState& state = device->replica->state();
       Say("  " + device->name + " (" + state.id.ShortName() + ") knowledge " +
-          std::to_string(state.knowledge.Encode(state.keys).size()) + " bytes: " +
-          state.knowledge.ToString() + "\n");
+          std::to_string(state.knowledge.Encode(state.keys).size()) +
+          " bytes: " + state.knowledge.ToString() + "\n");
     }
     Say("  metadata: " + dir_.string() + "/<device>.db (SQLite)\n");
     if (!converged) {
@@ -129,8 +128,7 @@ class Demo {
     }
     auto describe = [](const DirectionReport& r) {
       return std::to_string(r.created) + " created, " + std::to_string(r.updated) + " updated, " +
-             std::to_string(r.deleted) + " deleted, " + std::to_string(r.conflicts) +
-             " conflicts";
+             std::to_string(r.deleted) + " deleted, " + std::to_string(r.conflicts) + " conflicts";
     };
     Say("  sync " + a.name + " -> " + b.name + ": " + describe(report->a_to_b) + "; " + b.name +
         " -> " + a.name + ": " + describe(report->b_to_a) + "\n");
