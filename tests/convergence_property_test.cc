@@ -11,10 +11,7 @@
 #include <filesystem>
 #include <set>
 
-#include "memory/record_provider.h"
-#include "meshsync/sync.h"
-#include "testing/fakes.h"
-#include "testing/fault_store.h"
+#include "testing/test_replica.h"
 
 namespace meshsync {
 namespace {
@@ -23,15 +20,7 @@ namespace fs = std::filesystem;
 
 const std::vector<std::string> kFields = {"title", "body", "tag"};
 
-struct Node {
-  explicit Node(uint64_t seed) : random(seed) {}
-  testing::FakeClock clock;
-  testing::SeededRandom random;
-  testing::FaultInjectingStore* store = nullptr;
-  std::unique_ptr<MetadataStore> owned_store;
-  RecordProvider provider;
-  std::unique_ptr<Replica> replica;
-};
+using Node = testing::TestReplica;
 
 struct World {
   std::vector<std::unique_ptr<Node>> nodes;
@@ -53,23 +42,10 @@ void AddNodes(World& world, size_t count, bool sqlite) {
     world.temp_dir = mkdtemp(pattern.data());
   }
   for (size_t idx = 0; idx < count; ++idx) {
-    auto node = std::make_unique<Node>(idx * 7919 + 17);
-    std::unique_ptr<MetadataStore> base;
-    if (sqlite) {
-      auto opened = OpenSqliteStore(world.temp_dir + "/" + std::to_string(idx) + ".db",
-                                    RecordProvider::kName, node->random);
-      RC_ASSERT(opened.ok());
-      base = std::move(*opened);
-    } else {
-      base = OpenMemoryStore(ReplicaId::Generate(node->random), std::string(RecordProvider::kName));
-    }
-    auto faulty = std::make_unique<testing::FaultInjectingStore>(std::move(base));
-    node->store = faulty.get();
-    node->owned_store = std::move(faulty);
-    auto replica = Replica::Open(*node->owned_store, node->provider, node->clock, node->random);
-    RC_ASSERT(replica.ok());
-    node->replica = std::move(*replica);
-    world.nodes.push_back(std::move(node));
+    std::string path = sqlite ? world.temp_dir + "/" + std::to_string(idx) + ".db" : std::string();
+    auto node = Node::Make(idx * 7919 + 17, path);
+    RC_ASSERT(node.ok());
+    world.nodes.push_back(std::move(*node));
   }
 }
 
@@ -89,25 +65,6 @@ void Write(World& world, Node& node, const ItemId& item, const std::string& fiel
   node.provider.Put(item, field, value);
   RC_LOG() << "  write " << ItemName(world, item) << "." << field << "=" << value << "\n";
   world.written.insert(value);
-}
-
-void LogItem(World& world, size_t item_idx) {
-  if (item_idx >= world.items.size()) return;
-  for (size_t idx = 0; idx < world.nodes.size(); ++idx) {
-    auto meta = world.nodes[idx]->store->GetItem(world.items[item_idx]);
-    RC_LOG() << "    [" << idx << "] ";
-    if (meta.ok() && meta->has_value()) {
-      const ItemMetadata& m = **meta;
-      RC_LOG() << "updated=" << m.updated.ToString() << (m.tombstone ? " tombstone" : "");
-      for (const UnitVersion& u : m.units)
-        RC_LOG() << " u" << u.unit % 1000 << "=" << u.version.ToString();
-    }
-    RC_LOG() << " data:";
-    if (const Record* r = world.nodes[idx]->provider.Get(world.items[item_idx])) {
-      for (const auto& [f, v] : *r) RC_LOG() << " " << f << "=" << v;
-    }
-    RC_LOG() << "\n";
-  }
 }
 
 void RandomStep(World& world) {
@@ -173,8 +130,6 @@ void CheckConvergence(World& world) {
     for (size_t a = 0; a < world.nodes.size(); ++a) {
       for (size_t b = a + 1; b < world.nodes.size(); ++b) {
         auto result = Synchronize(*world.nodes[a]->replica, *world.nodes[b]->replica);
-        RC_LOG() << "final sync " << a << " " << b << "\n";
-        LogItem(world, 0);
         RC_ASSERT(result.ok());
       }
     }
@@ -229,10 +184,7 @@ void RunProperty(bool sqlite, int max_steps) {
   World world;
   AddNodes(world, *rc::gen::inRange<size_t>(2, 9), sqlite);
   int steps = *rc::gen::inRange(1, max_steps);
-  for (int step = 0; step < steps; ++step) {
-    RandomStep(world);
-    LogItem(world, 0);
-  }
+  for (int step = 0; step < steps; ++step) RandomStep(world);
   CheckConvergence(world);
 }
 

@@ -8,25 +8,14 @@
 #include <map>
 #include <sstream>
 
-#include "memory/record_provider.h"
-#include "meshsync/sync.h"
-#include "testing/fakes.h"
-#include "testing/fault_store.h"
+#include "testing/test_replica.h"
 
 namespace meshsync {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Node {
-  explicit Node(uint64_t seed) : random(seed) {}
-  testing::FakeClock clock;
-  testing::SeededRandom random;
-  testing::FaultInjectingStore* store = nullptr;  // owned by `owned_store`
-  std::unique_ptr<MetadataStore> owned_store;
-  RecordProvider provider;
-  std::unique_ptr<Replica> replica;
-};
+using Node = testing::TestReplica;
 
 class Scenario {
  public:
@@ -93,23 +82,10 @@ class Scenario {
     }
     for (size_t idx = 1; idx < args.size(); ++idx) {
       if (args[idx].find('=') != std::string::npos) continue;
-      auto node = std::make_unique<Node>(nodes_.size() + 1);
-      std::unique_ptr<MetadataStore> base;
-      if (sqlite) {
-        auto opened = OpenSqliteStore((fs::path(temp_dir_) / (args[idx] + ".db")).string(),
-                                      RecordProvider::kName, node->random);
-        ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-        base = std::move(*opened);
-      } else {
-        base =
-            OpenMemoryStore(ReplicaId::Generate(node->random), std::string(RecordProvider::kName));
-      }
-      auto faulty = std::make_unique<testing::FaultInjectingStore>(std::move(base));
-      node->store = faulty.get();
-      node->owned_store = std::move(faulty);
-      auto replica = Replica::Open(*node->owned_store, node->provider, node->clock, node->random);
-      ASSERT_TRUE(replica.ok()) << replica.status().ToString();
-      node->replica = std::move(*replica);
+      std::string path = sqlite ? (fs::path(temp_dir_) / (args[idx] + ".db")).string() : "";
+      auto made = Node::Make(nodes_.size() + 1, path);
+      ASSERT_TRUE(made.ok()) << made.status().ToString();
+      auto node = std::move(*made);
       nodes_[args[idx]] = std::move(node);
     }
   }
