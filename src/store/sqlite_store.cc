@@ -147,32 +147,12 @@ class SqliteStore final : public MetadataStore {
 
   Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) override {
     get_item_->BindId(1, id);
-    std::optional<ItemMetadata> item;
-    if (get_item_->Step()) {
-      item.emplace();
-      Status status = ReadItem(*get_item_, *item);
-      if (!status.ok()) {
-        get_item_->Finish().IgnoreError();
-        return status;
-      }
-    }
-    MESHSYNC_RETURN_IF_ERROR(get_item_->Finish());
-    return item;
+    return ReadOptionalItem(*get_item_);
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
     find_by_key_->BindBlob(1, key);
-    std::optional<ItemMetadata> item;
-    if (find_by_key_->Step()) {
-      item.emplace();
-      Status status = ReadItem(*find_by_key_, *item);
-      if (!status.ok()) {
-        find_by_key_->Finish().IgnoreError();
-        return status;
-      }
-    }
-    MESHSYNC_RETURN_IF_ERROR(find_by_key_->Finish());
-    return item;
+    return ReadOptionalItem(*find_by_key_);
   }
 
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
@@ -409,6 +389,21 @@ class SqliteStore final : public MetadataStore {
       MESHSYNC_RETURN_IF_ERROR(WriteState(next));
     }
     return Status::Ok();
+  }
+
+  // Runs a bound query that yields at most one item.
+  static Result<std::optional<ItemMetadata>> ReadOptionalItem(Statement& query) {
+    std::optional<ItemMetadata> item;
+    if (query.Step()) {
+      item.emplace();
+      Status status = ReadItem(query, *item);
+      if (!status.ok()) {
+        query.Finish().IgnoreError();
+        return status;
+      }
+    }
+    MESHSYNC_RETURN_IF_ERROR(query.Finish());
+    return item;
   }
 
   static Status ReadItem(const Statement& row, ItemMetadata& item) {
