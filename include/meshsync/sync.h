@@ -87,10 +87,13 @@ enum class ConflictPolicy {
   kDefer,            // log it, apply nothing, try again next session
 };
 
+// Reported after every batch. The total of bytes is not known in advance
+// (only the data of changed units is loaded, as it is applied), so progress
+// is items_done / items_total; bytes_done says how much data moved.
 struct SyncProgress {
   uint64_t items_done = 0;   // source items examined so far in this direction
   uint64_t items_total = 0;  // source items to examine
-  uint64_t bytes_done = 0;   // unit data applied so far
+  uint64_t bytes_done = 0;   // unit data loaded from the source so far
   bool a_to_b = true;
 };
 

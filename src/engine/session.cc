@@ -103,6 +103,7 @@ class DirectionRun {
       ItemId last = last_window ? ItemId::Max() : window.back().id;
       MESHSYNC_RETURN_IF_ERROR(ApplyWindow(first, last, window));
       progress_.items_done += window.size();
+      progress_.bytes_done = report_.bytes;
       if (options_.on_progress) options_.on_progress(progress_);
       if (last_window) break;
       first = last.Next();

@@ -1,0 +1,66 @@
+// Session behaviour that scenario files cannot express: callbacks and
+// refusals.
+#include <gtest/gtest.h>
+
+#include "testing/test_replica.h"
+
+namespace meshsync {
+namespace {
+
+using testing::TestReplica;
+
+TEST(SessionTest, ReportsProgressAfterEveryBatchUpToTheTotal) {
+  auto a = TestReplica::Make(1);
+  auto b = TestReplica::Make(2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (uint64_t n = 0; n < 10; ++n) (*a)->provider.Put(ItemId(0, n + 1), "name", "record");
+  std::vector<SyncProgress> seen;
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  options.batch_size = 3;
+  options.on_progress = [&seen](const SyncProgress& progress) { seen.push_back(progress); };
+  auto report = Synchronize(*(*a)->replica, *(*b)->replica, options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_EQ(seen.size(), 4u);  // 3 + 3 + 3 + 1
+  for (size_t idx = 1; idx < seen.size(); ++idx) {
+    EXPECT_GT(seen[idx].items_done, seen[idx - 1].items_done);
+    EXPECT_GE(seen[idx].bytes_done, seen[idx - 1].bytes_done);
+  }
+  EXPECT_EQ(seen.back().items_done, 10u);
+  EXPECT_EQ(seen.back().items_total, 10u);
+  EXPECT_EQ(seen.back().bytes_done, report->a_to_b.bytes);
+  EXPECT_GT(report->a_to_b.bytes, 0u);
+  EXPECT_TRUE(seen.back().a_to_b);
+}
+
+TEST(SessionTest, RefusesToSyncAReplicaWithItself) {
+  auto a = TestReplica::Make(1);
+  ASSERT_TRUE(a.ok());
+  auto report = Synchronize(*(*a)->replica, *(*a)->replica);
+  EXPECT_EQ(report.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(SessionTest, ReplicaRefusesMetadataOfAnotherProvider) {
+  auto store = OpenMemoryStore(ReplicaId(Id128{1, 2}), "some-other-provider");
+  RecordProvider provider;
+  auto replica = Replica::Open(*store, provider);
+  EXPECT_EQ(replica.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(replica.status().message().find("some-other-provider"), std::string_view::npos);
+}
+
+TEST(SessionTest, CancelledBeforeTheFirstBatchAppliesNothing) {
+  auto a = TestReplica::Make(1);
+  auto b = TestReplica::Make(2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  (*a)->provider.Put(ItemId(0, 1), "name", "record");
+  SyncOptions options;
+  options.should_cancel = [] { return true; };
+  auto report = Synchronize(*(*a)->replica, *(*b)->replica, options);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->cancelled);
+  EXPECT_TRUE((*b)->provider.records().empty());
+  EXPECT_TRUE((*b)->replica->state().knowledge.IsEmpty());
+}
+
+}  // namespace
+}  // namespace meshsync
