@@ -1,4 +1,5 @@
-// FaultInjectingStore: forwards to a real MetadataStore, and can make
+// FaultInjectingStore: forwards to a real MetadataStore, counts the items
+// it scans, and can make
 // commits fail as if the process died just before the metadata transaction
 // committed. Because providers make data durable before the engine commits
 // metadata, an injected failure leaves exactly the state a crash between
@@ -19,6 +20,8 @@ class FaultInjectingStore final : public MetadataStore {
   // The commit after `successes` more successful ones fails (once).
   void FailCommitAfter(int successes) { fail_after_ = successes; }
   void Disarm() { fail_after_ = -1; }
+  // Items returned by ScanItems so far: what a sync read in bulk.
+  size_t items_scanned() const { return items_scanned_; }
 
   const ReplicaState& state() const override { return base_->state(); }
   Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) override {
@@ -29,7 +32,10 @@ class FaultInjectingStore final : public MetadataStore {
   }
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                    std::vector<ItemMetadata>& out) override {
-    return base_->ScanItems(first, last, limit, out);
+    size_t before = out.size();
+    Status status = base_->ScanItems(first, last, limit, out);
+    items_scanned_ += out.size() - before;
+    return status;
   }
   Result<size_t> CountItems() override { return base_->CountItems(); }
   Result<std::vector<ConflictRecord>> ListConflicts() override { return base_->ListConflicts(); }
@@ -45,6 +51,7 @@ class FaultInjectingStore final : public MetadataStore {
  private:
   std::unique_ptr<MetadataStore> base_;
   int fail_after_ = -1;
+  size_t items_scanned_ = 0;
 };
 
 }  // namespace meshsync::testing

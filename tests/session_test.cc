@@ -62,5 +62,24 @@ TEST(SessionTest, CancelledBeforeTheFirstBatchAppliesNothing) {
   EXPECT_TRUE((*b)->replica->state().knowledge.IsEmpty());
 }
 
+TEST(SessionTest, ASmallSourceDoesNotReadALargeDestinationWholesale) {
+  auto small = TestReplica::Make(1);
+  auto large = TestReplica::Make(2);
+  ASSERT_TRUE(small.ok() && large.ok());
+  for (uint64_t n = 0; n < 2000; ++n) (*large)->provider.Put(ItemId(1, n), "name", "mine");
+  for (uint64_t n = 0; n < 3; ++n) (*small)->provider.Put(ItemId(2, n), "name", "theirs");
+  ASSERT_TRUE((*small)->replica->DetectChanges().ok());
+  ASSERT_TRUE((*large)->replica->DetectChanges().ok());
+  size_t scanned_before = (*large)->store->items_scanned();
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  options.detect_changes = false;
+  auto report = Synchronize(*(*small)->replica, *(*large)->replica, options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->a_to_b.created, 3u);
+  // Memory and reads stay proportional to the batch, not to the destination.
+  EXPECT_LT((*large)->store->items_scanned() - scanned_before, 100u);
+}
+
 }  // namespace
 }  // namespace meshsync

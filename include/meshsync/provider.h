@@ -66,7 +66,8 @@ class ChangeRecorder {
 
   virtual Result<std::optional<ItemMetadata>> FindItem(const ItemId& id) = 0;
   virtual Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) = 0;
-  // Calls fn for every live item, in id order, stopping at its first error.
+  // Calls fn for every live item, in id order, including the changes
+  // recorded so far in this pass; stops at fn's first error.
   virtual Status ForEachLiveItem(const std::function<Status(const ItemMetadata&)>& fn) = 0;
   // Records a creation, update or deletion; returns the item's id. Updating
   // or deleting an unknown id, or deleting a tombstone, is kInvalidArgument.

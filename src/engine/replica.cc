@@ -2,6 +2,7 @@
 // with new versions, and forgets old tombstones.
 #include <algorithm>
 #include <map>
+#include <unordered_map>
 
 #include "meshsync/sync.h"
 
@@ -26,13 +27,19 @@ class Recorder final : public ChangeRecorder {
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
-    for (const auto& [id, item] : pending_) {
-      if (item.key == key) return std::optional<ItemMetadata>(item);
+    auto pending = pending_keys_.find(std::string(key));
+    if (pending != pending_keys_.end()) {
+      return std::optional<ItemMetadata>(pending_.at(pending->second));
     }
-    return replica_.store().FindByKey(key);
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, replica_.store().FindByKey(key));
+    // A stored item whose key this pass has already changed is no longer
+    // found under the old key.
+    if (stored.has_value() && pending_.count(stored->id) > 0) return std::optional<ItemMetadata>();
+    return stored;
   }
 
   Status ForEachLiveItem(const std::function<Status(const ItemMetadata&)>& fn) override {
+    MESHSYNC_RETURN_IF_ERROR(Flush());  // so the walk sees this pass's changes
     ItemId cursor = ItemId::Min();
     while (true) {
       std::vector<ItemMetadata> chunk;
@@ -80,6 +87,10 @@ class Recorder final : public ChangeRecorder {
     item.key = change.key;
     item.provider_state = change.provider_state;
     ItemId id = item.id;
+    if (auto previous = pending_.find(id); previous != pending_.end()) {
+      pending_keys_.erase(previous->second.key);
+    }
+    if (!item.key.empty()) pending_keys_[item.key] = id;
     pending_[id] = std::move(item);
     if (pending_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
     return id;
@@ -96,12 +107,14 @@ class Recorder final : public ChangeRecorder {
     batch.knowledge = std::move(knowledge);
     batch.tick = tick;
     pending_.clear();
+    pending_keys_.clear();
     return replica_.store().Commit(batch);
   }
 
  private:
   Replica& replica_;
   std::map<ItemId, ItemMetadata> pending_;
+  std::unordered_map<std::string, ItemId> pending_keys_;  // keys of pending_ items
 };
 
 }  // namespace

@@ -139,24 +139,7 @@ class DirectionRun {
     for (const ItemMetadata& item : window) {
       if (recovery_ || Lacks(dest_known_, item)) changes.push_back(&item);
     }
-    // The destination's items for this window: one range scan when most of
-    // the window changed (an initial sync), point lookups otherwise.
-    std::map<ItemId, ItemMetadata> local;
-    if (recovery_ || changes.size() * 4 > window.size()) {
-      std::vector<ItemMetadata> scanned;
-      MESHSYNC_RETURN_IF_ERROR(dest_.store().ScanItems(first, last, SIZE_MAX, scanned));
-      for (ItemMetadata& item : scanned) {
-        ItemId id = item.id;
-        local.emplace(id, std::move(item));
-      }
-    } else {
-      for (const ItemMetadata* change : changes) {
-        MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item,
-                                  dest_.store().GetItem(change->id));
-        if (item.has_value()) local.emplace(change->id, std::move(*item));
-      }
-    }
-
+    MESHSYNC_ASSIGN_OR_RETURN(auto local, LoadLocal(first, last, window.size(), changes));
     for (const ItemMetadata* change : changes) {
       if (source_filtered) batch.learned.UnionWith(made_with_.ProjectOnto(change->id));
       auto it = local.find(change->id);
@@ -171,7 +154,7 @@ class DirectionRun {
       }
     }
     if (recovery_ && !source_filtered) {
-      MESHSYNC_RETURN_IF_ERROR(DeleteForgottenItems(window, local, batch));
+      MESHSYNC_RETURN_IF_ERROR(DeleteForgottenItems(first, last, window, batch));
     }
 
     MESHSYNC_RETURN_IF_ERROR(dest_.provider().CommitChanges());
@@ -183,36 +166,75 @@ class DirectionRun {
     return Status::Ok();
   }
 
+  // The destination's metadata for `changes`. One range scan beats many
+  // lookups when most of the window changed (an initial sync), unless the
+  // destination holds far more items in the range than the source does (the
+  // last window reaches ItemId::Max()); the scan is bounded so that memory
+  // stays proportional to the batch.
+  Result<std::map<ItemId, ItemMetadata>> LoadLocal(
+      const ItemId& first, const ItemId& last, size_t window_size,
+      const std::vector<const ItemMetadata*>& changes) {
+    std::map<ItemId, ItemMetadata> local;
+    if (changes.size() * 4 > window_size) {
+      size_t limit = 2 * window_size + 16;
+      std::vector<ItemMetadata> scanned;
+      MESHSYNC_RETURN_IF_ERROR(dest_.store().ScanItems(first, last, limit + 1, scanned));
+      if (scanned.size() <= limit) {
+        for (ItemMetadata& item : scanned) {
+          ItemId id = item.id;
+          local.emplace(id, std::move(item));
+        }
+        return local;
+      }
+    }
+    for (const ItemMetadata* change : changes) {
+      MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item,
+                                dest_.store().GetItem(change->id));
+      if (item.has_value()) local.emplace(change->id, std::move(*item));
+    }
+    return local;
+  }
+
   // Recovery: destination items in the window that the source does not
   // have, although it has seen every version of them, were deleted at the
   // source and their tombstones forgotten. The destination deletes them too,
   // and keeps a tombstone like any deletion, so that an edit which beats
   // this deletion later still learns which units it superseded. The
   // deletion's own version is gone with the source's tombstone, so it is
-  // re-issued as a local one, which knows all the source knew.
-  Status DeleteForgottenItems(const std::vector<ItemMetadata>& window,
-                              const std::map<ItemId, ItemMetadata>& local, Batch& batch) {
+  // re-issued as a local one, which knows all the source knew. The range is
+  // read in chunks: the destination may hold many items the source lacks.
+  Status DeleteForgottenItems(const ItemId& first, const ItemId& last,
+                              const std::vector<ItemMetadata>& window, Batch& batch) {
+    constexpr size_t kChunk = 1'000;
     std::set<ItemId> at_source;
     for (const ItemMetadata& item : window) at_source.insert(item.id);
-    for (const auto& [id, item] : local) {
-      if (item.tombstone || at_source.count(id) > 0 || !KnowsAllOf(made_with_, item)) continue;
-      SaveRequest request{SaveAction::kDelete, id, &item, {}, {}};
-      auto saved = dest_.provider().SaveChange(request);
-      if (!saved.ok()) {
-        batch.learned = batch.learned.Exclude(id);
-        report_.errors.push_back(ItemError{id, saved.status()});
-        continue;
+    ItemId cursor = first;
+    while (true) {
+      std::vector<ItemMetadata> chunk;
+      MESHSYNC_RETURN_IF_ERROR(dest_.store().ScanItems(cursor, last, kChunk, chunk));
+      for (const ItemMetadata& item : chunk) {
+        if (item.tombstone || at_source.count(item.id) > 0 || !KnowsAllOf(made_with_, item)) {
+          continue;
+        }
+        SaveRequest request{SaveAction::kDelete, item.id, &item, {}, {}};
+        auto saved = dest_.provider().SaveChange(request);
+        if (!saved.ok()) {
+          batch.learned = batch.learned.Exclude(item.id);
+          report_.errors.push_back(ItemError{item.id, saved.status()});
+          continue;
+        }
+        ItemMetadata deleted = item;
+        deleted.tombstone = true;
+        deleted.updated = Version{0, dest_.hlc().Next()};
+        dest_knowledge_.RaiseEverywhere(deleted.updated);
+        deleted.key = std::move(saved->key);
+        deleted.provider_state = std::move(saved->provider_state);
+        batch.store.upserts.push_back(std::move(deleted));
+        ++report_.deleted;
       }
-      ItemMetadata deleted = item;
-      deleted.tombstone = true;
-      deleted.updated = Version{0, dest_.hlc().Next()};
-      dest_knowledge_.RaiseEverywhere(deleted.updated);
-      deleted.key = std::move(saved->key);
-      deleted.provider_state = std::move(saved->provider_state);
-      batch.store.upserts.push_back(std::move(deleted));
-      ++report_.deleted;
+      if (chunk.size() < kChunk || chunk.back().id == last) return Status::Ok();
+      cursor = chunk.back().id.Next();
     }
-    return Status::Ok();
   }
 
   // The source item with its versions in destination keys, and without the
@@ -393,9 +415,11 @@ class DirectionRun {
   Status Update(const ItemMetadata& source_item, const ItemMetadata& change,
                 const ItemMetadata& local, Batch& batch) {
     ItemMetadata result = local;
-    std::vector<ChangeUnitId> to_apply;          // take the source's data
-    std::map<ChangeUnitId, std::string> merged;  // take a merged value
-    std::vector<ChangeUnitId> dropped;           // removed by a newer incarnation
+    std::vector<ChangeUnitId> to_apply;  // take the source's data (loaded below)
+    // Values already known here: a conflict's winning or merged value, or
+    // nullopt for a unit to remove (a newer incarnation dropped it, or the
+    // winning side removed it).
+    std::map<ChangeUnitId, std::optional<std::string>> decided;
     if (!(change.created == local.created)) {
       if (made_with_.Contains(change.id, local.created)) {
         // The source re-created the item knowing ours: units it knew of and
@@ -406,7 +430,7 @@ class DirectionRun {
             continue;
           }
           result.SetUnit(unit.unit, change.created);
-          dropped.push_back(unit.unit);
+          decided[unit.unit] = std::nullopt;
         }
         result.created = change.created;
       } else if (!dest_knowledge_.Contains(change.id, change.created)) {
@@ -422,9 +446,9 @@ class DirectionRun {
         continue;
       }
       MESHSYNC_RETURN_IF_ERROR(
-          ResolveConflict(source_item, change, unit, *mine, result, to_apply, merged, batch));
+          ResolveConflict(source_item, change, unit, *mine, result, decided, batch));
     }
-    if (to_apply.empty() && merged.empty() && result.units == local.units &&
+    if (to_apply.empty() && decided.empty() && result.units == local.units &&
         result.created == local.created) {
       return Status::Ok();
     }
@@ -433,8 +457,13 @@ class DirectionRun {
     if (!to_apply.empty()) MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, to_apply, data));
     SaveRequest request{SaveAction::kUpdate, change.id, &local, {}, {}};
     SplitRemovals(to_apply, std::move(data), request);
-    for (auto& [unit, value] : merged) request.units.push_back(UnitData{unit, std::move(value)});
-    request.removed_units.insert(request.removed_units.end(), dropped.begin(), dropped.end());
+    for (auto& [unit, value] : decided) {
+      if (value.has_value()) {
+        request.units.push_back(UnitData{unit, std::move(*value)});
+      } else {
+        request.removed_units.push_back(unit);
+      }
+    }
     if (!request.units.empty() || !request.removed_units.empty()) {
       MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
       result.key = std::move(saved.key);
@@ -450,8 +479,8 @@ class DirectionRun {
   // not in the source's made-with knowledge.
   Status ResolveConflict(const ItemMetadata& source_item, const ItemMetadata& change,
                          const UnitVersion& unit, const Version& mine, ItemMetadata& result,
-                         std::vector<ChangeUnitId>& to_apply,
-                         std::map<ChangeUnitId, std::string>& merged, Batch& batch) {
+                         std::map<ChangeUnitId, std::optional<std::string>>& decided,
+                         Batch& batch) {
     ChangeUnitId unit_ids[] = {unit.unit};
     std::vector<UnitData> theirs;
     std::vector<UnitData> ours;
@@ -491,7 +520,7 @@ class DirectionRun {
         Version merged_version{0, dest_.hlc().Next()};
         dest_knowledge_.RaiseEverywhere(merged_version);
         result.SetUnit(unit.unit, merged_version);
-        merged[unit.unit] = std::move(value);
+        decided[unit.unit] = std::move(value);
         return Status::Ok();
       }
       case ConflictPolicy::kDefer: {
@@ -499,16 +528,18 @@ class DirectionRun {
         batch.learned = batch.learned.Exclude(change.id, unit.unit);
         ConflictRecord record = Conflict(change.id, unit.unit, ConflictKind::kUpdateUpdate, mine,
                                          unit.version, false, their_data, true);
-        if (!AlreadyLogged(record)) batch.store.new_conflicts.push_back(std::move(record));
+        MESHSYNC_ASSIGN_OR_RETURN(bool logged, AlreadyLogged(record));
+        if (!logged) batch.store.new_conflicts.push_back(std::move(record));
         return Status::Ok();
       }
     }
     if (take_source) {
-      to_apply.push_back(unit.unit);
+      decided[unit.unit] = their_removed ? std::nullopt : std::optional(std::move(their_data));
       result.SetUnit(unit.unit, unit.version);
       ConflictRecord record = Conflict(change.id, unit.unit, ConflictKind::kUpdateUpdate,
                                        unit.version, mine, false, std::move(our_data));
-      if (!AlreadyLogged(record)) {
+      MESHSYNC_ASSIGN_OR_RETURN(bool logged, AlreadyLogged(record));
+      if (!logged) {
         // Our value is about to be overwritten: preserve it durably first,
         // so a crash between the data write and the batch's metadata commit
         // cannot lose it. (Retrying the batch finds it logged already.)
@@ -529,13 +560,16 @@ class DirectionRun {
   // unit, loser version and kind of record): a deferred conflict is offered
   // again every session, and a preserved loser is logged before the batch
   // that may be retried.
-  bool AlreadyLogged(const ConflictRecord& record) {
+  // A failure to read the log is the store failing, and ends the session.
+  Result<bool> AlreadyLogged(const ConflictRecord& record) {
     if (!logged_loaded_) {
-      logged_loaded_ = true;
       auto conflicts = dest_.store().ListConflicts();
-      if (conflicts.ok()) {
-        for (const ConflictRecord& known : *conflicts) logged_.insert(LogKey(known));
+      if (!conflicts.ok()) {
+        store_failure_ = conflicts.status();
+        return store_failure_;
       }
+      for (const ConflictRecord& known : *conflicts) logged_.insert(LogKey(known));
+      logged_loaded_ = true;
     }
     return !logged_.insert(LogKey(record)).second;
   }

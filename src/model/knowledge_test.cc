@@ -185,7 +185,9 @@ TEST(KnowledgeCodecTest, RejectsNonCanonicalForms) {
   bytes += std::string("\x01\x00\x05", 3);  // same vector as scope
   bytes.push_back(0);                       // no units
   auto decoded = Knowledge::Decode(bytes, keys);
-  EXPECT_FALSE(decoded.ok());
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_NE(decoded.status().message().find("canonical"), std::string_view::npos)
+      << "rejected for another reason: " << decoded.status().ToString();
 }
 
 // ---- Properties, checked against a brute-force model. ----
