@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
-  libsqlite3-dev sqlite3
+  libsqlite3-dev libssl-dev sqlite3
   libgtest-dev libgmock-dev librapidcheck-dev
   clang libclang-rt-14-dev          # libFuzzer targets
   time                              # /usr/bin/time for peak RSS in bench/

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "demo.h"
+#include "folder_commands.h"
 
 namespace {
 
@@ -11,6 +12,18 @@ constexpr const char* kUsage =
     "usage: meshsync <command> [options]\n"
     "\n"
     "commands:\n"
+    "  sync DIR_A DIR_B [options]   two-way sync of two folders; each becomes a replica on\n"
+    "                               first use (metadata in DIR/.meshsync/, never synced)\n"
+    "      --preview                print what would be done; change nothing\n"
+    "      --json                   print one JSON summary of the run\n"
+    "      --policy P               keep-both (default), newer, a-wins or b-wins\n"
+    "      --ignore PATTERN         gitignore syntax (repeatable); see also .meshsyncignore\n"
+    "      -v                       list every change made\n"
+    "  status DIR                   what the folder holds and whether it changed since its sync\n"
+    "  conflicts DIR [--json]       conflicts found and where the losing versions were kept\n"
+    "  trash list DIR               files that sync deleted or overwrote (kept 30 days)\n"
+    "  trash restore DIR PATH [--from STAMP]\n"
+    "                               put a trashed file back (the next sync shares it)\n"
     "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
     "                               hub) with offline edits and conflicts; metadata in\n"
     "                               SQLite under DIR (default: a new temporary folder)\n"
@@ -28,6 +41,10 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "demo") return meshsync::cli::RunDemo(args);
+  if (command == "sync") return meshsync::cli::RunSync(args);
+  if (command == "status") return meshsync::cli::RunStatus(args);
+  if (command == "conflicts") return meshsync::cli::RunConflicts(args);
+  if (command == "trash") return meshsync::cli::RunTrash(args);
   if (command == "version" || command == "--version") {
     std::puts("meshsync 0.1.0");
     return 0;

@@ -26,6 +26,7 @@
 #define MESHSYNC_PROVIDER_H_
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -76,6 +77,31 @@ class ChangeRecorder {
 
 enum class SaveAction { kCreate, kUpdate, kDelete };
 
+// Bulk data that a unit describes but does not contain: a file's bytes,
+// whose content unit holds only its size and chunk hashes. Units stay small
+// enough to hold in memory and compare; the bytes are streamed, and only
+// when a change is applied.
+class DataReader {
+ public:
+  DataReader() = default;
+  DataReader(const DataReader&) = delete;
+  DataReader& operator=(const DataReader&) = delete;
+  virtual ~DataReader() = default;
+
+  virtual uint64_t size() const = 0;
+  // Fills `out` with the bytes at `offset`; kOutOfRange past the end.
+  virtual Status ReadAt(uint64_t offset, std::span<char> out) = 0;
+  // A local file descriptor holding the data, for in-kernel copies
+  // (copy_file_range), or -1. Owned by the reader.
+  virtual int LocalFd() const { return -1; }
+  // kUnavailable if the data changed since the reader was opened (a file
+  // edited while it was being copied): the copy must not be used.
+  virtual Status Verify() { return Status::Ok(); }
+};
+
+// Opens the bulk data of one unit of the item being applied.
+using DataOpener = std::function<Result<std::unique_ptr<DataReader>>(ChangeUnitId unit)>;
+
 struct SaveRequest {
   SaveAction action;
   ItemId id;
@@ -85,9 +111,37 @@ struct SaveRequest {
   std::vector<UnitData> units;
   // Units the item no longer has (create or update): remove them.
   std::vector<ChangeUnitId> removed_units;
+  // The bulk data of `units`, from the replica the change comes from.
+  DataOpener open_data;
 };
 
 struct SaveResult {
+  std::string key;
+  std::string provider_state;
+  // Units the provider stored with a value of its own instead of the one it
+  // was given (a file saved under another name because its name was taken).
+  // The engine gives them a new local version, so the value spreads.
+  std::vector<ChangeUnitId> rewritten_units;
+};
+
+// A conflict that the keep-both policy resolved: `unit` of `item` had two
+// concurrent values and the loser's is about to be dropped (from this
+// replica, or never applied to it).
+struct LosingValue {
+  ItemId item;
+  const ItemMetadata* local = nullptr;  // the item's metadata here
+  ChangeUnitId unit = 0;
+  std::string_view data;         // the losing value
+  std::string_view winner_data;  // the value that stays
+  bool local_loses = false;      // whether the losing value is this replica's
+  ReplicaId loser_replica;       // the replica that made the losing change
+  Tick loser_tick = 0;           // and when (a hybrid logical clock tick)
+  DataOpener open_data;          // the losing value's bulk data
+};
+
+// An item a provider created on its own, for the engine to record.
+struct NewItem {
+  std::vector<ChangeUnitId> units;
   std::string key;
   std::string provider_state;
 };
@@ -130,6 +184,27 @@ class Provider {
     (void)local;
     (void)remote;
     return FailedPreconditionError(std::string(Name()) + " cannot merge conflicting values");
+  }
+
+  // Opens the bulk data of `unit` of local item `item` (see DataReader).
+  // kUnavailable if it changed since it was detected.
+  virtual Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
+                                                       ChangeUnitId unit) {
+    (void)item;
+    (void)unit;
+    return FailedPreconditionError(std::string(Name()) + " has no bulk data");
+  }
+
+  // Keep-both: a provider whose people edit items as a whole (a folder's
+  // files) may keep a losing value as an item of its own, such as a
+  // conflict copy next to the winner. The engine gives it an id derived from
+  // the conflict, so every replica that resolves the same conflict makes the
+  // same item; the default keeps the loser only in the conflict log.
+  virtual Result<std::optional<NewItem>> KeepLosingValue(const ItemId& copy_id,
+                                                         const LosingValue& loser) {
+    (void)copy_id;
+    (void)loser;
+    return std::optional<NewItem>();
   }
 
   // Item filters. A filtered provider holds only the items it accepts: the

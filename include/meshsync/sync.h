@@ -121,7 +121,8 @@ struct DirectionReport {
   uint64_t deleted = 0;
   uint64_t conflicts = 0;  // concurrent changes found (all policies)
   uint64_t deferred = 0;
-  uint64_t skipped = 0;  // not applied this session (errors, filters)
+  uint64_t conflict_copies = 0;  // losing values kept as items (KeepLosingValue)
+  uint64_t skipped = 0;          // not applied this session (errors, filters)
   uint64_t bytes = 0;
   uint64_t batches = 0;
   bool recovery = false;  // ran a full-enumeration recovery
@@ -133,6 +134,10 @@ struct SyncReport {
   DirectionReport b_to_a;
   bool cancelled = false;
 };
+
+// The id of the item that keeps the losing value of a conflict on `item`,
+// made by `loser_replica` at `loser_tick` (see Provider::KeepLosingValue).
+ItemId ConflictCopyId(const ItemId& item, const ReplicaId& loser_replica, Tick loser_tick);
 
 // Runs one session between `a` and `b`. Fails if a store or provider fails
 // in a way that stops the session (what was committed before stays

@@ -216,7 +216,7 @@ class DirectionRun {
         if (item.tombstone || at_source.count(item.id) > 0 || !KnowsAllOf(made_with_, item)) {
           continue;
         }
-        SaveRequest request{SaveAction::kDelete, item.id, &item, {}, {}};
+        SaveRequest request{SaveAction::kDelete, item.id, &item, {}, {}, {}};
         auto saved = dest_.provider().SaveChange(request);
         if (!saved.ok()) {
           batch.learned = batch.learned.Exclude(item.id);
@@ -271,6 +271,69 @@ class DirectionRun {
     request.units = std::move(loaded);
   }
 
+  // Opens the bulk data of the source's item, for the destination to copy.
+  DataOpener SourceData(const ItemMetadata& source_item) {
+    return [this, &source_item](ChangeUnitId unit) {
+      return source_.provider().OpenData(source_item, unit);
+    };
+  }
+
+  // The provider stored its own value of `units` (say, a file under another
+  // name): a local change, with a new version that the source will receive.
+  void Restamp(const std::vector<ChangeUnitId>& units, ItemMetadata& item) {
+    if (units.empty()) return;
+    Version version{0, dest_.hlc().Next()};
+    dest_knowledge_.RaiseEverywhere(version);
+    for (ChangeUnitId unit : units) item.SetUnit(unit, version);
+    item.updated = LatestOf(item, dest_keys_);
+  }
+
+  // Keep-both: offers the losing value to the destination's provider, which
+  // may keep it as an item of its own (a conflict copy). The copy's id comes
+  // from the conflict, so replicas that resolve the same conflict make the
+  // same item, and one that already has it (or deleted it) gets no other.
+  Status KeepLosingValue(const ItemMetadata& source_item, const ItemMetadata& local,
+                         const UnitVersion& unit, const Version& loser, bool local_loses,
+                         std::string_view loser_data, std::string_view winner_data, Batch& batch) {
+    LosingValue value;
+    value.item = local.id;
+    value.local = &local;
+    value.unit = unit.unit;
+    value.data = loser_data;
+    value.winner_data = winner_data;
+    value.local_loses = local_loses;
+    value.loser_replica = dest_keys_.IdOf(loser.replica);
+    value.loser_tick = loser.tick;
+    if (local_loses) {
+      value.open_data = [this, &local](ChangeUnitId id) {
+        return dest_.provider().OpenData(local, id);
+      };
+    } else {
+      value.open_data = SourceData(source_item);
+    }
+    ItemId copy_id = ConflictCopyId(local.id, value.loser_replica, loser.tick);
+    auto existing = dest_.store().GetItem(copy_id);
+    if (!existing.ok()) {
+      store_failure_ = existing.status();
+      return store_failure_;
+    }
+    if (existing->has_value()) return Status::Ok();
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<NewItem> made,
+                              dest_.provider().KeepLosingValue(copy_id, value));
+    if (!made.has_value()) return Status::Ok();
+    ItemMetadata copy;
+    copy.id = copy_id;
+    copy.created = Version{0, dest_.hlc().Next()};
+    copy.updated = copy.created;
+    dest_knowledge_.RaiseEverywhere(copy.created);
+    for (ChangeUnitId id : made->units) copy.SetUnit(id, copy.created);
+    copy.key = std::move(made->key);
+    copy.provider_state = std::move(made->provider_state);
+    batch.store.upserts.push_back(std::move(copy));
+    ++report_.conflict_copies;
+    return Status::Ok();
+  }
+
   static std::vector<ChangeUnitId> UnitIds(const ItemMetadata& item) {
     std::vector<ChangeUnitId> ids;
     for (const UnitVersion& unit : item.units) ids.push_back(unit.unit);
@@ -317,7 +380,7 @@ class DirectionRun {
     }
     if (change.tombstone) {
       if (KnowsAllOf(made_with_, *local)) {
-        SaveRequest request{SaveAction::kDelete, change.id, local, {}, {}};
+        SaveRequest request{SaveAction::kDelete, change.id, local, {}, {}, {}};
         MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
         ItemMetadata deleted = *local;
         deleted.tombstone = true;
@@ -402,11 +465,12 @@ class DirectionRun {
       ++report_.skipped;  // outside the destination's filter: learned, not held
       return Status::Ok();
     }
-    SaveRequest request{SaveAction::kCreate, change.id, local, {}, {}};
+    SaveRequest request{SaveAction::kCreate, change.id, local, {}, {}, SourceData(source_item)};
     SplitRemovals(UnitIds(change), std::move(data), request);
     MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
     change.key = std::move(saved.key);
     change.provider_state = std::move(saved.provider_state);
+    Restamp(saved.rewritten_units, change);
     batch.store.upserts.push_back(std::move(change));
     ++report_.created;
     return Status::Ok();
@@ -455,7 +519,7 @@ class DirectionRun {
 
     std::vector<UnitData> data;
     if (!to_apply.empty()) MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, to_apply, data));
-    SaveRequest request{SaveAction::kUpdate, change.id, &local, {}, {}};
+    SaveRequest request{SaveAction::kUpdate, change.id, &local, {}, {}, SourceData(source_item)};
     SplitRemovals(to_apply, std::move(data), request);
     for (auto& [unit, value] : decided) {
       if (value.has_value()) {
@@ -468,6 +532,7 @@ class DirectionRun {
       MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
       result.key = std::move(saved.key);
       result.provider_state = std::move(saved.provider_state);
+      Restamp(saved.rewritten_units, result);
       ++report_.updated;
     }
     result.updated = LatestOf(result, dest_keys_);
@@ -532,6 +597,11 @@ class DirectionRun {
         if (!logged) batch.store.new_conflicts.push_back(std::move(record));
         return Status::Ok();
       }
+    }
+    if (options_.policy == ConflictPolicy::kKeepBoth && !their_removed && !our_removed) {
+      MESHSYNC_RETURN_IF_ERROR(KeepLosingValue(
+          source_item, result, unit, take_source ? mine : unit.version, take_source,
+          take_source ? our_data : their_data, take_source ? their_data : our_data, batch));
     }
     if (take_source) {
       decided[unit.unit] = their_removed ? std::nullopt : std::optional(std::move(their_data));
@@ -611,6 +681,22 @@ class DirectionRun {
 };
 
 }  // namespace
+
+ItemId ConflictCopyId(const ItemId& item, const ReplicaId& loser_replica, Tick loser_tick) {
+  // splitmix64 finalizer over the inputs: deterministic everywhere, and a
+  // collision with a real item needs 128 equal bits.
+  auto mix = [](uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+  };
+  uint64_t h = mix(item.hi) ^ mix(item.lo + 1);
+  h = mix(h ^ loser_replica.hi) ^ mix(loser_replica.lo + 2);
+  uint64_t hi = mix(h ^ loser_tick);
+  uint64_t lo = mix(hi ^ 0x636F6E666C696374ull);  // "conflict"
+  return ItemId(hi, lo);
+}
 
 Result<SyncReport> Synchronize(Replica& a, Replica& b, const SyncOptions& options) {
   if (a.id() == b.id()) return InvalidArgumentError("cannot sync a replica with itself");

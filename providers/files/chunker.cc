@@ -1,0 +1,146 @@
+#include "files/chunker.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+namespace meshsync::files {
+namespace {
+
+constexpr size_t kMinChunk = 16 << 10;
+constexpr size_t kAvgChunk = 64 << 10;
+constexpr size_t kMaxChunk = 256 << 10;
+// Normalised chunking: a harder mask before the average size, an easier
+// one after, so chunk sizes cluster around the average.
+// The high bits of a gear hash depend on the most bytes (bit k on the last
+// k + 1), so the masks take the top 18 and 14 bits.
+constexpr uint64_t kMaskHard = 0xFFFFC00000000000ull;
+constexpr uint64_t kMaskEasy = 0xFFFC000000000000ull;
+static_assert(std::popcount(kMaskHard) == 18 && std::popcount(kMaskEasy) == 14);
+
+struct GearTable {
+  uint64_t v[256];
+  GearTable() {
+    uint64_t x = 0x6d65736873796e63ull;  // "meshsync": fixed forever
+    for (uint64_t& g : v) {
+      x += 0x9E3779B97F4A7C15ull;
+      uint64_t z = x;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      g = z ^ (z >> 31);
+    }
+  }
+};
+const GearTable kGear;
+
+size_t NextCut(const uint8_t* data, size_t size) {
+  if (size <= kMinChunk) return size;
+  size_t normal = std::min(size, kAvgChunk);
+  size_t limit = std::min(size, kMaxChunk);
+  uint64_t hash = 0;
+  size_t i = kMinChunk;
+  for (; i < normal; ++i) {
+    hash = (hash << 1) + kGear.v[data[i]];
+    if ((hash & kMaskHard) == 0) return i + 1;
+  }
+  for (; i < limit; ++i) {
+    hash = (hash << 1) + kGear.v[data[i]];
+    if ((hash & kMaskEasy) == 0) return i + 1;
+  }
+  return limit;
+}
+
+const EVP_MD* Sha256Md() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+}  // namespace
+
+Sha256 HashBytes(const void* data, size_t size) {
+  Sha256 out{};
+  unsigned int len = 0;
+  EVP_Digest(data, size, out.data(), &len, Sha256Md(), nullptr);
+  return out;
+}
+
+void ChunkBuffer(const uint8_t* data, size_t size, std::vector<Chunk>& out) {
+  size_t offset = 0;
+  if (size == 0) return;
+  while (offset < size) {
+    size_t cut = NextCut(data + offset, size - offset);
+    out.push_back(Chunk{static_cast<uint32_t>(cut), HashBytes(data + offset, cut)});
+    offset += cut;
+  }
+}
+
+Sha256 ContentDigest(const std::vector<Chunk>& chunks) {
+  if (chunks.size() == 1) return chunks[0].hash;
+  std::string all;
+  all.reserve(chunks.size() * 32);
+  for (const Chunk& c : chunks) all.append(reinterpret_cast<const char*>(c.hash.data()), 32);
+  return HashBytes(all.data(), all.size());
+}
+
+void HashFiles(std::vector<HashJob>& jobs, unsigned threads) {
+  struct Segment {
+    size_t job;
+    uint64_t offset;
+    size_t length;
+    std::vector<Chunk> chunks;
+    Status status;
+  };
+  std::vector<Segment> segments;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    uint64_t size = jobs[j].size;
+    for (uint64_t off = 0; off < size; off += kSegmentBytes) {
+      segments.push_back(
+          Segment{j, off, static_cast<size_t>(std::min(kSegmentBytes, size - off)), {}, {}});
+    }
+  }
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    std::unique_ptr<uint8_t[]> buffer;
+    size_t capacity = 0;
+    while (true) {
+      size_t s = next.fetch_add(1);
+      if (s >= segments.size()) return;
+      Segment& seg = segments[s];
+      if (capacity < seg.length) {
+        capacity = std::max(seg.length, static_cast<size_t>(64 << 10));
+        buffer.reset(new uint8_t[capacity]);
+      }
+      size_t done = 0;
+      while (done < seg.length) {
+        ssize_t n = pread(jobs[seg.job].fd, buffer.get() + done, seg.length - done,
+                          static_cast<off_t>(seg.offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          seg.status = UnavailableError(n == 0 ? "file shrank while it was read"
+                                               : std::string("read failed: ") + strerror(errno));
+          break;
+        }
+        done += static_cast<size_t>(n);
+      }
+      if (seg.status.ok()) ChunkBuffer(buffer.get(), seg.length, seg.chunks);
+    }
+  };
+  unsigned n = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(segments.size())));
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < n; ++i) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  for (Segment& seg : segments) {
+    HashJob& job = jobs[seg.job];
+    if (!seg.status.ok()) job.status = seg.status;
+    job.chunks.insert(job.chunks.end(), seg.chunks.begin(), seg.chunks.end());
+  }
+}
+
+}  // namespace meshsync::files

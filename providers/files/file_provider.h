@@ -1,0 +1,215 @@
+// FileProvider: a folder on a local file system as a sync replica.
+//
+// Items are the files, directories and symbolic links under the root, except
+// the root's `.meshsync/` (metadata, temporary files, trash) and ignored
+// paths. Each item has three change units:
+//   content    kind, size, mtime (ns) and the chunk list (length + SHA-256
+//              of each content-defined chunk); a link's target
+//   placement  parent item id + name: the item's key, so renaming a
+//              directory changes one item however many files it holds
+//   attributes permission bits
+// so a rename on one side and an edit on the other merge without conflict.
+//
+// Change detection walks the tree and compares each entry with a stat cache
+// (device, inode, size, mtime, ctime, mode) kept in the item's
+// provider_state; only entries whose stat changed are read and hashed, on
+// every core. Renames and moves are recognised by inode, else by content.
+// Ids of new items derive from their parent's id and name (see
+// PathDerivedId), so two replicas that create the same path create the same
+// item: identical files match silently and different ones become a conflict.
+//
+// Applying a change never writes outside the root and never follows a
+// symbolic link: directories are opened with RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS. File data goes to a temporary file under
+// `.meshsync/tmp/` (copied in the kernel when the source is local), then is
+// renamed into place; a file that changed since it was detected is not
+// overwritten or deleted (kUnavailable: the engine retries it next session,
+// when its change is seen). Deleted and overwritten files are moved to
+// `.meshsync/trash/STAMP/PATH`. CommitChanges syncs the file system once per
+// batch, before the engine commits the batch's metadata.
+//
+// Thread-compatible.
+#ifndef MESHSYNC_PROVIDERS_FILES_FILE_PROVIDER_H_
+#define MESHSYNC_PROVIDERS_FILES_FILE_PROVIDER_H_
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "files/chunker.h"
+#include "files/ignore.h"
+#include "meshsync/metadata_store.h"
+#include "meshsync/provider.h"
+
+namespace meshsync::files {
+
+inline constexpr ChangeUnitId kContentUnit = 1;
+inline constexpr ChangeUnitId kPlacementUnit = 2;
+inline constexpr ChangeUnitId kAttributesUnit = 3;
+inline constexpr std::string_view kMetaDirName = ".meshsync";
+inline constexpr std::string_view kProviderName = "files/1";
+
+enum class Kind : uint8_t { kFile = 1, kDirectory = 2, kSymlink = 3 };
+std::string_view KindName(Kind kind);
+
+// What the provider knows of one entry: its stat cache and content.
+struct EntryState {
+  Kind kind = Kind::kFile;
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  uint32_t mode = 0;          // permission bits
+  std::vector<Chunk> chunks;  // files
+  std::string target;         // symlinks
+};
+
+std::string EncodeState(const EntryState& state);
+Result<EntryState> DecodeState(std::string_view data);
+// The content unit: kind, size, mtime, chunks or target.
+std::string EncodeContent(const EntryState& state);
+Result<EntryState> DecodeContent(std::string_view data);
+// The placement unit (and key): parent id, then the name.
+std::string EncodePlacement(const ItemId& parent, std::string_view name);
+Status DecodePlacement(std::string_view data, ItemId& parent, std::string& name);
+
+// Whether `name` may be a file name: not empty, no '/', no NUL, not "." or
+// "..". Bytes that are not UTF-8 are allowed and kept as they are.
+bool ValidName(std::string_view name);
+
+// "STEM.conflict-YYYYMMDD-HHMMSS-REPLICA.EXT" (UTC).
+std::string ConflictName(std::string_view name, uint64_t millis, std::string_view replica);
+
+// The id a new item at (parent, name) gets: depth-prefixed (so parents are
+// enumerated before their children) and derived from the path.
+ItemId PathDerivedId(const ItemId& parent, std::string_view name, uint32_t depth);
+
+struct FileProviderOptions {
+  IgnoreRules ignore;
+  bool dry_run = false;       // plan changes, touch nothing
+  unsigned hash_threads = 0;  // 0: one per core
+  std::string replica_name;   // short id, used in names made to avoid collisions
+};
+
+// One step of a dry run, or one thing done, for the user.
+struct FileAction {
+  std::string verb;  // "create", "update", "delete", "move", "conflict-copy", "rename"
+  std::string path;
+  std::string detail;
+};
+
+struct FileCounters {
+  uint64_t moved = 0;
+  uint64_t bytes_copied = 0;
+  uint64_t trashed = 0;
+};
+
+class FileProvider final : public Provider {
+ public:
+  // `store` is the replica's metadata store, read to map item ids to paths.
+  static Result<std::unique_ptr<FileProvider>> Open(const std::string& root, MetadataStore& store,
+                                                    FileProviderOptions options);
+  ~FileProvider() override;
+
+  std::string_view Name() const override { return kProviderName; }
+  Status DetectChanges(ChangeRecorder& recorder) override;
+  Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                        std::vector<UnitData>& out) override;
+  Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
+                                               ChangeUnitId unit) override;
+  Result<SaveResult> SaveChange(const SaveRequest& request) override;
+  Status CommitChanges() override;
+  Result<std::string> MergeUnit(const ItemId& item, ChangeUnitId unit, std::string_view local,
+                                std::string_view remote) override;
+  Result<std::optional<NewItem>> KeepLosingValue(const ItemId& copy_id,
+                                                 const LosingValue& loser) override;
+  bool IsFiltered() const override { return !options_.ignore.empty(); }
+  bool Accepts(const ItemId& item, std::span<const UnitData> units) const override;
+
+  // Loads the index of items from the store (DetectChanges does too).
+  Status LoadItems() { return LoadIndex(); }
+
+  struct Totals {
+    uint64_t files = 0, directories = 0, symlinks = 0, bytes = 0;
+  };
+  Totals CountItems() const;
+
+  // The item's path relative to the root, or nullopt if unknown here.
+  std::optional<std::string> PathOf(const ItemId& id) const;
+
+  // Problems met while detecting or applying ("PATH: reason"): unreadable
+  // files and folders, unsupported entries. Cleared by DetectChanges.
+  const std::vector<std::string>& problems() const { return problems_; }
+  // What a dry run would do, or what was done, in order.
+  const std::vector<FileAction>& actions() const { return actions_; }
+  const FileCounters& counters() const { return counters_; }
+  void ClearActions() { actions_.clear(); }
+
+  const std::string& root() const { return root_; }
+
+ private:
+  // The in-memory index of live items: enough to map ids to paths and to
+  // compare a walk with the stat cache, without the chunk lists.
+  struct Node {
+    ItemId parent;
+    std::string name;
+    Kind kind = Kind::kFile;
+    uint64_t dev = 0;
+    uint64_t ino = 0;
+    uint64_t size = 0;
+    int64_t mtime_ns = 0;
+    int64_t ctime_ns = 0;
+    uint32_t mode = 0;
+    uint32_t children = 0;
+    uint64_t digest = 0;  // of the content, to find files moved across devices
+  };
+  class Walker;
+  friend class Walker;
+
+  FileProvider(std::string root, MetadataStore& store, FileProviderOptions options);
+
+  Status LoadIndex();
+  static Node NodeOf(const ItemId& parent, std::string name, const EntryState& state);
+  void AddNode(const ItemId& id, Node node);
+  void RemoveNode(const ItemId& id);
+  std::optional<ItemId> FindChild(const ItemId& parent, std::string_view name) const;
+  Result<int> OpenDirOf(const ItemId& dir);  // owned by the caller
+  Result<int> OpenBeneath(const std::string& rel, int flags) const;
+  Status EnsureParent(const ItemId& parent, int depth = 0);
+  Result<SaveResult> Apply(const SaveRequest& request);
+  Result<SaveResult> Delete(const ItemMetadata& local);
+  Status WriteTemp(const EntryState& content, uint32_t mode, const DataOpener& open_data,
+                   std::string& temp_name);
+  Status MoveToTrash(int dir_fd, const std::string& name, const std::string& rel);
+  Status CheckUnchanged(int dir_fd, const std::string& name, const EntryState& expected,
+                        const std::string& rel) const;
+  std::string TrashStamp();
+  void Record(std::string verb, std::string path, std::string detail = {});
+
+  std::string root_;
+  MetadataStore& store_;
+  FileProviderOptions options_;
+  int root_fd_ = -1;
+  int tmp_fd_ = -1;
+  bool index_loaded_ = false;
+  std::unordered_map<ItemId, Node, Id128Hash> nodes_;
+  std::unordered_multimap<uint64_t, ItemId> by_key_;
+  std::vector<ItemId> pending_rmdirs_;
+  bool wrote_ = false;
+  uint64_t temp_counter_ = 0;
+  std::string trash_stamp_;
+  std::vector<std::string> problems_;
+  std::vector<FileAction> actions_;
+  FileCounters counters_;
+};
+
+}  // namespace meshsync::files
+
+#endif  // MESHSYNC_PROVIDERS_FILES_FILE_PROVIDER_H_

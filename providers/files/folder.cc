@@ -1,0 +1,255 @@
+#include "files/folder.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <set>
+#include <sstream>
+
+namespace meshsync::files {
+namespace {
+
+namespace fs = std::filesystem;
+
+Result<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::string();
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  if (text.size() > (1 << 20)) return InvalidArgumentError(path + ": larger than 1 MiB");
+  return text;
+}
+
+// Removes trash folders (named by their UTC stamp) older than `days`.
+void PurgeTrash(const std::string& meta, int days) {
+  std::error_code ec;
+  fs::path trash = fs::path(meta) / "trash";
+  if (!fs::is_directory(trash, ec)) return;
+  time_t cutoff = time(nullptr) - static_cast<time_t>(days) * 86400;
+  for (const auto& entry : fs::directory_iterator(trash, ec)) {
+    std::string name = entry.path().filename().string();
+    struct tm tm {};
+    const char* end = strptime(name.c_str(), "%Y%m%d-%H%M%S", &tm);
+    if (end == nullptr || *end != '\0') continue;
+    if (timegm(&tm) < cutoff) fs::remove_all(entry.path(), ec);
+  }
+}
+
+}  // namespace
+
+Folder::~Folder() {
+  replica_.reset();
+  provider_.reset();
+  store_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  if (!preview_dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(preview_dir_, ec);
+  }
+}
+
+Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
+                                             const FolderOptions& options) {
+  std::unique_ptr<Folder> f(new Folder());
+  f->path_ = path;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return NotFoundError(path + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(path + ": not a folder");
+  char real[PATH_MAX];
+  if (realpath(path.c_str(), real) == nullptr) {
+    return UnavailableError(path + ": " + std::strerror(errno));
+  }
+  f->real_ = real;
+  std::string meta = f->real_ + "/" + std::string(kMetaDirName);
+  struct stat meta_st;
+  bool has_meta = lstat(meta.c_str(), &meta_st) == 0;
+  if (has_meta && !S_ISDIR(meta_st.st_mode)) {
+    return FailedPreconditionError(meta + " exists and is not a folder");
+  }
+  std::string db = meta + "/meta.db";
+  std::string db_path = db;
+  if (options.preview) {
+    char tmpl[] = "/tmp/meshsync-preview-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr)
+      return UnavailableError(std::string("mkdtemp: ") + std::strerror(errno));
+    f->preview_dir_ = tmpl;
+    db_path = f->preview_dir_ + "/meta.db";
+    std::error_code ec;
+    if (fs::exists(db)) {
+      // The WAL holds the latest commits; both files together are the store.
+      fs::copy_file(db, db_path, ec);
+      if (!ec && fs::exists(db + "-wal")) fs::copy_file(db + "-wal", db_path + "-wal", ec);
+      if (ec) return UnavailableError("cannot copy " + db + ": " + ec.message());
+    }
+  } else {
+    if (!has_meta && mkdir(meta.c_str(), 0700) != 0) {
+      return UnavailableError(meta + ": " + std::strerror(errno));
+    }
+    f->lock_fd_ = ::open((meta + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (f->lock_fd_ < 0) return UnavailableError(meta + "/lock: " + std::strerror(errno));
+    if (flock(f->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      return UnavailableError(path + " is being synced by another meshsync process");
+    }
+    PurgeTrash(meta, options.trash_days);
+  }
+
+  FileProviderOptions provider_options;
+  provider_options.dry_run = options.preview;
+  for (const std::string& pattern : options.ignore) {
+    MESHSYNC_RETURN_IF_ERROR(provider_options.ignore.Add(pattern, "--ignore " + pattern));
+  }
+  MESHSYNC_ASSIGN_OR_RETURN(std::string rules, ReadSmallFile(f->real_ + "/.meshsyncignore"));
+  MESHSYNC_RETURN_IF_ERROR(provider_options.ignore.Add(rules, path + "/.meshsyncignore"));
+
+  MESHSYNC_ASSIGN_OR_RETURN(f->store_, OpenSqliteStore(db_path, kProviderName, SystemRandom()));
+  provider_options.replica_name = f->store_->state().id.ShortName();
+  auto provider = FileProvider::Open(f->real_, *f->store_, std::move(provider_options));
+  if (!provider.ok()) return provider.status();
+  f->provider_ = std::move(*provider);
+  MESHSYNC_ASSIGN_OR_RETURN(f->replica_, Replica::Open(*f->store_, *f->provider_));
+  return f;
+}
+
+}  // namespace meshsync::files
+
+namespace meshsync::files {
+
+Status CheckPair(const Folder& a, const Folder& b) {
+  const std::string& x = a.real_path();
+  const std::string& y = b.real_path();
+  if (x == y) return InvalidArgumentError(a.path() + " and " + b.path() + " are the same folder");
+  auto inside = [](const std::string& outer, const std::string& inner) {
+    return inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
+           (outer == "/" || inner[outer.size()] == '/');
+  };
+  if (inside(x, y)) return InvalidArgumentError(b.path() + " is inside " + a.path());
+  if (inside(y, x)) return InvalidArgumentError(a.path() + " is inside " + b.path());
+  return Status::Ok();
+}
+
+namespace {
+
+Status DetectBoth(Folder& a, Folder& b) {
+  auto other = std::async(std::launch::async, [&b] { return b.replica().DetectChanges(); });
+  Status first = a.replica().DetectChanges();
+  Status second = other.get();
+  MESHSYNC_RETURN_IF_ERROR(first.WithContext(a.path()));
+  return second.ok() ? second : second.WithContext(b.path());
+}
+
+void Add(DirectionReport& sum, const DirectionReport& r) {
+  sum.created += r.created;
+  sum.updated += r.updated;
+  sum.deleted += r.deleted;
+  sum.conflicts += r.conflicts;
+  sum.conflict_copies += r.conflict_copies;
+  sum.deferred += r.deferred;
+  sum.bytes += r.bytes;
+  sum.batches += r.batches;
+  sum.recovery = sum.recovery || r.recovery;
+}
+
+bool Applied(const DirectionReport& r) {
+  return r.created + r.updated + r.deleted + r.conflicts > 0;
+}
+
+}  // namespace
+
+Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptions& options) {
+  MESHSYNC_RETURN_IF_ERROR(CheckPair(a, b));
+  FolderSyncReport report;
+  MESHSYNC_RETURN_IF_ERROR(DetectBoth(a, b));
+  size_t last_errors = SIZE_MAX;
+  while (true) {
+    ++report.rounds;
+    uint64_t moved_b = b.provider().counters().moved, moved_a = a.provider().counters().moved;
+    uint64_t bytes_b = b.provider().counters().bytes_copied;
+    uint64_t bytes_a = a.provider().counters().bytes_copied;
+    SyncOptions sync;
+    sync.detect_changes = false;
+    sync.batch_size = options.batch_size;
+    sync.on_progress = options.on_progress;
+    sync.should_cancel = options.should_cancel;
+    switch (options.policy) {
+      case FolderPolicy::kKeepBoth:
+        sync.policy = ConflictPolicy::kKeepBoth;
+        break;
+      case FolderPolicy::kNewer:
+        sync.policy = ConflictPolicy::kMerge;
+        break;
+      case FolderPolicy::kAWins:
+      case FolderPolicy::kBWins:
+        break;
+    }
+    Result<SyncReport> session = InternalError("unreachable");
+    if (options.policy == FolderPolicy::kAWins || options.policy == FolderPolicy::kBWins) {
+      // One side's value wins: run each direction with the matching policy.
+      bool a_wins = options.policy == FolderPolicy::kAWins;
+      SyncReport both;
+      sync.direction = SyncDirection::kAToB;
+      sync.policy = a_wins ? ConflictPolicy::kSourceWins : ConflictPolicy::kDestinationWins;
+      MESHSYNC_ASSIGN_OR_RETURN(SyncReport first, Synchronize(a.replica(), b.replica(), sync));
+      both.a_to_b = std::move(first.a_to_b);
+      both.cancelled = first.cancelled;
+      if (!both.cancelled) {
+        sync.direction = SyncDirection::kBToA;
+        sync.policy = a_wins ? ConflictPolicy::kDestinationWins : ConflictPolicy::kSourceWins;
+        MESHSYNC_ASSIGN_OR_RETURN(SyncReport second, Synchronize(a.replica(), b.replica(), sync));
+        both.b_to_a = std::move(second.b_to_a);
+        both.cancelled = second.cancelled;
+      }
+      session = std::move(both);
+    } else {
+      session = Synchronize(a.replica(), b.replica(), sync);
+    }
+    if (!session.ok()) return session.status();
+    Add(report.a_to_b.engine, session->a_to_b);
+    Add(report.b_to_a.engine, session->b_to_a);
+    report.a_to_b.moved += b.provider().counters().moved - moved_b;
+    report.b_to_a.moved += a.provider().counters().moved - moved_a;
+    report.a_to_b.bytes_copied += b.provider().counters().bytes_copied - bytes_b;
+    report.b_to_a.bytes_copied += a.provider().counters().bytes_copied - bytes_a;
+    report.cancelled = session->cancelled;
+
+    // Problems of this round, with paths.
+    report.problems.clear();
+    auto describe = [&report](Folder& source, Folder& dest, const DirectionReport& r) {
+      for (const ItemError& error : r.errors) {
+        std::optional<std::string> rel = source.provider().PathOf(error.item);
+        if (!rel) rel = dest.provider().PathOf(error.item);
+        report.problems.push_back(dest.path() + "/" + rel.value_or(error.item.ToHex()) + ": " +
+                                  std::string(error.status.message()));
+      }
+    };
+    describe(a, b, session->a_to_b);
+    describe(b, a, session->b_to_a);
+    size_t errors = session->a_to_b.errors.size() + session->b_to_a.errors.size();
+    if (report.cancelled) break;
+    bool applied = Applied(session->a_to_b) || Applied(session->b_to_a) || errors > 0;
+    if (!applied || report.rounds >= options.max_rounds) break;
+    Tick ta = a.replica().state().tick, tb = b.replica().state().tick;
+    MESHSYNC_RETURN_IF_ERROR(DetectBoth(a, b));
+    bool news = a.replica().state().tick != ta || b.replica().state().tick != tb;
+    // Another round if something new appeared, or errors may clear (a
+    // folder arrived late) and are fewer than last time.
+    if (!news && (errors == 0 || errors >= last_errors)) break;
+    last_errors = errors;
+  }
+  for (const std::string& p : a.provider().problems())
+    report.problems.push_back(a.path() + "/" + p);
+  for (const std::string& p : b.provider().problems())
+    report.problems.push_back(b.path() + "/" + p);
+  return report;
+}
+
+}  // namespace meshsync::files
