@@ -710,6 +710,12 @@ class FileProvider::Walker {
       p_.AddNode(c.id, NodeOf(c.found.parent, c.found.name, c.state));
     }
     for (const ItemId& id : gone) {
+      // Ignored now: its deletion is not synced either.
+      std::optional<std::string> rel = p_.PathOf(id);
+      if (rel.has_value() &&
+          p_.options_.ignore.Ignored(*rel, p_.nodes_.at(id).kind == Kind::kDirectory)) {
+        continue;
+      }
       MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, recorder_.FindItem(id));
       if (!item.has_value() || item->tombstone) continue;
       LocalChange local;

@@ -153,6 +153,7 @@ class FileProvider final : public Provider {
   void ClearActions() { actions_.clear(); }
 
   const std::string& root() const { return root_; }
+  bool dry_run() const { return options_.dry_run; }
 
  private:
   // The in-memory index of live items: enough to map ids to paths and to

@@ -236,7 +236,9 @@ Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptio
     size_t errors = session->a_to_b.errors.size() + session->b_to_a.errors.size();
     if (report.cancelled) break;
     bool applied = Applied(session->a_to_b) || Applied(session->b_to_a) || errors > 0;
-    if (!applied || report.rounds >= options.max_rounds) break;
+    // A preview changes nothing, so another round would only repeat it.
+    bool preview = a.provider().dry_run() || b.provider().dry_run();
+    if (!applied || preview || report.rounds >= options.max_rounds) break;
     Tick ta = a.replica().state().tick, tb = b.replica().state().tick;
     MESHSYNC_RETURN_IF_ERROR(DetectBoth(a, b));
     bool news = a.replica().state().tick != ta || b.replica().state().tick != tb;

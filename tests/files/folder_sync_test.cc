@@ -1,0 +1,418 @@
+// Scenarios of two-way folder sync, each on fresh folders.
+#include <cctype>
+
+#include "files/chunker.h"
+#include "files/ignore.h"
+#include "folder_fixture.h"
+#include "meshsync/sync.h"
+
+namespace meshsync::files::testing {
+namespace {
+
+TEST_F(FolderTest, InitialSyncCopiesFilesFoldersLinksAndModes) {
+  WriteFile(a_ / "top.txt", "top");
+  WriteFile(a_ / "docs/deep/note.md", "deep note");
+  fs::create_directories(a_ / "empty/nested");
+  fs::create_symlink("top.txt", a_ / "rel-link");
+  fs::create_symlink("/etc/passwd", a_ / "outside-link");  // synced as a link, never followed
+  chmod((a_ / "top.txt").c_str(), 0600);
+  chmod((a_ / "docs").c_str(), 0750);
+  WriteFile(b_ / "from-b.txt", "b's file");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(Snapshot(b_)["top.txt"], "F 600 top");
+  EXPECT_EQ(Snapshot(b_)["docs"], "D 750");
+  EXPECT_EQ(Snapshot(b_)["empty/nested"], "D 755");
+  EXPECT_EQ(Snapshot(b_)["outside-link"], "L /etc/passwd");
+  EXPECT_EQ(Snapshot(a_)["from-b.txt"], "F 644 b's file");
+  EXPECT_EQ(report.a_to_b.engine.created, 8u);
+  EXPECT_EQ(report.b_to_a.engine.created, 1u);
+
+  // Nothing changed: nothing to do, nothing recorded.
+  FolderSyncReport again = Sync();
+  EXPECT_EQ(again.a_to_b.engine.created + again.a_to_b.engine.updated, 0u);
+  EXPECT_EQ(again.b_to_a.engine.created + again.b_to_a.engine.updated, 0u);
+  EXPECT_EQ(again.rounds, 1);
+}
+
+TEST_F(FolderTest, EditsDeletesAndTheTrash) {
+  WriteFile(a_ / "keep.txt", "v1");
+  WriteFile(a_ / "gone.txt", "precious");
+  Sync();
+  WriteFile(b_ / "keep.txt", "v2 from b");
+  fs::remove(a_ / "gone.txt");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(a_ / "keep.txt"), "v2 from b");
+  EXPECT_FALSE(fs::exists(b_ / "gone.txt"));
+  EXPECT_EQ(report.a_to_b.engine.deleted, 1u);
+  // The deleted file is in B's trash, the overwritten version in A's.
+  std::vector<std::string> b_trash = TrashContents(b_);
+  std::vector<std::string> a_trash = TrashContents(a_);
+  EXPECT_EQ(b_trash, std::vector<std::string>{"precious"});
+  EXPECT_EQ(a_trash, std::vector<std::string>{"v1"});
+}
+
+TEST_F(FolderTest, RenameOnOneSideEditOnTheOtherBothSurvive) {
+  WriteFile(a_ / "draft.txt", "first");
+  Sync();
+  fs::rename(a_ / "draft.txt", a_ / "final.txt");
+  WriteFile(b_ / "draft.txt", "first, edited");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(b_ / "final.txt"), "first, edited");
+  EXPECT_FALSE(fs::exists(b_ / "draft.txt"));
+  EXPECT_EQ(report.a_to_b.engine.conflicts + report.b_to_a.engine.conflicts, 0u);
+  EXPECT_EQ(report.a_to_b.moved, 1u);
+}
+
+TEST_F(FolderTest, ConcurrentEditsKeepTheLoserAsAConflictCopyOnBothSides) {
+  WriteFile(a_ / "report.txt", "base");
+  Sync();
+  WriteFile(a_ / "report.txt", "a's edit");
+  WriteFile(b_ / "report.txt", "b's longer edit");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  std::vector<std::string> copies = ConflictCopies(a_);
+  ASSERT_EQ(copies.size(), 1u);
+  // report.conflict-YYYYMMDD-HHMMSS-REPLICA.txt
+  const std::string& copy = copies[0];
+  ASSERT_EQ(copy.size(), std::string("report.conflict-20261122-094218-14e1ef9.txt").size()) << copy;
+  EXPECT_EQ(copy.substr(0, 16), "report.conflict-");
+  EXPECT_TRUE(std::all_of(copy.begin() + 16, copy.begin() + 24, ::isdigit)) << copy;
+  EXPECT_EQ(copy[24], '-');
+  EXPECT_TRUE(std::all_of(copy.begin() + 25, copy.begin() + 31, ::isdigit)) << copy;
+  EXPECT_EQ(copy[31], '-');
+  EXPECT_TRUE(std::all_of(copy.begin() + 32, copy.begin() + 39, ::isxdigit)) << copy;
+  EXPECT_EQ(copy.substr(39), ".txt");
+  std::string winner = ReadFile(a_ / "report.txt");
+  std::string loser = ReadFile(a_ / copies[0]);
+  EXPECT_NE(winner, loser);
+  EXPECT_TRUE((winner == "a's edit" && loser == "b's longer edit") ||
+              (winner == "b's longer edit" && loser == "a's edit"));
+  EXPECT_EQ(report.a_to_b.engine.conflicts + report.b_to_a.engine.conflicts, 1u);
+  // The conflict is logged, naming the copy.
+  auto b = Folder::Open(b_, {});
+  ASSERT_TRUE(b.ok());
+  auto log = (*b)->store().ListConflicts();
+  ASSERT_TRUE(log.ok());
+  ASSERT_EQ(log->size(), 1u);
+  ASSERT_TRUE((*b)->provider().LoadItems().ok());
+  const ConflictRecord& c = (*log)[0];
+  ReplicaId loser_id = (*b)->replica().state().keys.IdOf(c.loser.replica);
+  EXPECT_EQ((*b)->provider().PathOf(ConflictCopyId(c.item, loser_id, c.loser.tick)), copies[0]);
+  EXPECT_NE(copies[0].find(loser_id.ShortName()), std::string::npos);
+}
+
+TEST_F(FolderTest, AnEditBeatsAConcurrentDelete) {
+  WriteFile(a_ / "x.txt", "base");
+  Sync();
+  fs::remove(a_ / "x.txt");
+  WriteFile(b_ / "x.txt", "edited");
+  Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(a_ / "x.txt"), "edited");
+}
+
+TEST_F(FolderTest, TwoNewFilesAtOnePathOneKeepsTheName) {
+  WriteFile(a_ / "new.txt", "from a");
+  WriteFile(b_ / "new.txt", "from b");
+  WriteFile(a_ / "same.txt", "identical");
+  WriteFile(b_ / "same.txt", "identical");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  std::vector<std::string> copies = ConflictCopies(a_);
+  ASSERT_EQ(copies.size(), 1u);
+  EXPECT_EQ(copies[0].rfind("new.conflict-", 0), 0u);
+  std::set<std::string> contents{ReadFile(a_ / "new.txt"), ReadFile(a_ / copies[0])};
+  EXPECT_EQ(contents, (std::set<std::string>{"from a", "from b"}));
+  EXPECT_EQ(ReadFile(a_ / "same.txt"), "identical");  // equal files: no conflict
+  EXPECT_EQ(report.a_to_b.engine.conflicts + report.b_to_a.engine.conflicts, 1u);
+}
+
+TEST_F(FolderTest, FolderDeletedWhileAFileInsideWasEdited) {
+  WriteFile(a_ / "proj/keep.c", "v1");
+  WriteFile(a_ / "proj/other.c", "other");
+  WriteFile(a_ / "proj/sub/deep.c", "deep");
+  Sync();
+  fs::remove_all(a_ / "proj");
+  WriteFile(b_ / "proj/keep.c", "v2 edited");
+  Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(a_ / "proj/keep.c"), "v2 edited");
+  EXPECT_FALSE(fs::exists(a_ / "proj/other.c"));
+  EXPECT_FALSE(fs::exists(b_ / "proj/other.c"));
+  EXPECT_FALSE(fs::exists(b_ / "proj/sub"));
+  // A later sync has nothing left to do.
+  FolderSyncReport again = Sync();
+  EXPECT_EQ(again.a_to_b.engine.created + again.a_to_b.engine.updated +
+                again.b_to_a.engine.created + again.b_to_a.engine.updated,
+            0u);
+}
+
+TEST_F(FolderTest, RenamingAFolderOfManyFilesIsOneChange) {
+  for (int i = 0; i < 1000; ++i)
+    WriteFile(a_ / "photos" / ("p" + std::to_string(i)), "x" + std::to_string(i));
+  Sync();
+  fs::rename(a_ / "photos", a_ / "pictures");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(report.a_to_b.engine.updated, 1u);
+  EXPECT_EQ(report.a_to_b.moved, 1u);
+  EXPECT_EQ(report.a_to_b.bytes_copied, 0u);
+  EXPECT_EQ(ReadFile(b_ / "pictures/p999"), "x999");
+}
+
+TEST_F(FolderTest, MovesIntoANewFolderAndAcrossFolders) {
+  WriteFile(a_ / "inbox/a.txt", "a");
+  WriteFile(a_ / "inbox/b.txt", "b");
+  Sync();
+  fs::create_directories(a_ / "archive/2026");
+  fs::rename(a_ / "inbox/a.txt", a_ / "archive/2026/a.txt");
+  fs::rename(a_ / "inbox/b.txt", a_ / "b-moved.txt");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(report.a_to_b.bytes_copied, 0u);
+  EXPECT_EQ(ReadFile(b_ / "archive/2026/a.txt"), "a");
+}
+
+TEST_F(FolderTest, IgnorePatternsFromOptionsAndFile) {
+  WriteFile(a_ / ".meshsyncignore", "*.tmp\nbuild/\n!keep.tmp\n");
+  WriteFile(a_ / "x.tmp", "scratch");
+  WriteFile(a_ / "keep.tmp", "kept");
+  WriteFile(a_ / "build/out.o", "obj");
+  WriteFile(a_ / "cache/blob", "cache");
+  WriteFile(a_ / "src/main.c", "code");
+  FolderOptions folder;
+  folder.ignore = {"/cache"};
+  Sync({}, folder);
+  EXPECT_TRUE(fs::exists(b_ / "src/main.c"));
+  EXPECT_TRUE(fs::exists(b_ / "keep.tmp"));
+  EXPECT_TRUE(fs::exists(b_ / ".meshsyncignore"));
+  EXPECT_FALSE(fs::exists(b_ / "x.tmp"));
+  EXPECT_FALSE(fs::exists(b_ / "build"));
+  EXPECT_FALSE(fs::exists(b_ / "cache"));
+  // A file that becomes ignored is not deleted on the other side.
+  WriteFile(a_ / "src/gen.c", "generated");
+  Sync({}, folder);
+  ASSERT_TRUE(fs::exists(b_ / "src/gen.c"));
+  folder.ignore.push_back("gen.c");
+  fs::remove(a_ / "src/gen.c");
+  Sync({}, folder);
+  EXPECT_TRUE(fs::exists(b_ / "src/gen.c"));
+}
+
+TEST_F(FolderTest, NamesThatAreNotUtf8ArePreservedByteForByte) {
+  std::string name = "caf\xe9-latin1.txt";
+  WriteFile(a_ / name, "bytes");
+  Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(b_ / name), "bytes");
+}
+
+TEST_F(FolderTest, PermissionBitsAndEditMerge) {
+  WriteFile(a_ / "run.sh", "echo 1");
+  Sync();
+  chmod((a_ / "run.sh").c_str(), 0755);
+  WriteFile(b_ / "run.sh", "echo 2");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(Snapshot(a_)["run.sh"], "F 755 echo 2");
+  EXPECT_EQ(report.a_to_b.engine.conflicts + report.b_to_a.engine.conflicts, 0u);
+}
+
+TEST_F(FolderTest, PoliciesDecideConflictsWithoutCopies) {
+  WriteFile(a_ / "f.txt", "base");
+  Sync();
+  WriteFile(a_ / "f.txt", "a wins");
+  WriteFile(b_ / "f.txt", "b loses");
+  FolderSyncOptions options;
+  options.policy = FolderPolicy::kAWins;
+  Sync(options);
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(b_ / "f.txt"), "a wins");
+  EXPECT_TRUE(ConflictCopies(a_).empty());
+  // The loser is still in the trash.
+  std::vector<std::string> trash = TrashContents(b_);
+  EXPECT_NE(std::find(trash.begin(), trash.end(), "b loses"), trash.end());
+
+  WriteFile(a_ / "f.txt", "a again");
+  WriteFile(b_ / "f.txt", "b wins now");
+  options.policy = FolderPolicy::kBWins;
+  Sync(options);
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(a_ / "f.txt"), "b wins now");
+
+  WriteFile(a_ / "f.txt", "older");
+  WriteFile(b_ / "f.txt", "newer");
+  struct timespec times[2] = {{0, UTIME_OMIT}, {2000000000, 0}};
+  utimensat(AT_FDCWD, (b_ / "f.txt").c_str(), times, 0);
+  times[1].tv_sec = 1000000000;
+  utimensat(AT_FDCWD, (a_ / "f.txt").c_str(), times, 0);
+  options.policy = FolderPolicy::kNewer;
+  Sync(options);
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(a_ / "f.txt"), "newer");
+}
+
+TEST_F(FolderTest, PreviewChangesNothing) {
+  WriteFile(a_ / "a.txt", "a");
+  WriteFile(b_ / "b.txt", "b");
+  Tree before_a = Snapshot(a_, true), before_b = Snapshot(b_, true);
+  FolderOptions folder;
+  folder.preview = true;
+  auto a = Folder::Open(a_, folder);
+  auto b = Folder::Open(b_, folder);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto report = SyncFolders(**a, **b, {});
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(Snapshot(a_, true), before_a);
+  EXPECT_EQ(Snapshot(b_, true), before_b);
+  ASSERT_EQ((*b)->provider().actions().size(), 1u);
+  EXPECT_EQ((*b)->provider().actions()[0].verb, "create");
+  EXPECT_EQ((*b)->provider().actions()[0].path, "a.txt");
+  // And after a real sync, a preview of a change.
+  a->reset();
+  b->reset();
+  Sync();
+  fs::remove(a_ / "a.txt");
+  before_b = Snapshot(b_, true);
+  auto a2 = Folder::Open(a_, folder);
+  auto b2 = Folder::Open(b_, folder);
+  ASSERT_TRUE(a2.ok() && b2.ok());
+  ASSERT_TRUE(SyncFolders(**a2, **b2, {}).ok());
+  EXPECT_EQ(Snapshot(b_, true), before_b);
+  ASSERT_EQ((*b2)->provider().actions().size(), 1u);
+  EXPECT_EQ((*b2)->provider().actions()[0].verb, "delete");
+}
+
+TEST_F(FolderTest, AFileEditedDuringTheSyncIsNotOverwritten) {
+  WriteFile(a_ / "doc.txt", "v1");
+  Sync();
+  WriteFile(a_ / "doc.txt", "a's v2");
+  auto a = Folder::Open(a_, {});
+  auto b = Folder::Open(b_, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->replica().DetectChanges().ok());
+  ASSERT_TRUE((*b)->replica().DetectChanges().ok());
+  // B's user saves after B was scanned, before the change arrives.
+  WriteFile(b_ / "doc.txt", "b's edit during sync");
+  SyncOptions options;
+  options.detect_changes = false;
+  auto report = Synchronize((*a)->replica(), (*b)->replica(), options);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->a_to_b.skipped, 1u);
+  EXPECT_EQ(ReadFile(b_ / "doc.txt"), "b's edit during sync");
+  a->reset();
+  b->reset();
+  // Next time both edits are seen: a conflict, and nothing lost.
+  Sync();
+  ExpectInSync();
+  std::vector<std::string> copies = ConflictCopies(a_);
+  ASSERT_EQ(copies.size(), 1u);
+  std::set<std::string> contents{ReadFile(a_ / "doc.txt"), ReadFile(a_ / copies[0])};
+  EXPECT_EQ(contents, (std::set<std::string>{"a's v2", "b's edit during sync"}));
+}
+
+TEST_F(FolderTest, LargeFileEditsMoveOnlyTheirChunksAndStayExact) {
+  std::string big(3 << 20, '\0');
+  uint64_t x = 42;
+  for (char& c : big) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    c = static_cast<char>(x >> 56);
+  }
+  WriteFile(a_ / "big.bin", big);
+  Sync();
+  big.replace(1 << 20, 5, "HELLO");
+  WriteFile(a_ / "big.bin", big);
+  Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(b_ / "big.bin"), big);
+}
+
+TEST_F(FolderTest, RefusesMissingAndNestedFolders) {
+  EXPECT_EQ(Folder::Open(dir_ / "missing", {}).status().code(), StatusCode::kNotFound);
+  fs::create_directories(a_ / "inner");
+  auto a = Folder::Open(a_, {});
+  auto inner = Folder::Open(a_ / "inner", {});
+  ASSERT_TRUE(a.ok() && inner.ok());
+  EXPECT_FALSE(CheckPair(**a, **inner).ok());
+  EXPECT_FALSE(CheckPair(**a, **a).ok());
+  // Only one process syncs a folder at a time.
+  EXPECT_EQ(Folder::Open(a_, {}).status().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(FolderTest, UnsafeNamesFromMetadataAreRefused) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", ".", "..", "a/b", std::string("nul\0x", 5)}) {
+    EXPECT_FALSE(ValidName(bad)) << bad;
+    ItemId parent;
+    std::string name;
+    EXPECT_FALSE(DecodePlacement(EncodePlacement(ItemId::Min(), bad), parent, name).ok()) << bad;
+  }
+  EXPECT_TRUE(ValidName("caf\xe9"));
+  // A change naming "../x" is refused by the provider, and nothing is written.
+  auto b = Folder::Open(b_, {});
+  ASSERT_TRUE(b.ok());
+  EntryState file;
+  file.kind = Kind::kFile;
+  SaveRequest request{SaveAction::kCreate, ItemId(1, 2), nullptr, {}, {}, {}};
+  request.units.push_back(UnitData{kContentUnit, EncodeContent(file)});
+  std::string placement = EncodePlacement(ItemId::Min(), "x");
+  placement.replace(16, 1, "../x");
+  request.units.push_back(UnitData{kPlacementUnit, placement});
+  EXPECT_FALSE((*b)->provider().SaveChange(request).ok());
+  EXPECT_FALSE(fs::exists(dir_ / "x"));
+}
+
+TEST(IgnoreRulesTest, GitignoreSyntax) {
+  IgnoreRules rules;
+  ASSERT_TRUE(rules
+                  .Add("# comment\n*.log\n/root-only\ndocs/**/draft*\nbuild/\n!important.log\n"
+                       "\\#hash\n[ab]?.txt\n",
+                       "test")
+                  .ok());
+  EXPECT_TRUE(rules.Ignored("x.log", false));
+  EXPECT_TRUE(rules.Ignored("deep/down/x.log", false));
+  EXPECT_FALSE(rules.Ignored("important.log", false));
+  EXPECT_TRUE(rules.Ignored("root-only", false));
+  EXPECT_FALSE(rules.Ignored("sub/root-only", false));
+  EXPECT_TRUE(rules.Ignored("docs/draft1", false));
+  EXPECT_TRUE(rules.Ignored("docs/a/b/draft2", false));
+  EXPECT_TRUE(rules.Ignored("build", true));
+  EXPECT_FALSE(rules.Ignored("build", false));
+  EXPECT_TRUE(rules.Ignored("#hash", false));
+  EXPECT_TRUE(rules.Ignored("a1.txt", false));
+  EXPECT_FALSE(rules.Ignored("c1.txt", false));
+  EXPECT_FALSE(rules.Ignored("x.logger", false));
+}
+
+TEST(ChunkerTest, BoundariesFollowContentNotOffsets) {
+  std::string data(2 << 20, '\0');
+  uint64_t x = 7;
+  for (char& c : data) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    c = static_cast<char>(x >> 56);
+  }
+  std::vector<Chunk> before;
+  ChunkBuffer(reinterpret_cast<const uint8_t*>(data.data()), data.size(), before);
+  std::string shifted = "inserted bytes" + data;
+  std::vector<Chunk> after;
+  ChunkBuffer(reinterpret_cast<const uint8_t*>(shifted.data()), shifted.size(), after);
+  ASSERT_GT(before.size(), 8u);
+  size_t shared = 0;
+  for (const Chunk& c : after) shared += std::count(before.begin(), before.end(), c);
+  EXPECT_GE(shared, before.size() - 2);  // an insertion changes the chunks around it only
+  uint64_t total = 0;
+  for (const Chunk& c : before) {
+    if (&c != &before.back()) {
+      EXPECT_GE(c.length, 16u << 10);
+    }
+    EXPECT_LE(c.length, 256u << 10);
+    total += c.length;
+  }
+  EXPECT_EQ(total, data.size());
+}
+
+}  // namespace
+}  // namespace meshsync::files::testing
