@@ -51,7 +51,9 @@ struct LocalChange {
   // creation may name the id it wants, e.g. a store that keys by ItemId.
   std::optional<ItemId> id;
   bool deleted = false;
-  std::vector<ChangeUnitId> changed_units;  // creation: every unit the item has
+  // Creation: every unit the item has. An update with none refreshes the
+  // key and provider_state only (no new version).
+  std::vector<ChangeUnitId> changed_units;
   std::string key;                          // the item's key now
   std::string provider_state;               // saved with the item's metadata
 };

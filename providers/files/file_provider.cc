@@ -71,6 +71,19 @@ void FillStat(const struct stat& st, EntryState& s) {
   s.mode = s.kind == Kind::kSymlink ? 0777 : (st.st_mode & 07777);
 }
 
+// A file modified within this long of being stat'ed may be modified again
+// within the file system's timestamp granularity without its size or mtime
+// changing ("racy git"). Its cached ctime is then stored as 0, so the next
+// scan re-reads it instead of trusting the cache.
+constexpr int64_t kRacyNanos = 2'000'000'000;
+
+void MarkRacy(EntryState& s) {
+  if (s.kind != Kind::kFile) return;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  if (Nanos(now) - s.mtime_ns < kRacyNanos) s.ctime_ns = 0;
+}
+
 // Same file, same bytes as when it was detected (a cheap check).
 bool SameFile(const struct stat& st, const EntryState& s) {
   return st.st_ino == s.ino && st.st_dev == s.dev &&
@@ -705,6 +718,7 @@ class FileProvider::Walker {
         }
       }
       local.key = EncodePlacement(c.found.parent, c.found.name);
+      MarkRacy(c.state);
       local.provider_state = EncodeState(c.state);
       MESHSYNC_RETURN_IF_ERROR(recorder_.Record(local).status());
       p_.AddNode(c.id, NodeOf(c.found.parent, c.found.name, c.state));
@@ -1272,6 +1286,7 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
     return UnavailableError(rel + " changed while it was written; will sync next time");
   }
   result.key = EncodePlacement(parent, target);
+  MarkRacy(next);
   result.provider_state = EncodeState(next);
   AddNode(request.id, NodeOf(parent, target, next));
   return result;
@@ -1381,6 +1396,7 @@ Result<std::optional<NewItem>> FileProvider::KeepLosingValue(const ItemId& copy_
   }
   EntryState state = *lost;
   FillStat(st, state);
+  MarkRacy(state);
   NewItem item;
   item.units = {kContentUnit, kPlacementUnit, kAttributesUnit};
   item.key = EncodePlacement(parent, name);

@@ -58,6 +58,15 @@ class Recorder final : public ChangeRecorder {
     if (change.id.has_value()) {
       MESHSYNC_ASSIGN_OR_RETURN(existing, FindItem(*change.id));
     }
+    if (existing.has_value() && !existing->tombstone && !change.deleted &&
+        change.changed_units.empty()) {
+      // Nothing changed but the provider's own state (a refreshed stat
+      // cache): no new version.
+      ItemMetadata item = std::move(*existing);
+      item.key = change.key;
+      item.provider_state = change.provider_state;
+      return Keep(std::move(item));
+    }
     Version version{0, replica_.hlc().Next()};
     ItemMetadata item;
     if (!existing.has_value()) {
@@ -86,14 +95,7 @@ class Recorder final : public ChangeRecorder {
     item.updated = version;
     item.key = change.key;
     item.provider_state = change.provider_state;
-    ItemId id = item.id;
-    if (auto previous = pending_.find(id); previous != pending_.end()) {
-      pending_keys_.erase(previous->second.key);
-    }
-    if (!item.key.empty()) pending_keys_[item.key] = id;
-    pending_[id] = std::move(item);
-    if (pending_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
-    return id;
+    return Keep(std::move(item));
   }
 
   Status Flush() {
@@ -112,6 +114,18 @@ class Recorder final : public ChangeRecorder {
   }
 
  private:
+  // Queues `item` for the next commit.
+  Result<ItemId> Keep(ItemMetadata item) {
+    ItemId id = item.id;
+    if (auto previous = pending_.find(id); previous != pending_.end()) {
+      pending_keys_.erase(previous->second.key);
+    }
+    if (!item.key.empty()) pending_keys_[item.key] = id;
+    pending_[id] = std::move(item);
+    if (pending_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
+    return id;
+  }
+
   Replica& replica_;
   std::map<ItemId, ItemMetadata> pending_;
   std::unordered_map<std::string, ItemId> pending_keys_;  // keys of pending_ items
