@@ -1131,11 +1131,18 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
                                 std::string(KindName(next.kind)));
   }
   if (parent == request.id) return InvalidArgumentError("an item cannot be its own folder");
-  // A folder moved into itself (two concurrent moves) would vanish.
-  if (next.kind == Kind::kDirectory && here) {
+  SaveResult result;
+  // Two concurrent moves can put each of two folders inside the other. The
+  // move that arrives second would make a cycle: it is not applied, and the
+  // folder's place here spreads as a new change instead, so every replica
+  // ends with both folders where neither move put them into the other.
+  if (next.kind == Kind::kDirectory && here && placement) {
     for (ItemId up = parent; !(up == ItemId::Min());) {
       if (up == request.id) {
-        return FailedPreconditionError("moving a folder into itself; kept where it is");
+        parent = nodes_.at(request.id).parent;
+        name = nodes_.at(request.id).name;
+        result.rewritten_units.push_back(kPlacementUnit);
+        break;
       }
       auto it = nodes_.find(up);
       if (it == nodes_.end()) break;
@@ -1146,7 +1153,6 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
   bool moving = here && placement &&
                 (!(parent == nodes_.at(request.id).parent) || name != nodes_.at(request.id).name);
   std::string target = name;
-  SaveResult result;
   if (!here || moving) {
     std::optional<ItemId> occupant = FindChild(parent, name);
     if (occupant.has_value() && !(*occupant == request.id)) {

@@ -124,6 +124,14 @@ class FolderProperty : public FolderTest {
     before.merge(Contents(b_));
     auto report = TrySync();
     RC_ASSERT(report.ok());
+    if (getenv("FOLDER_PROPERTY_VERBOSE")) {
+      for (const std::string& p : report->problems) fprintf(stderr, "problem: %s\n", p.c_str());
+      for (const fs::path& root : {a_, b_}) {
+        for (auto& [k, v] : Snapshot(root)) {
+          fprintf(stderr, "   after %s: %s = %s\n", root.filename().c_str(), k.c_str(), v.c_str());
+        }
+      }
+    }
     RC_ASSERT(report->problems.empty());
     std::multiset<std::string> after = Contents(a_);
     after.merge(Contents(b_));
