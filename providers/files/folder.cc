@@ -169,7 +169,6 @@ Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptio
   MESHSYNC_RETURN_IF_ERROR(CheckPair(a, b));
   FolderSyncReport report;
   MESHSYNC_RETURN_IF_ERROR(DetectBoth(a, b));
-  size_t last_errors = SIZE_MAX;
   while (true) {
     ++report.rounds;
     uint64_t moved_b = b.provider().counters().moved, moved_a = a.provider().counters().moved;
@@ -233,19 +232,21 @@ Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptio
     };
     describe(a, b, session->a_to_b);
     describe(b, a, session->b_to_a);
-    size_t errors = session->a_to_b.errors.size() + session->b_to_a.errors.size();
     if (report.cancelled) break;
-    bool applied = Applied(session->a_to_b) || Applied(session->b_to_a) || errors > 0;
-    // A preview changes nothing, so another round would only repeat it.
+    // Another round while sessions still change something: a change made
+    // by this one (a name taken to avoid a collision, a folder kept for an
+    // edited file, a move that would have made a cycle) must reach the
+    // other side, and an item skipped because its folder came later in the
+    // session goes through now. A preview changes nothing, so one round.
+    bool applied = Applied(session->a_to_b) || Applied(session->b_to_a);
     bool preview = a.provider().dry_run() || b.provider().dry_run();
-    if (!applied || preview || report.rounds >= options.max_rounds) break;
-    Tick ta = a.replica().state().tick, tb = b.replica().state().tick;
+    if (!applied || preview) break;
+    if (report.rounds >= options.max_rounds) {
+      report.problems.push_back("the folders were still changing after " +
+                                std::to_string(report.rounds) + " rounds; run sync again");
+      break;
+    }
     MESHSYNC_RETURN_IF_ERROR(DetectBoth(a, b));
-    bool news = a.replica().state().tick != ta || b.replica().state().tick != tb;
-    // Another round if something new appeared, or errors may clear (a
-    // folder arrived late) and are fewer than last time.
-    if (!news && (errors == 0 || errors >= last_errors)) break;
-    last_errors = errors;
   }
   for (const std::string& p : a.provider().problems())
     report.problems.push_back(a.path() + "/" + p);
