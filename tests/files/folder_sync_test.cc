@@ -176,6 +176,20 @@ TEST_F(FolderTest, MovesIntoANewFolderAndAcrossFolders) {
   EXPECT_EQ(ReadFile(b_ / "archive/2026/a.txt"), "a");
 }
 
+TEST_F(FolderTest, ConcurrentMovesThatWouldFormACycleAreBothUndone) {
+  fs::create_directories(a_ / "x");
+  fs::create_directories(a_ / "z");
+  WriteFile(a_ / "x/in-x.txt", "x");
+  Sync();
+  fs::rename(a_ / "x", a_ / "z/x");  // A: x into z
+  fs::rename(b_ / "z", b_ / "x/z");  // B: z into x
+  Sync();
+  ExpectInSync();
+  EXPECT_TRUE(fs::is_directory(a_ / "x"));
+  EXPECT_TRUE(fs::is_directory(a_ / "z"));
+  EXPECT_EQ(ReadFile(b_ / "x/in-x.txt"), "x");
+}
+
 TEST_F(FolderTest, IgnorePatternsFromOptionsAndFile) {
   WriteFile(a_ / ".meshsyncignore", "*.tmp\nbuild/\n!keep.tmp\n");
   WriteFile(a_ / "x.tmp", "scratch");
