@@ -193,6 +193,7 @@ int RunSync(const std::vector<std::string>& args) {
     }
   }
   if (dirs.size() != 2) return Usage("sync needs two folders: meshsync sync DIR_A DIR_B");
+  if (Status paths = files::CheckPaths(dirs[0], dirs[1]); !paths.ok()) return Fail(paths);
   auto a = Folder::Open(dirs[0], folder_options);
   if (!a.ok()) return Fail(a.status());
   auto b = Folder::Open(dirs[1], folder_options);

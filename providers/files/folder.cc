@@ -124,17 +124,41 @@ Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
 
 namespace meshsync::files {
 
-Status CheckPair(const Folder& a, const Folder& b) {
-  const std::string& x = a.real_path();
-  const std::string& y = b.real_path();
-  if (x == y) return InvalidArgumentError(a.path() + " and " + b.path() + " are the same folder");
+namespace {
+
+Status CheckRealPaths(const std::string& x, const std::string& y, const std::string& a_path,
+                      const std::string& b_path) {
+  if (x == y) return InvalidArgumentError(a_path + " and " + b_path + " are the same folder");
   auto inside = [](const std::string& outer, const std::string& inner) {
     return inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
            (outer == "/" || inner[outer.size()] == '/');
   };
-  if (inside(x, y)) return InvalidArgumentError(b.path() + " is inside " + a.path());
-  if (inside(y, x)) return InvalidArgumentError(a.path() + " is inside " + b.path());
+  if (inside(x, y)) return InvalidArgumentError(b_path + " is inside " + a_path);
+  if (inside(y, x)) return InvalidArgumentError(a_path + " is inside " + b_path);
   return Status::Ok();
+}
+
+Result<std::string> RealFolder(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return NotFoundError(path + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(path + ": not a folder");
+  char real[PATH_MAX];
+  if (realpath(path.c_str(), real) == nullptr) {
+    return UnavailableError(path + ": " + std::strerror(errno));
+  }
+  return std::string(real);
+}
+
+}  // namespace
+
+Status CheckPaths(const std::string& a, const std::string& b) {
+  MESHSYNC_ASSIGN_OR_RETURN(std::string x, RealFolder(a));
+  MESHSYNC_ASSIGN_OR_RETURN(std::string y, RealFolder(b));
+  return CheckRealPaths(x, y, a, b);
+}
+
+Status CheckPair(const Folder& a, const Folder& b) {
+  return CheckRealPaths(a.real_path(), b.real_path(), a.path(), b.path());
 }
 
 namespace {

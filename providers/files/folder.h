@@ -51,6 +51,8 @@ class Folder {
 
 // Whether two folders may be synced: not the same, neither inside the other.
 Status CheckPair(const Folder& a, const Folder& b);
+// The same, and that both exist, before anything is opened or created.
+Status CheckPaths(const std::string& a, const std::string& b);
 
 enum class FolderPolicy { kKeepBoth, kNewer, kAWins, kBWins };
 

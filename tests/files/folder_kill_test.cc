@@ -81,8 +81,8 @@ TEST_F(FolderTest, KillNineAtRandomPointsNeverShowsAPartialFile) {
     }
     pid_t pid = Spawn({MESHSYNC_BIN, "sync", a_.string(), b_.string()});
     ASSERT_GT(pid, 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(
-        std::uniform_int_distribution<int>(full_ms / 20, full_ms)(rng)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(full_ms / 20, full_ms)(rng)));
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == 0) {
       kill(pid, SIGKILL);
