@@ -266,34 +266,65 @@ FileProvider::Node FileProvider::NodeOf(const ItemId& parent, std::string name,
 
 void FileProvider::AddNode(const ItemId& id, Node node) {
   RemoveNode(id);
-  by_key_.emplace(KeyHash(node.parent, node.name), id);
+  node.id = id;
   if (auto parent = nodes_.find(node.parent); parent != nodes_.end()) ++parent->second.children;
-  nodes_.insert_or_assign(id, std::move(node));
+  auto [it, inserted] = nodes_.insert_or_assign(id, std::move(node));
+  IndexKey(&it->second);
+}
+
+void FileProvider::IndexKey(Node* node) {
+  // 64-bit hashes of (parent, name) collide about never; a second key with
+  // the same hash waits in the overflow map. Nodes of an unordered_map stay
+  // where they are, so the index holds pointers.
+  uint64_t hash = KeyHash(node->parent, node->name);
+  if (!by_key_.emplace(hash, node).second) key_overflow_.emplace(hash, node);
 }
 
 void FileProvider::RemoveNode(const ItemId& id) {
   auto it = nodes_.find(id);
   if (it == nodes_.end()) return;
-  auto range = by_key_.equal_range(KeyHash(it->second.parent, it->second.name));
-  for (auto k = range.first; k != range.second; ++k) {
-    if (k->second == id) {
-      by_key_.erase(k);
-      break;
+  Node* node = &it->second;
+  uint64_t hash = KeyHash(node->parent, node->name);
+  auto primary = by_key_.find(hash);
+  if (primary != by_key_.end() && primary->second == node) {
+    by_key_.erase(primary);
+    auto spare = key_overflow_.find(hash);
+    if (spare != key_overflow_.end()) {
+      by_key_.emplace(hash, spare->second);
+      key_overflow_.erase(spare);
+    }
+  } else {
+    auto range = key_overflow_.equal_range(hash);
+    for (auto k = range.first; k != range.second; ++k) {
+      if (k->second == node) {
+        key_overflow_.erase(k);
+        break;
+      }
     }
   }
-  if (auto parent = nodes_.find(it->second.parent); parent != nodes_.end()) {
+  if (auto parent = nodes_.find(node->parent); parent != nodes_.end()) {
     --parent->second.children;
   }
   nodes_.erase(it);
 }
 
-std::optional<ItemId> FileProvider::FindChild(const ItemId& parent, std::string_view name) const {
-  auto range = by_key_.equal_range(KeyHash(parent, name));
+FileProvider::Node* FileProvider::FindChildNode(const ItemId& parent, std::string_view name) const {
+  uint64_t hash = KeyHash(parent, name);
+  auto primary = by_key_.find(hash);
+  if (primary == by_key_.end()) return nullptr;
+  Node* node = primary->second;
+  if (node->parent == parent && node->name == name) return node;
+  auto range = key_overflow_.equal_range(hash);
   for (auto k = range.first; k != range.second; ++k) {
-    const Node& node = nodes_.at(k->second);
-    if (node.parent == parent && node.name == name) return k->second;
+    if (k->second->parent == parent && k->second->name == name) return k->second;
   }
-  return std::nullopt;
+  return nullptr;
+}
+
+std::optional<ItemId> FileProvider::FindChild(const ItemId& parent, std::string_view name) const {
+  Node* node = FindChildNode(parent, name);
+  if (node == nullptr) return std::nullopt;
+  return node->id;
 }
 
 FileProvider::Totals FileProvider::CountItems() const {
@@ -335,11 +366,15 @@ std::optional<std::string> FileProvider::PathOf(const ItemId& id) const {
 Status FileProvider::LoadIndex() {
   nodes_.clear();
   by_key_.clear();
+  key_overflow_.clear();
+  MESHSYNC_ASSIGN_OR_RETURN(size_t count, store_.CountItems());
+  nodes_.reserve(count);
+  by_key_.reserve(count);
   ItemId cursor = ItemId::Min();
   constexpr size_t kChunk = 4096;
-  std::vector<std::pair<ItemId, Node>> loaded;
+  std::vector<ItemMetadata> chunk;
   while (true) {
-    std::vector<ItemMetadata> chunk;
+    chunk.clear();
     MESHSYNC_RETURN_IF_ERROR(store_.ScanItems(cursor, ItemId::Max(), kChunk, chunk));
     for (ItemMetadata& item : chunk) {
       if (item.tombstone) continue;
@@ -349,16 +384,12 @@ Status FileProvider::LoadIndex() {
       if (!state.ok() || !DecodePlacement(item.key, parent, name).ok()) {
         return DataLossError("metadata of item " + item.id.ToHex() + " is corrupt");
       }
-      loaded.emplace_back(item.id, NodeOf(parent, std::move(name), *state));
+      auto [it, inserted] = nodes_.emplace(item.id, NodeOf(parent, std::move(name), *state));
+      it->second.id = item.id;
+      IndexKey(&it->second);
     }
     if (chunk.size() < kChunk || chunk.back().id == ItemId::Max()) break;
     cursor = chunk.back().id.Next();
-  }
-  nodes_.reserve(loaded.size());
-  by_key_.reserve(loaded.size());
-  for (auto& [id, node] : loaded) {
-    by_key_.emplace(KeyHash(node.parent, node.name), id);
-    nodes_.emplace(id, std::move(node));
   }
   for (auto& [id, node] : nodes_) {
     if (auto parent = nodes_.find(node.parent); parent != nodes_.end()) ++parent->second.children;
@@ -412,7 +443,6 @@ class FileProvider::Walker {
     bool verify_only = false;  // ctime moved: rehash, record only if the bytes differ
     Found found;
     EntryState state;
-    int hash_job = -1;
   };
 
   Status WalkDir(int dir_fd, const ItemId& dir_id, const std::string& rel, uint32_t depth) {
@@ -492,7 +522,7 @@ class FileProvider::Walker {
     change.state.kind = Kind::kDirectory;
     FillStat(f.st, change.state);
     std::optional<ItemId> id = p_.FindChild(f.parent, f.name);
-    if (id.has_value() && (claimed_.count(*id) > 0 || p_.nodes_.at(*id).kind != Kind::kDirectory)) {
+    if (id.has_value() && (Claimed(*id) || p_.nodes_.at(*id).kind != Kind::kDirectory)) {
       id.reset();
     }
     if (!id.has_value()) {
@@ -502,7 +532,7 @@ class FileProvider::Walker {
     if (!id.has_value()) {
       std::string key = EncodePlacement(f.parent, f.name);
       MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> old, recorder_.FindByKey(key));
-      if (old.has_value() && old->tombstone && claimed_.count(old->id) == 0) {
+      if (old.has_value() && old->tombstone && !Claimed(old->id)) {
         auto state = DecodeState(old->provider_state);
         if (state.ok() && state->kind == Kind::kDirectory) id = old->id;
       }
@@ -510,7 +540,7 @@ class FileProvider::Walker {
     }
     if (!id.has_value()) id = NewId(f);
     change.id = *id;
-    claimed_.insert(*id);
+    Claim(*id);
     if (!change.create) {
       const Node& node = p_.nodes_.at(*id);
       change.attributes = node.mode != change.state.mode;
@@ -528,14 +558,12 @@ class FileProvider::Walker {
   // Files and links are claimed at once when the name and inode match (the
   // common case); anything else waits until the whole tree has been seen.
   void ResolveEntry(Found f) {
-    std::optional<ItemId> id = p_.FindChild(f.parent, f.name);
-    if (id.has_value() && claimed_.count(*id) == 0) {
-      const Node& node = p_.nodes_.at(*id);
-      if (node.kind == f.kind && node.ino == f.st.st_ino && node.dev == f.st.st_dev) {
-        claimed_.insert(*id);
-        Compare(*id, node, std::move(f), false);
-        return;
-      }
+    Node* node = p_.FindChildNode(f.parent, f.name);
+    if (node != nullptr && !node->seen && node->kind == f.kind && node->ino == f.st.st_ino &&
+        node->dev == f.st.st_dev) {
+      node->seen = true;
+      Compare(node->id, *node, std::move(f), false);
+      return;
     }
     deferred_.push_back(std::move(f));
   }
@@ -571,17 +599,17 @@ class FileProvider::Walker {
     for (Found& f : deferred_) {
       std::optional<ItemId> id = ByInode(f.st, f.kind);
       if (id.has_value()) {
-        claimed_.insert(*id);
+        Claim(*id);
         const Node& node = p_.nodes_.at(*id);
         bool moved = !(node.parent == f.parent) || node.name != f.name;
         Compare(*id, node, std::move(f), moved);
         continue;
       }
       id = p_.FindChild(f.parent, f.name);
-      if (id.has_value() && claimed_.count(*id) == 0 && p_.nodes_.at(*id).kind == f.kind) {
+      if (id.has_value() && !Claimed(*id) && p_.nodes_.at(*id).kind == f.kind) {
         // Replaced under the same name (saved by writing a new file and
         // renaming it over the old one): the same item, new content.
-        claimed_.insert(*id);
+        Claim(*id);
         Compare(*id, p_.nodes_.at(*id), std::move(f), false);
         continue;
       }
@@ -599,9 +627,7 @@ class FileProvider::Walker {
 
   // Reads what changed: file chunks (on every core) and link targets.
   Status HashAndMatch() {
-    std::vector<HashJob> jobs;
-    std::vector<Fd> fds;
-    std::vector<size_t> job_change;
+    std::vector<size_t> to_hash;
     for (size_t i = 0; i < changes_.size(); ++i) {
       Change& c = changes_[i];
       if (!c.content || c.state.kind == Kind::kDirectory) continue;
@@ -609,38 +635,45 @@ class FileProvider::Walker {
         auto dir = p_.OpenBeneath(DirName(c.found.rel), O_RDONLY | O_DIRECTORY);
         Status read = dir.ok() ? ReadSymlink(*dir, c.found.name, c.state.target) : dir.status();
         if (dir.ok()) ::close(*dir);
-        if (!read.ok()) {
-          Unreadable(c, read);
+        if (!read.ok()) Unreadable(c, read);
+        continue;
+      }
+      to_hash.push_back(i);
+    }
+    // A bounded number of files open at once.
+    constexpr size_t kOpenFiles = 256;
+    for (size_t begin = 0; begin < to_hash.size(); begin += kOpenFiles) {
+      std::vector<HashJob> jobs;
+      std::vector<Fd> fds;
+      std::vector<size_t> job_change;
+      for (size_t k = begin; k < std::min(to_hash.size(), begin + kOpenFiles); ++k) {
+        Change& c = changes_[to_hash[k]];
+        auto fd = p_.OpenBeneath(c.found.rel, O_RDONLY);
+        if (!fd.ok()) {
+          Unreadable(c, fd.status());
           continue;
         }
-        continue;
+        fds.emplace_back(*fd);
+        struct stat st;
+        if (fstat(*fd, &st) != 0 || !SameFile(st, c.state)) {
+          Unreadable(c, UnavailableError("changed while it was scanned; will sync next time"));
+          continue;
+        }
+        jobs.push_back(HashJob{*fd, c.state.size, {}, {}});
+        job_change.push_back(to_hash[k]);
       }
-      auto fd = p_.OpenBeneath(c.found.rel, O_RDONLY);
-      if (!fd.ok()) {
-        Unreadable(c, fd.status());
-        continue;
+      HashFiles(jobs, p_.options_.hash_threads);
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        Change& c = changes_[job_change[j]];
+        struct stat st;
+        if (!jobs[j].status.ok() || fstat(jobs[j].fd, &st) != 0 || !SameFile(st, c.state)) {
+          Unreadable(c, jobs[j].status.ok()
+                            ? UnavailableError("changed while it was read; will sync next time")
+                            : jobs[j].status);
+          continue;
+        }
+        c.state.chunks = std::move(jobs[j].chunks);
       }
-      fds.emplace_back(*fd);
-      struct stat st;
-      if (fstat(*fd, &st) != 0 || !SameFile(st, c.state)) {
-        Unreadable(c, UnavailableError("changed while it was scanned; will sync next time"));
-        continue;
-      }
-      c.hash_job = static_cast<int>(jobs.size());
-      jobs.push_back(HashJob{*fd, c.state.size, {}, {}});
-      job_change.push_back(i);
-    }
-    HashFiles(jobs, p_.options_.hash_threads);
-    for (size_t j = 0; j < jobs.size(); ++j) {
-      Change& c = changes_[job_change[j]];
-      struct stat st;
-      if (!jobs[j].status.ok() || fstat(jobs[j].fd, &st) != 0 || !SameFile(st, c.state)) {
-        Unreadable(c, jobs[j].status.ok()
-                          ? UnavailableError("changed while it was read; will sync next time")
-                          : jobs[j].status);
-        continue;
-      }
-      c.state.chunks = std::move(jobs[j].chunks);
     }
     // Symlink targets and ctime-only changes: compare with what is stored.
     for (Change& c : changes_) {
@@ -661,7 +694,7 @@ class FileProvider::Walker {
     });
     if (any_new) {
       for (const auto& [id, node] : p_.nodes_) {
-        if (node.kind == Kind::kFile && node.size > 0 && claimed_.count(id) == 0) {
+        if (node.kind == Kind::kFile && node.size > 0 && !Claimed(id)) {
           vanished.emplace(node.digest, id);
         }
       }
@@ -671,7 +704,7 @@ class FileProvider::Walker {
           c.id == ItemId::Min()) {
         auto range = vanished.equal_range(DigestWord(c.state.chunks));
         for (auto it = range.first; it != range.second; ++it) {
-          if (claimed_.count(it->second) > 0) continue;
+          if (Claimed(it->second)) continue;
           const Node& node = p_.nodes_.at(it->second);
           if (node.size != c.state.size) continue;
           c.id = it->second;
@@ -679,7 +712,7 @@ class FileProvider::Walker {
           c.content = node.mtime_ns != c.state.mtime_ns;
           c.placement = true;
           c.attributes = node.mode != c.state.mode;
-          claimed_.insert(c.id);
+          Claim(c.id);
           break;
         }
       }
@@ -692,7 +725,7 @@ class FileProvider::Walker {
     // What was not seen was deleted.
     std::vector<ItemId> gone;
     for (const auto& [id, node] : p_.nodes_) {
-      if (claimed_.count(id) == 0) gone.push_back(id);
+      if (!Claimed(id)) gone.push_back(id);
     }
     std::sort(gone.begin(), gone.end());
     for (Change& c : changes_) {
@@ -750,7 +783,7 @@ class FileProvider::Walker {
   void Unreadable(Change& c, const Status& status) {
     p_.problems_.push_back(c.found.rel + ": " + std::string(status.message()));
     if (!c.create) {
-      claimed_.insert(c.id);  // keep what we knew
+      Claim(c.id);  // keep what we knew
     }
     c.id = ItemId::Min();
     c.create = false;
@@ -758,7 +791,7 @@ class FileProvider::Walker {
 
   ItemId NewId(const Found& f) {
     ItemId id = PathDerivedId(f.parent, f.name, f.depth);
-    if (p_.nodes_.count(id) > 0 || claimed_.count(id) > 0 || taken_.count(id) > 0) {
+    if (p_.nodes_.count(id) > 0 || Claimed(id) || taken_.count(id) > 0) {
       // The path's id is in use by an item that moved away: a random one.
       ItemId random = ItemId::Generate(SystemClock(), SystemRandom());
       id = ItemId((static_cast<uint64_t>(std::min<uint32_t>(f.depth, 0xFFFF)) << 48) |
@@ -778,7 +811,7 @@ class FileProvider::Walker {
     for (auto it = range.first; it != range.second; ++it) {
       const Node& node = p_.nodes_.at(it->second);
       if (node.kind == kind && node.ino == st.st_ino && node.dev == st.st_dev &&
-          claimed_.count(it->second) == 0) {
+          !Claimed(it->second)) {
         return it->second;
       }
     }
@@ -793,7 +826,7 @@ class FileProvider::Walker {
     if (id.has_value()) ProtectSubtree(*id);
   }
   void ProtectSubtree(const ItemId& root) {
-    if (!(root == ItemId::Min())) claimed_.insert(root);
+    if (!(root == ItemId::Min())) Claim(root);
     if (children_.empty()) {
       for (const auto& [id, node] : p_.nodes_) children_.emplace(node.parent, id);
     }
@@ -803,14 +836,31 @@ class FileProvider::Walker {
       stack.pop_back();
       auto range = children_.equal_range(id);
       for (auto it = range.first; it != range.second; ++it) {
-        if (claimed_.insert(it->second).second) stack.push_back(it->second);
+        if (!Claimed(it->second)) {
+          Claim(it->second);
+          stack.push_back(it->second);
+        }
       }
     }
   }
 
   FileProvider& p_;
   ChangeRecorder& recorder_;
-  std::unordered_set<ItemId, Id128Hash> claimed_;
+  // Claimed items: a flag in the index's node, or this set for the ids the
+  // index does not hold (deleted folders coming back).
+  bool Claimed(const ItemId& id) const {
+    auto it = p_.nodes_.find(id);
+    return it != p_.nodes_.end() ? it->second.seen : claimed_extra_.count(id) > 0;
+  }
+  void Claim(const ItemId& id) {
+    auto it = p_.nodes_.find(id);
+    if (it != p_.nodes_.end()) {
+      it->second.seen = true;
+    } else {
+      claimed_extra_.insert(id);
+    }
+  }
+  std::unordered_set<ItemId, Id128Hash> claimed_extra_;
   std::unordered_set<ItemId, Id128Hash> taken_;
   std::vector<Found> deferred_;
   std::vector<Change> changes_;

@@ -170,6 +170,8 @@ class FileProvider final : public Provider {
     uint32_t mode = 0;
     uint32_t children = 0;
     uint64_t digest = 0;  // of the content, to find files moved across devices
+    bool seen = false;    // claimed by the current scan
+    ItemId id;
   };
   class Walker;
   friend class Walker;
@@ -180,6 +182,8 @@ class FileProvider final : public Provider {
   static Node NodeOf(const ItemId& parent, std::string name, const EntryState& state);
   void AddNode(const ItemId& id, Node node);
   void RemoveNode(const ItemId& id);
+  void IndexKey(Node* node);
+  Node* FindChildNode(const ItemId& parent, std::string_view name) const;
   std::optional<ItemId> FindChild(const ItemId& parent, std::string_view name) const;
   Result<int> OpenDirOf(const ItemId& dir);  // owned by the caller
   Result<int> OpenBeneath(const std::string& rel, int flags) const;
@@ -201,7 +205,8 @@ class FileProvider final : public Provider {
   int tmp_fd_ = -1;
   bool index_loaded_ = false;
   std::unordered_map<ItemId, Node, Id128Hash> nodes_;
-  std::unordered_multimap<uint64_t, ItemId> by_key_;
+  std::unordered_map<uint64_t, Node*> by_key_;  // hash of (parent, name) -> node
+  std::unordered_multimap<uint64_t, Node*> key_overflow_;
   std::vector<ItemId> pending_rmdirs_;
   bool wrote_ = false;
   uint64_t temp_counter_ = 0;
