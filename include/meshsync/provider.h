@@ -54,8 +54,8 @@ struct LocalChange {
   // Creation: every unit the item has. An update with none refreshes the
   // key and provider_state only (no new version).
   std::vector<ChangeUnitId> changed_units;
-  std::string key;                          // the item's key now
-  std::string provider_state;               // saved with the item's metadata
+  std::string key;             // the item's key now
+  std::string provider_state;  // saved with the item's metadata
 };
 
 // Given to Provider::DetectChanges; records changes into the metadata store
@@ -207,6 +207,15 @@ class Provider {
     (void)copy_id;
     (void)loser;
     return std::optional<NewItem>();
+  }
+
+  // Whether two values of `unit` mean the same to a person, so that
+  // concurrent changes to them are no conflict (two copies of a file with
+  // the same bytes and different mtimes). The engine then keeps the value
+  // of the winning version everywhere.
+  virtual bool Equivalent(ChangeUnitId unit, std::string_view a, std::string_view b) const {
+    (void)unit;
+    return a == b;
   }
 
   // Item filters. A filtered provider holds only the items it accepts: the

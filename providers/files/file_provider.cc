@@ -1461,6 +1461,15 @@ Result<std::optional<NewItem>> FileProvider::KeepLosingValue(const ItemId& copy_
   return std::optional<NewItem>(std::move(item));
 }
 
+bool FileProvider::Equivalent(ChangeUnitId unit, std::string_view a, std::string_view b) const {
+  if (a == b) return true;
+  if (unit != kContentUnit) return false;
+  auto x = DecodeContent(a);
+  auto y = DecodeContent(b);
+  return x.ok() && y.ok() && x->kind == y->kind && x->size == y->size && x->chunks == y->chunks &&
+         x->target == y->target;
+}
+
 bool FileProvider::Accepts(const ItemId& item, std::span<const UnitData> units) const {
   (void)item;
   ItemId parent;

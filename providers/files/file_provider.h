@@ -130,6 +130,8 @@ class FileProvider final : public Provider {
                                 std::string_view remote) override;
   Result<std::optional<NewItem>> KeepLosingValue(const ItemId& copy_id,
                                                  const LosingValue& loser) override;
+  // Same kind and bytes (or link target), whatever the mtimes.
+  bool Equivalent(ChangeUnitId unit, std::string_view a, std::string_view b) const override;
   bool IsFiltered() const override { return !options_.ignore.empty(); }
   bool Accepts(const ItemId& item, std::span<const UnitData> units) const override;
 

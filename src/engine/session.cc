@@ -559,10 +559,15 @@ class DirectionRun {
     std::string our_data = our_removed ? std::string() : std::move(ours[0].data);
     bool source_wins_rule = VersionWins(unit.version, dest_keys_.IdOf(unit.version.replica), mine,
                                         dest_keys_.IdOf(mine.replica));
-    if (their_removed == our_removed && their_data == our_data) {
+    if (their_removed == our_removed &&
+        (their_data == our_data ||
+         (!their_removed && dest_.provider().Equivalent(unit.unit, our_data, their_data)))) {
       // The same value reached both sides (or a crash left data ahead of its
-      // metadata): no conflict, just agree on one version.
-      if (source_wins_rule) result.SetUnit(unit.unit, unit.version);
+      // metadata): no conflict, just agree on one version, and its value.
+      if (source_wins_rule) {
+        result.SetUnit(unit.unit, unit.version);
+        if (their_data != our_data) decided[unit.unit] = std::move(their_data);
+      }
       return Status::Ok();
     }
     ++report_.conflicts;

@@ -119,6 +119,11 @@ TEST_F(FolderTest, TwoNewFilesAtOnePathOneKeepsTheName) {
   WriteFile(b_ / "new.txt", "from b");
   WriteFile(a_ / "same.txt", "identical");
   WriteFile(b_ / "same.txt", "identical");
+  // Same bytes, different mtimes: still no conflict.
+  struct timespec times[2] = {{0, UTIME_OMIT}, {1600000000, 0}};
+  utimensat(AT_FDCWD, (a_ / "same.txt").c_str(), times, 0);
+  times[1].tv_sec = 1700000000;
+  utimensat(AT_FDCWD, (b_ / "same.txt").c_str(), times, 0);
   FolderSyncReport report = Sync();
   ExpectInSync();
   std::vector<std::string> copies = ConflictCopies(a_);
