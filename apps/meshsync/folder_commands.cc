@@ -166,6 +166,8 @@ int RunSync(const std::vector<std::string>& args) {
       folder_options.preview = true;
     } else if (arg == "--json") {
       json = true;
+    } else if (arg == "--fsync") {
+      folder_options.fsync = true;
     } else if (arg == "-v" || arg == "--verbose") {
       verbose = true;
     } else if (arg == "--policy" && i + 1 < args.size()) {

@@ -18,6 +18,7 @@ constexpr const char* kUsage =
     "      --json                   print one JSON summary of the run\n"
     "      --policy P               keep-both (default), newer, a-wins or b-wins\n"
     "      --ignore PATTERN         gitignore syntax (repeatable); see also .meshsyncignore\n"
+    "      --fsync                  flush each batch's files to disk before recording it\n"
     "      -v                       list every change made\n"
     "  status DIR                   what the folder holds and whether it changed since its sync\n"
     "  conflicts DIR [--json]       conflicts found and where the losing versions were kept\n"

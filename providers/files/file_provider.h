@@ -25,8 +25,8 @@
 // renamed into place; a file that changed since it was detected is not
 // overwritten or deleted (kUnavailable: the engine retries it next session,
 // when its change is seen). Deleted and overwritten files are moved to
-// `.meshsync/trash/STAMP/PATH`. CommitChanges syncs the file system once per
-// batch, before the engine commits the batch's metadata.
+// `.meshsync/trash/STAMP/PATH`. With options.fsync, CommitChanges syncs the
+// file system once per batch, before the engine commits the batch's metadata.
 //
 // Thread-compatible.
 #ifndef MESHSYNC_PROVIDERS_FILES_FILE_PROVIDER_H_
@@ -93,7 +93,13 @@ ItemId PathDerivedId(const ItemId& parent, std::string_view name, uint32_t depth
 
 struct FileProviderOptions {
   IgnoreRules ignore;
-  bool dry_run = false;       // plan changes, touch nothing
+  bool dry_run = false;  // plan changes, touch nothing
+  // Flush the file system (syncfs) before each batch's metadata is
+  // committed, so that after a power loss the metadata never describes data
+  // that did not reach the disk. Off by default, as in rsync, unison and cp:
+  // a process kill never shows a partial file either way (see
+  // docs/decisions.md).
+  bool fsync = false;
   unsigned hash_threads = 0;  // 0: one per core
   std::string replica_name;   // short id, used in names made to avoid collisions
 };

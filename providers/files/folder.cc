@@ -105,6 +105,7 @@ Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
 
   FileProviderOptions provider_options;
   provider_options.dry_run = options.preview;
+  provider_options.fsync = options.fsync;
   for (const std::string& pattern : options.ignore) {
     MESHSYNC_RETURN_IF_ERROR(provider_options.ignore.Add(pattern, "--ignore " + pattern));
   }

@@ -21,6 +21,7 @@ namespace meshsync::files {
 struct FolderOptions {
   std::vector<std::string> ignore;  // patterns, as --ignore gives them
   bool preview = false;
+  bool fsync = false;   // see FileProviderOptions::fsync
   int trash_days = 30;  // trash older than this is removed when the folder is opened
 };
 
