@@ -122,7 +122,10 @@ struct DirectionReport {
   uint64_t conflicts = 0;  // concurrent changes found (all policies)
   uint64_t deferred = 0;
   uint64_t conflict_copies = 0;  // losing values kept as items (KeepLosingValue)
-  uint64_t skipped = 0;          // not applied this session (errors, filters)
+  // Versions the destination made while applying (merges, restamps,
+  // conflict copies, rewritten units): changes the source has not seen yet.
+  uint64_t local_versions = 0;
+  uint64_t skipped = 0;  // not applied this session (errors, filters)
   uint64_t bytes = 0;
   uint64_t batches = 0;
   bool recovery = false;  // ran a full-enumeration recovery

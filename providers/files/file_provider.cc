@@ -193,7 +193,10 @@ std::string EncodeMode(uint32_t mode) {
 // Opening and the index.
 
 FileProvider::FileProvider(std::string root, MetadataStore& store, FileProviderOptions options)
-    : root_(std::move(root)), store_(store), options_(std::move(options)) {
+    : root_(std::move(root)),
+      store_(store),
+      options_(std::move(options)),
+      pid_(std::to_string(getpid())) {
   if (options_.hash_threads == 0) {
     options_.hash_threads = std::max(1u, std::thread::hardware_concurrency());
   }
@@ -987,7 +990,7 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
   if (reader->size() != content.size) {
     return UnavailableError("the source file changed since it was scanned");
   }
-  temp_name = "t" + std::to_string(++temp_counter_) + "-" + std::to_string(getpid());
+  temp_name = "t" + std::to_string(++temp_counter_) + "-" + pid_;
   Fd out(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
   if (out.get() < 0) return UnavailableError(Errno("cannot create a temporary file", errno));
   auto fail = [&](Status status) -> Status {
@@ -1045,9 +1048,6 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
   if (fchmod(out.get(), mode) != 0 || futimens(out.get(), times) != 0) {
     return fail(UnavailableError(Errno("cannot set the file's mode or time", errno)));
   }
-  // Start writing the data to disk now, without waiting, so that little is
-  // left to write when the batch (or the --fsync flush) ends.
-  if (content.size > 0) sync_file_range(out.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
   counters_.bytes_copied += content.size;
   wrote_ = true;
   return Status::Ok();
@@ -1281,7 +1281,7 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
   } else if (rewrite) {
     std::string temp;
     if (next.kind == Kind::kSymlink) {
-      temp = "l" + std::to_string(++temp_counter_) + "-" + std::to_string(getpid());
+      temp = "l" + std::to_string(++temp_counter_) + "-" + pid_;
       if (symlinkat(next.target.c_str(), tmp_fd_, temp.c_str()) != 0) {
         return UnavailableError(Errno("cannot create symlink " + rel, errno));
       }
@@ -1369,6 +1369,7 @@ Status FileProvider::CommitChanges() {
       if (node == nodes_.end()) continue;
       if (node->second.children > 0) {
         left.push_back(id);
+        ++counters_.folders_kept;
         continue;
       }
       if (options_.dry_run) {
@@ -1383,6 +1384,7 @@ Status FileProvider::CommitChanges() {
         wrote_ = true;
       } else {
         left.push_back(id);
+        ++counters_.folders_kept;
       }
     }
     pending_rmdirs_ = std::move(left);

@@ -115,6 +115,7 @@ struct FileCounters {
   uint64_t moved = 0;
   uint64_t bytes_copied = 0;
   uint64_t trashed = 0;
+  uint64_t folders_kept = 0;  // deleted elsewhere, kept for what is still in them
 };
 
 class FileProvider final : public Provider {
@@ -218,6 +219,7 @@ class FileProvider final : public Provider {
   std::vector<ItemId> pending_rmdirs_;
   bool wrote_ = false;
   uint64_t temp_counter_ = 0;
+  std::string pid_;  // in temporary names
   std::string trash_stamp_;
   std::vector<std::string> problems_;
   std::vector<FileAction> actions_;

@@ -199,6 +199,8 @@ Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptio
     uint64_t moved_b = b.provider().counters().moved, moved_a = a.provider().counters().moved;
     uint64_t bytes_b = b.provider().counters().bytes_copied;
     uint64_t bytes_a = a.provider().counters().bytes_copied;
+    uint64_t kept_before =
+        a.provider().counters().folders_kept + b.provider().counters().folders_kept;
     SyncOptions sync;
     sync.detect_changes = false;
     sync.batch_size = options.batch_size;
@@ -263,9 +265,15 @@ Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptio
     // edited file, a move that would have made a cycle) must reach the
     // other side, and an item skipped because its folder came later in the
     // session goes through now. A preview changes nothing, so one round.
+    // Only what this round left undone needs another: versions made while
+    // applying, items skipped, folders kept for what is still in them.
+    uint64_t left = session->a_to_b.local_versions + session->b_to_a.local_versions +
+                    session->a_to_b.errors.size() + session->b_to_a.errors.size() +
+                    a.provider().counters().folders_kept + b.provider().counters().folders_kept -
+                    kept_before;
     bool applied = Applied(session->a_to_b) || Applied(session->b_to_a);
     bool preview = a.provider().dry_run() || b.provider().dry_run();
-    if (!applied || preview) break;
+    if (!applied || left == 0 || preview) break;
     if (report.rounds >= options.max_rounds) {
       report.problems.push_back("the folders were still changing after " +
                                 std::to_string(report.rounds) + " rounds; run sync again");

@@ -226,7 +226,7 @@ class DirectionRun {
         ItemMetadata deleted = item;
         deleted.tombstone = true;
         deleted.updated = Version{0, dest_.hlc().Next()};
-        dest_knowledge_.RaiseEverywhere(deleted.updated);
+        RaiseLocal(deleted.updated);
         deleted.key = std::move(saved->key);
         deleted.provider_state = std::move(saved->provider_state);
         batch.store.upserts.push_back(std::move(deleted));
@@ -271,6 +271,14 @@ class DirectionRun {
     request.units = std::move(loaded);
   }
 
+  // The destination made a version of its own (a merge, a restamp, a
+  // conflict copy): its knowledge covers it, and the report counts it, since
+  // the source has yet to receive it.
+  void RaiseLocal(const Version& version) {
+    dest_knowledge_.RaiseEverywhere(version);
+    ++report_.local_versions;
+  }
+
   // Opens the bulk data of the source's item, for the destination to copy.
   DataOpener SourceData(const ItemMetadata& source_item) {
     return [this, &source_item](ChangeUnitId unit) {
@@ -283,7 +291,7 @@ class DirectionRun {
   void Restamp(const std::vector<ChangeUnitId>& units, ItemMetadata& item) {
     if (units.empty()) return;
     Version version{0, dest_.hlc().Next()};
-    dest_knowledge_.RaiseEverywhere(version);
+    RaiseLocal(version);
     for (ChangeUnitId unit : units) item.SetUnit(unit, version);
     item.updated = LatestOf(item, dest_keys_);
   }
@@ -325,7 +333,7 @@ class DirectionRun {
     copy.id = copy_id;
     copy.created = Version{0, dest_.hlc().Next()};
     copy.updated = copy.created;
-    dest_knowledge_.RaiseEverywhere(copy.created);
+    RaiseLocal(copy.created);
     for (ChangeUnitId id : made->units) copy.SetUnit(id, copy.created);
     copy.key = std::move(made->key);
     copy.provider_state = std::move(made->provider_state);
@@ -354,7 +362,7 @@ class DirectionRun {
         // incarnation; replicas that still hold units it does not have drop
         // them when they receive it (see Update).
         change.created = Version{0, dest_.hlc().Next()};
-        dest_knowledge_.RaiseEverywhere(change.created);
+        RaiseLocal(change.created);
         change.updated = LatestOf(change, dest_keys_);
       }
       return Create(source_item, std::move(change), nullptr, batch);
@@ -421,7 +429,7 @@ class DirectionRun {
       merged.updated = change.updated;
     } else {
       merged.updated = Version{0, dest_.hlc().Next()};
-      dest_knowledge_.RaiseEverywhere(merged.updated);
+      RaiseLocal(merged.updated);
     }
     batch.store.upserts.push_back(std::move(merged));
     return Status::Ok();
@@ -449,7 +457,7 @@ class DirectionRun {
     for (const UnitVersion& unit : deleted_units) {
       if (survivor_known.Contains(survivor.id, unit.unit, unit.version)) continue;
       Version restamp{0, dest_.hlc().Next()};
-      dest_knowledge_.RaiseEverywhere(restamp);
+      RaiseLocal(restamp);
       survivor.SetUnit(unit.unit, restamp);
     }
     survivor.updated = LatestOf(survivor, dest_keys_);
@@ -588,7 +596,7 @@ class DirectionRun {
             dest_.provider().MergeUnit(change.id, unit.unit, our_data, their_data));
         // The merged value is a new write that knows both inputs.
         Version merged_version{0, dest_.hlc().Next()};
-        dest_knowledge_.RaiseEverywhere(merged_version);
+        RaiseLocal(merged_version);
         result.SetUnit(unit.unit, merged_version);
         decided[unit.unit] = std::move(value);
         return Status::Ok();
