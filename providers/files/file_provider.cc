@@ -19,7 +19,6 @@ namespace meshsync::files {
 namespace {
 
 constexpr uint32_t kMaxDepth = 4096;
-constexpr size_t kCopyPiece = 1 << 20;
 
 std::string Errno(std::string_view what, int err) {
   return std::string(what) + ": " + std::strerror(err);
@@ -170,7 +169,9 @@ Result<uint32_t> DecodeMode(std::string_view data) {
     mode |= static_cast<uint32_t>(static_cast<uint8_t>(c) & 0x7f) << shift;
     shift += 7;
     if ((static_cast<uint8_t>(c) & 0x80) == 0) {
-      if (mode > 07777) return DataLossError("malformed attributes unit");
+      if (mode > 07777 || (shift > 7 && c == 0) || data.size() != static_cast<size_t>(shift / 7)) {
+        return DataLossError("malformed attributes unit");
+      }
       return mode;
     }
   }

@@ -31,7 +31,8 @@ class Reader {
       uint8_t b = static_cast<uint8_t>(data_[0]);
       data_.remove_prefix(1);
       v |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if ((b & 0x80) == 0) return shift < 63 || b <= 1;
+      // Canonical only: a last byte of 0 after others is a padded encoding.
+      if ((b & 0x80) == 0) return (shift == 0 || b != 0) && (shift < 63 || b <= 1);
     }
     return false;
   }

@@ -1,5 +1,8 @@
 #include "files/ignore.h"
 
+#include <cstdint>
+#include <vector>
+
 namespace meshsync::files {
 namespace {
 
@@ -29,55 +32,60 @@ bool MatchClass(std::string_view pattern, size_t p, char c, size_t& end, bool& m
   return true;
 }
 
-bool Match(std::string_view pat, size_t p, std::string_view text, size_t t) {
-  while (p < pat.size()) {
-    char pc = pat[p];
+// Whether pat[p..] matches text[t..]. Each (p, t) is decided once (memo),
+// and a star either ends or eats one more character, so matching costs at
+// most O(|pattern| x |text|) whatever the pattern: a hostile ignore file
+// cannot make a scan hang.
+class Matcher {
+ public:
+  Matcher(std::string_view pat, std::string_view text)
+      : pat_(pat), text_(text), memo_((pat.size() + 1) * (text.size() + 1), 0) {}
+
+  bool Match(size_t p, size_t t) {
+    uint8_t& known = memo_[p * (text_.size() + 1) + t];
+    if (known != 0) return known == 1;
+    bool result = Decide(p, t);
+    known = result ? 1 : 2;
+    return result;
+  }
+
+ private:
+  bool Decide(size_t p, size_t t) {
+    if (p == pat_.size()) return t == text_.size();
+    char pc = pat_[p];
     if (pc == '*') {
-      bool globstar = p + 1 < pat.size() && pat[p + 1] == '*';
-      if (globstar) {
-        size_t next = p + 2;
+      if (p + 1 < pat_.size() && pat_[p + 1] == '*') {
         // "**/" also matches zero directories.
-        if (next < pat.size() && pat[next] == '/') {
-          if (Match(pat, next + 1, text, t)) return true;
-        }
-        for (size_t k = t; k <= text.size(); ++k) {
-          if (Match(pat, next, text, k)) return true;
-        }
-        return false;
+        if (p + 2 < pat_.size() && pat_[p + 2] == '/' && Match(p + 3, t)) return true;
+        return Match(p + 2, t) || (t < text_.size() && Match(p, t + 1));
       }
-      for (size_t k = t; k <= text.size(); ++k) {
-        if (Match(pat, p + 1, text, k)) return true;
-        if (k < text.size() && text[k] == '/') return false;
-      }
-      return false;
+      return Match(p + 1, t) || (t < text_.size() && text_[t] != '/' && Match(p, t + 1));
     }
-    if (t >= text.size()) return false;
-    if (pc == '?') {
-      if (text[t] == '/') return false;
-    } else if (pc == '[') {
+    if (t >= text_.size()) return false;
+    if (pc == '?') return text_[t] != '/' && Match(p + 1, t + 1);
+    if (pc == '[') {
       size_t end = p;
       bool matched = false;
-      if (MatchClass(pat, p, text[t], end, matched)) {
-        if (!matched || text[t] == '/') return false;
-        p = end;
-        ++t;
-        continue;
+      if (MatchClass(pat_, p, text_[t], end, matched)) {
+        return matched && text_[t] != '/' && Match(end, t + 1);
       }
-      if (text[t] != '[') return false;
-    } else {
-      if (pc == '\\' && p + 1 < pat.size()) pc = pat[++p];
-      if (text[t] != pc) return false;
+      return text_[t] == '[' && Match(p + 1, t + 1);
     }
-    ++p;
-    ++t;
+    if (pc == '\\' && p + 1 < pat_.size()) return text_[t] == pat_[p + 1] && Match(p + 2, t + 1);
+    return text_[t] == pc && Match(p + 1, t + 1);
   }
-  return t == text.size();
-}
+
+  std::string_view pat_;
+  std::string_view text_;
+  std::vector<uint8_t> memo_;  // 0 unknown, 1 match, 2 no match
+};
 
 }  // namespace
 
 bool GlobMatch(std::string_view pattern, std::string_view text) {
-  return Match(pattern, 0, text, 0);
+  // Plain names (the common case) need no table.
+  if (pattern.find_first_of("*?[\\") == std::string_view::npos) return pattern == text;
+  return Matcher(pattern, text).Match(0, 0);
 }
 
 Status IgnoreRules::Add(std::string_view text, std::string_view origin) {
@@ -110,6 +118,10 @@ Status IgnoreRules::Add(std::string_view text, std::string_view origin) {
       line.remove_prefix(1);
     }
     if (line.find('/') != std::string_view::npos) rule.anchored = true;
+    if (line.size() > 1024) {
+      return InvalidArgumentError(std::string(origin) + " line " + std::to_string(line_no) +
+                                  ": pattern longer than 1024 bytes");
+    }
     if (line.empty()) {
       return InvalidArgumentError(std::string(origin) + " line " + std::to_string(line_no) +
                                   ": empty pattern");
