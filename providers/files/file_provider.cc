@@ -50,6 +50,21 @@ class Fd {
   int fd_ = -1;
 };
 
+// The times argument of futimens/utimensat that sets the mtime only.
+struct MtimeOnly {
+  explicit MtimeOnly(int64_t ns) {
+    times[0].tv_sec = 0;
+    times[0].tv_nsec = UTIME_OMIT;
+    times[1].tv_sec = ns / 1'000'000'000;
+    times[1].tv_nsec = ns % 1'000'000'000;
+    if (times[1].tv_nsec < 0) {  // before 1970
+      times[1].tv_nsec += 1'000'000'000;
+      --times[1].tv_sec;
+    }
+  }
+  struct timespec times[2];
+};
+
 int64_t Nanos(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
@@ -1037,16 +1052,8 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
   }
   Status verified = reader->Verify();
   if (!verified.ok()) return fail(verified);
-  struct timespec times[2];
-  times[0].tv_sec = 0;
-  times[0].tv_nsec = UTIME_OMIT;
-  times[1].tv_sec = content.mtime_ns / 1'000'000'000;
-  times[1].tv_nsec = content.mtime_ns % 1'000'000'000;
-  if (times[1].tv_nsec < 0) {
-    times[1].tv_nsec += 1'000'000'000;
-    --times[1].tv_sec;
-  }
-  if (fchmod(out.get(), mode) != 0 || futimens(out.get(), times) != 0) {
+  MtimeOnly times(content.mtime_ns);
+  if (fchmod(out.get(), mode) != 0 || futimens(out.get(), times.times) != 0) {
     return fail(UnavailableError(Errno("cannot set the file's mode or time", errno)));
   }
   counters_.bytes_copied += content.size;
@@ -1319,16 +1326,8 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
       return UnavailableError(Errno("cannot move " + old_rel + " to " + rel, errno));
     }
     if (next.kind == Kind::kFile && content && next.mtime_ns != current.mtime_ns) {
-      struct timespec times[2];
-      times[0].tv_sec = 0;
-      times[0].tv_nsec = UTIME_OMIT;
-      times[1].tv_sec = next.mtime_ns / 1'000'000'000;
-      times[1].tv_nsec = next.mtime_ns % 1'000'000'000;
-      if (times[1].tv_nsec < 0) {
-        times[1].tv_nsec += 1'000'000'000;
-        --times[1].tv_sec;
-      }
-      utimensat(dir.get(), target.c_str(), times, AT_SYMLINK_NOFOLLOW);
+      MtimeOnly times(next.mtime_ns);
+      utimensat(dir.get(), target.c_str(), times.times, AT_SYMLINK_NOFOLLOW);
     }
     wrote_ = true;
   }

@@ -30,6 +30,17 @@ Result<std::string> ReadSmallFile(const std::string& path) {
   return text;
 }
 
+Result<std::string> RealFolder(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return NotFoundError(path + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(path + ": not a folder");
+  char real[PATH_MAX];
+  if (realpath(path.c_str(), real) == nullptr) {
+    return UnavailableError(path + ": " + std::strerror(errno));
+  }
+  return std::string(real);
+}
+
 // Removes trash folders (named by their UTC stamp) older than `days`.
 void PurgeTrash(const std::string& meta, int days) {
   std::error_code ec;
@@ -62,14 +73,7 @@ Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
                                              const FolderOptions& options) {
   std::unique_ptr<Folder> f(new Folder());
   f->path_ = path;
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return NotFoundError(path + ": " + std::strerror(errno));
-  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(path + ": not a folder");
-  char real[PATH_MAX];
-  if (realpath(path.c_str(), real) == nullptr) {
-    return UnavailableError(path + ": " + std::strerror(errno));
-  }
-  f->real_ = real;
+  MESHSYNC_ASSIGN_OR_RETURN(f->real_, RealFolder(path));
   std::string meta = f->real_ + "/" + std::string(kMetaDirName);
   struct stat meta_st;
   bool has_meta = lstat(meta.c_str(), &meta_st) == 0;
@@ -137,17 +141,6 @@ Status CheckRealPaths(const std::string& x, const std::string& y, const std::str
   if (inside(x, y)) return InvalidArgumentError(b_path + " is inside " + a_path);
   if (inside(y, x)) return InvalidArgumentError(a_path + " is inside " + b_path);
   return Status::Ok();
-}
-
-Result<std::string> RealFolder(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return NotFoundError(path + ": " + std::strerror(errno));
-  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(path + ": not a folder");
-  char real[PATH_MAX];
-  if (realpath(path.c_str(), real) == nullptr) {
-    return UnavailableError(path + ": " + std::strerror(errno));
-  }
-  return std::string(real);
 }
 
 }  // namespace
