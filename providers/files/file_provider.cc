@@ -270,15 +270,9 @@ Result<int> FileProvider::OpenBeneath(const std::string& rel, int flags) const {
 FileProvider::Node FileProvider::NodeOf(const ItemId& parent, std::string name,
                                         const EntryState& s) {
   Node node;
+  static_cast<FileStat&>(node) = s;
   node.parent = parent;
   node.name = std::move(name);
-  node.kind = s.kind;
-  node.dev = s.dev;
-  node.ino = s.ino;
-  node.size = s.size;
-  node.mtime_ns = s.mtime_ns;
-  node.ctime_ns = s.ctime_ns;
-  node.mode = s.mode;
   node.digest = s.kind == Kind::kFile ? DigestWord(s.chunks) : 0;
   return node;
 }
@@ -793,10 +787,6 @@ class FileProvider::Walker {
     }
     for (const ItemId& id : gone) p_.RemoveNode(id);
     return Status::Ok();
-  }
-
-  static Node NodeOf(const ItemId& parent, const std::string& name, const EntryState& s) {
-    return FileProvider::NodeOf(parent, name, s);
   }
 
   void Unreadable(Change& c, const Status& status) {

@@ -58,15 +58,19 @@ inline constexpr std::string_view kProviderName = "files/1";
 enum class Kind : uint8_t { kFile = 1, kDirectory = 2, kSymlink = 3 };
 std::string_view KindName(Kind kind);
 
-// What the provider knows of one entry: its stat cache and content.
-struct EntryState {
+// The stat cache of one entry: what a scan compares with the file system.
+struct FileStat {
   Kind kind = Kind::kFile;
   uint64_t dev = 0;
   uint64_t ino = 0;
   uint64_t size = 0;
   int64_t mtime_ns = 0;
-  int64_t ctime_ns = 0;
-  uint32_t mode = 0;          // permission bits
+  int64_t ctime_ns = 0;  // 0: "racy", read the file again next scan
+  uint32_t mode = 0;     // permission bits
+};
+
+// What the provider knows of one entry: its stat cache and content.
+struct EntryState : FileStat {
   std::vector<Chunk> chunks;  // files
   std::string target;         // symlinks
 };
@@ -159,7 +163,6 @@ class FileProvider final : public Provider {
   // What a dry run would do, or what was done, in order.
   const std::vector<FileAction>& actions() const { return actions_; }
   const FileCounters& counters() const { return counters_; }
-  void ClearActions() { actions_.clear(); }
 
   const std::string& root() const { return root_; }
   bool dry_run() const { return options_.dry_run; }
@@ -167,16 +170,9 @@ class FileProvider final : public Provider {
  private:
   // The in-memory index of live items: enough to map ids to paths and to
   // compare a walk with the stat cache, without the chunk lists.
-  struct Node {
+  struct Node : FileStat {
     ItemId parent;
     std::string name;
-    Kind kind = Kind::kFile;
-    uint64_t dev = 0;
-    uint64_t ino = 0;
-    uint64_t size = 0;
-    int64_t mtime_ns = 0;
-    int64_t ctime_ns = 0;
-    uint32_t mode = 0;
     uint32_t children = 0;
     uint64_t digest = 0;  // of the content, to find files moved across devices
     bool seen = false;    // claimed by the current scan
