@@ -1,0 +1,840 @@
+#include "feed/feedsync.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <span>
+#include <unordered_set>
+#include <utility>
+
+namespace meshsync::feedsync {
+namespace {
+
+const xml::Name kSyncName{std::string(kNamespace), "sync", "sx"};
+const xml::Name kHistoryName{std::string(kNamespace), "history", "sx"};
+const xml::Name kConflictsName{std::string(kNamespace), "conflicts", "sx"};
+const xml::Name kSharingName{std::string(kNamespace), "sharing", "sx"};
+const xml::Name kRelatedName{std::string(kNamespace), "related", "sx"};
+
+// ---- Dates (RFC 3339 section 5.6) ----
+
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // H. Hinnant's algorithm
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void CivilFromDays(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  d = doy - (153 * mp + 2) / 5 + 1;
+  m = mp < 10 ? mp + 3 : mp - 9;
+  y = static_cast<int64_t>(yoe) + era * 400 + (m <= 2);
+}
+
+bool Digits(std::string_view text, size_t pos, size_t count, unsigned& value) {
+  if (pos + count > text.size()) return false;
+  value = 0;
+  for (size_t i = pos; i < pos + count; ++i) {
+    if (text[i] < '0' || text[i] > '9') return false;
+    value = value * 10 + static_cast<unsigned>(text[i] - '0');
+  }
+  return true;
+}
+
+// ---- Attributes ----
+
+Result<uint32_t> ParseCount(std::string_view text, std::string_view what) {
+  uint32_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || value == 0) {
+    return InvalidArgumentError(std::string(what) + " must be a whole number from 1 to " +
+                                std::to_string(std::numeric_limits<uint32_t>::max()) + ", not \"" +
+                                std::string(text.substr(0, 40)) + "\"");
+  }
+  return value;
+}
+
+Result<bool> ParseBool(std::string_view text, std::string_view what) {
+  if (text == "true" || text == "1") return true;
+  if (text == "false" || text == "0") return false;
+  return InvalidArgumentError(std::string(what) + " must be \"true\" or \"false\", not \"" +
+                              std::string(text.substr(0, 40)) + "\"");
+}
+
+bool IsReadableId(std::string_view id) {
+  if (id.empty() || id.size() > 4096 || !xml::IsValidText(id)) return false;
+  return std::none_of(id.begin(), id.end(),
+                      [](char c) { return c == '\t' || c == '\n' || c == '\r'; });
+}
+
+std::string Quoted(std::string_view id) {
+  return "\"" + std::string(id.substr(0, 80)) + (id.size() > 80 ? "...\"" : "\"");
+}
+
+bool IsItemElement(const xml::Element& element, Format format) {
+  return format == Format::kAtom ? element.name.Is(kAtomNamespace, "entry")
+                                 : element.name.Is("", "item");
+}
+
+xml::Name ItemName(Format format) {
+  return format == Format::kAtom ? xml::Name{std::string(kAtomNamespace), "entry", ""}
+                                 : xml::Name{"", "item", ""};
+}
+
+// ---- Reading ----
+
+Result<History> ParseHistory(const xml::Element& element, std::string_view id) {
+  History history;
+  bool has_sequence = false;
+  for (const xml::Attribute& attribute : element.attributes) {
+    const std::string& value = attribute.value;
+    if (!attribute.name.uri.empty()) {
+      history.extra.push_back(attribute);
+    } else if (attribute.name.local == "sequence") {
+      auto sequence = ParseCount(value, "sx:history sequence");
+      if (!sequence.ok()) return sequence.status();
+      history.sequence = *sequence;
+      has_sequence = true;
+    } else if (attribute.name.local == "when") {
+      auto when = Timestamp::Parse(value);
+      if (!when.ok())
+        return InvalidArgumentError("sx:history when: " + std::string(when.status().message()));
+      history.when = *when;
+    } else if (attribute.name.local == "by") {
+      history.by = value;
+    } else {
+      history.extra.push_back(attribute);
+    }
+  }
+  if (!has_sequence)
+    return InvalidArgumentError("sx:history of item " + Quoted(id) + " has no sequence");
+  if (!history.when && !history.by) {
+    return InvalidArgumentError("sx:history of item " + Quoted(id) + " has neither when nor by");
+  }
+  return history;
+}
+
+Result<Item> ParseItemOwned(xml::Element element, Format format);
+
+Status ParseSync(const xml::Element& element, Sync& sync, Format format) {
+  bool has_updates = false;
+  for (const xml::Attribute& attribute : element.attributes) {
+    const std::string& name = attribute.name.local;
+    if (!attribute.name.uri.empty()) {
+      sync.extra.push_back(attribute);
+    } else if (name == "id") {
+      sync.id = attribute.value;
+    } else if (name == "updates") {
+      auto updates = ParseCount(attribute.value, "sx:sync updates");
+      if (!updates.ok()) return updates.status();
+      sync.updates = *updates;
+      has_updates = true;
+    } else if (name == "deleted") {
+      auto deleted = ParseBool(attribute.value, "sx:sync deleted");
+      if (!deleted.ok()) return deleted.status();
+      sync.deleted = *deleted;
+    } else if (name == "noconflicts" || name == "noconflict") {  // the tutorial's spelling
+      auto noconflicts = ParseBool(attribute.value, "sx:sync noconflicts");
+      if (!noconflicts.ok()) return noconflicts.status();
+      sync.noconflicts = *noconflicts;
+    } else {
+      sync.extra.push_back(attribute);
+    }
+  }
+  if (sync.id.empty()) return InvalidArgumentError("an sx:sync has no id");
+  if (!IsReadableId(sync.id)) {
+    return InvalidArgumentError("sx:sync id " + Quoted(sync.id) + " is not a valid id");
+  }
+  if (!has_updates)
+    return InvalidArgumentError("sx:sync of item " + Quoted(sync.id) + " has no updates");
+  for (const xml::Node& child : element.children) {
+    if (child.IsText()) {
+      if (child.text().find_first_not_of(" \t\r\n") != std::string::npos) {
+        return InvalidArgumentError("sx:sync of item " + Quoted(sync.id) + " holds text");
+      }
+      continue;
+    }
+    const xml::Element& sub = child.element();
+    if (sub.name.Is(kNamespace, "history")) {
+      if (!sync.conflicts.empty()) {
+        return InvalidArgumentError("sx:history after sx:conflicts in item " + Quoted(sync.id));
+      }
+      auto history = ParseHistory(sub, sync.id);
+      if (!history.ok()) return history.status();
+      sync.history.push_back(std::move(*history));
+    } else if (sub.name.Is(kNamespace, "conflicts")) {
+      for (const xml::Node& conflict : sub.children) {
+        if (conflict.IsText()) continue;
+        if (!IsItemElement(conflict.element(), format)) {
+          return InvalidArgumentError("sx:conflicts of item " + Quoted(sync.id) + " holds a " +
+                                      conflict.element().name.Clark() + " element");
+        }
+        auto item = ParseItemOwned(conflict.element(), format);
+        if (!item.ok()) return item.status();
+        if (item->sync.id != sync.id) {
+          return InvalidArgumentError("a conflict of item " + Quoted(sync.id) + " has id " +
+                                      Quoted(item->sync.id));
+        }
+        // A conflict's own conflicts are conflicts of the item (flattened).
+        std::vector<Item> nested = std::move(item->sync.conflicts);
+        item->sync.conflicts.clear();
+        sync.conflicts.push_back(std::move(*item));
+        for (Item& n : nested) sync.conflicts.push_back(std::move(n));
+      }
+    } else {
+      return InvalidArgumentError("unexpected " + sub.name.Clark() + " in sx:sync of item " +
+                                  Quoted(sync.id));
+    }
+  }
+  if (sync.history.empty()) {  // E17
+    return InvalidArgumentError("item " + Quoted(sync.id) + " has no sx:history");
+  }
+  return Status::Ok();
+}
+
+Result<Item> ParseItemOwned(xml::Element element, Format format) {
+  Item item;
+  auto sync_at = element.children.end();
+  for (auto it = element.children.begin(); it != element.children.end(); ++it) {
+    if (it->IsText() || !it->element().name.Is(kNamespace, "sync")) continue;
+    if (sync_at != element.children.end()) {
+      return InvalidArgumentError("an item has more than one sx:sync");
+    }
+    sync_at = it;
+  }
+  if (sync_at == element.children.end()) return InvalidArgumentError("an item has no sx:sync");
+  if (Status status = ParseSync(sync_at->element(), item.sync, format); !status.ok()) {
+    return status;
+  }
+  element.children.erase(sync_at);
+  item.element = std::move(element);
+  return item;
+}
+
+Result<Sharing> ParseSharing(const xml::Element& element) {
+  Sharing sharing;
+  if (const std::string* since = element.Attr("since")) sharing.since = *since;
+  if (const std::string* until = element.Attr("until")) sharing.until = *until;
+  if (const std::string* expires = element.Attr("expires")) {
+    auto when = Timestamp::Parse(*expires);
+    if (!when.ok())
+      return InvalidArgumentError("sx:sharing expires: " + std::string(when.status().message()));
+    sharing.expires = *when;
+  }
+  for (const xml::Node& child : element.children) {
+    if (child.IsText()) continue;
+    const xml::Element& related = child.element();
+    if (!related.name.Is(kNamespace, "related")) continue;
+    const std::string* link = related.Attr("link");
+    const std::string* type = related.Attr("type");
+    if (link == nullptr || type == nullptr) {
+      return InvalidArgumentError("sx:related needs both link and type");
+    }
+    if (*type != "complete" && *type != "aggregated") {
+      return InvalidArgumentError("sx:related type must be \"complete\" or \"aggregated\", not " +
+                                  Quoted(*type));
+    }
+    Related r{*link, *type, std::nullopt};
+    if (const std::string* title = related.Attr("title")) r.title = *title;
+    sharing.related.push_back(std::move(r));
+  }
+  return sharing;
+}
+
+Result<Feed> ParseDocument(xml::Element root, const ReadLimits& limits) {
+  Feed feed;
+  if (root.name.Is(kAtomNamespace, "feed")) {
+    feed.format = Format::kAtom;
+  } else if (root.name.Is("", "rss")) {
+    feed.format = Format::kRss;
+    if (root.Child("", "channel") == nullptr)
+      return InvalidArgumentError("RSS feed has no channel");
+  } else {
+    return InvalidArgumentError("not an Atom or RSS 2.0 feed (the root element is " +
+                                root.name.Clark() + ")");
+  }
+  feed.document = std::move(root);
+  xml::Element& container = feed.Container();
+  std::vector<xml::Node> kept;
+  kept.reserve(container.children.size());
+  std::unordered_set<std::string> ids;
+  bool items_seen = false;
+  for (xml::Node& child : container.children) {
+    if (child.IsText()) {
+      kept.push_back(std::move(child));
+      continue;
+    }
+    xml::Element& element = child.element();
+    if (element.name.Is(kNamespace, "sharing")) {
+      if (feed.sharing) return InvalidArgumentError("the feed has more than one sx:sharing");
+      auto sharing = ParseSharing(element);
+      if (!sharing.ok()) return sharing.status();
+      feed.sharing = std::move(*sharing);
+      feed.sharing_position = kept.size();
+      continue;
+    }
+    if (IsItemElement(element, feed.format) && element.Child(kNamespace, "sync") != nullptr) {
+      if (feed.items.size() >= limits.max_items) {
+        return InvalidArgumentError("the feed has more than " + std::to_string(limits.max_items) +
+                                    " items");
+      }
+      auto item = ParseItemOwned(std::move(element), feed.format);
+      if (!item.ok()) return item.status();
+      if (!ids.insert(item->sync.id).second) {
+        return InvalidArgumentError("two items have sx:sync id " + Quoted(item->sync.id));
+      }
+      if (!items_seen) feed.items_position = kept.size();
+      items_seen = true;
+      feed.items.push_back(std::move(*item));
+      continue;
+    }
+    kept.push_back(std::move(child));
+  }
+  if (!items_seen) feed.items_position = kept.size();
+  if (!feed.sharing) feed.sharing_position = feed.items_position;
+  container.children = std::move(kept);
+  return feed;
+}
+
+// ---- Writing ----
+
+xml::Element SyncShell(const Sync& sync) {
+  xml::Element element;
+  element.name = kSyncName;
+  element.SetAttr("id", sync.id);
+  element.SetAttr("updates", std::to_string(sync.updates));
+  if (sync.deleted) element.SetAttr("deleted", "true");
+  if (sync.noconflicts) element.SetAttr("noconflicts", "true");
+  for (const xml::Attribute& attribute : sync.extra) element.attributes.push_back(attribute);
+  return element;
+}
+
+xml::Element HistoryElement(const History& history) {
+  xml::Element element;
+  element.name = kHistoryName;
+  element.SetAttr("sequence", std::to_string(history.sequence));
+  if (history.when) element.SetAttr("when", history.when->ToString());
+  if (history.by) element.SetAttr("by", *history.by);
+  for (const xml::Attribute& attribute : history.extra) element.attributes.push_back(attribute);
+  return element;
+}
+
+bool ElementOnly(const xml::Element& element) {
+  return std::none_of(element.children.begin(), element.children.end(),
+                      [](const xml::Node& child) { return child.IsText(); });
+}
+
+void WriteItem(xml::Writer& writer, const Item& item) {
+  writer.Open(item.element, ElementOnly(item.element));
+  for (const xml::Node& child : item.element.children) {
+    if (child.IsText()) {
+      writer.Text(child.text());
+    } else {
+      writer.Append(child.element());
+    }
+  }
+  writer.Open(SyncShell(item.sync));
+  for (const History& history : item.sync.history) writer.Append(HistoryElement(history));
+  if (!item.sync.conflicts.empty()) {
+    xml::Element conflicts;
+    conflicts.name = kConflictsName;
+    writer.Open(conflicts);
+    for (const Item& conflict : item.sync.conflicts) WriteItem(writer, conflict);
+    writer.Close();
+  }
+  writer.Close();
+  writer.Close();
+}
+
+xml::Element SharingElement(const Sharing& sharing) {
+  xml::Element element;
+  element.name = kSharingName;
+  if (sharing.since) element.SetAttr("since", *sharing.since);
+  if (sharing.until) element.SetAttr("until", *sharing.until);
+  if (sharing.expires) element.SetAttr("expires", sharing.expires->ToString());
+  for (const Related& related : sharing.related) {
+    xml::Element r;
+    r.name = kRelatedName;
+    r.SetAttr("link", related.link);
+    r.SetAttr("type", related.type);
+    if (related.title) r.SetAttr("title", *related.title);
+    element.children.push_back(xml::Node{std::move(r)});
+  }
+  return element;
+}
+
+void WriteContainer(xml::Writer& writer, const Feed& feed) {
+  const xml::Element& container = feed.Container();
+  writer.Open(container);
+  auto insert_at = [&](size_t position) {
+    if (feed.sharing && position == feed.sharing_position) {
+      writer.Append(SharingElement(*feed.sharing));
+    }
+    if (position == feed.items_position) {
+      for (const Item& item : feed.items) WriteItem(writer, item);
+    }
+  };
+  size_t position = 0;
+  for (const xml::Node& child : container.children) {
+    insert_at(position++);
+    if (!child.IsText()) writer.Append(child.element());
+  }
+  insert_at(position);
+  writer.Close();
+}
+
+bool HasText(const xml::Element& element) { return !ElementOnly(element); }
+
+// The histories of `item` and of its conflicts.
+template <typename Fn>
+void ForEachHistory(const Item& item, Fn&& fn) {
+  for (const History& history : item.sync.history) fn(history);
+  for (const Item& conflict : item.sync.conflicts) ForEachHistory(conflict, fn);
+}
+
+// §3.2.1-3.2.3 with the per-`by` sequence rule (E6), over the histories of
+// `item` and of `also` (conflicts the caller has set aside).
+Status RecordUpdate(Item& item, std::span<const Item> also, std::string_view by, Timestamp when) {
+  if (by.empty() || !xml::IsValidText(by)) {
+    return InvalidArgumentError("an endpoint (by) must be non-empty text");
+  }
+  if (item.sync.updates == std::numeric_limits<uint32_t>::max()) {
+    return InvalidArgumentError("item " + Quoted(item.sync.id) + " cannot be updated again");
+  }
+  uint32_t sequence = item.sync.updates + 1;
+  bool overflow = false;
+  auto raise = [&](const History& history) {
+    if (history.by && *history.by == by && history.sequence >= sequence) {
+      if (history.sequence == std::numeric_limits<uint32_t>::max())
+        overflow = true;
+      else
+        sequence = history.sequence + 1;
+    }
+  };
+  ForEachHistory(item, raise);
+  for (const Item& other : also) ForEachHistory(other, raise);
+  if (overflow)
+    return InvalidArgumentError("item " + Quoted(item.sync.id) + " cannot be updated again");
+  item.sync.updates += 1;
+  item.sync.history.insert(item.sync.history.begin(), History{sequence, when, std::string(by), {}});
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---- Timestamp ----
+
+Result<Timestamp> Timestamp::Parse(std::string_view text) {
+  auto bad = [&] {
+    return InvalidArgumentError("\"" + std::string(text.substr(0, 40)) +
+                                "\" is not an RFC 3339 date-time (like 2005-05-21T11:43:33Z)");
+  };
+  unsigned year, month, day, hour, minute, second;
+  if (!Digits(text, 0, 4, year) || text.size() < 20 || text[4] != '-' ||
+      !Digits(text, 5, 2, month) || text[7] != '-' || !Digits(text, 8, 2, day) ||
+      (text[10] != 'T' && text[10] != 't') || !Digits(text, 11, 2, hour) || text[13] != ':' ||
+      !Digits(text, 14, 2, minute) || text[16] != ':' || !Digits(text, 17, 2, second)) {
+    return bad();
+  }
+  static constexpr unsigned kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] ||
+      (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 60) {
+    return bad();
+  }
+  size_t pos = 19;
+  uint32_t nanos = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    size_t digits = 0;
+    for (++pos; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos, ++digits) {
+      if (digits < 9) nanos = nanos * 10 + static_cast<uint32_t>(text[pos] - '0');
+    }
+    if (digits == 0) return bad();
+    for (size_t k = digits; k < 9; ++k) nanos *= 10;
+  }
+  int64_t offset = 0;
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
+    ++pos;
+  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    unsigned off_hour, off_minute;
+    if (!Digits(text, pos + 1, 2, off_hour) || pos + 3 >= text.size() || text[pos + 3] != ':' ||
+        !Digits(text, pos + 4, 2, off_minute) || off_hour > 23 || off_minute > 59) {
+      return bad();
+    }
+    offset = (text[pos] == '+' ? 1 : -1) * static_cast<int64_t>(off_hour * 3600 + off_minute * 60);
+    pos += 6;
+  } else {
+    return bad();
+  }
+  if (pos != text.size()) return bad();
+  if (second == 60) second = 59;  // a leap second: the last second of its minute
+  int64_t seconds = DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+  return Timestamp{seconds - offset, nanos};
+}
+
+std::string Timestamp::ToString() const {
+  int64_t days = seconds / 86400;
+  int64_t rest = seconds % 86400;
+  if (rest < 0) {
+    rest += 86400;
+    --days;
+  }
+  int64_t year;
+  unsigned month, day;
+  CivilFromDays(days, year, month, day);
+  char buffer[48];
+  int n =
+      std::snprintf(buffer, sizeof buffer, "%04lld-%02u-%02uT%02lld:%02lld:%02lld",
+                    static_cast<long long>(year), month, day, static_cast<long long>(rest / 3600),
+                    static_cast<long long>(rest / 60 % 60), static_cast<long long>(rest % 60));
+  std::string out(buffer, static_cast<size_t>(n));
+  if (nanos != 0) {
+    std::snprintf(buffer, sizeof buffer, ".%09u", nanos);
+    std::string fraction(buffer);
+    while (fraction.back() == '0') fraction.pop_back();
+    out += fraction;
+  }
+  out.push_back('Z');
+  return out;
+}
+
+// ---- Feed ----
+
+Feed Feed::New(Format format, std::string_view title) {
+  Feed feed;
+  feed.format = format;
+  auto text_element = [](xml::Name name, std::string_view text) {
+    xml::Element element;
+    element.name = std::move(name);
+    element.children.push_back(xml::Node{std::string(text)});
+    return xml::Node{std::move(element)};
+  };
+  if (format == Format::kAtom) {
+    feed.document.name = xml::Name{std::string(kAtomNamespace), "feed", ""};
+    feed.document.namespaces = {{"", std::string(kAtomNamespace)}, {"sx", std::string(kNamespace)}};
+    feed.document.children.push_back(
+        text_element(xml::Name{std::string(kAtomNamespace), "title", ""}, title));
+  } else {
+    feed.document.name = xml::Name{"", "rss", ""};
+    feed.document.namespaces = {{"sx", std::string(kNamespace)}};
+    feed.document.SetAttr("version", "2.0");
+    xml::Element channel;
+    channel.name = xml::Name{"", "channel", ""};
+    channel.children.push_back(text_element(xml::Name{"", "title", ""}, title));
+    channel.children.push_back(text_element(xml::Name{"", "description", ""}, title));
+    feed.document.children.push_back(xml::Node{std::move(channel)});
+  }
+  feed.items_position = feed.sharing_position = feed.Container().children.size();
+  return feed;
+}
+
+const Item* Feed::Find(std::string_view id) const {
+  for (const Item& item : items) {
+    if (item.sync.id == id) return &item;
+  }
+  return nullptr;
+}
+
+Item* Feed::Find(std::string_view id) { return const_cast<Item*>(std::as_const(*this).Find(id)); }
+
+xml::Element& Feed::Container() {
+  return const_cast<xml::Element&>(std::as_const(*this).Container());
+}
+
+const xml::Element& Feed::Container() const {
+  if (format == Format::kAtom) return document;
+  return *document.Child("", "channel");
+}
+
+Result<Feed> ParseFeed(std::string_view document, const ReadLimits& limits) {
+  auto root = xml::Parse(document, limits.xml);
+  if (!root.ok()) return root.status();
+  return ParseDocument(std::move(*root), limits);
+}
+
+Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits) {
+  auto root = xml::ParseFile(path, limits.xml);
+  if (!root.ok()) return root.status();
+  auto feed = ParseDocument(std::move(*root), limits);
+  if (!feed.ok()) return InvalidArgumentError(path + ": " + std::string(feed.status().message()));
+  return feed;
+}
+
+std::string WriteFeed(const Feed& feed) {
+  xml::Writer writer(true);
+  writer.Declaration();
+  if (feed.format == Format::kAtom) {
+    WriteContainer(writer, feed);
+  } else {
+    writer.Open(feed.document, !HasText(feed.document));
+    for (const xml::Node& child : feed.document.children) {
+      if (child.IsText()) continue;
+      if (&child.element() == &feed.Container()) {
+        WriteContainer(writer, feed);
+      } else {
+        writer.Append(child.element());
+      }
+    }
+    writer.Close();
+  }
+  return writer.Take();
+}
+
+Status WriteFeedFile(const Feed& feed, const std::string& path) {
+  std::string bytes = WriteFeed(feed);
+  std::string temp = path + ".tmp-XXXXXX";
+  int fd = mkstemp(temp.data());
+  if (fd < 0)
+    return UnavailableError("cannot create a file next to " + path + ": " + std::strerror(errno));
+  mode_t mode = 0644;
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) mode = st.st_mode & 07777;
+  Status status = Status::Ok();
+  size_t done = 0;
+  while (done < bytes.size() && status.ok()) {
+    ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      status = UnavailableError("cannot write " + temp + ": " + std::strerror(errno));
+    else
+      done += static_cast<size_t>(n);
+  }
+  if (status.ok() && fchmod(fd, mode) != 0) status = UnavailableError("cannot chmod " + temp);
+  if (status.ok() && fsync(fd) != 0) status = UnavailableError("cannot flush " + temp);
+  close(fd);
+  if (status.ok() && rename(temp.c_str(), path.c_str()) != 0) {
+    status = UnavailableError("cannot replace " + path + ": " + std::strerror(errno));
+  }
+  if (!status.ok()) {
+    unlink(temp.c_str());
+    return status;
+  }
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
+  int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    fsync(dir_fd);
+    close(dir_fd);
+  }
+  return Status::Ok();
+}
+
+xml::Element ItemElement(const Item& item, Format format) {
+  xml::Element element = item.element;
+  element.name = ItemName(format);
+  xml::Element sync = SyncShell(item.sync);
+  for (const History& history : item.sync.history) {
+    sync.children.push_back(xml::Node{HistoryElement(history)});
+  }
+  if (!item.sync.conflicts.empty()) {
+    xml::Element conflicts;
+    conflicts.name = kConflictsName;
+    for (const Item& conflict : item.sync.conflicts) {
+      conflicts.children.push_back(xml::Node{ItemElement(conflict, format)});
+    }
+    sync.children.push_back(xml::Node{std::move(conflicts)});
+  }
+  element.children.push_back(xml::Node{std::move(sync)});
+  return element;
+}
+
+Result<Item> ParseItem(const xml::Element& element) {
+  Format format = element.name.Is(kAtomNamespace, "entry") ? Format::kAtom : Format::kRss;
+  if (!IsItemElement(element, format)) {
+    return InvalidArgumentError("not an atom:entry or RSS item: " + element.name.Clark());
+  }
+  return ParseItemOwned(element, format);
+}
+
+// ---- Algorithms ----
+
+bool IsValidId(std::string_view id) {
+  if (id.empty() || id.size() > 1024 || !xml::IsValidText(id)) return false;
+  return std::none_of(id.begin(), id.end(),
+                      [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; });
+}
+
+Status Create(Item& item, std::string id, std::string_view by, Timestamp when, bool noconflicts) {
+  if (!IsValidId(id)) return InvalidArgumentError("invalid sx:sync id " + Quoted(id));
+  if (by.empty() || !xml::IsValidText(by)) {
+    return InvalidArgumentError("an endpoint (by) must be non-empty text");
+  }
+  item.sync = Sync{};
+  item.sync.id = std::move(id);
+  item.sync.updates = 1;
+  item.sync.noconflicts = noconflicts;
+  item.sync.history.push_back(History{1, when, std::string(by), {}});
+  return Status::Ok();
+}
+
+Status Update(Item& item, std::string_view by, Timestamp when) {
+  if (Status status = RecordUpdate(item, {}, by, when); !status.ok()) return status;
+  // 3.2.4 (our reading): the conflicts this update subsumes are gone now,
+  // rather than at the next merge.
+  std::erase_if(item.sync.conflicts,
+                [&](const Item& conflict) { return Subsumes(item, conflict); });
+  return Status::Ok();
+}
+
+Status Delete(Item& item, std::string_view by, Timestamp when) {
+  if (Status status = Update(item, by, when); !status.ok()) return status;
+  item.sync.deleted = true;
+  return Status::Ok();
+}
+
+bool Subsumes(const History& y, const History& x) {
+  if (x.by) return y.by && *y.by == *x.by && y.sequence >= x.sequence;
+  return !y.by && y.when == x.when && y.sequence == x.sequence;
+}
+
+bool Subsumes(const Item& y, const Item& x) {
+  const History& top = x.sync.topmost();
+  return std::any_of(y.sync.history.begin(), y.sync.history.end(),
+                     [&](const History& h) { return Subsumes(h, top); });
+}
+
+bool Wins(const Item& x, const Item& w) {
+  if (x.sync.updates != w.sync.updates) return x.sync.updates > w.sync.updates;
+  const History& xt = x.sync.topmost();
+  const History& wt = w.sync.topmost();
+  if (xt.when != wt.when) {
+    if (!xt.when || !wt.when) return xt.when.has_value();
+    return *xt.when > *wt.when;
+  }
+  if (xt.by && !wt.by) return true;
+  return xt.by && wt.by && *xt.by > *wt.by;  // ordinal byte order (E7)
+}
+
+Item MergeItem(Item local, Item incoming, bool* changed) {
+  struct Entry {
+    Item item;
+    bool from_local;
+    bool alive = true;
+  };
+  const size_t local_conflicts = local.sync.conflicts.size();
+  // Steps 2 and 3: L and I, each item's conflicts first, then the item.
+  std::vector<Entry> l, i;
+  auto collect = [](std::vector<Entry>& into, Item item, bool from_local) {
+    into.reserve(item.sync.conflicts.size() + 1);
+    for (Item& conflict : item.sync.conflicts)
+      into.push_back(Entry{std::move(conflict), from_local});
+    item.sync.conflicts.clear();
+    into.push_back(Entry{std::move(item), from_local});
+  };
+  collect(l, std::move(local), true);
+  collect(i, std::move(incoming), false);
+
+  std::vector<Entry*> m;  // step 4
+  Entry* w = nullptr;     // step 5
+  bool removed_local = false;
+  // Step 7, for (outer, inner) = (L, I) and then (I, L): subsumed items
+  // leave the outer collection for good, so the second pass sees L shrunk.
+  auto pass = [&](std::vector<Entry>& outer, std::vector<Entry>& inner) {
+    for (Entry& x : outer) {
+      bool subsumed = std::any_of(inner.begin(), inner.end(), [&](const Entry& y) {
+        return y.alive && Subsumes(y.item, x.item);
+      });
+      if (subsumed) {
+        x.alive = false;
+        if (x.from_local) removed_local = true;
+        continue;
+      }
+      m.push_back(&x);
+      if (w == nullptr || Wins(x.item, w->item)) w = &x;
+    }
+  };
+  pass(l, i);
+  pass(i, l);
+
+  // Step 9 (w is never null: of two items, one is not subsumed by the other
+  // unless both are, which needs the inner one alive).
+  Item result = std::move(w->item);
+  bool from_local_item = w == &l.back();
+  bool all_local = std::all_of(m.begin(), m.end(), [](const Entry* e) { return e->from_local; });
+  if (!result.sync.noconflicts && m.size() > 1) {  // steps 10 and 11
+    for (Entry* z : m) {
+      if (z != w) result.sync.conflicts.push_back(std::move(z->item));
+    }
+  }
+  if (changed != nullptr) {
+    *changed = !(from_local_item && all_local && !removed_local &&
+                 result.sync.conflicts.size() == local_conflicts);
+  }
+  return result;
+}
+
+Result<MergeStats> Merge(Feed& local, Feed incoming) {
+  MergeStats stats;
+  std::unordered_map<std::string, size_t> index;
+  index.reserve(local.items.size() + incoming.items.size());
+  for (size_t k = 0; k < local.items.size(); ++k) index.emplace(local.items[k].sync.id, k);
+  const xml::Name item_name = ItemName(local.format);
+  std::function<void(Item&)> rename = [&](Item& item) {
+    item.element.name = item_name;
+    for (Item& conflict : item.sync.conflicts) rename(conflict);
+  };
+  for (Item& item : incoming.items) {
+    if (incoming.format != local.format) rename(item);
+    auto [it, inserted] = index.emplace(item.sync.id, local.items.size());
+    if (inserted) {
+      local.items.push_back(std::move(item));
+      ++stats.added;
+      if (!local.items.back().sync.conflicts.empty()) ++stats.conflicts;
+      continue;
+    }
+    bool changed = false;
+    Item& target = local.items[it->second];
+    target = MergeItem(std::move(target), std::move(item), &changed);
+    ++(changed ? stats.updated : stats.unchanged);
+    if (!target.sync.conflicts.empty()) ++stats.conflicts;
+  }
+  return stats;
+}
+
+Status Resolve(Item& item, std::string_view by, Timestamp when, std::optional<size_t> keep) {
+  if (keep && *keep >= item.sync.conflicts.size()) {
+    return InvalidArgumentError("item " + Quoted(item.sync.id) + " has " +
+                                std::to_string(item.sync.conflicts.size()) + " conflicts, no #" +
+                                std::to_string(*keep + 1));
+  }
+  std::vector<Item> conflicts = std::move(item.sync.conflicts);
+  item.sync.conflicts.clear();
+  Item before = item;  // restored if the update is refused
+  if (keep) {
+    item.element = conflicts[*keep].element;
+    item.sync.deleted = conflicts[*keep].sync.deleted;
+  }
+  if (Status status = RecordUpdate(item, conflicts, by, when); !status.ok()) {
+    item = std::move(before);
+    item.sync.conflicts = std::move(conflicts);
+    return status;
+  }
+  size_t insert_at = 1;  // right after the new topmost history, in order
+  for (const Item& conflict : conflicts) {
+    for (const History& hc : conflict.sync.history) {
+      bool subsumed = std::any_of(item.sync.history.begin(), item.sync.history.end(),
+                                  [&](const History& hr) { return Subsumes(hr, hc); });
+      if (subsumed) continue;
+      item.sync.history.insert(item.sync.history.begin() + static_cast<std::ptrdiff_t>(insert_at++),
+                               hc);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace meshsync::feedsync

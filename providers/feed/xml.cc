@@ -1,0 +1,510 @@
+#include "feed/xml.h"
+
+#include <expat.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+namespace meshsync::xml {
+namespace {
+
+constexpr char kSeparator = '\x01';  // cannot occur in XML text, so not in a name
+constexpr std::string_view kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+bool IsWhitespace(std::string_view text) { return std::all_of(text.begin(), text.end(), IsSpace); }
+
+// Splits expat's "uri SEP local SEP prefix" triplet.
+Name SplitName(const char* raw) {
+  Name name;
+  std::string_view rest(raw);
+  size_t first = rest.find(kSeparator);
+  if (first == std::string_view::npos) {
+    name.local = std::string(rest);
+    return name;
+  }
+  name.uri = std::string(rest.substr(0, first));
+  rest.remove_prefix(first + 1);
+  size_t second = rest.find(kSeparator);
+  name.local = std::string(rest.substr(0, second));
+  if (second != std::string_view::npos) name.prefix = std::string(rest.substr(second + 1));
+  return name;
+}
+
+// Drops whitespace-only text from element-only content (see the header).
+void DropIndentation(Element& element) {
+  bool has_element = false;
+  for (const Node& child : element.children) {
+    if (!child.IsText()) {
+      has_element = true;
+    } else if (!IsWhitespace(child.text())) {
+      return;  // mixed content: keep every byte
+    }
+  }
+  if (!has_element) return;
+  std::erase_if(element.children, [](const Node& child) { return child.IsText(); });
+}
+
+class Parser {
+ public:
+  explicit Parser(const Limits& limits) : limits_(limits) {
+    parser_ = XML_ParserCreateNS(nullptr, kSeparator);
+    XML_SetReturnNSTriplet(parser_, 1);
+    XML_SetUserData(parser_, this);
+    XML_SetElementHandler(parser_, &Parser::OnStart, &Parser::OnEnd);
+    XML_SetCharacterDataHandler(parser_, &Parser::OnText);
+    XML_SetStartNamespaceDeclHandler(parser_, &Parser::OnNamespace);
+    XML_SetStartDoctypeDeclHandler(parser_, &Parser::OnDoctype);
+    XML_SetEntityDeclHandler(parser_, &Parser::OnEntity);
+    XML_SetParamEntityParsing(parser_, XML_PARAM_ENTITY_PARSING_NEVER);
+  }
+  ~Parser() { XML_ParserFree(parser_); }
+  Parser(const Parser&) = delete;
+  Parser& operator=(const Parser&) = delete;
+
+  Status Feed(std::string_view bytes, bool last) {
+    received_ += bytes.size();
+    if (received_ > limits_.max_bytes) {
+      return InvalidArgumentError("XML document is larger than the limit of " +
+                                  std::to_string(limits_.max_bytes) + " bytes");
+    }
+    // expat takes an int length; feed large inputs in pieces.
+    constexpr size_t kPiece = 1 << 30;
+    do {
+      size_t n = std::min(bytes.size(), kPiece);
+      bool final_piece = last && n == bytes.size();
+      if (XML_Parse(parser_, bytes.data(), static_cast<int>(n), final_piece) != XML_STATUS_OK) {
+        return Error();
+      }
+      bytes.remove_prefix(n);
+    } while (!bytes.empty());
+    return Status::Ok();
+  }
+
+  Result<Element> Finish() {
+    if (!done_) return InvalidArgumentError("XML document has no root element");
+    return std::move(root_);
+  }
+
+ private:
+  Status Error() {
+    std::string where = " at line " + std::to_string(XML_GetCurrentLineNumber(parser_)) +
+                        ", column " + std::to_string(XML_GetCurrentColumnNumber(parser_) + 1);
+    if (!refusal_.empty()) return InvalidArgumentError(refusal_ + where);
+    return InvalidArgumentError(std::string("malformed XML: ") +
+                                XML_ErrorString(XML_GetErrorCode(parser_)) + where);
+  }
+
+  void Refuse(std::string reason) {
+    if (refusal_.empty()) refusal_ = std::move(reason);
+    XML_StopParser(parser_, XML_FALSE);
+  }
+
+  static void OnStart(void* data, const XML_Char* raw_name, const XML_Char** attrs) {
+    auto* self = static_cast<Parser*>(data);
+    if (static_cast<int>(self->stack_.size()) >= self->limits_.max_depth) {
+      self->Refuse("XML nesting is deeper than the limit of " +
+                   std::to_string(self->limits_.max_depth));
+      return;
+    }
+    Element element;
+    element.name = SplitName(raw_name);
+    element.namespaces = std::move(self->pending_namespaces_);
+    self->pending_namespaces_.clear();
+    for (int i = 0; attrs[i] != nullptr; i += 2) {
+      element.attributes.push_back(Attribute{SplitName(attrs[i]), attrs[i + 1]});
+    }
+    if (self->stack_.empty()) {
+      self->root_ = std::move(element);
+      self->stack_.push_back(&self->root_);
+    } else {
+      Element* parent = self->stack_.back();
+      parent->children.push_back(Node{std::move(element)});
+      self->stack_.push_back(&parent->children.back().element());
+    }
+  }
+
+  static void OnEnd(void* data, const XML_Char*) {
+    auto* self = static_cast<Parser*>(data);
+    DropIndentation(*self->stack_.back());
+    self->stack_.pop_back();
+    if (self->stack_.empty()) self->done_ = true;
+  }
+
+  static void OnText(void* data, const XML_Char* text, int length) {
+    auto* self = static_cast<Parser*>(data);
+    if (self->stack_.empty()) return;
+    auto& children = self->stack_.back()->children;
+    if (children.empty() || !children.back().IsText()) children.push_back(Node{std::string()});
+    std::get<0>(children.back().value).append(text, static_cast<size_t>(length));
+  }
+
+  static void OnNamespace(void* data, const XML_Char* prefix, const XML_Char* uri) {
+    auto* self = static_cast<Parser*>(data);
+    self->pending_namespaces_.emplace_back(prefix ? prefix : "", uri ? uri : "");
+  }
+
+  static void OnDoctype(void* data, const XML_Char*, const XML_Char*, const XML_Char*, int) {
+    static_cast<Parser*>(data)->Refuse("XML document type declarations (DTDs) are not accepted");
+  }
+
+  static void OnEntity(void* data, const XML_Char*, int, const XML_Char*, int, const XML_Char*,
+                       const XML_Char*, const XML_Char*, const XML_Char*) {
+    static_cast<Parser*>(data)->Refuse("XML entity declarations are not accepted");
+  }
+
+  const Limits limits_;
+  XML_Parser parser_;
+  uint64_t received_ = 0;
+  Element root_;
+  std::vector<Element*> stack_;  // children vectors only grow at the back
+  std::vector<std::pair<std::string, std::string>> pending_namespaces_;
+  std::string refusal_;
+  bool done_ = false;
+};
+
+// ---- Writing ----
+
+void AppendEscaped(std::string& out, std::string_view text, bool attribute) {
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char* entity = nullptr;
+    switch (text[i]) {
+      case '&':
+        entity = "&amp;";
+        break;
+      case '<':
+        entity = "&lt;";
+        break;
+      case '>':
+        entity = "&gt;";
+        break;
+      case '"':
+        entity = attribute ? "&quot;" : nullptr;
+        break;
+      case '\t':
+        entity = attribute ? "&#9;" : nullptr;
+        break;
+      case '\n':
+        entity = attribute ? "&#10;" : nullptr;
+        break;
+      case '\r':
+        entity = "&#13;";
+        break;
+      default:
+        break;
+    }
+    if (entity == nullptr) continue;
+    out.append(text.substr(start, i - start));
+    out.append(entity);
+    start = i + 1;
+  }
+  out.append(text.substr(start));
+}
+
+}  // namespace
+
+std::string Name::Clark() const { return uri.empty() ? local : "{" + uri + "}" + local; }
+
+const std::string* Element::Attr(std::string_view local) const {
+  for (const Attribute& attribute : attributes) {
+    if (attribute.name.uri.empty() && attribute.name.local == local) return &attribute.value;
+  }
+  return nullptr;
+}
+
+void Element::SetAttr(std::string_view local, std::string value) {
+  for (Attribute& attribute : attributes) {
+    if (attribute.name.uri.empty() && attribute.name.local == local) {
+      attribute.value = std::move(value);
+      return;
+    }
+  }
+  attributes.push_back(Attribute{Name{"", std::string(local), ""}, std::move(value)});
+}
+
+const Element* Element::Child(std::string_view uri, std::string_view local) const {
+  for (const Node& child : children) {
+    if (!child.IsText() && child.element().name.Is(uri, local)) return &child.element();
+  }
+  return nullptr;
+}
+
+Element* Element::Child(std::string_view uri, std::string_view local) {
+  return const_cast<Element*>(std::as_const(*this).Child(uri, local));
+}
+
+std::string Element::Text() const {
+  std::string text;
+  for (const Node& child : children) {
+    if (child.IsText()) text += child.text();
+  }
+  return text;
+}
+
+bool Element::IsTextOnly() const {
+  return std::all_of(children.begin(), children.end(),
+                     [](const Node& child) { return child.IsText(); });
+}
+
+Result<Element> Parse(std::string_view document, const Limits& limits) {
+  Parser parser(limits);
+  if (Status status = parser.Feed(document, true); !status.ok()) return status;
+  return parser.Finish();
+}
+
+Result<Element> ParseFile(const std::string& path, const Limits& limits) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NotFoundError("cannot open " + path + ": " + std::strerror(errno));
+  std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { close(*f); });
+  struct stat st;
+  if (fstat(fd, &st) != 0) return UnavailableError("cannot stat " + path);
+  if (S_ISDIR(st.st_mode)) return InvalidArgumentError(path + " is a folder, not a feed file");
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > limits.max_bytes) {
+    return InvalidArgumentError(path + " is larger than the limit of " +
+                                std::to_string(limits.max_bytes) + " bytes");
+  }
+  Parser parser(limits);
+  std::string buffer(1 << 20, '\0');
+  while (true) {
+    ssize_t n = read(fd, buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return UnavailableError("cannot read " + path + ": " + std::strerror(errno));
+    }
+    Status status = parser.Feed(std::string_view(buffer.data(), static_cast<size_t>(n)), n == 0);
+    if (!status.ok()) return InvalidArgumentError(path + ": " + std::string(status.message()));
+    if (n == 0) break;
+  }
+  auto root = parser.Finish();
+  if (!root.ok()) return InvalidArgumentError(path + ": " + std::string(root.status().message()));
+  return root;
+}
+
+struct Writer::Impl {
+  struct Open {
+    std::string qname;
+    size_t scope_mark;
+    bool indent_children;
+    bool has_children;
+  };
+
+  explicit Impl(bool indent_children) : indent(indent_children) {
+    scope.emplace_back("xml", kXmlNamespace);
+  }
+
+  void NewLine(size_t depth) {
+    out.push_back('\n');
+    out.append(depth, ' ');
+  }
+
+  bool Bound(std::string_view prefix) const {
+    return std::any_of(scope.begin(), scope.end(),
+                       [&](const auto& binding) { return binding.first == prefix; });
+  }
+
+  // The uri `prefix` is bound to here ("" when unbound).
+  std::string_view Lookup(std::string_view prefix) const {
+    for (auto it = scope.rbegin(); it != scope.rend(); ++it) {
+      if (it->first == prefix) return it->second;
+    }
+    return "";
+  }
+
+  void Declare(std::string& decls, const std::string& prefix, const std::string& uri) {
+    scope.emplace_back(prefix, uri);
+    decls.append(prefix.empty() ? " xmlns" : " xmlns:");
+    decls.append(prefix).append("=\"");
+    AppendEscaped(decls, uri, true);
+    decls.push_back('"');
+  }
+
+  static bool HasOwnDeclaration(const std::string& decls, const std::string& prefix) {
+    std::string needle = prefix.empty() ? " xmlns=\"" : " xmlns:" + prefix + "=\"";
+    return decls.find(needle) != std::string::npos;
+  }
+
+  // A prefix bound to `uri` here, declaring one if needed. Attributes need a
+  // non-empty prefix for a namespace; elements may use the default.
+  std::string PrefixFor(const std::string& uri, const std::string& wanted, bool attribute,
+                        std::string& decls) {
+    if (uri.empty()) {
+      if (!attribute && !Lookup("").empty()) Declare(decls, "", "");
+      return "";
+    }
+    if ((!attribute || !wanted.empty()) && Bound(wanted) && Lookup(wanted) == uri) return wanted;
+    for (auto it = scope.rbegin(); it != scope.rend(); ++it) {
+      if (it->second != uri || (attribute && it->first.empty())) continue;
+      if (Lookup(it->first) == uri) return it->first;
+    }
+    std::string prefix = wanted;
+    if (attribute && prefix.empty()) prefix = "ns";
+    // A prefix this element already declares for another uri: pick another.
+    for (int n = 0; HasOwnDeclaration(decls, prefix) || prefix == "xml"; ++n) {
+      prefix = "ns" + std::to_string(n);
+    }
+    Declare(decls, prefix, uri);
+    return prefix;
+  }
+
+  // Before a child: the parent's start tag gets its '>', and indentation.
+  void BeforeChild() {
+    if (stack.empty()) return;
+    Open& parent = stack.back();
+    if (!parent.has_children) {
+      out.push_back('>');
+      parent.has_children = true;
+    }
+    if (parent.indent_children) NewLine(stack.size());
+  }
+
+  void OpenElement(const Element& element, bool element_only) {
+    BeforeChild();
+    const size_t mark = scope.size();
+    std::string decls;
+    for (const auto& [prefix, uri] : element.namespaces) {
+      if (Lookup(prefix) != uri) Declare(decls, prefix, uri);
+    }
+    std::string qname = PrefixFor(element.name.uri, element.name.prefix, false, decls);
+    if (!qname.empty()) qname.push_back(':');
+    qname.append(element.name.local);
+    std::string attrs;
+    for (const Attribute& attribute : element.attributes) {
+      attrs.push_back(' ');
+      if (!attribute.name.uri.empty()) {
+        attrs.append(PrefixFor(attribute.name.uri, attribute.name.prefix, true, decls))
+            .push_back(':');
+      }
+      attrs.append(attribute.name.local).append("=\"");
+      AppendEscaped(attrs, attribute.value, true);
+      attrs.push_back('"');
+    }
+    out.push_back('<');
+    out.append(qname).append(decls).append(attrs);
+    bool indent_children =
+        indent && element_only && (stack.empty() || stack.back().indent_children);
+    stack.push_back(Open{std::move(qname), mark, indent_children, false});
+  }
+
+  void CloseElement() {
+    Open& open = stack.back();
+    if (!open.has_children) {
+      out.append("/>");
+    } else {
+      if (open.indent_children) NewLine(stack.size() - 1);
+      out.append("</").append(open.qname).push_back('>');
+    }
+    scope.resize(open.scope_mark);
+    stack.pop_back();
+  }
+
+  void WriteElement(const Element& element) {
+    bool element_only = std::none_of(element.children.begin(), element.children.end(),
+                                     [](const Node& child) { return child.IsText(); });
+    OpenElement(element, element_only);
+    for (const Node& child : element.children) {
+      if (child.IsText()) {
+        BeforeChild();
+        AppendEscaped(out, child.text(), false);
+      } else {
+        WriteElement(child.element());
+      }
+    }
+    CloseElement();
+  }
+
+  const bool indent;
+  std::string out;
+  std::vector<std::pair<std::string, std::string>> scope;
+  std::vector<Open> stack;
+};
+
+Writer::Writer(bool indent) : impl_(std::make_unique<Impl>(indent)) {}
+Writer::~Writer() = default;
+
+void Writer::Declaration() { impl_->out.append("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"); }
+void Writer::Append(const xml::Element& element) { impl_->WriteElement(element); }
+void Writer::Open(const xml::Element& element, bool element_only) {
+  impl_->OpenElement(element, element_only);
+}
+void Writer::Close() { impl_->CloseElement(); }
+void Writer::Text(std::string_view text) {
+  impl_->BeforeChild();
+  AppendEscaped(impl_->out, text, false);
+}
+std::string Writer::Take() {
+  if (impl_->indent) impl_->out.push_back('\n');
+  return std::move(impl_->out);
+}
+
+std::string Write(const Element& root) {
+  Writer writer(true);
+  writer.Declaration();
+  writer.Append(root);
+  return writer.Take();
+}
+
+std::string WriteFragment(const Element& element) {
+  Writer writer(false);
+  writer.Append(element);
+  return writer.Take();
+}
+
+Result<Element> ParseFragment(std::string_view fragment, const Limits& limits) {
+  return Parse(fragment, limits);
+}
+
+bool IsValidText(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    auto byte = static_cast<uint8_t>(text[i]);
+    uint32_t cp;
+    size_t length;
+    if (byte < 0x80) {
+      cp = byte;
+      length = 1;
+    } else if ((byte & 0xE0) == 0xC0) {
+      cp = byte & 0x1F;
+      length = 2;
+    } else if ((byte & 0xF0) == 0xE0) {
+      cp = byte & 0x0F;
+      length = 3;
+    } else if ((byte & 0xF8) == 0xF0) {
+      cp = byte & 0x07;
+      length = 4;
+    } else {
+      return false;
+    }
+    if (i + length > text.size()) return false;
+    for (size_t k = 1; k < length; ++k) {
+      auto next = static_cast<uint8_t>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (next & 0x3F);
+    }
+    static constexpr uint32_t kMinimum[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMinimum[length]) return false;  // overlong
+    bool allowed = cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) ||
+                   (cp >= 0xE000 && cp <= 0xFFFD) || (cp >= 0x10000 && cp <= 0x10FFFF);
+    if (!allowed) return false;
+    i += length;
+  }
+  return true;
+}
+
+bool IsNcName(std::string_view name) {
+  if (name.empty() || name.size() > 256) return false;
+  auto start = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; };
+  if (!start(name[0])) return false;
+  return std::all_of(name.begin(), name.end(), [&](char c) {
+    return start(c) || std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+  });
+}
+
+}  // namespace meshsync::xml

@@ -1,0 +1,138 @@
+// A small XML document model for feeds: parse with expat (namespace-aware,
+// no DTDs, bounded), and write back with the namespace declarations each
+// element needs, so an element can be moved between documents that use
+// different prefixes.
+//
+// Parsing is for untrusted input. A document type declaration (and with it
+// every entity, external or internal: XXE, billion laughs) is refused, as
+// are documents deeper than XmlLimits::max_depth or larger than
+// XmlLimits::max_bytes. Comments and processing instructions are dropped.
+//
+// Whitespace: text that is only whitespace between child elements (element-
+// only content, such as the indentation of a feed) is dropped on parse, and
+// the writer indents element-only content again. Text in mixed or text-only
+// content is kept byte for byte.
+//
+// Values are plain, thread-compatible data.
+#ifndef MESHSYNC_PROVIDERS_FEED_XML_H_
+#define MESHSYNC_PROVIDERS_FEED_XML_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "meshsync/status.h"
+
+namespace meshsync::xml {
+
+// A namespace-qualified name. `prefix` is how the source wrote it; the
+// writer keeps it when it can and picks another when it must.
+struct Name {
+  std::string uri;  // empty: no namespace
+  std::string local;
+  std::string prefix;
+
+  bool Is(std::string_view u, std::string_view l) const { return uri == u && local == l; }
+  // "{uri}local", or "local" without a namespace.
+  std::string Clark() const;
+};
+
+struct Attribute {
+  Name name;
+  std::string value;
+};
+
+struct Node;
+
+struct Element {
+  Name name;
+  std::vector<Attribute> attributes;
+  // Namespace declarations written on this element in the source, kept so
+  // that a round trip writes them where they were: (prefix, uri).
+  std::vector<std::pair<std::string, std::string>> namespaces;
+  std::vector<Node> children;
+
+  // The value of attribute `local` in no namespace, or null.
+  const std::string* Attr(std::string_view local) const;
+  void SetAttr(std::string_view local, std::string value);
+  // The first child element named {uri}local, or null.
+  const Element* Child(std::string_view uri, std::string_view local) const;
+  Element* Child(std::string_view uri, std::string_view local);
+  // Concatenated text of the direct children.
+  std::string Text() const;
+  // Whether the element holds text only (no child elements).
+  bool IsTextOnly() const;
+};
+
+// A child: text, or an element.
+struct Node {
+  std::variant<std::string, Element> value;
+
+  bool IsText() const { return value.index() == 0; }
+  const std::string& text() const { return std::get<0>(value); }
+  const Element& element() const { return std::get<1>(value); }
+  Element& element() { return std::get<1>(value); }
+};
+
+struct Limits {
+  uint64_t max_bytes = 512ull << 20;  // input size
+  int max_depth = 128;                // element nesting
+};
+
+// Parses a whole document; returns its root element. kInvalidArgument, with
+// the line and column, for anything malformed or refused.
+Result<Element> Parse(std::string_view document, const Limits& limits = {});
+// Parses the file at `path`, streaming it (the limit applies before it is
+// read whole).
+Result<Element> ParseFile(const std::string& path, const Limits& limits = {});
+
+// Writes elements as they are given, so that a large document (a feed of
+// many items kept outside its DOM) is written without being assembled: Open
+// an element, write what goes inside it, Close it.
+class Writer {
+ public:
+  // `indent`: put each child of element-only content on its own line.
+  explicit Writer(bool indent);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void Declaration();
+  // Writes `element` whole, as a child of the open element (or as the root).
+  void Append(const xml::Element& element);
+  // Writes the start tag of `element` (name, attributes, namespaces; not its
+  // children). `element_only`: what follows holds no text, so it is indented.
+  void Open(const xml::Element& element, bool element_only = true);
+  void Close();
+  // Writes text inside the open element.
+  void Text(std::string_view text);
+  std::string Take();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Writes `root` as a UTF-8 document with an XML declaration.
+std::string Write(const Element& root);
+// Writes `element` alone (with the namespace declarations it needs), no
+// declaration, no indentation: a stable form for comparisons and for
+// carrying an element in a string.
+std::string WriteFragment(const Element& element);
+// Parses what WriteFragment wrote (one element).
+Result<Element> ParseFragment(std::string_view fragment, const Limits& limits = {});
+
+// Whether `text` may appear in an XML 1.0 document (valid UTF-8, no
+// control characters other than tab, newline and carriage return).
+bool IsValidText(std::string_view text);
+// Whether `name` is an XML name without a colon (an NCName), ASCII subset.
+bool IsNcName(std::string_view name);
+
+}  // namespace meshsync::xml
+
+#endif  // MESHSYNC_PROVIDERS_FEED_XML_H_
