@@ -436,6 +436,24 @@ Status RecordUpdate(Item& item, std::span<const Item> also, std::string_view by,
   return Status::Ok();
 }
 
+bool SameHistory(const History& a, const History& b) {
+  return a.sequence == b.sequence && a.when == b.when && a.by == b.by;
+}
+
+// Whether `a` and `b` (neither with conflicts) are one version of an item.
+bool SameVersion(const Item& a, const Item& b) {
+  const Sync& x = a.sync;
+  const Sync& y = b.sync;
+  if (x.updates != y.updates || x.deleted != y.deleted || x.noconflicts != y.noconflicts ||
+      x.history.size() != y.history.size() || !b.sync.conflicts.empty()) {
+    return false;
+  }
+  for (size_t k = 0; k < x.history.size(); ++k) {
+    if (!SameHistory(x.history[k], y.history[k])) return false;
+  }
+  return xml::WriteFragment(a.element) == xml::WriteFragment(b.element);
+}
+
 }  // namespace
 
 // ---- Timestamp ----
@@ -774,6 +792,11 @@ Item MergeItem(Item local, Item incoming, bool* changed) {
   if (changed != nullptr) {
     *changed = !(from_local_item && all_local && !removed_local &&
                  result.sync.conflicts.size() == local_conflicts);
+    // The same version arriving again replaces the local copy (it subsumes
+    // it); that is no change.
+    if (*changed && m.size() == 1 && local_conflicts == 0) {
+      *changed = !SameVersion(result, l.back().item);
+    }
   }
   return result;
 }

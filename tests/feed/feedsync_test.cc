@@ -1,0 +1,595 @@
+// FeedSync 1.0: the spec's examples as parse/serialize vectors, the six
+// scenarios of Microsoft's sample test script as golden files, the errata
+// choices (docs/feedsync.md), and hostile input.
+//
+// MESHSYNC_UPDATE_GOLDEN=1 rewrites the golden files instead of comparing.
+#include "feed/feedsync.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace meshsync::feedsync {
+namespace {
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::string Vector(const std::string& name) {
+  return Slurp(std::string(MESHSYNC_FEED_TEST_DIR) + "/vectors/" + name);
+}
+
+Feed MustParse(std::string_view text) {
+  auto feed = ParseFeed(text);
+  EXPECT_TRUE(feed.ok()) << feed.status().ToString();
+  return feed.ok() ? std::move(*feed) : Feed{};
+}
+
+Timestamp At(std::string_view text) {
+  auto when = Timestamp::Parse(text);
+  EXPECT_TRUE(when.ok()) << text;
+  return *when;
+}
+
+std::string Canonical(const Item& item, Format format = Format::kRss) {
+  return xml::WriteFragment(ItemElement(item, format));
+}
+
+// An RSS item with a title, created by `by`.
+Item NewItem(const std::string& id, const std::string& title, const std::string& by,
+             std::string_view when) {
+  Item item;
+  item.element.name = xml::Name{"", "item", ""};
+  xml::Element t;
+  t.name = xml::Name{"", "title", ""};
+  t.children.push_back(xml::Node{title});
+  item.element.children.push_back(xml::Node{std::move(t)});
+  EXPECT_TRUE(Create(item, id, by, At(when)).ok());
+  return item;
+}
+
+void SetTitle(Item& item, const std::string& title) {
+  std::get<0>(item.element.Child("", "title")->children.at(0).value) = title;
+}
+
+std::string Title(const Item& item) { return item.element.Child("", "title")->Text(); }
+
+std::string HistoryString(const Item& item) {
+  std::string out;
+  for (const History& h : item.sync.history) {
+    if (!out.empty()) out += ",";
+    out += h.by.value_or("") + std::to_string(h.sequence);
+  }
+  return out;
+}
+
+// ---- Vectors ----
+
+TEST(FeedSyncVectors, SpecRssExampleParsesAndRoundTrips) {
+  Feed feed = MustParse(Vector("spec_rss.xml"));
+  EXPECT_EQ(feed.format, Format::kRss);
+  ASSERT_TRUE(feed.sharing.has_value());
+  EXPECT_EQ(feed.sharing->since, "2005-02-13T18:30:02Z");
+  EXPECT_EQ(feed.sharing->until, "2005-05-23T18:30:02Z");
+  ASSERT_EQ(feed.sharing->related.size(), 2u);
+  EXPECT_EQ(feed.sharing->related[0].type, "complete");
+  EXPECT_EQ(feed.sharing->related[1].title, "To Do List (Jacks Copy)");
+  ASSERT_EQ(feed.items.size(), 1u);
+  const Item& item = feed.items[0];
+  EXPECT_EQ(item.sync.id, "item_1_myapp_2005-05-21T11:43:33Z");
+  EXPECT_EQ(item.sync.updates, 3u);
+  EXPECT_EQ(HistoryString(item), "JEO20003,REO17502,REO17501");
+  EXPECT_EQ(item.sync.topmost().when, At("2005-05-21T11:43:33Z"));
+  EXPECT_EQ(item.element.Child("", "description")->Text(), "Get milk, eggs, butter and bread");
+  // The channel's own elements stay, spaces inside <link> included.
+  EXPECT_EQ(feed.Container().Child("", "link")->Text(), " http://example.com/partial.xml ");
+
+  std::string written = WriteFeed(feed);
+  EXPECT_EQ(WriteFeed(MustParse(written)), written);
+  EXPECT_NE(
+      written.find("<sx:history sequence=\"3\" when=\"2005-05-21T11:43:33Z\" by=\"JEO2000\"/>"),
+      std::string::npos);
+  EXPECT_NE(written.find("<sx:related link=\"http://example.com/all.xml\" type=\"complete\"/>"),
+            std::string::npos);
+}
+
+TEST(FeedSyncVectors, SpecAtomExampleParsesAndRoundTrips) {
+  Feed feed = MustParse(Vector("spec_atom.xml"));
+  EXPECT_EQ(feed.format, Format::kAtom);
+  ASSERT_EQ(feed.items.size(), 1u);
+  // E14: the example's id holds a space; it is read leniently.
+  EXPECT_EQ(feed.items[0].sync.id, "item 1_myapp_2005-05-21T11:43:33Z");
+  EXPECT_FALSE(IsValidId(feed.items[0].sync.id));
+  EXPECT_EQ(feed.items[0].element.Child(kAtomNamespace, "title")->Text(), "Buy groceries");
+  std::string written = WriteFeed(feed);
+  EXPECT_EQ(WriteFeed(MustParse(written)), written);
+  // Atom stays the default namespace; no element gets a prefix it did not have.
+  EXPECT_NE(written.find("<feed xmlns=\"http://www.w3.org/2005/Atom\" "
+                         "xmlns:sx=\"http://feedsync.org/2007/feedsync\">"),
+            std::string::npos);
+  EXPECT_NE(written.find("<entry>"), std::string::npos);
+  EXPECT_NE(written.find("<name>Ray Ozzie</name>"), std::string::npos);
+}
+
+TEST(FeedSyncVectors, ConflictsAndForeignElementsAreKept) {
+  Feed feed = MustParse(Vector("rss_conflicts.xml"));
+  ASSERT_EQ(feed.items.size(), 1u);
+  const Item& item = feed.items[0];
+  ASSERT_EQ(item.sync.conflicts.size(), 1u);
+  EXPECT_EQ(Title(item.sync.conflicts[0]), "Buy icecream");
+  EXPECT_EQ(item.sync.conflicts[0].sync.updates, 1u);
+  // <customer id='1'/> is foreign to RSS and FeedSync: kept, on the item
+  // and on its conflict.
+  ASSERT_NE(item.element.Child("", "customer"), nullptr);
+  EXPECT_EQ(*item.element.Child("", "customer")->Attr("id"), "1");
+  std::string written = WriteFeed(feed);
+  Feed again = MustParse(written);
+  EXPECT_EQ(Canonical(again.items[0]), Canonical(item));
+  EXPECT_EQ(WriteFeed(again), written);
+}
+
+TEST(FeedSyncVectors, ForeignNamespacesSurviveBeingMovedBetweenFeeds) {
+  // An item from a feed that binds its extension namespace to `x` is merged
+  // into a feed that does not know it: the result declares what it needs.
+  Feed incoming = MustParse(
+      "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync' "
+      "xmlns:x='urn:example:ext'><channel><title>t</title>"
+      "<item x:flag='yes'><title>a</title><x:note lang='en'>hi <x:b>there</x:b></x:note>"
+      "<sx:sync id='i1' updates='1'><sx:history sequence='1' by='ep'/></sx:sync></item>"
+      "</channel></rss>");
+  Feed local = Feed::New(Format::kRss, "local");
+  ASSERT_TRUE(Merge(local, std::move(incoming)).ok());
+  std::string written = WriteFeed(local);
+  Feed again = MustParse(written);
+  ASSERT_EQ(again.items.size(), 1u);
+  const xml::Element& item = again.items[0].element;
+  const xml::Element* note = item.Child("urn:example:ext", "note");
+  ASSERT_NE(note, nullptr) << written;
+  EXPECT_EQ(note->children.size(), 2u);  // mixed content kept as it was
+  EXPECT_EQ(note->Child("urn:example:ext", "b")->Text(), "there");
+  ASSERT_EQ(item.attributes.size(), 1u);
+  EXPECT_EQ(item.attributes[0].name.uri, "urn:example:ext");
+  EXPECT_EQ(item.attributes[0].value, "yes");
+}
+
+TEST(FeedSyncVectors, ItemsWithoutSyncAreLeftAlone) {
+  Feed feed = MustParse(
+      "<feed xmlns='http://www.w3.org/2005/Atom' xmlns:sx='http://feedsync.org/2007/feedsync'>"
+      "<title>t</title><entry><title>plain</title></entry></feed>");
+  EXPECT_TRUE(feed.items.empty());
+  EXPECT_NE(WriteFeed(feed).find("<title>plain</title>"), std::string::npos);
+}
+
+TEST(FeedSyncDates, Rfc3339) {
+  EXPECT_EQ(At("1970-01-01T00:00:00Z").seconds, 0);
+  EXPECT_EQ(At("2005-05-21T11:43:33Z"), At("2005-05-21T13:43:33+02:00"));
+  EXPECT_EQ(At("2005-05-21t11:43:33z"), At("2005-05-21T11:43:33Z"));
+  EXPECT_EQ(At("2008-01-01T00:00:00.5Z").nanos, 500000000u);
+  EXPECT_EQ(At("2005-05-21T11:43:33Z").ToString(), "2005-05-21T11:43:33Z");
+  EXPECT_EQ(At("2005-05-21T11:43:33.250-01:30").ToString(), "2005-05-21T13:13:33.25Z");
+  EXPECT_EQ(At("2000-02-29T00:00:00Z").ToString(), "2000-02-29T00:00:00Z");
+  for (const char* bad : {"11-05-2007T19:33:27Z", "2005-05-21 11:43:33Z", "2005-05-21T11:43:33",
+                          "2005-13-01T00:00:00Z", "2001-02-29T00:00:00Z", "2005-05-21T24:00:00Z",
+                          "2005-05-21T11:43:33.Z", "2005-05-21T11:43:33+0200", "",
+                          "2005-05-21T11:43:33Zjunk", "-005-05-21T11:43:33Z"}) {
+    EXPECT_FALSE(Timestamp::Parse(bad).ok()) << bad;
+  }
+}
+
+// ---- The six scenarios of Microsoft's test script, as golden files ----
+
+class Golden {
+ public:
+  static void Check(const std::string& name, const Feed& feed) {
+    std::string path = std::string(MESHSYNC_FEED_TEST_DIR) + "/golden/" + name;
+    std::string written = WriteFeed(feed);
+    if (std::getenv("MESHSYNC_UPDATE_GOLDEN") != nullptr) {
+      std::ofstream(path, std::ios::binary) << written;
+      return;
+    }
+    EXPECT_EQ(written, Slurp(path)) << "golden file " << path;
+  }
+};
+
+// Each item as text, its conflicts as a sorted set, by id.
+std::map<std::string, std::string> ItemsById(const Feed& feed) {
+  std::map<std::string, std::string> out;
+  for (const Item& item : feed.items) {
+    Item bare = item;
+    bare.sync.conflicts.clear();
+    std::set<std::string> conflicts;
+    for (const Item& conflict : item.sync.conflicts) conflicts.insert(Canonical(conflict));
+    std::string text = Canonical(bare);
+    for (const std::string& conflict : conflicts) text += "\n  conflict " + conflict;
+    out[item.sync.id] = text;
+  }
+  return out;
+}
+
+// Merges both ways, as two endpoints exchanging feeds would.
+void Exchange(Feed& ep1, Feed& ep2) {
+  Feed copy1 = MustParse(WriteFeed(ep1));
+  ASSERT_TRUE(Merge(ep1, MustParse(WriteFeed(ep2))).ok());
+  ASSERT_TRUE(Merge(ep2, std::move(copy1)).ok());
+  EXPECT_EQ(ItemsById(ep1), ItemsById(ep2)) << "both endpoints hold the same items";
+}
+
+TEST(FeedSyncScenarios, SampleTestScript) {
+  Feed ep1 = Feed::New(Format::kRss, "EP1");
+  Feed ep2 = Feed::New(Format::kRss, "EP2");
+  // 1. Independent creates: no conflict.
+  ep1.items.push_back(NewItem("ep1.100", "ep1 first", "EP1", "2006-01-01T10:00:00Z"));
+  ep1.items.push_back(NewItem("ep1.101", "ep1 second", "EP1", "2006-01-01T10:00:01Z"));
+  ep2.items.push_back(NewItem("ep2.100", "ep2 first", "EP2", "2006-01-01T10:00:02Z"));
+  ep2.items.push_back(NewItem("ep2.101", "ep2 second", "EP2", "2006-01-01T10:00:03Z"));
+  Exchange(ep1, ep2);
+  ASSERT_EQ(ep1.items.size(), 4u);
+  for (const Item& item : ep1.items) EXPECT_TRUE(item.sync.conflicts.empty());
+  Golden::Check("scenario1_creates.xml", ep1);
+
+  // 2. Sequential updates: EP1 updates, EP2 updates what it received.
+  Item* item = ep1.Find("ep1.100");
+  SetTitle(*item, "ep1 first, v2");
+  ASSERT_TRUE(Update(*item, "EP1", At("2006-01-01T11:00:00Z")).ok());
+  ASSERT_TRUE(Merge(ep2, MustParse(WriteFeed(ep1))).ok());
+  item = ep2.Find("ep1.100");
+  SetTitle(*item, "ep1 first, v3 by EP2");
+  ASSERT_TRUE(Update(*item, "EP2", At("2006-01-01T11:00:05Z")).ok());
+  Exchange(ep1, ep2);
+  EXPECT_EQ(ep1.Find("ep1.100")->sync.updates, 3u);
+  EXPECT_TRUE(ep1.Find("ep1.100")->sync.conflicts.empty());
+  EXPECT_EQ(Title(*ep1.Find("ep1.100")), "ep1 first, v3 by EP2");
+  Golden::Check("scenario2_updates.xml", ep1);
+
+  // 3. Concurrent updates from v3; EP2's is a second later and wins.
+  item = ep1.Find("ep1.100");
+  SetTitle(*item, "EP1's edit");
+  ASSERT_TRUE(Update(*item, "EP1", At("2006-01-01T12:00:00Z")).ok());
+  item = ep2.Find("ep1.100");
+  SetTitle(*item, "EP2's edit");
+  ASSERT_TRUE(Update(*item, "EP2", At("2006-01-01T12:00:01Z")).ok());
+  Exchange(ep1, ep2);
+  item = ep1.Find("ep1.100");
+  EXPECT_EQ(Title(*item), "EP2's edit");
+  ASSERT_EQ(item->sync.conflicts.size(), 1u);
+  EXPECT_EQ(Title(item->sync.conflicts[0]), "EP1's edit");
+  Golden::Check("scenario3_conflict.xml", ep1);
+
+  // 4. EP2 resolves, keeping its own edit; the resolution spreads.
+  ASSERT_TRUE(Resolve(*ep2.Find("ep1.100"), "EP2", At("2006-01-01T13:00:00Z"), std::nullopt).ok());
+  Exchange(ep1, ep2);
+  item = ep1.Find("ep1.100");
+  EXPECT_TRUE(item->sync.conflicts.empty());
+  EXPECT_EQ(item->sync.updates, 5u);
+  EXPECT_EQ(HistoryString(*item), "EP25,EP14,EP24,EP23,EP12,EP11");
+  Golden::Check("scenario4_resolved.xml", ep1);
+
+  // 5. Independent deletes: no conflict, tombstones everywhere.
+  ASSERT_TRUE(Delete(*ep1.Find("ep2.101"), "EP1", At("2006-01-01T14:00:00Z")).ok());
+  ASSERT_TRUE(Delete(*ep2.Find("ep1.101"), "EP2", At("2006-01-01T14:00:01Z")).ok());
+  Exchange(ep1, ep2);
+  EXPECT_TRUE(ep1.Find("ep2.101")->sync.deleted);
+  EXPECT_TRUE(ep1.Find("ep1.101")->sync.deleted);
+  EXPECT_TRUE(ep1.Find("ep2.101")->sync.conflicts.empty());
+  Golden::Check("scenario5_deletes.xml", ep1);
+
+  // 6. Both delete one item: "by replication rules, this is a conflict".
+  ASSERT_TRUE(Delete(*ep1.Find("ep2.100"), "EP1", At("2006-01-01T15:00:00Z")).ok());
+  ASSERT_TRUE(Delete(*ep2.Find("ep2.100"), "EP2", At("2006-01-01T15:00:00Z")).ok());
+  Exchange(ep1, ep2);
+  item = ep1.Find("ep2.100");
+  EXPECT_TRUE(item->sync.deleted);
+  ASSERT_EQ(item->sync.conflicts.size(), 1u);
+  EXPECT_EQ(*item->sync.topmost().by, "EP2");  // same when: the greater `by` wins
+  Golden::Check("scenario6_concurrent_deletes.xml", ep1);
+}
+
+// ---- The worked vector and the errata ----
+
+TEST(FeedSyncMerge, WorkedVectorLaterWhenWinsAndResolutionAbsorbsHistory) {
+  Feed local = MustParse(
+      "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync'><channel><title>t</title>"
+      "<item><title>a</title><sx:sync id='x1' updates='2'>"
+      "<sx:history sequence='2' when='2008-01-01T00:01:40Z' by='kzu'/>"
+      "<sx:history sequence='1' when='2008-01-01T00:00:00Z' by='kzu'/></sx:sync></item>"
+      "</channel></rss>");
+  Feed incoming = MustParse(
+      "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync'><channel><title>t</title>"
+      "<item><title>b</title><sx:sync id='x1' updates='2'>"
+      "<sx:history sequence='2' when='2008-01-01T00:00:50Z' by='vga'/>"
+      "<sx:history sequence='1' when='2008-01-01T00:00:00Z' by='kzu'/></sx:sync></item>"
+      "</channel></rss>");
+  auto stats = Merge(local, std::move(incoming));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->updated, 1u);
+  EXPECT_EQ(stats->conflicts, 1u);
+  Item& item = local.items[0];
+  EXPECT_EQ(Title(item), "a");
+  ASSERT_EQ(item.sync.conflicts.size(), 1u);
+  EXPECT_EQ(Title(item.sync.conflicts[0]), "b");
+  // E5: Microsoft's order, update first, then the conflict's histories.
+  ASSERT_TRUE(Resolve(item, "kzu", At("2008-01-02T00:00:00Z"), std::nullopt).ok());
+  EXPECT_EQ(item.sync.updates, 3u);
+  EXPECT_EQ(HistoryString(item), "kzu3,vga2,kzu2,kzu1");
+  EXPECT_TRUE(item.sync.conflicts.empty());
+}
+
+TEST(FeedSyncMerge, IdenticalItemsMergeToOneWithoutConflict) {
+  Item a = NewItem("i", "same", "ep", "2008-01-01T00:00:00Z");
+  bool changed = true;
+  Item merged = MergeItem(a, a, &changed);
+  EXPECT_FALSE(changed);
+  EXPECT_TRUE(merged.sync.conflicts.empty());
+  EXPECT_EQ(Canonical(merged), Canonical(a));
+}
+
+TEST(FeedSyncMerge, NewerVersionSubsumesOlder) {
+  Item old_version = NewItem("i", "v1", "ep", "2008-01-01T00:00:00Z");
+  Item new_version = old_version;
+  SetTitle(new_version, "v2");
+  ASSERT_TRUE(Update(new_version, "ep", At("2008-01-01T00:00:01Z")).ok());
+  bool changed = false;
+  EXPECT_EQ(Title(MergeItem(old_version, new_version, &changed)), "v2");
+  EXPECT_TRUE(changed);
+  EXPECT_EQ(Title(MergeItem(new_version, old_version, &changed)), "v2");
+  EXPECT_FALSE(changed);
+}
+
+TEST(FeedSyncMerge, ByCollatesOrdinallyE7) {
+  // Equal updates and when, `by` of equal length: Mesh4n compared lengths
+  // and found no winner; the greater byte string wins here.
+  Item x = NewItem("i", "from B", "epB", "2008-01-01T00:00:00Z");
+  Item y = NewItem("i", "from A", "epA", "2008-01-01T00:00:00Z");
+  EXPECT_TRUE(Wins(x, y));
+  EXPECT_FALSE(Wins(y, x));
+  EXPECT_EQ(Title(MergeItem(y, x)), "from B");
+  EXPECT_EQ(Title(MergeItem(x, y)), "from B");
+}
+
+TEST(FeedSyncMerge, WinnerRulesInOrder) {
+  Item base = NewItem("i", "t", "a", "2008-01-01T00:00:00Z");
+  Item more_updates = base;
+  ASSERT_TRUE(Update(more_updates, "a", At("2000-01-01T00:00:00Z")).ok());
+  Item later = NewItem("i", "t", "a", "2008-01-01T00:00:01Z");
+  EXPECT_TRUE(Wins(more_updates, later));  // updates first, even with an older when
+  Item no_when = base;
+  no_when.sync.history[0].when.reset();
+  EXPECT_TRUE(Wins(base, no_when));  // a when beats none
+  EXPECT_FALSE(Wins(no_when, base));
+  Item no_by = base;
+  no_by.sync.history[0].by.reset();
+  EXPECT_TRUE(Wins(base, no_by));  // same when: a by beats none
+  EXPECT_FALSE(Wins(base, base));  // a full tie keeps the current winner
+}
+
+TEST(FeedSyncMerge, SubsumptionWithoutByNeedsWhenAndSequenceE12) {
+  History x{2, At("2008-01-01T00:00:00Z"), std::nullopt, {}};
+  History same = x;
+  History other_sequence{3, x.when, std::nullopt, {}};
+  History with_by{2, x.when, std::string("ep"), {}};
+  EXPECT_TRUE(Subsumes(same, x));
+  EXPECT_FALSE(Subsumes(other_sequence, x));
+  EXPECT_FALSE(Subsumes(with_by, x));
+  History by_ep{4, std::nullopt, std::string("ep"), {}};
+  EXPECT_TRUE(Subsumes(by_ep, with_by));
+  EXPECT_FALSE(Subsumes(with_by, by_ep));
+}
+
+TEST(FeedSyncMerge, NoconflictsDropsLosersOfTheWinnerE10) {
+  Item a;
+  a.element.name = xml::Name{"", "item", ""};
+  ASSERT_TRUE(Create(a, "i", "ep1", At("2008-01-01T00:00:00Z"), /*noconflicts=*/true).ok());
+  Item b = a;
+  ASSERT_TRUE(Update(a, "ep1", At("2008-01-01T00:00:01Z")).ok());
+  ASSERT_TRUE(Update(b, "ep2", At("2008-01-01T00:00:02Z")).ok());
+  Item merged = MergeItem(a, b);
+  EXPECT_EQ(*merged.sync.topmost().by, "ep2");
+  EXPECT_TRUE(merged.sync.conflicts.empty());
+}
+
+TEST(FeedSyncMerge, LaterDeleteBeatsEditAndKeepsItAsConflictE16) {
+  Item base = NewItem("i", "v1", "ep1", "2008-01-01T00:00:00Z");
+  Item edited = base;
+  SetTitle(edited, "edited");
+  ASSERT_TRUE(Update(edited, "ep1", At("2008-01-01T00:00:01Z")).ok());
+  Item deleted = base;
+  ASSERT_TRUE(Delete(deleted, "ep2", At("2008-01-01T00:00:02Z")).ok());
+  Item merged = MergeItem(edited, deleted);
+  EXPECT_TRUE(merged.sync.deleted);
+  ASSERT_EQ(merged.sync.conflicts.size(), 1u);
+  EXPECT_EQ(Title(merged.sync.conflicts[0]), "edited");
+  // Undeleting: resolve by keeping the edit.
+  ASSERT_TRUE(Resolve(merged, "ep2", At("2008-01-01T00:00:03Z"), size_t{0}).ok());
+  EXPECT_FALSE(merged.sync.deleted);
+  EXPECT_EQ(Title(merged), "edited");
+}
+
+TEST(FeedSyncUpdate, SequenceStaysAbovePerEndpointE6AndOwnConflictsGo) {
+  // An item whose `updates` is below a sequence its endpoint already used
+  // (it took on a lower count from elsewhere).
+  Item item = NewItem("i", "v", "a", "2008-01-01T00:00:00Z");
+  item.sync.history.insert(item.sync.history.begin(),
+                           History{7, At("2008-01-01T00:00:01Z"), std::string("b"), {}});
+  item.sync.updates = 2;
+  Item conflict = NewItem("i", "mine", "a", "2008-01-01T00:00:00Z");
+  conflict.sync.history[0].sequence = 2;
+  item.sync.conflicts.push_back(conflict);
+  ASSERT_TRUE(Update(item, "b", At("2008-01-01T00:00:05Z")).ok());
+  EXPECT_EQ(item.sync.updates, 3u);
+  EXPECT_EQ(item.sync.topmost().sequence, 8u);  // not 3: b already used 7
+  EXPECT_EQ(item.sync.conflicts.size(), 1u);    // a's conflict is not b's to drop
+  ASSERT_TRUE(Update(item, "a", At("2008-01-01T00:00:06Z")).ok());
+  EXPECT_EQ(item.sync.topmost().sequence, 4u);  // above a's conflict's 2
+  EXPECT_TRUE(item.sync.conflicts.empty());     // 3.2.4: a's own conflict is subsumed
+}
+
+TEST(FeedSyncResolve, SubsumedHistoryIsSkippedTheRestStillAddedE3) {
+  Item item = NewItem("i", "w", "a", "2008-01-01T00:00:00Z");
+  Item conflict;
+  conflict.element = item.element;
+  conflict.sync = item.sync;
+  // The conflict's histories: c1 (new), a1 (subsumed by the item), d1 (new).
+  conflict.sync.history = {History{1, At("2008-01-01T00:00:03Z"), std::string("c"), {}},
+                           History{1, At("2008-01-01T00:00:00Z"), std::string("a"), {}},
+                           History{1, At("2008-01-01T00:00:01Z"), std::string("d"), {}}};
+  item.sync.conflicts.push_back(conflict);
+  ASSERT_TRUE(Resolve(item, "a", At("2008-01-01T00:01:00Z"), std::nullopt).ok());
+  EXPECT_EQ(HistoryString(item), "a2,c1,d1,a1");
+  EXPECT_FALSE(Resolve(item, "a", At("2008-01-01T00:01:00Z"), size_t{0}).ok());
+}
+
+TEST(FeedSyncMerge, PartialFeedNeverDeletes) {
+  Feed local = Feed::New(Format::kAtom, "local");
+  Item a = NewItem("a", "kept", "ep", "2008-01-01T00:00:00Z");
+  a.element.name = xml::Name{std::string(kAtomNamespace), "entry", ""};
+  local.items.push_back(a);
+  Feed partial = Feed::New(Format::kAtom, "partial");
+  partial.sharing = Sharing{};
+  partial.sharing->related.push_back(Related{"http://example.com/all.xml", "complete", {}});
+  auto stats = Merge(local, std::move(partial));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(local.items.size(), 1u);
+  EXPECT_FALSE(local.sharing.has_value()) << "incoming sx:sharing is not republished";
+}
+
+TEST(FeedSyncMerge, RssItemsMergedIntoAtomBecomeEntries) {
+  Feed atom = Feed::New(Format::kAtom, "atom");
+  Feed rss = Feed::New(Format::kRss, "rss");
+  rss.items.push_back(NewItem("r1", "from rss", "ep", "2008-01-01T00:00:00Z"));
+  ASSERT_TRUE(Merge(atom, std::move(rss)).ok());
+  Feed again = MustParse(WriteFeed(atom));
+  ASSERT_EQ(again.items.size(), 1u);
+  EXPECT_TRUE(again.items[0].element.name.Is(kAtomNamespace, "entry"));
+}
+
+// ---- Hostile input ----
+
+void ExpectRefused(std::string_view text, std::string_view reason) {
+  auto feed = ParseFeed(text);
+  ASSERT_FALSE(feed.ok()) << text.substr(0, 200);
+  EXPECT_EQ(feed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(feed.status().message().find(reason), std::string::npos)
+      << feed.status().ToString() << " should mention " << reason;
+}
+
+constexpr std::string_view kHead =
+    "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync'><channel><title>t</title>";
+constexpr std::string_view kTail = "</channel></rss>";
+
+std::string RssWith(std::string_view item) {
+  return std::string(kHead) + std::string(item) + std::string(kTail);
+}
+
+TEST(FeedSyncHostile, DtdsAndEntitiesAreRefused) {
+  ExpectRefused(
+      "<?xml version='1.0'?><!DOCTYPE rss [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>"
+      "<rss version='2.0'><channel><title>&xxe;</title></channel></rss>",
+      "DTD");
+  std::string laughs = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>";
+  for (int i = 1; i < 10; ++i) {
+    laughs += "<!ENTITY lol" + std::to_string(i) + " '";
+    for (int k = 0; k < 10; ++k)
+      laughs += "&lol" + (i == 1 ? std::string() : std::to_string(i - 1)) + ";";
+    laughs += "'>";
+  }
+  laughs += "]><rss version='2.0'><channel><title>&lol9;</title></channel></rss>";
+  ExpectRefused(laughs, "DTD");
+  ExpectRefused("<rss version='2.0'><channel><title>&undefined;</title></channel></rss>",
+                "malformed XML");
+}
+
+TEST(FeedSyncHostile, BadSyncDataIsRefusedWithTheItemNamed) {
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='1'/></item>"), "has no sx:history");
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='1'><sx:history sequence='1'/>"
+                        "</sx:sync></item>"),
+                "neither when nor by");
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='1'><sx:history sequence='1' "
+                        "when='11-05-2007T19:33:27Z'/></sx:sync></item>"),
+                "RFC 3339");
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='-1'><sx:history sequence='1' by='e'/>"
+                        "</sx:sync></item>"),
+                "whole number");
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='99999999999999999999'><sx:history "
+                        "sequence='1' by='e'/></sx:sync></item>"),
+                "whole number");
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='1'><sx:history sequence='0' by='e'/>"
+                        "</sx:sync></item>"),
+                "whole number");
+  ExpectRefused(RssWith("<item><sx:sync updates='1'><sx:history sequence='1' by='e'/>"
+                        "</sx:sync></item>"),
+                "no id");
+  ExpectRefused(RssWith("<item><sx:sync id='a' updates='1' deleted='maybe'><sx:history "
+                        "sequence='1' by='e'/></sx:sync></item>"),
+                "true");
+  std::string item =
+      "<item><sx:sync id='a' updates='1'><sx:history sequence='1' by='e'/>"
+      "</sx:sync></item>";
+  ExpectRefused(RssWith(item + item), "two items");
+  ExpectRefused("<html><body/></html>", "not an Atom or RSS");
+  ExpectRefused("<rss version='2.0'><channel><title>t</title>", "malformed XML");
+  ExpectRefused("", "malformed XML");
+}
+
+TEST(FeedSyncHostile, DeepNestingIsRefused) {
+  std::string deep = std::string(kHead) + "<item>";
+  for (int i = 0; i < 10000; ++i) deep += "<x>";
+  ExpectRefused(deep, "nesting");
+}
+
+TEST(FeedSyncHostile, OversizedFileIsRefusedBeforeReading) {
+  std::string path = ::testing::TempDir() + "/huge_feed.xml";
+  {
+    std::ofstream out(path);
+    out << kHead;
+  }
+  std::filesystem::resize_file(path, 1ull << 30);  // 1 GiB, sparse
+  auto feed = ReadFeedFile(path);
+  ASSERT_FALSE(feed.ok());
+  EXPECT_NE(feed.status().message().find("larger than the limit"), std::string::npos);
+  std::filesystem::remove(path);
+}
+
+TEST(FeedSyncHostile, InvalidIdsAndEndpointsAreRefusedOnCreate) {
+  Item item;
+  item.element.name = xml::Name{"", "item", ""};
+  EXPECT_FALSE(Create(item, "", "ep", At("2008-01-01T00:00:00Z")).ok());
+  EXPECT_FALSE(Create(item, "has space", "ep", At("2008-01-01T00:00:00Z")).ok());
+  EXPECT_FALSE(Create(item, "ok", "", At("2008-01-01T00:00:00Z")).ok());
+  EXPECT_FALSE(Create(item, "ok", std::string("bad\x01", 4), At("2008-01-01T00:00:00Z")).ok());
+  EXPECT_TRUE(Create(item, "urn:x:1", "ep", At("2008-01-01T00:00:00Z")).ok());
+}
+
+TEST(FeedSyncFiles, WriteIsAtomicAndKeepsTheMode) {
+  std::string path = ::testing::TempDir() + "/atomic_feed.xml";
+  Feed feed = Feed::New(Format::kAtom, "t");
+  ASSERT_TRUE(WriteFeedFile(feed, path).ok());
+  ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+  feed.items.push_back(NewItem("a", "x", "ep", "2008-01-01T00:00:00Z"));
+  feed.items.back().element.name = xml::Name{std::string(kAtomNamespace), "entry", ""};
+  ASSERT_TRUE(WriteFeedFile(feed, path).ok());
+  EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto read = ReadFeedFile(path);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->items.size(), 1u);
+  // No temporary file is left next to it.
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(::testing::TempDir())) {
+    if (entry.path().filename().string().starts_with("atomic_feed.xml")) ++files;
+  }
+  EXPECT_EQ(files, 1u);
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace meshsync::feedsync
