@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "demo.h"
+#include "feed_commands.h"
 #include "folder_commands.h"
 
 namespace {
@@ -25,6 +26,10 @@ constexpr const char* kUsage =
     "  trash list DIR               files that sync deleted or overwrote (kept 30 days)\n"
     "  trash restore DIR PATH [--from STAMP]\n"
     "                               put a trashed file back (the next sync shares it)\n"
+    "  feed merge|show|create|update|delete|resolve|sync ...\n"
+    "                               FeedSync 1.0 feeds (Atom, RSS): merge two feeds, edit\n"
+    "                               an item as an endpoint, resolve conflicts, sync two\n"
+    "                               feed files ('meshsync feed help')\n"
     "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
     "                               hub) with offline edits and conflicts; metadata in\n"
     "                               SQLite under DIR (default: a new temporary folder)\n"
@@ -45,6 +50,7 @@ int main(int argc, char** argv) {
   if (command == "sync") return meshsync::cli::RunSync(args);
   if (command == "status") return meshsync::cli::RunStatus(args);
   if (command == "conflicts") return meshsync::cli::RunConflicts(args);
+  if (command == "feed") return meshsync::cli::RunFeed(args);
   if (command == "trash") return meshsync::cli::RunTrash(args);
   if (command == "version" || command == "--version") {
     std::puts("meshsync 0.1.0");

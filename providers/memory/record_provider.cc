@@ -2,34 +2,10 @@
 
 #include <algorithm>
 
+#include "meshsync/record.h"
+
 namespace meshsync {
 namespace {
-
-// A unit's data is the field name and its value, so a replica that has never
-// seen the field can name it: varint-free "name\0value" (names hold no NUL).
-std::string EncodeField(const std::string& name, const std::string& value) {
-  std::string out = name;
-  out.push_back('\0');
-  out += value;
-  return out;
-}
-
-Status DecodeField(std::string_view data, std::string& name, std::string& value) {
-  size_t nul = data.find('\0');
-  if (nul == std::string_view::npos) return InvalidArgumentError("record field has no name");
-  name = std::string(data.substr(0, nul));
-  value = std::string(data.substr(nul + 1));
-  return Status::Ok();
-}
-
-uint64_t Hash(std::string_view bytes) {  // FNV-1a, for change detection only
-  uint64_t hash = 14695981039346656037ull;
-  for (char c : bytes) {
-    hash ^= static_cast<uint8_t>(c);
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
 
 // provider_state: the sorted (unit, hash of "name\0value") pairs, 12 bytes each.
 using FieldHashes = std::map<ChangeUnitId, uint64_t>;
@@ -37,7 +13,7 @@ using FieldHashes = std::map<ChangeUnitId, uint64_t>;
 FieldHashes HashesOf(const Record& record) {
   FieldHashes hashes;
   for (const auto& [name, value] : record) {
-    hashes[ChangeUnitIdFromName(name)] = Hash(EncodeField(name, value));
+    hashes[ChangeUnitIdFromName(name)] = FieldHash(EncodeField(name, value));
   }
   return hashes;
 }
