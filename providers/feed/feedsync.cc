@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <span>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 
@@ -436,22 +437,22 @@ Status RecordUpdate(Item& item, std::span<const Item> also, std::string_view by,
   return Status::Ok();
 }
 
-bool SameHistory(const History& a, const History& b) {
-  return a.sequence == b.sequence && a.when == b.when && a.by == b.by;
+// What names one version of an item: its update count, deleted flag and
+// topmost history. Two copies of one version hold the same content.
+using VersionKey =
+    std::tuple<uint32_t, bool, uint32_t, std::optional<Timestamp>, std::optional<std::string>>;
+
+VersionKey KeyOf(const Item& item) {
+  const History& top = item.sync.topmost();
+  return {item.sync.updates, item.sync.deleted, top.sequence, top.when, top.by};
 }
 
-// Whether `a` and `b` (neither with conflicts) are one version of an item.
-bool SameVersion(const Item& a, const Item& b) {
-  const Sync& x = a.sync;
-  const Sync& y = b.sync;
-  if (x.updates != y.updates || x.deleted != y.deleted || x.noconflicts != y.noconflicts ||
-      x.history.size() != y.history.size() || !b.sync.conflicts.empty()) {
-    return false;
-  }
-  for (size_t k = 0; k < x.history.size(); ++k) {
-    if (!SameHistory(x.history[k], y.history[k])) return false;
-  }
-  return xml::WriteFragment(a.element) == xml::WriteFragment(b.element);
+// The versions an item holds: its own, then its conflicts' in order.
+std::pair<VersionKey, std::vector<VersionKey>> VersionsOf(const Item& item) {
+  std::vector<VersionKey> conflicts;
+  for (const Item& conflict : item.sync.conflicts) conflicts.push_back(KeyOf(conflict));
+  std::sort(conflicts.begin(), conflicts.end());
+  return {KeyOf(item), std::move(conflicts)};
 }
 
 }  // namespace
@@ -744,7 +745,8 @@ Item MergeItem(Item local, Item incoming, bool* changed) {
     bool from_local;
     bool alive = true;
   };
-  const size_t local_conflicts = local.sync.conflicts.size();
+  const auto local_versions =
+      changed != nullptr ? VersionsOf(local) : decltype(VersionsOf(local))();
   // Steps 2 and 3: L and I, each item's conflicts first, then the item.
   std::vector<Entry> l, i;
   auto collect = [](std::vector<Entry>& into, Item item, bool from_local) {
@@ -790,13 +792,10 @@ Item MergeItem(Item local, Item incoming, bool* changed) {
     }
   }
   if (changed != nullptr) {
-    *changed = !(from_local_item && all_local && !removed_local &&
-                 result.sync.conflicts.size() == local_conflicts);
-    // The same version arriving again replaces the local copy (it subsumes
-    // it); that is no change.
-    if (*changed && m.size() == 1 && local_conflicts == 0) {
-      *changed = !SameVersion(result, l.back().item);
-    }
+    // The same versions arriving again replace the local copies (each
+    // subsumes the other); that is no change.
+    *changed =
+        !(from_local_item && all_local && !removed_local) && VersionsOf(result) != local_versions;
   }
   return result;
 }
