@@ -9,6 +9,8 @@ packages=(
   libsqlite3-dev libssl-dev sqlite3
   libgtest-dev libgmock-dev librapidcheck-dev
   clang libclang-rt-14-dev          # libFuzzer targets
+  libexpat1-dev                     # XML parsing for FeedSync feeds
+  python3 python3-feedparser        # an independent check of the feeds we write
   time                              # /usr/bin/time for peak RSS in bench/
 )
 

@@ -424,9 +424,10 @@ Result<SaveResult> FeedProvider::SaveChange(const SaveRequest& request) {
   }
   if (request.action == SaveAction::kCreate && existed) {
     // Every unit is given: fields the item has and the change lacks go.
-    for (const auto& [name, value] : ItemFields(updated, feed_.format)) {
+    for (const auto& field : ItemFields(updated, feed_.format)) {
+      const std::string& name = field.first;
       bool kept = std::any_of(fields.begin(), fields.end(),
-                              [&](const auto& field) { return field.first == name; });
+                              [&](const auto& given) { return given.first == name; });
       if (!kept) {
         if (Status status = SetItemField(updated, feed_.format, name, nullptr); !status.ok()) {
           return status;

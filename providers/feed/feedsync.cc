@@ -382,7 +382,7 @@ xml::Element SharingElement(const Sharing& sharing) {
 
 void WriteContainer(xml::Writer& writer, const Feed& feed) {
   const xml::Element& container = feed.Container();
-  writer.Open(container);
+  writer.Open(container, ElementOnly(container));
   auto insert_at = [&](size_t position) {
     if (feed.sharing && position == feed.sharing_position) {
       writer.Append(SharingElement(*feed.sharing));
@@ -394,7 +394,11 @@ void WriteContainer(xml::Writer& writer, const Feed& feed) {
   size_t position = 0;
   for (const xml::Node& child : container.children) {
     insert_at(position++);
-    if (!child.IsText()) writer.Append(child.element());
+    if (child.IsText()) {
+      writer.Text(child.text());
+    } else {
+      writer.Append(child.element());
+    }
   }
   insert_at(position);
   writer.Close();
@@ -603,8 +607,9 @@ std::string WriteFeed(const Feed& feed) {
   } else {
     writer.Open(feed.document, !HasText(feed.document));
     for (const xml::Node& child : feed.document.children) {
-      if (child.IsText()) continue;
-      if (&child.element() == &feed.Container()) {
+      if (child.IsText()) {
+        writer.Text(child.text());
+      } else if (&child.element() == &feed.Container()) {
         WriteContainer(writer, feed);
       } else {
         writer.Append(child.element());

@@ -73,6 +73,11 @@ std::string HistoryString(const Item& item) {
   return out;
 }
 
+std::string RssText(const std::string& channel, const std::string& after_channel) {
+  return "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync'><channel>" + channel +
+         "</channel>" + after_channel + "</rss>";
+}
+
 // ---- Vectors ----
 
 TEST(FeedSyncVectors, SpecRssExampleParsesAndRoundTrips) {
@@ -168,6 +173,18 @@ TEST(FeedSyncVectors, ItemsWithoutSyncAreLeftAlone) {
       "<title>t</title><entry><title>plain</title></entry></feed>");
   EXPECT_TRUE(feed.items.empty());
   EXPECT_NE(WriteFeed(feed).find("<title>plain</title>"), std::string::npos);
+}
+
+TEST(FeedSyncVectors, TextOutsideElementsIsKept) {
+  // Found by the fuzzer: stray text in the channel and the root was dropped.
+  Feed feed =
+      MustParse(RssText("<title>t</title>stray<item><title>a</title><sx:sync id='i' "
+                        "updates='1'><sx:history sequence='1' by='e'/></sx:sync></item>",
+                        ":"));
+  std::string written = WriteFeed(feed);
+  EXPECT_NE(written.find("stray"), std::string::npos);
+  EXPECT_NE(written.find("</channel>:</rss>"), std::string::npos);
+  EXPECT_EQ(WriteFeed(MustParse(written)), written);
 }
 
 TEST(FeedSyncDates, Rfc3339) {
