@@ -10,6 +10,7 @@
 #ifndef MESHSYNC_RECORD_H_
 #define MESHSYNC_RECORD_H_
 
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,13 @@ Status DecodeField(std::string_view data, std::string& name, std::string& value)
 
 // A 64-bit FNV-1a hash, for providers' change detection (not for security).
 uint64_t FieldHash(std::string_view bytes);
+
+// A record provider's change-detection state: the hash of each field's
+// encoded data, by unit. Encoded as sorted (unit, hash) pairs, 12 bytes each;
+// decoding ignores a trailing partial pair.
+using FieldHashes = std::map<ChangeUnitId, uint64_t>;
+std::string EncodeFieldHashes(const FieldHashes& hashes);
+FieldHashes DecodeFieldHashes(std::string_view state);
 
 }  // namespace meshsync
 

@@ -58,33 +58,7 @@ Result<FieldName> ParseFieldName(std::string_view name, Format format) {
   return out;
 }
 
-using Hashes = std::map<ChangeUnitId, uint64_t>;
-
-// provider_state: the sorted (unit, hash of the field's data) pairs.
-std::string EncodeHashes(const Hashes& hashes) {
-  std::string out;
-  for (const auto& [unit, hash] : hashes) {
-    for (int byte = 0; byte < 4; ++byte) out.push_back(static_cast<char>(unit >> (8 * byte)));
-    for (int byte = 0; byte < 8; ++byte) out.push_back(static_cast<char>(hash >> (8 * byte)));
-  }
-  return out;
-}
-
-Hashes DecodeHashes(std::string_view state) {
-  Hashes hashes;
-  for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {
-    uint32_t unit = 0;
-    uint64_t hash = 0;
-    for (int byte = 3; byte >= 0; --byte) {
-      unit = (unit << 8) | static_cast<uint8_t>(state[pos + static_cast<size_t>(byte)]);
-    }
-    for (int byte = 7; byte >= 0; --byte) {
-      hash = (hash << 8) | static_cast<uint8_t>(state[pos + 4 + static_cast<size_t>(byte)]);
-    }
-    hashes[unit] = hash;
-  }
-  return hashes;
-}
+using Hashes = FieldHashes;
 
 // The item's version for kSyncField: its sx:sync without conflicts.
 std::string VersionOf(const Item& item) {
@@ -280,7 +254,7 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
     auto units = UnitsOf(item, feed_.format);
     if (!units.ok()) continue;  // not syncable; stays in the file as it is
     Hashes hashes = HashesOf(*units);
-    std::string state = EncodeHashes(hashes);
+    std::string state = EncodeFieldHashes(hashes);
     auto existing = recorder.FindByKey(item.sync.id);
     if (!existing.ok()) return existing.status();
     std::vector<ChangeUnitId> all;
@@ -322,7 +296,7 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
       change.deleted = true;
     } else {
       if (state == meta.provider_state) continue;
-      Hashes before = DecodeHashes(meta.provider_state);
+      Hashes before = DecodeFieldHashes(meta.provider_state);
       std::set<ChangeUnitId> changed;
       for (const auto& [unit, hash] : hashes) {
         auto it = before.find(unit);
@@ -477,7 +451,7 @@ Result<SaveResult> FeedProvider::SaveChange(const SaveRequest& request) {
     feed_.items.push_back(std::move(updated));
   }
   dirty_ = true;
-  return SaveResult{key, EncodeHashes(HashesOf(*units)), std::move(rewritten)};
+  return SaveResult{key, EncodeFieldHashes(HashesOf(*units)), std::move(rewritten)};
 }
 
 Status FeedProvider::CommitChanges() {

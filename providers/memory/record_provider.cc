@@ -7,37 +7,12 @@
 namespace meshsync {
 namespace {
 
-// provider_state: the sorted (unit, hash of "name\0value") pairs, 12 bytes each.
-using FieldHashes = std::map<ChangeUnitId, uint64_t>;
+// provider_state: EncodeFieldHashes of the hash of each field's "name\0value".
 
 FieldHashes HashesOf(const Record& record) {
   FieldHashes hashes;
   for (const auto& [name, value] : record) {
     hashes[ChangeUnitIdFromName(name)] = FieldHash(EncodeField(name, value));
-  }
-  return hashes;
-}
-
-std::string EncodeHashes(const FieldHashes& hashes) {
-  std::string out;
-  for (const auto& [unit, hash] : hashes) {
-    for (int byte = 0; byte < 4; ++byte) out.push_back(static_cast<char>(unit >> (8 * byte)));
-    for (int byte = 0; byte < 8; ++byte) out.push_back(static_cast<char>(hash >> (8 * byte)));
-  }
-  return out;
-}
-
-FieldHashes DecodeHashes(std::string_view state) {
-  FieldHashes hashes;
-  for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {
-    uint32_t unit = 0;
-    uint64_t hash = 0;
-    for (int byte = 3; byte >= 0; --byte)
-      unit = (unit << 8) | static_cast<uint8_t>(state[pos + byte]);
-    for (int byte = 7; byte >= 0; --byte) {
-      hash = (hash << 8) | static_cast<uint8_t>(state[pos + 4 + byte]);
-    }
-    hashes[unit] = hash;
   }
   return hashes;
 }
@@ -61,11 +36,11 @@ Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
     LocalChange change;
     change.id = id;
     change.key = id.ToHex();
-    change.provider_state = EncodeHashes(now);
+    change.provider_state = EncodeFieldHashes(now);
     if (!known.has_value() || known->tombstone) {
       for (const auto& [unit, hash] : now) change.changed_units.push_back(unit);
     } else {
-      FieldHashes before = DecodeHashes(known->provider_state);
+      FieldHashes before = DecodeFieldHashes(known->provider_state);
       for (const auto& [unit, hash] : now) {
         auto it = before.find(unit);
         if (it == before.end() || it->second != hash) change.changed_units.push_back(unit);
@@ -133,7 +108,7 @@ Result<SaveResult> RecordProvider::SaveChange(const SaveRequest& request) {
     return std::find(request.removed_units.begin(), request.removed_units.end(), unit) !=
            request.removed_units.end();
   });
-  result.provider_state = EncodeHashes(HashesOf(record));
+  result.provider_state = EncodeFieldHashes(HashesOf(record));
   return result;
 }
 

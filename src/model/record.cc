@@ -30,4 +30,28 @@ uint64_t FieldHash(std::string_view bytes) {
   return hash;
 }
 
+std::string EncodeFieldHashes(const FieldHashes& hashes) {
+  std::string out;
+  out.reserve(hashes.size() * 12);
+  for (const auto& [unit, hash] : hashes) {
+    for (int byte = 0; byte < 4; ++byte) out.push_back(static_cast<char>(unit >> (8 * byte)));
+    for (int byte = 0; byte < 8; ++byte) out.push_back(static_cast<char>(hash >> (8 * byte)));
+  }
+  return out;
+}
+
+FieldHashes DecodeFieldHashes(std::string_view state) {
+  FieldHashes hashes;
+  for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {
+    uint32_t unit = 0;
+    uint64_t hash = 0;
+    for (size_t byte = 4; byte-- > 0;) unit = (unit << 8) | static_cast<uint8_t>(state[pos + byte]);
+    for (size_t byte = 8; byte-- > 0;) {
+      hash = (hash << 8) | static_cast<uint8_t>(state[pos + 4 + byte]);
+    }
+    hashes[unit] = hash;
+  }
+  return hashes;
+}
+
 }  // namespace meshsync
