@@ -341,7 +341,6 @@ int RunFeedSync(const EditOptions& options) {
     sync_options.policy = ConflictPolicy::kDestinationWins;
   else
     return Usage("--policy is keep-both, a-wins or b-wins");
-  if (options.policy != "keep-both") sync_options.direction = SyncDirection::kTwoWay;
 
   struct Side {
     std::unique_ptr<MetadataStore> store;

@@ -266,18 +266,19 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
       if (existing->has_value()) {
         change.id = (*existing)->id;  // re-created
       } else if (item.sync.id.starts_with(kOwnIdPrefix)) {
+        // An id meshsync gave the item; unless another item already has it.
         auto own = Id128::FromHex(std::string_view(item.sync.id).substr(kOwnIdPrefix.size()));
-        if (own.ok()) change.id = ItemId(*own);
+        if (own.ok()) {
+          auto taken = recorder.FindItem(ItemId(*own));
+          if (!taken.ok()) return taken.status();
+          if (!taken->has_value() || (*taken)->key == item.sync.id) change.id = ItemId(*own);
+        }
       }
       for (int salt = 0; !change.id.has_value(); ++salt) {
         ItemId candidate = DerivedId(item.sync.id, salt);
         auto taken = recorder.FindItem(candidate);
         if (!taken.ok()) return taken.status();
         if (!taken->has_value()) change.id = candidate;
-      }
-      if (auto taken = recorder.FindItem(*change.id);
-          taken.ok() && taken->has_value() && (*taken)->key != item.sync.id) {
-        change.id = DerivedId(item.sync.id, 1);  // an own-looking id already used
       }
       change.changed_units = std::move(all);
       change.key = item.sync.id;

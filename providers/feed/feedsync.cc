@@ -404,8 +404,6 @@ void WriteContainer(xml::Writer& writer, const Feed& feed) {
   writer.Close();
 }
 
-bool HasText(const xml::Element& element) { return !ElementOnly(element); }
-
 // The histories of `item` and of its conflicts.
 template <typename Fn>
 void ForEachHistory(const Item& item, Fn&& fn) {
@@ -605,7 +603,7 @@ std::string WriteFeed(const Feed& feed) {
   if (feed.format == Format::kAtom) {
     WriteContainer(writer, feed);
   } else {
-    writer.Open(feed.document, !HasText(feed.document));
+    writer.Open(feed.document, ElementOnly(feed.document));
     for (const xml::Node& child : feed.document.children) {
       if (child.IsText()) {
         writer.Text(child.text());

@@ -457,10 +457,6 @@ std::string WriteFragment(const Element& element) {
   return writer.Take();
 }
 
-Result<Element> ParseFragment(std::string_view fragment, const Limits& limits) {
-  return Parse(fragment, limits);
-}
-
 bool IsValidText(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {

@@ -124,8 +124,6 @@ std::string Write(const Element& root);
 // declaration, no indentation: a stable form for comparisons and for
 // carrying an element in a string.
 std::string WriteFragment(const Element& element);
-// Parses what WriteFragment wrote (one element).
-Result<Element> ParseFragment(std::string_view fragment, const Limits& limits = {});
 
 // Whether `text` may appear in an XML 1.0 document (valid UTF-8, no
 // control characters other than tab, newline and carriage return).

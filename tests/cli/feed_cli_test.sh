@@ -33,7 +33,6 @@ grep -q 'call-mum  updates 2  DELETED' show.txt || fail "delete not merged: $(ca
 "$meshsync" feed merge ep2.atom ep1.atom -o ep2-merged.atom >/dev/null
 "$meshsync" feed show ep2-merged.atom --json >a.json
 "$meshsync" feed show ep1.atom --json >b.json
-cmp -s <(sort a.json) <(sort b.json) || true  # item order may differ; compare by id below
 /usr/bin/python3 - a.json b.json <<'PY' || fail "merging both ways disagrees"
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
