@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "db_commands.h"
 #include "demo.h"
 #include "feed_commands.h"
 #include "folder_commands.h"
@@ -30,6 +31,11 @@ constexpr const char* kUsage =
     "                               FeedSync 1.0 feeds (Atom, RSS): merge two feeds, edit\n"
     "                               an item as an endpoint, resolve conflicts, sync two\n"
     "                               feed files ('meshsync feed help')\n"
+    "  db provision|deprovision|sync|status|conflicts ...\n"
+    "                               SQLite and PostgreSQL tables in multi-master sync,\n"
+    "                               column by column ('meshsync db help')\n"
+    "  conflicts URL [--json]       a database's logged conflicts (URL: sqlite:PATH or\n"
+    "                               postgresql://...)\n"
     "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
     "                               hub) with offline edits and conflicts; metadata in\n"
     "                               SQLite under DIR (default: a new temporary folder)\n"
@@ -49,7 +55,10 @@ int main(int argc, char** argv) {
   if (command == "demo") return meshsync::cli::RunDemo(args);
   if (command == "sync") return meshsync::cli::RunSync(args);
   if (command == "status") return meshsync::cli::RunStatus(args);
+  if (command == "conflicts" && !args.empty() && meshsync::cli::IsDatabaseUrl(args[0]))
+    return meshsync::cli::RunDbConflicts(args, 0);
   if (command == "conflicts") return meshsync::cli::RunConflicts(args);
+  if (command == "db") return meshsync::cli::RunDb(args);
   if (command == "feed") return meshsync::cli::RunFeed(args);
   if (command == "trash") return meshsync::cli::RunTrash(args);
   if (command == "version" || command == "--version") {

@@ -162,6 +162,13 @@ class Provider {
   // so far are kept and the rest are found by the next call.
   virtual Status DetectChanges(ChangeRecorder& recorder) = 0;
 
+  // Called once the changes DetectChanges reported are committed to the
+  // metadata store. A provider that reads a change feed (triggers' tracking
+  // rows, a server's sync token) advances its anchor here, never earlier: a
+  // crash in between makes the next pass read the same changes again, which
+  // is harmless because detection compares with provider_state.
+  virtual Status ChangesRecorded() { return Status::Ok(); }
+
   // Appends the data of `units` of local item `item` to `out`. A unit the
   // item does not have is left out, and the engine reads that as "this unit
   // was removed" (its version records the removal). kNotFound or kUnavailable if the data changed

@@ -149,7 +149,8 @@ Status Replica::DetectChanges() {
   // Keep what was found even if detection stopped part-way.
   Status flushed = recorder.Flush();
   MESHSYNC_RETURN_IF_ERROR(detected.WithContext("detecting changes"));
-  return flushed;
+  MESHSYNC_RETURN_IF_ERROR(flushed);
+  return provider_.ChangesRecorded().WithContext("detecting changes");
 }
 
 Result<size_t> Replica::ForgetTombstones(uint64_t cutoff_millis) {

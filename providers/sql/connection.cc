@@ -1,0 +1,364 @@
+// The two Connection implementations: SQLite through its C API, PostgreSQL
+// through libpq. Both cache prepared statements by their SQL text.
+#include "sql/connection.h"
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+#include <cstring>
+#include <unordered_map>
+#include <utility>
+
+namespace meshsync::sql {
+
+std::string Connection::Placeholder(size_t n) const {
+  return (dialect() == Dialect::kPostgres ? "$" : "?") + std::to_string(n);
+}
+
+Result<std::string> QuoteIdent(std::string_view name) {
+  if (name.empty()) return InvalidArgumentError("an empty name is not an identifier");
+  if (name.find('\0') != std::string_view::npos)
+    return InvalidArgumentError("a name holds a NUL byte");
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+Result<std::optional<std::string>> QueryValue(Connection& db, const std::string& sql,
+                                              std::span<const Param> params) {
+  std::optional<std::string> value;
+  MESHSYNC_RETURN_IF_ERROR(db.Query(sql, params, [&value](Row row) {
+    if (!value && !row.empty()) value = row[0];
+    return Status::Ok();
+  }));
+  return value;
+}
+
+namespace {
+
+// ---------------------------------------------------------------- SQLite
+
+class SqliteConnection final : public Connection {
+ public:
+  SqliteConnection(sqlite3* db, std::string name) : db_(db), name_(std::move(name)) {}
+  ~SqliteConnection() override {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+
+  Dialect dialect() const override { return Dialect::kSqlite; }
+  const std::string& name() const override { return name_; }
+
+  Status Exec(std::string_view sql) override {
+    std::string text(sql);
+    char* error = nullptr;
+    if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+      std::string message = error != nullptr ? error : sqlite3_errmsg(db_);
+      sqlite3_free(error);
+      return Failure(message);
+    }
+    return Status::Ok();
+  }
+
+  Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) override {
+    sqlite3_stmt* stmt = nullptr;
+    if (auto it = cache_.find(sql); it != cache_.end()) {
+      stmt = it->second;
+    } else {
+      if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                             SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+        return Failure(sqlite3_errmsg(db_));
+      }
+      cache_.emplace(sql, stmt);
+    }
+    struct Reset {
+      sqlite3_stmt* s;
+      ~Reset() {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+      }
+    } reset{stmt};
+    for (size_t i = 0; i < params.size(); ++i) {
+      MESHSYNC_RETURN_IF_ERROR(Bind(stmt, static_cast<int>(i + 1), params[i]));
+    }
+    int columns = sqlite3_column_count(stmt);
+    std::vector<std::string> row(static_cast<size_t>(columns));
+    while (true) {
+      int rc = sqlite3_step(stmt);
+      if (rc == SQLITE_DONE) return Status::Ok();
+      if (rc != SQLITE_ROW) return Failure(sqlite3_errmsg(db_));
+      for (int c = 0; c < columns; ++c) Read(stmt, c, row[static_cast<size_t>(c)]);
+      MESHSYNC_RETURN_IF_ERROR(fn(Row(row)));
+    }
+  }
+
+ private:
+  Status Failure(std::string_view message) const {
+    int code = sqlite3_extended_errcode(db_);
+    std::string text = name_ + ": " + std::string(message);
+    if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED)
+      return UnavailableError(text);
+    if ((code & 0xff) == SQLITE_CONSTRAINT || (code & 0xff) == SQLITE_MISMATCH ||
+        (code & 0xff) == SQLITE_ERROR || (code & 0xff) == SQLITE_TOOBIG)
+      return InvalidArgumentError(text);
+    return UnavailableError(text);
+  }
+
+  Status Bind(sqlite3_stmt* stmt, int i, const Param& p) {
+    int rc = SQLITE_OK;
+    std::string_view payload = Payload(p.value);
+    if (IsNull(p.value)) {
+      rc = sqlite3_bind_null(stmt, i);
+    } else if (IsBlob(p.value)) {
+      rc = sqlite3_bind_blob64(stmt, i, payload.data(), payload.size(), SQLITE_TRANSIENT);
+    } else if (!IsText(p.value)) {
+      return InvalidArgumentError("a value is not encoded (N, b... or v...)");
+    } else if (auto n = p.kind == Kind::kInteger || p.kind == Kind::kBoolean
+                            ? ParseInteger(payload)
+                            : std::nullopt) {
+      rc = sqlite3_bind_int64(stmt, i, *n);
+    } else if (auto d = p.kind == Kind::kReal ? ParseReal(payload) : std::nullopt) {
+      rc = sqlite3_bind_double(stmt, i, *d);
+    } else {
+      rc = sqlite3_bind_text64(stmt, i, payload.data(), payload.size(), SQLITE_TRANSIENT,
+                               SQLITE_UTF8);
+    }
+    return rc == SQLITE_OK ? Status::Ok() : Failure(sqlite3_errmsg(db_));
+  }
+
+  static void Read(sqlite3_stmt* stmt, int c, std::string& out) {
+    switch (sqlite3_column_type(stmt, c)) {
+      case SQLITE_NULL:
+        out = kNull;
+        return;
+      case SQLITE_INTEGER:
+        out = "v" + std::to_string(sqlite3_column_int64(stmt, c));
+        return;
+      case SQLITE_FLOAT:
+        out = "v" + FormatReal(sqlite3_column_double(stmt, c));
+        return;
+      case SQLITE_BLOB: {
+        const void* data = sqlite3_column_blob(stmt, c);
+        int size = sqlite3_column_bytes(stmt, c);
+        out = "b";
+        if (size > 0) out.append(static_cast<const char*>(data), static_cast<size_t>(size));
+        return;
+      }
+      default: {
+        const unsigned char* text = sqlite3_column_text(stmt, c);
+        int size = sqlite3_column_bytes(stmt, c);
+        out = "v";
+        if (size > 0) out.append(reinterpret_cast<const char*>(text), static_cast<size_t>(size));
+        return;
+      }
+    }
+  }
+
+  sqlite3* db_;
+  std::string name_;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
+  std::string path(url.substr(std::strlen("sqlite:")));
+  if (path.empty()) return InvalidArgumentError("sqlite: needs a path (sqlite:PATH)");
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return UnavailableError("cannot open " + path + ": " + message);
+  }
+  sqlite3_busy_timeout(db, 10000);
+  sqlite3_extended_result_codes(db, 1);
+  auto connection = std::make_unique<SqliteConnection>(db, "sqlite:" + path);
+  // A file that is not a database fails on the first read, so read now.
+  MESHSYNC_RETURN_IF_ERROR(
+      connection->Exec("SELECT count(*) FROM sqlite_schema; PRAGMA foreign_keys = ON;"));
+  return std::unique_ptr<Connection>(std::move(connection));
+}
+
+// ------------------------------------------------------------ PostgreSQL
+
+constexpr Oid kBoolOid = 16;
+constexpr Oid kByteaOid = 17;
+constexpr Oid kFloat4Oid = 700;
+constexpr Oid kFloat8Oid = 701;
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+class PostgresConnection final : public Connection {
+ public:
+  PostgresConnection(PGconn* conn, std::string name) : conn_(conn), name_(std::move(name)) {}
+  ~PostgresConnection() override { PQfinish(conn_); }
+
+  Dialect dialect() const override { return Dialect::kPostgres; }
+  const std::string& name() const override { return name_; }
+
+  Status Exec(std::string_view sql) override {
+    std::string text(sql);
+    PGresult* result = PQexec(conn_, text.c_str());
+    Status status = Check(result);
+    PQclear(result);
+    return status;
+  }
+
+  Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) override {
+    std::string* statement = nullptr;
+    if (auto it = prepared_.find(sql); it != prepared_.end()) {
+      statement = &it->second;
+    } else {
+      std::string name = "meshsync_" + std::to_string(prepared_.size());
+      PGresult* result =
+          PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr);
+      Status status = Check(result);
+      PQclear(result);
+      MESHSYNC_RETURN_IF_ERROR(status);
+      statement = &prepared_.emplace(sql, std::move(name)).first->second;
+    }
+    std::vector<const char*> values(params.size());
+    std::vector<int> lengths(params.size());
+    std::vector<int> formats(params.size());
+    std::vector<std::string> texts(params.size());  // NUL-terminated copies
+    for (size_t i = 0; i < params.size(); ++i) {
+      std::string_view v = params[i].value;
+      if (IsNull(v)) {
+        values[i] = nullptr;
+      } else if (IsBlob(v)) {
+        std::string_view bytes = Payload(v);
+        values[i] = bytes.data();
+        lengths[i] = static_cast<int>(bytes.size());
+        formats[i] = 1;
+      } else if (IsText(v)) {
+        texts[i] = std::string(Payload(v));
+        if (texts[i].find('\0') != std::string::npos)
+          return InvalidArgumentError(name_ + ": text holds a NUL byte, which PostgreSQL refuses");
+        values[i] = texts[i].c_str();
+      } else {
+        return InvalidArgumentError("a value is not encoded (N, b... or v...)");
+      }
+    }
+    PGresult* result = PQexecPrepared(conn_, statement->c_str(), static_cast<int>(params.size()),
+                                      values.data(), lengths.data(), formats.data(), 0);
+    Status status = Check(result);
+    if (!status.ok()) {
+      PQclear(result);
+      return status;
+    }
+    int rows = PQntuples(result);
+    int columns = PQnfields(result);
+    std::vector<std::string> row(static_cast<size_t>(columns));
+    for (int r = 0; r < rows && status.ok(); ++r) {
+      for (int c = 0; c < columns && status.ok(); ++c) {
+        status = Read(result, r, c, row[static_cast<size_t>(c)]);
+      }
+      if (status.ok()) status = fn(Row(row));
+    }
+    PQclear(result);
+    return status;
+  }
+
+ private:
+  Status Check(PGresult* result) {
+    ExecStatusType code = PQresultStatus(result);
+    if (code == PGRES_COMMAND_OK || code == PGRES_TUPLES_OK) return Status::Ok();
+    if (PQstatus(conn_) != CONNECTION_OK)
+      return UnavailableError(name_ + ": connection lost: " + PQerrorMessage(conn_));
+    std::string message = result != nullptr ? PQresultErrorMessage(result) : PQerrorMessage(conn_);
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' '))
+      message.pop_back();
+    const char* state = result != nullptr ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+    std::string sqlstate = state != nullptr ? state : "";
+    // Class 40 (rollback: serialization, deadlock) and 55/57 (lock not
+    // available, shutdown) are transient; the rest is the data or the schema.
+    if (sqlstate.starts_with("40") || sqlstate.starts_with("55") || sqlstate.starts_with("57") ||
+        sqlstate.starts_with("08"))
+      return UnavailableError(name_ + ": " + message);
+    return InvalidArgumentError(name_ + ": " + message);
+  }
+
+  static Status Read(PGresult* result, int r, int c, std::string& out) {
+    if (PQgetisnull(result, r, c)) {
+      out = kNull;
+      return Status::Ok();
+    }
+    const char* text = PQgetvalue(result, r, c);
+    size_t size = static_cast<size_t>(PQgetlength(result, r, c));
+    switch (PQftype(result, c)) {
+      case kBoolOid:
+        out = text[0] == 't' ? "v1" : "v0";
+        return Status::Ok();
+      case kFloat4Oid:
+      case kFloat8Oid: {
+        std::optional<double> d = ParseReal(std::string_view(text, size));
+        if (!d) return DataLossError("PostgreSQL sent a float that does not parse");
+        out = "v" + FormatReal(*d);
+        return Status::Ok();
+      }
+      case kByteaOid: {
+        // Hex output: \x then two digits per byte.
+        if (size < 2 || text[0] != '\\' || text[1] != 'x')
+          return DataLossError("PostgreSQL sent bytea that is not in hex form");
+        out = "b";
+        out.reserve(1 + (size - 2) / 2);
+        for (size_t i = 2; i + 1 < size; i += 2) {
+          int hi = HexDigit(text[i]);
+          int lo = HexDigit(text[i + 1]);
+          if (hi < 0 || lo < 0) return DataLossError("PostgreSQL sent malformed bytea");
+          out += static_cast<char>(hi * 16 + lo);
+        }
+        return Status::Ok();
+      }
+      default:
+        out = "v";
+        out.append(text, size);
+        return Status::Ok();
+    }
+  }
+
+  PGconn* conn_;
+  std::string name_;
+  std::unordered_map<std::string, std::string> prepared_;
+};
+
+Result<std::unique_ptr<Connection>> ConnectPostgres(std::string_view url) {
+  std::string conninfo(url);
+  PGconn* conn = PQconnectdb(conninfo.c_str());
+  if (conn == nullptr) return UnavailableError("out of memory connecting to PostgreSQL");
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string message = PQerrorMessage(conn);
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    PQfinish(conn);
+    return UnavailableError("cannot connect to PostgreSQL: " + message);
+  }
+  std::string name = std::string("postgresql://") + PQhost(conn) + ":" + PQport(conn) + "/" +
+                     PQdb(conn);
+  auto connection = std::make_unique<PostgresConnection>(conn, std::move(name));
+  // Settings that fix the text form of values (value.h).
+  MESHSYNC_RETURN_IF_ERROR(connection->Exec(
+      "SET client_min_messages = warning; SET DateStyle = ISO; SET TimeZone = 'UTC'; "
+      "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET client_encoding = 'UTF8'"));
+  return std::unique_ptr<Connection>(std::move(connection));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Connection>> Connect(std::string_view url) {
+  if (url.starts_with("sqlite:")) return ConnectSqlite(url);
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://"))
+    return ConnectPostgres(url);
+  return InvalidArgumentError("'" + std::string(url) +
+                              "' is not a database URL (sqlite:PATH or postgresql://...)");
+}
+
+}  // namespace meshsync::sql

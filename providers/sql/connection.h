@@ -1,0 +1,77 @@
+// Connection: the little the relational provider needs from a database,
+// implemented for SQLite (the C API) and PostgreSQL (libpq).
+//
+// Values cross this interface in one encoding, the one every relational
+// replica syncs (see value.h): "N" for NULL, "b" + bytes for a blob or bytea,
+// "v" + canonical text for everything else. Parameters carry a Kind hint so
+// that a connection can bind a number as a number.
+//
+// Statements are prepared once per connection and cached by their text.
+// Identifiers are always quoted (QuoteIdent), values always bound: nothing a
+// user or a peer supplies is spliced into SQL.
+//
+// Thread-compatible; one connection per provider.
+#ifndef MESHSYNC_PROVIDERS_SQL_CONNECTION_H_
+#define MESHSYNC_PROVIDERS_SQL_CONNECTION_H_
+
+#include <functional>
+#include <optional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meshsync/status.h"
+#include "sql/value.h"
+
+namespace meshsync::sql {
+
+enum class Dialect { kSqlite, kPostgres };
+
+struct Param {
+  std::string value;  // encoded (value.h)
+  Kind kind = Kind::kText;
+};
+
+// The encoded values of one result row, in select-list order.
+using Row = std::span<const std::string>;
+using RowFn = std::function<Status(Row)>;
+
+class Connection {
+ public:
+  Connection() = default;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  virtual ~Connection() = default;
+
+  virtual Dialect dialect() const = 0;
+  // How the user named the database, without a password.
+  virtual const std::string& name() const = 0;
+
+  // Runs SQL without parameters or results (may hold several statements).
+  virtual Status Exec(std::string_view sql) = 0;
+  // Runs one statement; calls `fn` for each result row, its values encoded
+  // and canonical (value.h) by the type the database reports.
+  virtual Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) = 0;
+
+  // "$n" for PostgreSQL, "?n" for SQLite: the n-th parameter (from 1).
+  std::string Placeholder(size_t n) const;
+};
+
+// Opens "sqlite:PATH" (the file must exist) or "postgresql://..." /
+// "postgres://..." (a libpq connection URI). kInvalidArgument for any other
+// form, kUnavailable when the database cannot be reached.
+Result<std::unique_ptr<Connection>> Connect(std::string_view url);
+
+// A quoted identifier: "name" with inner quotes doubled. kInvalidArgument for
+// an empty name or one holding a NUL byte.
+Result<std::string> QuoteIdent(std::string_view name);
+
+// Runs `sql` and returns the first column of the first row, or nullopt.
+Result<std::optional<std::string>> QueryValue(Connection& db, const std::string& sql,
+                                              std::span<const Param> params = {});
+
+}  // namespace meshsync::sql
+
+#endif  // MESHSYNC_PROVIDERS_SQL_CONNECTION_H_

@@ -1,0 +1,466 @@
+#include "sql/table_provider.h"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <cstdio>
+
+#include "meshsync/record.h"
+
+namespace meshsync::sql {
+
+namespace {
+
+constexpr std::string_view kTableField = "#table";
+const ChangeUnitId kTableUnit = ChangeUnitIdFromName(kTableField);
+
+void AppendEscaped(std::string& out, std::string_view s) {
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '%' || c == '|' || u < 0x20 || u == 0x7f) {
+      std::array<char, 4> buf;
+      std::snprintf(buf.data(), buf.size(), "%%%02X", u);
+      out += buf.data();
+    } else {
+      out += c;
+    }
+  }
+}
+
+std::string MakeKey(std::string_view table, std::span<const std::string> pk) {
+  std::string key;
+  AppendEscaped(key, table);
+  for (const std::string& v : pk) {
+    key += '|';
+    AppendEscaped(key, v);
+  }
+  return key;
+}
+
+// Splits a key into the table's name and the encoded key values.
+std::vector<std::string> SplitKey(std::string_view key) {
+  std::vector<std::string> parts(1);
+  for (size_t i = 0; i < key.size(); ++i) {
+    char c = key[i];
+    if (c == '|') {
+      parts.emplace_back();
+    } else if (c == '%' && i + 2 < key.size()) {
+      parts.back() += static_cast<char>(std::stoi(std::string(key.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      parts.back() += c;
+    }
+  }
+  return parts;
+}
+
+uint64_t UnitHash(std::string_view name, std::string_view value) {
+  return FieldHash(EncodeField(name, value));
+}
+
+std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += sep;
+    out += parts[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+ItemId RowItemId(std::string_view table, std::span<const std::string> pk) {
+  std::string input = "meshsync/sql-row";
+  input += '\0';
+  input += MakeKey(table, pk);
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest;
+  unsigned int size = 0;
+  EVP_Digest(input.data(), input.size(), digest.data(), &size, EVP_sha256(), nullptr);
+  uint64_t hi = 0, lo = 0;
+  for (int i = 0; i < 8; ++i) hi = (hi << 8) | digest[static_cast<size_t>(i)];
+  for (int i = 8; i < 16; ++i) lo = (lo << 8) | digest[static_cast<size_t>(i)];
+  return ItemId(hi, lo);
+}
+
+struct TableProvider::Table {
+  TableSchema schema;
+  int number = 0;
+  std::vector<std::string> quoted;  // quoted column names, table order
+  std::vector<ChangeUnitId> units;  // unit of each column
+  std::map<std::string, size_t, std::less<>> column_by_name;
+  std::string quoted_table;
+  std::string select_sql;  // all columns of one row by key
+  std::string delete_sql;
+  std::string detect_sql;
+  std::string pk_where;  // "pk1 = ?1 AND ..." (parameters 1..k)
+
+  std::vector<Param> PkParams(std::span<const std::string> pk) const {
+    std::vector<Param> params;
+    for (size_t i = 0; i < schema.pk.size(); ++i)
+      params.push_back(Param{pk[i], schema.columns[schema.pk[i]].kind});
+    return params;
+  }
+};
+
+TableProvider::TableProvider(Connection& db, std::string anchor_owner)
+    : db_(db), anchor_owner_(std::move(anchor_owner)) {}
+
+TableProvider::~TableProvider() {
+  if (in_transaction_) (void)db_.Exec("ROLLBACK");
+}
+
+Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
+                                                           std::span<const EnrolledTable> tables,
+                                                           std::string anchor_owner) {
+  std::unique_ptr<TableProvider> p(new TableProvider(db, std::move(anchor_owner)));
+  bool pg = db.dialect() == Dialect::kPostgres;
+  for (const EnrolledTable& enrolled : tables) {
+    MESHSYNC_ASSIGN_OR_RETURN(TableSchema schema, DescribeTable(db, enrolled.name));
+    if (schema.Signature() != enrolled.signature) {
+      return FailedPreconditionError(
+          db.name() + ": table " + enrolled.name + " changed since it was provisioned (now: " +
+          schema.Signature() + "; then: " + enrolled.signature +
+          "); run 'meshsync db provision' for it again");
+    }
+    auto t = std::make_unique<Table>();
+    t->number = enrolled.number;
+    MESHSYNC_ASSIGN_OR_RETURN(t->quoted_table, QuoteIdent(schema.name));
+    for (size_t i = 0; i < schema.columns.size(); ++i) {
+      MESHSYNC_ASSIGN_OR_RETURN(std::string q, QuoteIdent(schema.columns[i].name));
+      t->quoted.push_back(q);
+      t->units.push_back(ChangeUnitIdFromName(schema.columns[i].name));
+      t->column_by_name.emplace(schema.columns[i].name, i);
+    }
+    std::vector<std::string> where, join, tracked_pk, selected;
+    for (size_t k = 0; k < schema.pk.size(); ++k) {
+      const std::string& c = t->quoted[schema.pk[k]];
+      where.push_back(c + " = " + db.Placeholder(k + 1));
+      join.push_back("t." + c + " = tr." + c);
+      tracked_pk.push_back("tr." + c);
+    }
+    for (const std::string& c : t->quoted) selected.push_back("t." + c);
+    t->pk_where = Join(where, " AND ");
+    std::string columns = Join(t->quoted, ", ");
+    t->select_sql = "SELECT " + columns + " FROM " + t->quoted_table + " WHERE " + t->pk_where;
+    t->delete_sql = "DELETE FROM " + t->quoted_table + " WHERE " + t->pk_where;
+    std::string tracking = TrackingTable(enrolled.number);
+    t->detect_sql = "SELECT " + std::string(pg ? "tr.xid::text" : "tr.seq") + ", " +
+                    Join(selected, ", ") + ", t." + t->quoted[schema.pk[0]] + " IS NOT NULL, " +
+                    Join(tracked_pk, ", ") + " FROM " + tracking + " AS tr LEFT JOIN " +
+                    t->quoted_table + " AS t ON " + Join(join, " AND ") + " WHERE " +
+                    (pg ? "tr.xid >= $1::xid8" : "tr.seq > ?1");
+    t->schema = schema;
+    p->by_name_.emplace(schema.name, p->tables_.size());
+    p->schemas_.push_back(std::move(schema));
+    p->tables_.push_back(std::move(t));
+  }
+  return p;
+}
+
+std::string TableProvider::DescribeKey(std::string_view key) {
+  std::vector<std::string> parts = SplitKey(key);
+  std::string out = parts[0] + " (";
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (i > 1) out += ", ";
+    out += IsNull(parts[i]) ? "NULL" : std::string(Payload(parts[i]));
+  }
+  return out + ")";
+}
+
+Result<const TableProvider::Table*> TableProvider::TableOf(std::string_view name) const {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) {
+    return NotFoundError("table " + std::string(name) + " is not synced by " + db_.name() +
+                         " (provision it there, or leave it out of --tables)");
+  }
+  return tables_[it->second].get();
+}
+
+Result<std::optional<std::vector<std::string>>> TableProvider::ReadRow(
+    const Table& t, std::span<const std::string> pk, bool for_update) {
+  std::vector<Param> params = t.PkParams(pk);
+  std::optional<std::vector<std::string>> row;
+  std::string sql = t.select_sql;
+  if (for_update && db_.dialect() == Dialect::kPostgres) sql += " FOR UPDATE";
+  MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&row](Row r) {
+    row.emplace(r.begin(), r.end());
+    return Status::Ok();
+  }));
+  return row;
+}
+
+Status TableProvider::DetectChanges(ChangeRecorder& recorder) {
+  pending_anchors_.clear();
+  for (const auto& t : tables_) MESHSYNC_RETURN_IF_ERROR(DetectTable(*t, recorder));
+  return Status::Ok();
+}
+
+Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
+  const TableSchema& schema = t.schema;
+  bool pg = db_.dialect() == Dialect::kPostgres;
+  Param owner[] = {{Text(anchor_owner_)}, {Text(schema.name)}};
+  MESHSYNC_ASSIGN_OR_RETURN(
+      auto anchor,
+      QueryValue(db_,
+                 "SELECT anchor FROM meshsync_anchors WHERE replica = " + db_.Placeholder(1) +
+                     " AND tbl = " + db_.Placeholder(2),
+                 owner));
+  std::string from = anchor ? std::string(Payload(*anchor)) : "0";
+  std::string next = from;
+  if (pg) {
+    // Transactions still running now may commit tracking rows with smaller
+    // ids later: read from the oldest of them next time (re-reading a row
+    // is harmless, missing one is not).
+    MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
+                              QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
+    if (!xmin) return DataLossError(db_.name() + ": no snapshot");
+    next = std::string(Payload(*xmin));
+  }
+  size_t n = schema.columns.size();
+  size_t k = schema.pk.size();
+  Param since{Text(from), Kind::kInteger};
+  std::vector<std::string> pk(k);
+  int64_t max_seq = ParseInteger(from).value_or(0);
+  Status status = db_.Query(t.detect_sql, std::span(&since, 1), [&](Row row) -> Status {
+    if (!pg) max_seq = std::max(max_seq, ParseInteger(Payload(row[0])).value_or(0));
+    bool present = row[1 + n] == "v1";
+    for (size_t i = 0; i < k; ++i) pk[i] = row[2 + n + i];
+    std::string key = MakeKey(schema.name, pk);
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> existing, recorder.FindByKey(key));
+    std::optional<ItemId> id;
+    if (existing) {
+      id = existing->id;
+    } else {
+      ItemId derived = RowItemId(schema.name, pk);
+      MESHSYNC_ASSIGN_OR_RETURN(existing, recorder.FindItem(derived));
+      // A derived id held by another live row (a hash collision) is left
+      // to the engine to replace with a random one.
+      if (!existing || existing->tombstone) id = derived;
+      if (existing && !existing->tombstone) existing.reset();
+    }
+    bool live = existing && !existing->tombstone;
+    if (!present) {
+      if (!live) return Status::Ok();
+      LocalChange change;
+      change.id = existing->id;
+      change.deleted = true;
+      change.key = key;
+      return recorder.Record(change).status();
+    }
+    FieldHashes hashes;
+    hashes[kTableUnit] = UnitHash(kTableField, schema.name);
+    for (size_t c = 0; c < n; ++c) hashes[t.units[c]] = UnitHash(schema.columns[c].name, row[1 + c]);
+    LocalChange change;
+    change.id = id;
+    change.key = key;
+    change.provider_state = EncodeFieldHashes(hashes);
+    if (!live) {
+      for (const auto& [unit, hash] : hashes) change.changed_units.push_back(unit);
+    } else {
+      FieldHashes old = DecodeFieldHashes(existing->provider_state);
+      for (const auto& [unit, hash] : hashes) {
+        auto it = old.find(unit);
+        if (it == old.end() || it->second != hash) change.changed_units.push_back(unit);
+      }
+      if (change.changed_units.empty() && existing->key == key &&
+          existing->provider_state == change.provider_state) {
+        return Status::Ok();
+      }
+    }
+    return recorder.Record(change).status();
+  });
+  MESHSYNC_RETURN_IF_ERROR(status);
+  pending_anchors_[schema.name] = pg ? next : std::to_string(max_seq);
+  return Status::Ok();
+}
+
+Status TableProvider::ChangesRecorded() {
+  for (const auto& [table, anchor] : pending_anchors_) {
+    Param params[] = {{Text(anchor_owner_)}, {Text(table)}, {Text(anchor)}};
+    MESHSYNC_RETURN_IF_ERROR(db_.Query(
+        "INSERT INTO meshsync_anchors(replica, tbl, anchor) VALUES (" + db_.Placeholder(1) + ", " +
+            db_.Placeholder(2) + ", " + db_.Placeholder(3) +
+            ") ON CONFLICT(replica, tbl) DO UPDATE SET anchor = excluded.anchor",
+        params, [](Row) { return Status::Ok(); }));
+  }
+  pending_anchors_.clear();
+  return Status::Ok();
+}
+
+Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                                     std::vector<UnitData>& out) {
+  std::vector<std::string> parts = SplitKey(item.key);
+  MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(parts[0]));
+  if (parts.size() != 1 + t->schema.pk.size())
+    return DataLossError("the key of item " + item.id.ToHex() + " does not fit its table");
+  std::span<const std::string> pk(parts.data() + 1, parts.size() - 1);
+  MESHSYNC_ASSIGN_OR_RETURN(auto row, ReadRow(*t, pk, false));
+  if (!row) return NotFoundError(DescribeKey(item.key) + " was deleted since it was scanned");
+  FieldHashes state = DecodeFieldHashes(item.provider_state);
+  for (ChangeUnitId unit : units) {
+    std::string data;
+    if (unit == kTableUnit) {
+      data = EncodeField(kTableField, t->schema.name);
+    } else {
+      auto c = std::find(t->units.begin(), t->units.end(), unit);
+      if (c == t->units.end()) continue;  // not a column here: removed
+      size_t i = static_cast<size_t>(c - t->units.begin());
+      data = EncodeField(t->schema.columns[i].name, (*row)[i]);
+    }
+    auto it = state.find(unit);
+    if (it != state.end() && it->second != FieldHash(data))
+      return UnavailableError(DescribeKey(item.key) + " changed since it was scanned");
+    out.push_back(UnitData{unit, std::move(data)});
+  }
+  return Status::Ok();
+}
+
+Result<SaveResult> TableProvider::SaveChange(const SaveRequest& request) {
+  if (!in_transaction_) {
+    MESHSYNC_RETURN_IF_ERROR(
+        db_.Exec(db_.dialect() == Dialect::kSqlite ? "BEGIN IMMEDIATE" : "BEGIN"));
+    in_transaction_ = true;
+  }
+  MESHSYNC_RETURN_IF_ERROR(db_.Exec("SAVEPOINT meshsync_item"));
+  Result<SaveResult> result = Save(request);
+  Status end = result.ok() ? db_.Exec("RELEASE meshsync_item")
+                           : db_.Exec("ROLLBACK TO meshsync_item; RELEASE meshsync_item");
+  if (!end.ok()) return end;
+  return result;
+}
+
+Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
+  // Which table and row.
+  const Table* t = nullptr;
+  std::vector<std::string> pk;
+  std::string table_name;
+  std::vector<std::pair<size_t, std::string>> given;  // column, value
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const UnitData& u : request.units) {
+    std::string name, value;
+    MESHSYNC_RETURN_IF_ERROR(DecodeField(u.data, name, value));
+    if (name == kTableField) {
+      table_name = value;
+    } else {
+      if (!IsValidValue(value))
+        return InvalidArgumentError("column " + name + ": a value that is not encoded for SQL");
+      fields.emplace_back(std::move(name), std::move(value));
+    }
+  }
+  if (request.local != nullptr && !request.local->key.empty()) {
+    std::vector<std::string> parts = SplitKey(request.local->key);
+    table_name = parts[0];
+    pk.assign(parts.begin() + 1, parts.end());
+  }
+  if (table_name.empty()) return InvalidArgumentError("a row without its table (#table)");
+  MESHSYNC_ASSIGN_OR_RETURN(t, TableOf(table_name));
+  for (auto& [name, value] : fields) {
+    auto it = t->column_by_name.find(name);
+    if (it == t->column_by_name.end()) {
+      return InvalidArgumentError("column " + name + " is not in table " + table_name + " of " +
+                                  db_.name());
+    }
+    given.emplace_back(it->second, std::move(value));
+  }
+  const TableSchema& schema = t->schema;
+  if (request.action == SaveAction::kCreate) {
+    pk.assign(schema.pk.size(), std::string());
+    for (size_t k = 0; k < schema.pk.size(); ++k) {
+      auto it = std::find_if(given.begin(), given.end(),
+                             [&](const auto& g) { return g.first == schema.pk[k]; });
+      if (it == given.end())
+        return InvalidArgumentError("a new row of " + table_name + " without its key columns");
+      pk[k] = it->second;
+    }
+  }
+  if (pk.size() != schema.pk.size())
+    return DataLossError("a key that does not fit table " + table_name);
+  std::string key = MakeKey(table_name, pk);
+  FieldHashes state;
+  if (request.local != nullptr) state = DecodeFieldHashes(request.local->provider_state);
+  SaveResult result;
+  result.key = key;
+
+  std::optional<std::vector<std::string>> stored;
+  if (request.action == SaveAction::kCreate) {
+    std::vector<std::string> columns, placeholders;
+    std::vector<Param> params;
+    for (const auto& [c, value] : given) {
+      columns.push_back(t->quoted[c]);
+      placeholders.push_back(db_.Placeholder(params.size() + 1));
+      params.push_back(Param{value, schema.columns[c].kind});
+    }
+    std::string sql = "INSERT INTO " + t->quoted_table + "(" + Join(columns, ", ") +
+                      ") VALUES (" + Join(placeholders, ", ") +
+                      ") ON CONFLICT DO NOTHING RETURNING " + Join(t->quoted, ", ");
+    MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
+      stored.emplace(r.begin(), r.end());
+      return Status::Ok();
+    }));
+    if (!stored) {
+      return UnavailableError(DescribeKey(key) +
+                              " was added here since the last scan (or a unique value is taken); "
+                              "it syncs next time");
+    }
+    state.clear();
+    for (size_t c = 0; c < schema.columns.size(); ++c)
+      state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
+  } else {
+    MESHSYNC_ASSIGN_OR_RETURN(auto current, ReadRow(*t, pk, true));
+    if (!current) {
+      if (request.action == SaveAction::kDelete) return result;
+      return UnavailableError(DescribeKey(key) + " was deleted here since the last scan");
+    }
+    // Never overwrite what the application wrote since the last scan.
+    auto unchanged = [&](size_t c) {
+      auto it = state.find(t->units[c]);
+      return it == state.end() || it->second == UnitHash(schema.columns[c].name, (*current)[c]);
+    };
+    if (request.action == SaveAction::kDelete) {
+      for (size_t c = 0; c < schema.columns.size(); ++c) {
+        if (!unchanged(c))
+          return UnavailableError(DescribeKey(key) + " changed here since the last scan");
+      }
+      std::vector<Param> params = t->PkParams(pk);
+      MESHSYNC_RETURN_IF_ERROR(db_.Query(t->delete_sql, params, [](Row) { return Status::Ok(); }));
+      return result;
+    }
+    std::vector<std::string> sets;
+    std::vector<Param> params = t->PkParams(pk);
+    for (const auto& [c, value] : given) {
+      if (!unchanged(c))
+        return UnavailableError(DescribeKey(key) + " changed here since the last scan");
+      if (schema.columns[c].pk > 0) continue;  // a row's key never changes
+      sets.push_back(t->quoted[c] + " = " + db_.Placeholder(params.size() + 1));
+      params.push_back(Param{value, schema.columns[c].kind});
+    }
+    if (sets.empty()) {
+      stored = std::move(current);
+    } else {
+      std::string sql = "UPDATE " + t->quoted_table + " SET " + Join(sets, ", ") + " WHERE " +
+                        t->pk_where + " RETURNING " + Join(t->quoted, ", ");
+      MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
+        stored.emplace(r.begin(), r.end());
+        return Status::Ok();
+      }));
+      if (!stored) return UnavailableError(DescribeKey(key) + " vanished while being updated");
+    }
+    for (const auto& [c, value] : given)
+      state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
+  }
+  state[kTableUnit] = UnitHash(kTableField, table_name);
+  // The database normalised a value (value.h): the stored one spreads.
+  for (const auto& [c, value] : given) {
+    if ((*stored)[c] != value) result.rewritten_units.push_back(t->units[c]);
+  }
+  result.provider_state = EncodeFieldHashes(state);
+  return result;
+}
+
+Status TableProvider::CommitChanges() {
+  if (!in_transaction_) return Status::Ok();
+  in_transaction_ = false;
+  return db_.Exec("COMMIT");
+}
+
+}  // namespace meshsync::sql

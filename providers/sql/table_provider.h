@@ -1,0 +1,95 @@
+// TableProvider: the enrolled tables of one database (SQLite or PostgreSQL)
+// as one replica. Each row is an item; each column is a change unit, so
+// concurrent edits of different columns of a row merge and edits of the same
+// column conflict.
+//
+//   item id   derived from the table and the primary key's values (SHA-256),
+//             so the same key inserted on two replicas is one item whose
+//             columns merge, not two rows
+//   key       table|pk1|pk2... (escaped), to find the row again
+//   units     one per column: EncodeField(column, value) (record.h), the
+//             value encoded as value.h says; and "#table", the table's name,
+//             so a replica that has never seen the row knows where it goes
+//   state     the hash of each unit's data when last scanned or written
+//
+// Change detection reads the tracking rows that the triggers wrote since the
+// replica's anchor (schema.h), compares each tracked row with its saved
+// hashes, and advances the anchor once the engine has committed what it
+// found (ChangesRecorded).
+//
+// Writes happen in one transaction per batch (CommitChanges commits it),
+// each item in a savepoint so that a failing row leaves no trace. A row that
+// the application changed since the last scan is never overwritten or
+// deleted: SaveChange refuses it (kUnavailable) and the next scan turns the
+// application's edit into a version of its own, which then meets the remote
+// one as a proper conflict.
+//
+// Built against the public headers only. Thread-compatible.
+#ifndef MESHSYNC_PROVIDERS_SQL_TABLE_PROVIDER_H_
+#define MESHSYNC_PROVIDERS_SQL_TABLE_PROVIDER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "meshsync/provider.h"
+#include "sql/connection.h"
+#include "sql/schema.h"
+
+namespace meshsync::sql {
+
+// The item id of the row of `table` whose primary key values (encoded,
+// value.h) are `pk`.
+ItemId RowItemId(std::string_view table, std::span<const std::string> pk);
+
+class TableProvider final : public Provider {
+ public:
+  static constexpr std::string_view kName = "sql-tables";
+
+  // `tables` are enrolled in `db` (schema.h); `anchor_owner` names this
+  // replica in meshsync_anchors (its replica id). `db` must outlive the
+  // provider. Fails if a table's live schema differs from the enrolled one.
+  static Result<std::unique_ptr<TableProvider>> Open(Connection& db,
+                                                     std::span<const EnrolledTable> tables,
+                                                     std::string anchor_owner);
+  ~TableProvider() override;
+
+  const std::vector<TableSchema>& schemas() const { return schemas_; }
+  // "table (k1, k2)" for an item's key, for messages and the conflict log.
+  static std::string DescribeKey(std::string_view key);
+
+  // ---- Provider ----
+  std::string_view Name() const override { return kName; }
+  Status DetectChanges(ChangeRecorder& recorder) override;
+  Status ChangesRecorded() override;
+  Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                        std::vector<UnitData>& out) override;
+  Result<SaveResult> SaveChange(const SaveRequest& request) override;
+  Status CommitChanges() override;
+
+ private:
+  struct Table;
+  TableProvider(Connection& db, std::string anchor_owner);
+
+  Result<const Table*> TableOf(std::string_view name) const;
+  // The row's values (all columns, table order), or nullopt if it is gone.
+  Result<std::optional<std::vector<std::string>>> ReadRow(const Table& t,
+                                                          std::span<const std::string> pk,
+                                                          bool for_update);
+  Status DetectTable(const Table& t, ChangeRecorder& recorder);
+  Result<SaveResult> Save(const SaveRequest& request);
+
+  Connection& db_;
+  std::string anchor_owner_;
+  std::vector<TableSchema> schemas_;
+  std::vector<std::unique_ptr<Table>> tables_;
+  std::map<std::string, size_t, std::less<>> by_name_;
+  // Anchors read up to by the last DetectChanges, saved by ChangesRecorded.
+  std::map<std::string, std::string> pending_anchors_;
+  bool in_transaction_ = false;
+};
+
+}  // namespace meshsync::sql
+
+#endif  // MESHSYNC_PROVIDERS_SQL_TABLE_PROVIDER_H_
