@@ -38,14 +38,15 @@ function(meshsync_cc_library)
   endif()
 endfunction()
 
-# meshsync_cc_test(NAME n SRCS ... DEPS ... [LABELS ...])
+# meshsync_cc_test(NAME n SRCS ... DEPS ... [LABELS ...] [ENV ...] [FIXTURES ...])
 # One GoogleTest binary per test file, registered with CTest under its labels
 # (unit, property, scenario, crash, fuzz) so CI can split or skip groups.
 function(meshsync_cc_test)
-  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS;ENV" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS;ENV;FIXTURES" ${ARGN})
   add_executable(${ARG_NAME} ${ARG_SRCS})
   target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   meshsync_target_defaults(${ARG_NAME})
   gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST
-    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "${ARG_ENV}")
+    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "${ARG_ENV}"
+    FIXTURES_REQUIRED "${ARG_FIXTURES}")
 endfunction()

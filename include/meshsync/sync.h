@@ -81,8 +81,11 @@ enum class ConflictPolicy {
   // The deterministic winner (higher tick, then higher replica id) is kept
   // everywhere; the loser is preserved in the conflict log.
   kKeepBoth,
-  kSourceWins,       // the session's source wins (loser still logged)
-  kDestinationWins,  // the session's destination wins (loser still logged)
+  // The session's source (destination) wins, also when its side deleted an
+  // item the other edited; the losing values are still logged. Under the
+  // other policies an edit beats a concurrent delete.
+  kSourceWins,
+  kDestinationWins,
   kMerge,            // Provider::MergeUnit decides a new value
   kDefer,            // log it, apply nothing, try again next session
 };

@@ -183,7 +183,8 @@ Result<TableSchema> DescribeTable(Connection& db, std::string_view table) {
     Param p{Text(quoted)};
     read = db.Query(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, "
-        "coalesce(array_position(i.indkey::int2[], a.attnum), 0) "
+        "coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) "
+        "+ 1, 0) "
         "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
         "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped "

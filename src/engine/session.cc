@@ -379,6 +379,9 @@ class DirectionRun {
         if (!dest_knowledge_.Contains(change.id, unit.unit, unit.version)) has_new_edit = true;
       }
       if (!has_new_edit) return Status::Ok();  // the source has yet to learn our deletion
+      if (options_.policy == ConflictPolicy::kDestinationWins) {
+        return KeepDeletion(source_item, change, *local, batch);
+      }
       // An edit beats a concurrent delete.
       ++report_.conflicts;
       batch.store.new_conflicts.push_back(Conflict(change.id, 0, ConflictKind::kDeleteUpdate,
@@ -400,6 +403,7 @@ class DirectionRun {
         ++report_.deleted;
         return Status::Ok();
       }
+      if (options_.policy == ConflictPolicy::kSourceWins) return DeleteEdited(change, *local, batch);
       // A local edit the source had not seen: it beats the deletion. The
       // destination still learns the deletion, and its edit flows back.
       ++report_.conflicts;
@@ -439,6 +443,66 @@ class DirectionRun {
   // replica knew that the source has not seen are not in that state: they
   // get a removal version of our own, so replicas that still hold them drop
   // them too, instead of each side keeping what it had.
+  // A deletion that wins over a concurrent edit by policy (the edit beats
+  // it otherwise). The edited values go to the conflict log, and the
+  // deletion gets a new local version, which knows both sides: replicas that
+  // still hold the edit take the deletion from it instead of seeing a
+  // conflict again.
+  ItemMetadata WinningDeletion(const ItemMetadata& local, const std::vector<UnitVersion>& units) {
+    ItemMetadata deleted = local;
+    deleted.tombstone = true;
+    deleted.units = MergedUnits(local.units, units, dest_keys_);
+    deleted.updated = Version{0, dest_.hlc().Next()};
+    RaiseLocal(deleted.updated);
+    return deleted;
+  }
+
+  // The source deleted an item that this replica edited; the source wins.
+  Status DeleteEdited(const ItemMetadata& change, const ItemMetadata& local, Batch& batch) {
+    std::vector<ChangeUnitId> edited;
+    for (const UnitVersion& unit : local.units) {
+      if (!made_with_.Contains(local.id, unit.unit, unit.version)) edited.push_back(unit.unit);
+    }
+    std::vector<UnitData> data;
+    MESHSYNC_RETURN_IF_ERROR(dest_.provider().LoadChangeData(local, edited, data));
+    SaveRequest request{SaveAction::kDelete, change.id, &local, {}, {}, {}};
+    MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
+    ++report_.conflicts;
+    for (UnitData& unit : data) {
+      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
+                                                   ConflictKind::kUpdateDelete, change.updated,
+                                                   *local.FindUnit(unit.unit),
+                                                   /*loser_is_delete=*/false, std::move(unit.data)));
+    }
+    ItemMetadata deleted = WinningDeletion(local, change.units);
+    deleted.key = std::move(saved.key);
+    deleted.provider_state = std::move(saved.provider_state);
+    batch.store.upserts.push_back(std::move(deleted));
+    ++report_.deleted;
+    return Status::Ok();
+  }
+
+  // This replica deleted an item that the source edited; this side wins.
+  Status KeepDeletion(const ItemMetadata& source_item, const ItemMetadata& change,
+                      const ItemMetadata& local, Batch& batch) {
+    std::vector<ChangeUnitId> edited;
+    for (const UnitVersion& unit : change.units) {
+      if (!dest_knowledge_.Contains(change.id, unit.unit, unit.version))
+        edited.push_back(unit.unit);
+    }
+    std::vector<UnitData> data;
+    MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, edited, data));
+    ++report_.conflicts;
+    for (UnitData& unit : data) {
+      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
+                                                   ConflictKind::kDeleteUpdate, local.updated,
+                                                   *change.FindUnit(unit.unit),
+                                                   /*loser_is_delete=*/false, std::move(unit.data)));
+    }
+    batch.store.upserts.push_back(WinningDeletion(local, change.units));
+    return Status::Ok();
+  }
+
   Status Resurrect(const ItemMetadata& source_item, ItemMetadata change, const ItemMetadata& local,
                    Batch& batch) {
     Supersede(local.units, made_with_, change);
