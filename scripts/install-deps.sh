@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev
   clang libclang-rt-14-dev          # libFuzzer targets
   libexpat1-dev                     # XML parsing for FeedSync feeds
+  libpq-dev postgresql              # the PostgreSQL provider, and a real server for its tests
   python3 python3-feedparser        # an independent check of the feeds we write
   time                              # /usr/bin/time for peak RSS in bench/
 )

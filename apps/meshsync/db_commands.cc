@@ -159,12 +159,22 @@ int RunDbSync(const Args& a) {
   } else if (!a.one_way.empty()) {
     return Usage("--one-way is a-to-b or b-to-a");
   }
+  {
+    // The same database twice (under two spellings) shares its metadata.
+    std::string dirs[2];
+    for (int k = 0; k < 2; ++k) {
+      auto c = sql::Connect(a.positional[k]);
+      if (!c.ok()) return Fail(c.status());
+      auto dir = sql::MetadataDir(**c, a.positional[k], a.db.meta_dir);
+      if (!dir.ok()) return Fail(dir.status());
+      dirs[k] = *dir;
+    }
+    if (dirs[0] == dirs[1]) return Fail(InvalidArgumentError("A and B are the same database"));
+  }
   auto da = Database::Open(a.positional[0], a.db);
   if (!da.ok()) return Fail(da.status());
   auto db = Database::Open(a.positional[1], a.db);
   if (!db.ok()) return Fail(db.status());
-  if ((*da)->metadata_path() == (*db)->metadata_path())
-    return Fail(InvalidArgumentError("A and B are the same database"));
   auto report = sql::SyncDatabases(**da, **db, options);
   if (!report.ok()) return Fail(report.status());
   if (a.json) {

@@ -20,7 +20,12 @@ namespace fs = std::filesystem;
 
 Result<std::string> MetadataDir(Connection& db, std::string_view url,
                                 const std::string& meta_dir) {
-  if (db.dialect() == Dialect::kSqlite) return std::string(url.substr(7)) + ".meshsync";
+  if (db.dialect() == Dialect::kSqlite) {
+    std::error_code ec;
+    fs::path path = fs::weakly_canonical(fs::path(std::string(url.substr(7))), ec);
+    if (ec) return UnavailableError(std::string(url) + ": " + ec.message());
+    return path.string() + ".meshsync";
+  }
   MESHSYNC_ASSIGN_OR_RETURN(std::string id, DatabaseId(db));
   std::string root = meta_dir;
   if (root.empty()) {
@@ -182,8 +187,11 @@ Result<DbSyncReport> SyncDatabases(Database& a, Database& b, const DbSyncOptions
     report.a_to_b.errors = session.a_to_b.errors;
     report.b_to_a.errors = session.b_to_a.errors;
     // Versions made while applying (a value the database normalised, a
-    // restored row) have not reached the other side yet.
-    uint64_t left = session.a_to_b.local_versions + session.b_to_a.local_versions;
+    // restored row) have not reached the other side yet, and rows refused
+    // because the application changed them during the session are found
+    // by the next scan.
+    uint64_t left = session.a_to_b.local_versions + session.b_to_a.local_versions +
+                    session.a_to_b.errors.size() + session.b_to_a.errors.size();
     if (left == 0 || options.direction != SyncDirection::kTwoWay) break;
     if (report.rounds >= options.max_rounds) {
       report.problems.push_back("the databases were still changing after " +
