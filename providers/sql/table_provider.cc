@@ -13,6 +13,8 @@ namespace {
 
 constexpr std::string_view kTableField = "#table";
 const ChangeUnitId kTableUnit = ChangeUnitIdFromName(kTableField);
+// How much row data DetectChanges keeps for LoadChangeData.
+constexpr size_t kRowCacheBytes = size_t{256} << 20;
 
 void AppendEscaped(std::string& out, std::string_view s) {
   for (char c : s) {
@@ -191,6 +193,8 @@ Result<std::optional<std::vector<std::string>>> TableProvider::ReadRow(
 
 Status TableProvider::DetectChanges(ChangeRecorder& recorder) {
   pending_anchors_.clear();
+  rows_.clear();
+  cached_bytes_ = 0;
   for (const auto& t : tables_) MESHSYNC_RETURN_IF_ERROR(DetectTable(*t, recorder));
   return Status::Ok();
 }
@@ -254,6 +258,13 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
     change.id = id;
     change.key = key;
     change.provider_state = EncodeFieldHashes(hashes);
+    if (cached_bytes_ < kRowCacheBytes) {
+      CachedRow& cached = rows_[key];
+      cached.state = change.provider_state;
+      cached.values.assign(row.begin() + 1, row.begin() + 1 + static_cast<ptrdiff_t>(n));
+      for (const std::string& v : cached.values) cached_bytes_ += v.size() + 32;
+      cached_bytes_ += key.size() + cached.state.size() + 64;
+    }
     if (!live) {
       for (const auto& [unit, hash] : hashes) change.changed_units.push_back(unit);
     } else {
@@ -294,7 +305,13 @@ Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const C
   if (parts.size() != 1 + t->schema.pk.size())
     return DataLossError("the key of item " + item.id.ToHex() + " does not fit its table");
   std::span<const std::string> pk(parts.data() + 1, parts.size() - 1);
-  MESHSYNC_ASSIGN_OR_RETURN(auto row, ReadRow(*t, pk, false));
+  std::optional<std::vector<std::string>> row;
+  if (auto cached = rows_.find(item.key);
+      cached != rows_.end() && cached->second.state == item.provider_state) {
+    row = cached->second.values;
+  } else {
+    MESHSYNC_ASSIGN_OR_RETURN(row, ReadRow(*t, pk, false));
+  }
   if (!row) return NotFoundError(DescribeKey(item.key) + " was deleted since it was scanned");
   FieldHashes state = DecodeFieldHashes(item.provider_state);
   for (ChangeUnitId unit : units) {
@@ -321,10 +338,12 @@ Result<SaveResult> TableProvider::SaveChange(const SaveRequest& request) {
         db_.Exec(db_.dialect() == Dialect::kSqlite ? "BEGIN IMMEDIATE" : "BEGIN"));
     in_transaction_ = true;
   }
-  MESHSYNC_RETURN_IF_ERROR(db_.Exec("SAVEPOINT meshsync_item"));
+  // Prepared once (Query caches them), not parsed per row.
+  auto run = [this](const char* sql) { return db_.Query(sql, {}, [](Row) { return Status::Ok(); }); };
+  MESHSYNC_RETURN_IF_ERROR(run("SAVEPOINT meshsync_item"));
   Result<SaveResult> result = Save(request);
-  Status end = result.ok() ? db_.Exec("RELEASE meshsync_item")
-                           : db_.Exec("ROLLBACK TO meshsync_item; RELEASE meshsync_item");
+  Status end = result.ok() ? run("RELEASE meshsync_item") : run("ROLLBACK TO meshsync_item");
+  if (!result.ok() && end.ok()) end = run("RELEASE meshsync_item");
   if (!end.ok()) return end;
   return result;
 }
@@ -376,6 +395,7 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
   if (pk.size() != schema.pk.size())
     return DataLossError("a key that does not fit table " + table_name);
   std::string key = MakeKey(table_name, pk);
+  rows_.erase(key);
   FieldHashes state;
   if (request.local != nullptr) state = DecodeFieldHashes(request.local->provider_state);
   SaveResult result;

@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "meshsync/provider.h"
@@ -87,6 +88,16 @@ class TableProvider final : public Provider {
   std::map<std::string, size_t, std::less<>> by_name_;
   // Anchors read up to by the last DetectChanges, saved by ChangesRecorded.
   std::map<std::string, std::string> pending_anchors_;
+  // The rows the last DetectChanges read, by key, with the provider_state
+  // their values hash to: LoadChangeData serves an item from here while its
+  // metadata still names that state (the values of exactly that version),
+  // instead of a query per row. Bounded; SaveChange drops what it rewrites.
+  struct CachedRow {
+    std::string state;
+    std::vector<std::string> values;
+  };
+  std::unordered_map<std::string, CachedRow> rows_;
+  size_t cached_bytes_ = 0;
   bool in_transaction_ = false;
 };
 

@@ -123,6 +123,7 @@ class Statement {
 class SqliteStore final : public MetadataStore {
  public:
   ~SqliteStore() override {
+    EndRead();
     // Statements must be finalized before the connection closes.
     get_item_.reset();
     find_by_key_.reset();
@@ -146,17 +147,20 @@ class SqliteStore final : public MetadataStore {
   const ReplicaState& state() const override { return state_; }
 
   Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) override {
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
     get_item_->BindId(1, id);
     return ReadOptionalItem(*get_item_);
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
     find_by_key_->BindBlob(1, key);
     return ReadOptionalItem(*find_by_key_);
   }
 
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                    std::vector<ItemMetadata>& out) override {
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
     scan_->BindId(1, first);
     scan_->BindId(2, last);
     scan_->BindInt(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
@@ -172,6 +176,7 @@ class SqliteStore final : public MetadataStore {
   }
 
   Result<size_t> CountItems() override {
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
     Statement count;
     MESHSYNC_RETURN_IF_ERROR(count.Prepare(db_, "SELECT count(*) FROM items"));
     size_t n = count.Step() ? static_cast<size_t>(count.Int(0)) : 0;
@@ -180,6 +185,7 @@ class SqliteStore final : public MetadataStore {
   }
 
   Result<std::vector<ConflictRecord>> ListConflicts() override {
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
     Statement list;
     MESHSYNC_RETURN_IF_ERROR(list.Prepare(db_, "SELECT id, record FROM conflicts ORDER BY id"));
     std::vector<ConflictRecord> out;
@@ -195,6 +201,7 @@ class SqliteStore final : public MetadataStore {
 
   Status Commit(const StoreBatch& batch) override {
     if (batch.empty()) return Status::Ok();
+    EndRead();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status status = WriteBatch(batch);
     if (status.ok()) status = Exec("COMMIT");
@@ -212,6 +219,22 @@ class SqliteStore final : public MetadataStore {
 
  private:
   SqliteStore() = default;
+
+  // Reads between two commits share one read transaction: taking and
+  // dropping WAL read locks (fcntl) per point lookup cost more than the
+  // lookups themselves. Only this connection writes the store (its replica
+  // is locked), so the snapshot is never stale; Commit ends it first.
+  Status BeginRead() {
+    if (reading_) return Status::Ok();
+    MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN"));
+    reading_ = true;
+    return Status::Ok();
+  }
+  void EndRead() {
+    if (!reading_) return;
+    reading_ = false;
+    Exec("COMMIT").IgnoreError();  // a read transaction: nothing to lose
+  }
 
   Status Exec(const char* sql) {
     char* error = nullptr;
@@ -415,6 +438,7 @@ class SqliteStore final : public MetadataStore {
   }
 
   sqlite3* db_ = nullptr;
+  bool reading_ = false;  // a read transaction is open (BeginRead)
   ReplicaState state_;
   std::unique_ptr<Statement> get_item_, find_by_key_, scan_, upsert_, erase_, set_meta_,
       add_conflict_, drop_conflict_;
