@@ -34,8 +34,7 @@ using meshsync::Status;
 namespace sql = meshsync::sql;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void Die(const std::string& what) {
@@ -76,19 +75,17 @@ std::string ChangeSql(int rows) {
          std::to_string(rows) + ";" +
          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
          "INSERT INTO t SELECT " +
-         std::to_string(rows) +
-         " + i, 'new ' || i, i, i * 0.5, 'fresh', randomblob(32) FROM n;" +
+         std::to_string(rows) + " + i, 'new ' || i, i, i * 0.5, 'fresh', randomblob(32) FROM n;" +
          "DELETE FROM t WHERE id % 1000 = 7;";
 }
 
 void Generate(const std::string& path, int rows) {
   sqlite3* db = OpenDb(path);
   Exec(db, kSqliteTable);
-  Exec(db,
-       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
-           std::to_string(rows) +
-           ") INSERT INTO t SELECT i, 'customer ' || i, i % 977, (i % 10007) * 0.25, "
-           "'note for row ' || i || ' ' || hex(randomblob(8)), randomblob(24 + i % 16) FROM n");
+  Exec(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
+               std::to_string(rows) +
+               ") INSERT INTO t SELECT i, 'customer ' || i, i % 977, (i % 10007) * 0.25, "
+               "'note for row ' || i || ' ' || hex(randomblob(8)), randomblob(24 + i % 16) FROM n");
   sqlite3_close(db);
 }
 
@@ -198,7 +195,8 @@ int main(int argc, char** argv) {
   fs::copy_file(ref, empty);
   size_t bytes = 0;
   double ref_initial = ChangesetApply(
-      dir, empty, "ATTACH '" + source + "' AS src; INSERT INTO t SELECT * FROM src.t;", ref, &bytes);
+      dir, empty, "ATTACH '" + source + "' AS src; INSERT INTO t SELECT * FROM src.t;", ref,
+      &bytes);
   std::printf("  changeset apply, initial       %8.3f s   (%.1f MiB changeset)\n", ref_initial,
               static_cast<double>(bytes) / (1 << 20));
 

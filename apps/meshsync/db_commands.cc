@@ -116,8 +116,8 @@ int RunDeprovision(const Args& a) {
   if (all && meta.ok()) {
     std::error_code ec;
     fs::remove_all(*meta, ec);
-    if (ec) std::fprintf(stderr, "meshsync: cannot remove %s: %s\n", meta->c_str(),
-                         ec.message().c_str());
+    if (ec)
+      std::fprintf(stderr, "meshsync: cannot remove %s: %s\n", meta->c_str(), ec.message().c_str());
   }
   std::printf("deprovisioned %s in %s\n", tables.empty() ? "every table" : "the tables named",
               (*db)->name().c_str());
@@ -178,11 +178,12 @@ int RunDbSync(const Args& a) {
   auto report = sql::SyncDatabases(**da, **db, options);
   if (!report.ok()) return Fail(report.status());
   if (a.json) {
-    std::printf("{\"a\": %s, \"b\": %s, \"a_to_b\": %s, \"b_to_a\": %s, \"rounds\": %d, "
-                "\"errors\": [",
-                Json((*da)->name()).c_str(), Json((*db)->name()).c_str(),
-                JsonDirection(report->a_to_b).c_str(), JsonDirection(report->b_to_a).c_str(),
-                report->rounds);
+    std::printf(
+        "{\"a\": %s, \"b\": %s, \"a_to_b\": %s, \"b_to_a\": %s, \"rounds\": %d, "
+        "\"errors\": [",
+        Json((*da)->name()).c_str(), Json((*db)->name()).c_str(),
+        JsonDirection(report->a_to_b).c_str(), JsonDirection(report->b_to_a).c_str(),
+        report->rounds);
     for (size_t i = 0; i < report->problems.size(); ++i)
       std::printf("%s%s", i ? ", " : "", Json(report->problems[i]).c_str());
     std::printf("]}\n");
@@ -237,11 +238,10 @@ int RunDbConflicts(const std::vector<std::string>& args, size_t from) {
       row = sql::TableProvider::DescribeKey((*item)->key);
     std::string column, value;
     if (!c.loser_is_delete && !DecodeField(c.loser_data, column, value).ok()) column = "?";
-    std::string shown = c.loser_is_delete           ? "(row deleted)"
-                        : sql::IsNull(value)        ? "NULL"
-                        : sql::IsBlob(value)        ? "(" + std::to_string(value.size() - 1) +
-                                                   " bytes)"
-                                                    : std::string(sql::Payload(value));
+    std::string shown = c.loser_is_delete    ? "(row deleted)"
+                        : sql::IsNull(value) ? "NULL"
+                        : sql::IsBlob(value) ? "(" + std::to_string(value.size() - 1) + " bytes)"
+                                             : std::string(sql::Payload(value));
     std::string winner = keys.IdOf(c.winner.replica).ShortName();
     std::string loser = keys.IdOf(c.loser.replica).ShortName();
     if (a.json) {

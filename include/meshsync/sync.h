@@ -86,8 +86,8 @@ enum class ConflictPolicy {
   // other policies an edit beats a concurrent delete.
   kSourceWins,
   kDestinationWins,
-  kMerge,            // Provider::MergeUnit decides a new value
-  kDefer,            // log it, apply nothing, try again next session
+  kMerge,  // Provider::MergeUnit decides a new value
+  kDefer,  // log it, apply nothing, try again next session
 };
 
 // Reported after every batch. The total of bytes is not known in advance

@@ -117,9 +117,8 @@ class SqliteConnection final : public Connection {
       rc = sqlite3_bind_blob64(stmt, i, payload.data(), payload.size(), SQLITE_TRANSIENT);
     } else if (!IsText(p.value)) {
       return InvalidArgumentError("a value is not encoded (N, b... or v...)");
-    } else if (auto n = p.kind == Kind::kInteger || p.kind == Kind::kBoolean
-                            ? ParseInteger(payload)
-                            : std::nullopt) {
+    } else if (auto n = p.kind == Kind::kInteger || p.kind == Kind::kBoolean ? ParseInteger(payload)
+                                                                             : std::nullopt) {
       rc = sqlite3_bind_int64(stmt, i, *n);
     } else if (auto d = p.kind == Kind::kReal ? ParseReal(payload) : std::nullopt) {
       rc = sqlite3_bind_double(stmt, i, *d);
@@ -167,8 +166,7 @@ Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
   std::string path(url.substr(std::strlen("sqlite:")));
   if (path.empty()) return InvalidArgumentError("sqlite: needs a path (sqlite:PATH)");
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string message = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -341,8 +339,8 @@ Result<std::unique_ptr<Connection>> ConnectPostgres(std::string_view url) {
     PQfinish(conn);
     return UnavailableError("cannot connect to PostgreSQL: " + message);
   }
-  std::string name = std::string("postgresql://") + PQhost(conn) + ":" + PQport(conn) + "/" +
-                     PQdb(conn);
+  std::string name =
+      std::string("postgresql://") + PQhost(conn) + ":" + PQport(conn) + "/" + PQdb(conn);
   auto connection = std::make_unique<PostgresConnection>(conn, std::move(name));
   // Settings that fix the text form of values (value.h).
   MESHSYNC_RETURN_IF_ERROR(connection->Exec(

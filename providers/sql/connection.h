@@ -15,8 +15,8 @@
 #define MESHSYNC_PROVIDERS_SQL_CONNECTION_H_
 
 #include <functional>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>

@@ -18,8 +18,7 @@ namespace meshsync::sql {
 
 namespace fs = std::filesystem;
 
-Result<std::string> MetadataDir(Connection& db, std::string_view url,
-                                const std::string& meta_dir) {
+Result<std::string> MetadataDir(Connection& db, std::string_view url, const std::string& meta_dir) {
   if (db.dialect() == Dialect::kSqlite) {
     std::error_code ec;
     fs::path path = fs::weakly_canonical(fs::path(std::string(url.substr(7))), ec);
@@ -119,9 +118,8 @@ Status CheckScopes(Database& a, Database& b) {
   const auto& sa = a.provider().schemas();
   const auto& sb = b.provider().schemas();
   for (const TableSchema& t : sa) {
-    auto it = std::find_if(sb.begin(), sb.end(), [&](const TableSchema& o) {
-      return o.name == t.name;
-    });
+    auto it =
+        std::find_if(sb.begin(), sb.end(), [&](const TableSchema& o) { return o.name == t.name; });
     if (it == sb.end()) {
       return FailedPreconditionError("table " + t.name + " is synced by " + a.name() +
                                      " but not by " + b.name());

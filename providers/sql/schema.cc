@@ -37,8 +37,8 @@ Result<bool> TableExists(Connection& db, std::string_view table) {
   }
   MESHSYNC_ASSIGN_OR_RETURN(std::string quoted, QuoteIdent(name));
   Param p{Text(quoted)};
-  MESHSYNC_ASSIGN_OR_RETURN(auto v, QueryValue(db, "SELECT to_regclass($1) IS NOT NULL",
-                                               std::span(&p, 1)));
+  MESHSYNC_ASSIGN_OR_RETURN(auto v,
+                            QueryValue(db, "SELECT to_regclass($1) IS NOT NULL", std::span(&p, 1)));
   return v.has_value() && *v == "v1";
 }
 
@@ -81,8 +81,8 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
                       std::string_view where) {
       return "INSERT INTO " + tracking + "(" + pk + ", seq, changed_millis, op) SELECT " +
              Join(values, ", ") + ", (SELECT coalesce(max(seq), 0) + 1 FROM " + tracking + "), " +
-             millis + ", '" + std::string(op) + "' WHERE " + std::string(where) +
-             " ON CONFLICT(" + pk +
+             millis + ", '" + std::string(op) + "' WHERE " + std::string(where) + " ON CONFLICT(" +
+             pk +
              ") DO UPDATE SET seq = excluded.seq, changed_millis = excluded.changed_millis, "
              "op = excluded.op;";
     };
@@ -91,8 +91,8 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
     sql += "CREATE TRIGGER meshsync_insert_" + num + " AFTER INSERT ON " + quoted + " BEGIN " +
            upsert(new_pk, "insert", "true") + " END;\n";
     sql += "CREATE TRIGGER meshsync_update_" + num + " AFTER UPDATE ON " + quoted + " BEGIN " +
-           upsert(old_pk, "delete", Join(moved, " OR ")) + " " +
-           upsert(new_pk, "update", "true") + " END;\n";
+           upsert(old_pk, "delete", Join(moved, " OR ")) + " " + upsert(new_pk, "update", "true") +
+           " END;\n";
     sql += "CREATE TRIGGER meshsync_delete_" + num + " AFTER DELETE ON " + quoted + " BEGIN " +
            upsert(old_pk, "delete", "true") + " END;\n";
     sql += "INSERT INTO " + tracking + "(" + pk + ", seq, changed_millis, op) SELECT " + pk +
@@ -125,8 +125,8 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
          Join(old_pk, ", ") + ") IS DISTINCT FROM ROW(" + Join(new_pk, ", ") + ")) THEN " +
          upsert(old_pk) + " END IF;\n  IF TG_OP <> 'DELETE' THEN " + upsert(new_pk) +
          " END IF;\n  RETURN NULL;\nEND $meshsync$;\n";
-  sql += "CREATE TRIGGER meshsync_track_" + num + " AFTER INSERT OR UPDATE OR DELETE ON " +
-         quoted + " FOR EACH ROW EXECUTE FUNCTION meshsync_track_" + num + "();\n";
+  sql += "CREATE TRIGGER meshsync_track_" + num + " AFTER INSERT OR UPDATE OR DELETE ON " + quoted +
+         " FOR EACH ROW EXECUTE FUNCTION meshsync_track_" + num + "();\n";
   sql += "INSERT INTO " + tracking + "(" + pk + ", xid, changed_millis, op) SELECT " + pk +
          ", pg_current_xact_id(), " + millis + ", 'insert' FROM " + quoted + ";\n";
   return sql;
@@ -224,9 +224,8 @@ Result<TableSchema> DescribeTable(Connection& db, std::string_view table) {
     return InvalidArgumentError(db.name() + ": table " + quoted +
                                 " has no primary key; meshsync syncs rows by their primary key");
   }
-  std::sort(schema.pk.begin(), schema.pk.end(), [&](size_t a, size_t b) {
-    return schema.columns[a].pk < schema.columns[b].pk;
-  });
+  std::sort(schema.pk.begin(), schema.pk.end(),
+            [&](size_t a, size_t b) { return schema.columns[a].pk < schema.columns[b].pk; });
   return schema;
 }
 
@@ -270,21 +269,21 @@ Status Provision(Connection& db, std::span<const std::string> tables) {
   Dialect d = db.dialect();
   return InTransaction(db, [&]() -> Status {
     const char* text = d == Dialect::kSqlite ? "TEXT" : "text";
-    MESHSYNC_RETURN_IF_ERROR(db.Exec(
-        std::string("CREATE TABLE IF NOT EXISTS meshsync_scope(name ") + text +
-        " PRIMARY KEY, value " + text +
-        " NOT NULL);\n"
-        "CREATE TABLE IF NOT EXISTS meshsync_tables(name " +
-        text + " PRIMARY KEY, number " + (d == Dialect::kSqlite ? "INTEGER" : "integer") +
-        " NOT NULL UNIQUE, signature " + text +
-        " NOT NULL);\n"
-        "CREATE TABLE IF NOT EXISTS meshsync_anchors(replica " +
-        text + " NOT NULL, tbl " + text + " NOT NULL, anchor " + text +
-        " NOT NULL, PRIMARY KEY(replica, tbl));\n"
-        "INSERT INTO meshsync_scope(name, value) VALUES ('id', " +
-        (d == Dialect::kSqlite ? "lower(hex(randomblob(16)))"
-                               : "md5(random()::text || clock_timestamp()::text)") +
-        ") ON CONFLICT(name) DO NOTHING;"));
+    MESHSYNC_RETURN_IF_ERROR(
+        db.Exec(std::string("CREATE TABLE IF NOT EXISTS meshsync_scope(name ") + text +
+                " PRIMARY KEY, value " + text +
+                " NOT NULL);\n"
+                "CREATE TABLE IF NOT EXISTS meshsync_tables(name " +
+                text + " PRIMARY KEY, number " + (d == Dialect::kSqlite ? "INTEGER" : "integer") +
+                " NOT NULL UNIQUE, signature " + text +
+                " NOT NULL);\n"
+                "CREATE TABLE IF NOT EXISTS meshsync_anchors(replica " +
+                text + " NOT NULL, tbl " + text + " NOT NULL, anchor " + text +
+                " NOT NULL, PRIMARY KEY(replica, tbl));\n"
+                "INSERT INTO meshsync_scope(name, value) VALUES ('id', " +
+                (d == Dialect::kSqlite ? "lower(hex(randomblob(16)))"
+                                       : "md5(random()::text || clock_timestamp()::text)") +
+                ") ON CONFLICT(name) DO NOTHING;"));
     for (const TableSchema& schema : schemas) {
       Param name{Text(schema.name)};
       MESHSYNC_ASSIGN_OR_RETURN(
@@ -306,14 +305,15 @@ Status Provision(Connection& db, std::span<const std::string> tables) {
       std::string signature = schema.Signature();
       std::string num = std::to_string(number);
       Param params[] = {{Text(schema.name)}, {Text(num), Kind::kInteger}, {Text(signature)}};
-      MESHSYNC_RETURN_IF_ERROR(db.Query(
-          "INSERT INTO meshsync_tables(name, number, signature) VALUES (" + db.Placeholder(1) +
-              ", " + db.Placeholder(2) + (d == Dialect::kPostgres ? "::integer" : "") + ", " +
-              db.Placeholder(3) + ") ON CONFLICT(name) DO UPDATE SET signature = excluded.signature",
-          params, [](Row) { return Status::Ok(); }));
-      MESHSYNC_RETURN_IF_ERROR(db.Query(
-          "DELETE FROM meshsync_anchors WHERE tbl = " + db.Placeholder(1), std::span(&name, 1),
-          [](Row) { return Status::Ok(); }));
+      MESHSYNC_RETURN_IF_ERROR(
+          db.Query("INSERT INTO meshsync_tables(name, number, signature) VALUES (" +
+                       db.Placeholder(1) + ", " + db.Placeholder(2) +
+                       (d == Dialect::kPostgres ? "::integer" : "") + ", " + db.Placeholder(3) +
+                       ") ON CONFLICT(name) DO UPDATE SET signature = excluded.signature",
+                   params, [](Row) { return Status::Ok(); }));
+      MESHSYNC_RETURN_IF_ERROR(
+          db.Query("DELETE FROM meshsync_anchors WHERE tbl = " + db.Placeholder(1),
+                   std::span(&name, 1), [](Row) { return Status::Ok(); }));
     }
     return Status::Ok();
   });

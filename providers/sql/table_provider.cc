@@ -120,9 +120,9 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
     MESHSYNC_ASSIGN_OR_RETURN(TableSchema schema, DescribeTable(db, enrolled.name));
     if (schema.Signature() != enrolled.signature) {
       return FailedPreconditionError(
-          db.name() + ": table " + enrolled.name + " changed since it was provisioned (now: " +
-          schema.Signature() + "; then: " + enrolled.signature +
-          "); run 'meshsync db provision' for it again");
+          db.name() + ": table " + enrolled.name +
+          " changed since it was provisioned (now: " + schema.Signature() +
+          "; then: " + enrolled.signature + "); run 'meshsync db provision' for it again");
     }
     auto t = std::make_unique<Table>();
     t->number = enrolled.number;
@@ -203,12 +203,11 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
   const TableSchema& schema = t.schema;
   bool pg = db_.dialect() == Dialect::kPostgres;
   Param owner[] = {{Text(anchor_owner_)}, {Text(schema.name)}};
-  MESHSYNC_ASSIGN_OR_RETURN(
-      auto anchor,
-      QueryValue(db_,
-                 "SELECT anchor FROM meshsync_anchors WHERE replica = " + db_.Placeholder(1) +
-                     " AND tbl = " + db_.Placeholder(2),
-                 owner));
+  MESHSYNC_ASSIGN_OR_RETURN(auto anchor,
+                            QueryValue(db_,
+                                       "SELECT anchor FROM meshsync_anchors WHERE replica = " +
+                                           db_.Placeholder(1) + " AND tbl = " + db_.Placeholder(2),
+                                       owner));
   std::string from = anchor ? std::string(Payload(*anchor)) : "0";
   std::string next = from;
   if (pg) {
@@ -253,7 +252,8 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
     }
     FieldHashes hashes;
     hashes[kTableUnit] = UnitHash(kTableField, schema.name);
-    for (size_t c = 0; c < n; ++c) hashes[t.units[c]] = UnitHash(schema.columns[c].name, row[1 + c]);
+    for (size_t c = 0; c < n; ++c)
+      hashes[t.units[c]] = UnitHash(schema.columns[c].name, row[1 + c]);
     LocalChange change;
     change.id = id;
     change.key = key;
@@ -288,11 +288,11 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
 Status TableProvider::ChangesRecorded() {
   for (const auto& [table, anchor] : pending_anchors_) {
     Param params[] = {{Text(anchor_owner_)}, {Text(table)}, {Text(anchor)}};
-    MESHSYNC_RETURN_IF_ERROR(db_.Query(
-        "INSERT INTO meshsync_anchors(replica, tbl, anchor) VALUES (" + db_.Placeholder(1) + ", " +
-            db_.Placeholder(2) + ", " + db_.Placeholder(3) +
-            ") ON CONFLICT(replica, tbl) DO UPDATE SET anchor = excluded.anchor",
-        params, [](Row) { return Status::Ok(); }));
+    MESHSYNC_RETURN_IF_ERROR(
+        db_.Query("INSERT INTO meshsync_anchors(replica, tbl, anchor) VALUES (" +
+                      db_.Placeholder(1) + ", " + db_.Placeholder(2) + ", " + db_.Placeholder(3) +
+                      ") ON CONFLICT(replica, tbl) DO UPDATE SET anchor = excluded.anchor",
+                  params, [](Row) { return Status::Ok(); }));
   }
   pending_anchors_.clear();
   return Status::Ok();
@@ -339,7 +339,9 @@ Result<SaveResult> TableProvider::SaveChange(const SaveRequest& request) {
     in_transaction_ = true;
   }
   // Prepared once (Query caches them), not parsed per row.
-  auto run = [this](const char* sql) { return db_.Query(sql, {}, [](Row) { return Status::Ok(); }); };
+  auto run = [this](const char* sql) {
+    return db_.Query(sql, {}, [](Row) { return Status::Ok(); });
+  };
   MESHSYNC_RETURN_IF_ERROR(run("SAVEPOINT meshsync_item"));
   Result<SaveResult> result = Save(request);
   Status end = result.ok() ? run("RELEASE meshsync_item") : run("ROLLBACK TO meshsync_item");
@@ -410,9 +412,9 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
       placeholders.push_back(db_.Placeholder(params.size() + 1));
       params.push_back(Param{value, schema.columns[c].kind});
     }
-    std::string sql = "INSERT INTO " + t->quoted_table + "(" + Join(columns, ", ") +
-                      ") VALUES (" + Join(placeholders, ", ") +
-                      ") ON CONFLICT DO NOTHING RETURNING " + Join(t->quoted, ", ");
+    std::string sql = "INSERT INTO " + t->quoted_table + "(" + Join(columns, ", ") + ") VALUES (" +
+                      Join(placeholders, ", ") + ") ON CONFLICT DO NOTHING RETURNING " +
+                      Join(t->quoted, ", ");
     MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
       stored.emplace(r.begin(), r.end());
       return Status::Ok();

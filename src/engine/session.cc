@@ -403,7 +403,8 @@ class DirectionRun {
         ++report_.deleted;
         return Status::Ok();
       }
-      if (options_.policy == ConflictPolicy::kSourceWins) return DeleteEdited(change, *local, batch);
+      if (options_.policy == ConflictPolicy::kSourceWins)
+        return DeleteEdited(change, *local, batch);
       // A local edit the source had not seen: it beats the deletion. The
       // destination still learns the deletion, and its edit flows back.
       ++report_.conflicts;
@@ -469,10 +470,10 @@ class DirectionRun {
     MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
     ++report_.conflicts;
     for (UnitData& unit : data) {
-      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
-                                                   ConflictKind::kUpdateDelete, change.updated,
-                                                   *local.FindUnit(unit.unit),
-                                                   /*loser_is_delete=*/false, std::move(unit.data)));
+      batch.store.new_conflicts.push_back(
+          Conflict(change.id, unit.unit, ConflictKind::kUpdateDelete, change.updated,
+                   *local.FindUnit(unit.unit),
+                   /*loser_is_delete=*/false, std::move(unit.data)));
     }
     ItemMetadata deleted = WinningDeletion(local, change.units);
     deleted.key = std::move(saved.key);
@@ -494,10 +495,10 @@ class DirectionRun {
     MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, edited, data));
     ++report_.conflicts;
     for (UnitData& unit : data) {
-      batch.store.new_conflicts.push_back(Conflict(change.id, unit.unit,
-                                                   ConflictKind::kDeleteUpdate, local.updated,
-                                                   *change.FindUnit(unit.unit),
-                                                   /*loser_is_delete=*/false, std::move(unit.data)));
+      batch.store.new_conflicts.push_back(
+          Conflict(change.id, unit.unit, ConflictKind::kDeleteUpdate, local.updated,
+                   *change.FindUnit(unit.unit),
+                   /*loser_is_delete=*/false, std::move(unit.data)));
     }
     batch.store.upserts.push_back(WinningDeletion(local, change.units));
     return Status::Ok();

@@ -82,8 +82,10 @@ RC_GTEST_PROP(SqlProperty, ThreeDatabasesConvergeAndLoseNothing, ()) {
 
   auto ops = *rc::gen::container<std::vector<Op>>(rc::gen::build<Op>(
       rc::gen::set(&Op::kind, rc::gen::weightedElement<int>({{3, 0}, {4, 1}, {1, 2}, {3, 3}})),
-      rc::gen::set(&Op::db, rc::gen::inRange(0, 3)), rc::gen::set(&Op::other, rc::gen::inRange(1, 3)),
-      rc::gen::set(&Op::key, rc::gen::inRange(1, 5)), rc::gen::set(&Op::column, rc::gen::inRange(0, 2))));
+      rc::gen::set(&Op::db, rc::gen::inRange(0, 3)),
+      rc::gen::set(&Op::other, rc::gen::inRange(1, 3)),
+      rc::gen::set(&Op::key, rc::gen::inRange(1, 5)),
+      rc::gen::set(&Op::column, rc::gen::inRange(0, 2))));
   if (ops.size() > 30) ops.resize(30);
 
   std::set<std::string> written, superseded;
@@ -113,9 +115,9 @@ RC_GTEST_PROP(SqlProperty, ThreeDatabasesConvergeAndLoseNothing, ()) {
       written.insert("v" + v2);
     } else {
       std::string column = op.column == 0 ? "a" : "b";
-      RC_ASSERT(db.Exec("UPDATE " + table + " SET " + column + " = " + Quote(v1) +
-                        " WHERE k = " + k)
-                    .ok());
+      RC_ASSERT(
+          db.Exec("UPDATE " + table + " SET " + column + " = " + Quote(v1) + " WHERE k = " + k)
+              .ok());
       written.insert("v" + v1);
     }
   }

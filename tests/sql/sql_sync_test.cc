@@ -80,7 +80,8 @@ class SqlSyncTest : public ::testing::TestWithParam<Pair> {
 
 TEST_P(SqlSyncTest, InitialSyncBothWaysThenIncrementalChanges) {
   MakeContacts();
-  Exec(*a_, "INSERT INTO contacts VALUES (1, 'Ann', '111', NULL, 1.5), (2, 'Bob', NULL, 'b@x', 0.1)");
+  Exec(*a_,
+       "INSERT INTO contacts VALUES (1, 'Ann', '111', NULL, 1.5), (2, 'Bob', NULL, 'b@x', 0.1)");
   Exec(*b_, "INSERT INTO contacts VALUES (3, 'Cy', '333', NULL, -2)");
   DbSyncReport r = Sync();
   EXPECT_EQ(r.a_to_b.created, 2u);
@@ -348,13 +349,13 @@ TEST_P(SqlSyncTest, EveryTypeRoundTripsExactly) {
   ASSERT_TRUE(Provision(*b_, t).ok());
   bool a_pg = a_->dialect() == Dialect::kPostgres;
   std::string bytes = a_pg ? "'\\x00ff10'::bytea" : "x'00ff10'";
-  Exec(*a_, "INSERT INTO typed VALUES (1, -32768, 9223372036854775807, 1.5, 0.25, "
-            "0.30000000000000004, 'naïve ''quote'' \"dq\"\n tab\t', 'short', " +
-                bytes +
-                ", " + (a_pg ? "true" : "1") +
-                ", '2024-02-29', '2024-01-02 03:04:05.123456', "
-                "'2024-01-02 03:04:05.5+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', "
-                "'{\"a\": [1, 2]}', '{\"b\": 1}')");
+  Exec(*a_,
+       "INSERT INTO typed VALUES (1, -32768, 9223372036854775807, 1.5, 0.25, "
+       "0.30000000000000004, 'naïve ''quote'' \"dq\"\n tab\t', 'short', " +
+           bytes + ", " + (a_pg ? "true" : "1") +
+           ", '2024-02-29', '2024-01-02 03:04:05.123456', "
+           "'2024-01-02 03:04:05.5+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', "
+           "'{\"a\": [1, 2]}', '{\"b\": 1}')");
   Exec(*a_, "INSERT INTO typed(id) VALUES (2)");  // NULL everywhere
   Sync();
   auto rows_a = Dump(*a_, "typed");
