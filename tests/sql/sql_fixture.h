@@ -33,6 +33,9 @@ inline std::string TempDir() {
 // fixture did not start one.
 inline std::string PostgresUrl() {
   const char* file = std::getenv("MESHSYNC_PG_URL_FILE");
+#ifdef MESHSYNC_PG_URL_FILE_DEFAULT
+  if (file == nullptr) file = MESHSYNC_PG_URL_FILE_DEFAULT;
+#endif
   std::string url;
   if (file != nullptr) {
     std::ifstream in(file);

@@ -50,7 +50,7 @@ RC_GTEST_PROP(SqlProperty, ThreeDatabasesConvergeAndLoseNothing, ()) {
   std::vector<std::unique_ptr<Connection>> dbs;
   for (const std::string& url : urls) {
     dbs.push_back(testing::Open(url));
-    RC_ASSERT(dbs.back() != nullptr);
+    if (dbs.back() == nullptr) RC_FAIL("cannot open " + url);
     std::string ddl = dbs.back()->dialect() == Dialect::kSqlite
                           ? "CREATE TABLE " + table + "(k INTEGER PRIMARY KEY, a TEXT, b TEXT)"
                           : "CREATE TABLE " + table + "(k integer PRIMARY KEY, a text, b text)";
