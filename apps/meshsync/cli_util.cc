@@ -1,6 +1,7 @@
 #include "cli_util.h"
 
 #include <cstdio>
+#include <ctime>
 
 namespace meshsync::cli {
 
@@ -48,4 +49,13 @@ std::string Json(std::string_view s) {
   }
   return out + "\"";
 }
+std::string Stamp(uint64_t millis) {
+  time_t seconds = static_cast<time_t>(millis / 1000);
+  struct tm tm {};
+  gmtime_r(&seconds, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
 }  // namespace meshsync::cli

@@ -2,6 +2,7 @@
 #ifndef MESHSYNC_APPS_MESHSYNC_CLI_UTIL_H_
 #define MESHSYNC_APPS_MESHSYNC_CLI_UTIL_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -15,6 +16,8 @@ int Usage(const char* message);
 int Fail(const Status& status);
 // A JSON string literal: valid UTF-8 passes through, other bytes become \u00XX.
 std::string Json(std::string_view s);
+// "YYYY-MM-DD HH:MM:SS UTC" for milliseconds since the epoch.
+std::string Stamp(uint64_t millis);
 
 }  // namespace meshsync::cli
 

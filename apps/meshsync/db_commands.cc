@@ -34,15 +34,6 @@ constexpr const char* kDbHelp =
     "                             columns whose losing values the conflict log keeps\n"
     "URL: sqlite:PATH, or postgresql://USER@HOST:PORT/DB (a libpq URI)\n";
 
-std::string Stamp(uint64_t millis) {
-  time_t seconds = static_cast<time_t>(millis / 1000);
-  struct tm tm {};
-  gmtime_r(&seconds, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return buf;
-}
-
 struct Args {
   std::vector<std::string> positional;
   DatabaseOptions db;

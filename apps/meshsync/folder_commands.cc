@@ -35,15 +35,6 @@ std::string Bytes(uint64_t n) {
   return buf;
 }
 
-std::string Stamp(uint64_t millis) {
-  time_t seconds = static_cast<time_t>(millis / 1000);
-  struct tm tm {};
-  gmtime_r(&seconds, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return buf;
-}
-
 // A one-line progress bar on a terminal, shown once a sync has run for a
 // second; nothing at all when stderr is not a terminal.
 class ProgressBar {

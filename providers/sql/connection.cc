@@ -28,6 +28,15 @@ Result<std::string> QuoteIdent(std::string_view name) {
   return out;
 }
 
+std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += sep;
+    out += parts[i];
+  }
+  return out;
+}
+
 Result<std::optional<std::string>> QueryValue(Connection& db, const std::string& sql,
                                               std::span<const Param> params) {
   std::optional<std::string> value;

@@ -68,6 +68,9 @@ Result<std::unique_ptr<Connection>> Connect(std::string_view url);
 // an empty name or one holding a NUL byte.
 Result<std::string> QuoteIdent(std::string_view name);
 
+// `parts` separated by `sep` (column lists, conditions).
+std::string Join(const std::vector<std::string>& parts, std::string_view sep);
+
 // Runs `sql` and returns the first column of the first row, or nullopt.
 Result<std::optional<std::string>> QueryValue(Connection& db, const std::string& sql,
                                               std::span<const Param> params = {});

@@ -12,15 +12,6 @@ namespace {
 
 constexpr std::string_view kTableField = "#table";
 
-std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (i > 0) out += sep;
-    out += parts[i];
-  }
-  return out;
-}
-
 std::string MillisExpr(Dialect d) {
   return d == Dialect::kSqlite ? "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
                                : "(extract(epoch from clock_timestamp()) * 1000)::bigint";

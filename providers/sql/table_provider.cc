@@ -60,15 +60,6 @@ uint64_t UnitHash(std::string_view name, std::string_view value) {
   return FieldHash(EncodeField(name, value));
 }
 
-std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (i > 0) out += sep;
-    out += parts[i];
-  }
-  return out;
-}
-
 }  // namespace
 
 ItemId RowItemId(std::string_view table, std::span<const std::string> pk) {
