@@ -83,3 +83,44 @@ TEST(SessionTest, ASmallSourceDoesNotReadALargeDestinationWholesale) {
 
 }  // namespace
 }  // namespace meshsync
+
+namespace meshsync {
+namespace {
+
+// Sessions summed into one report (several rounds of a folder or database
+// sync): every counter adds up, errors stay the caller's to keep.
+TEST(DirectionReportTest, AddSumsEveryCounter) {
+  DirectionReport sum;
+  sum.created = 1;
+  sum.errors.push_back(ItemError{ItemId(1, 1), UnavailableError("busy")});
+  DirectionReport round;
+  round.created = 2;
+  round.updated = 3;
+  round.deleted = 4;
+  round.conflicts = 5;
+  round.deferred = 6;
+  round.conflict_copies = 7;
+  round.local_versions = 8;
+  round.skipped = 9;
+  round.bytes = 10;
+  round.batches = 11;
+  round.recovery = true;
+  round.errors.push_back(ItemError{ItemId(2, 2), UnavailableError("busy")});
+  sum.Add(round);
+  sum.Add(DirectionReport{});
+  EXPECT_EQ(sum.created, 3u);
+  EXPECT_EQ(sum.updated, 3u);
+  EXPECT_EQ(sum.deleted, 4u);
+  EXPECT_EQ(sum.conflicts, 5u);
+  EXPECT_EQ(sum.deferred, 6u);
+  EXPECT_EQ(sum.conflict_copies, 7u);
+  EXPECT_EQ(sum.local_versions, 8u);
+  EXPECT_EQ(sum.skipped, 9u);
+  EXPECT_EQ(sum.bytes, 10u);
+  EXPECT_EQ(sum.batches, 11u);
+  EXPECT_TRUE(sum.recovery);
+  EXPECT_EQ(sum.errors.size(), 1u);
+}
+
+}  // namespace
+}  // namespace meshsync

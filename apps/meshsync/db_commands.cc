@@ -98,13 +98,13 @@ int RunDeprovision(const Args& a) {
   if (a.positional.empty()) return Usage("usage: meshsync db deprovision URL [TABLE...]");
   auto db = sql::Connect(a.positional[0]);
   if (!db.ok()) return Fail(db.status());
-  auto enrolled = sql::ListEnrolled(**db);
-  if (!enrolled.ok()) return Fail(enrolled.status());
   auto meta = sql::MetadataDir(**db, a.positional[0], a.db.meta_dir);
   std::vector<std::string> tables(a.positional.begin() + 1, a.positional.end());
   if (Status s = sql::Deprovision(**db, tables); !s.ok()) return Fail(s);
-  bool all = tables.empty() || tables.size() >= enrolled->size();
-  if (all && meta.ok()) {
+  // With the last table gone, so is meshsync's metadata of the database.
+  auto left = sql::ListEnrolled(**db);
+  if (!left.ok()) return Fail(left.status());
+  if (left->empty() && meta.ok()) {
     std::error_code ec;
     fs::remove_all(*meta, ec);
     if (ec)

@@ -133,6 +133,10 @@ struct DirectionReport {
   uint64_t batches = 0;
   bool recovery = false;  // ran a full-enumeration recovery
   std::vector<ItemError> errors;
+
+  // Sums `other`'s counters into this one (several sessions, one report).
+  // Errors are left alone: callers keep the ones that still stand.
+  void Add(const DirectionReport& other);
 };
 
 struct SyncReport {

@@ -165,18 +165,6 @@ Status DetectBoth(Folder& a, Folder& b) {
   return second.ok() ? second : second.WithContext(b.path());
 }
 
-void Add(DirectionReport& sum, const DirectionReport& r) {
-  sum.created += r.created;
-  sum.updated += r.updated;
-  sum.deleted += r.deleted;
-  sum.conflicts += r.conflicts;
-  sum.conflict_copies += r.conflict_copies;
-  sum.deferred += r.deferred;
-  sum.bytes += r.bytes;
-  sum.batches += r.batches;
-  sum.recovery = sum.recovery || r.recovery;
-}
-
 bool Applied(const DirectionReport& r) {
   return r.created + r.updated + r.deleted + r.conflicts > 0;
 }
@@ -232,8 +220,8 @@ Result<FolderSyncReport> SyncFolders(Folder& a, Folder& b, const FolderSyncOptio
       session = Synchronize(a.replica(), b.replica(), sync);
     }
     if (!session.ok()) return session.status();
-    Add(report.a_to_b.engine, session->a_to_b);
-    Add(report.b_to_a.engine, session->b_to_a);
+    report.a_to_b.engine.Add(session->a_to_b);
+    report.b_to_a.engine.Add(session->b_to_a);
     report.a_to_b.moved += b.provider().counters().moved - moved_b;
     report.b_to_a.moved += a.provider().counters().moved - moved_a;
     report.a_to_b.bytes_copied += b.provider().counters().bytes_copied - bytes_b;

@@ -101,19 +101,6 @@ Database::~Database() {
 
 namespace {
 
-void Add(DirectionReport& into, const DirectionReport& r) {
-  into.created += r.created;
-  into.updated += r.updated;
-  into.deleted += r.deleted;
-  into.conflicts += r.conflicts;
-  into.deferred += r.deferred;
-  into.local_versions += r.local_versions;
-  into.skipped += r.skipped;
-  into.bytes += r.bytes;
-  into.batches += r.batches;
-  into.recovery = into.recovery || r.recovery;
-}
-
 Status CheckScopes(Database& a, Database& b) {
   const auto& sa = a.provider().schemas();
   const auto& sb = b.provider().schemas();
@@ -168,8 +155,8 @@ Result<DbSyncReport> SyncDatabases(Database& a, Database& b, const DbSyncOptions
         session.b_to_a = std::move(r.b_to_a);
       }
     }
-    Add(report.a_to_b, session.a_to_b);
-    Add(report.b_to_a, session.b_to_a);
+    report.a_to_b.Add(session.a_to_b);
+    report.b_to_a.Add(session.b_to_a);
     report.problems.clear();
     auto describe = [&report](Database& dest, const DirectionReport& r) {
       for (const ItemError& e : r.errors) {

@@ -314,7 +314,9 @@ Status Deprovision(Connection& db, std::span<const std::string> tables) {
   MESHSYNC_ASSIGN_OR_RETURN(std::vector<EnrolledTable> enrolled, ListEnrolled(db));
   if (enrolled.empty()) return FailedPreconditionError(db.name() + " is not provisioned");
   std::vector<EnrolledTable> drop;
+  std::set<std::string> named;
   for (const std::string& name : tables) {
+    if (!named.insert(name).second) continue;
     auto it = std::find_if(enrolled.begin(), enrolled.end(),
                            [&](const EnrolledTable& e) { return e.name == name; });
     if (it == enrolled.end())

@@ -39,15 +39,26 @@ std::string MakeKey(std::string_view table, std::span<const std::string> pk) {
   return key;
 }
 
-// Splits a key into the table's name and the encoded key values.
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// Splits a key into the table's name and the encoded key values. A key is
+// read from metadata, so a malformed escape is kept as it is rather than
+// trusted; the row it names then simply does not match.
 std::vector<std::string> SplitKey(std::string_view key) {
   std::vector<std::string> parts(1);
   for (size_t i = 0; i < key.size(); ++i) {
     char c = key[i];
+    int hi = c == '%' && i + 2 < key.size() ? HexValue(key[i + 1]) : -1;
+    int lo = hi >= 0 ? HexValue(key[i + 2]) : -1;
     if (c == '|') {
       parts.emplace_back();
-    } else if (c == '%' && i + 2 < key.size()) {
-      parts.back() += static_cast<char>(std::stoi(std::string(key.substr(i + 1, 2)), nullptr, 16));
+    } else if (lo >= 0) {
+      parts.back() += static_cast<char>(hi * 16 + lo);
       i += 2;
     } else {
       parts.back() += c;

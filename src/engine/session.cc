@@ -760,6 +760,20 @@ class DirectionRun {
 
 }  // namespace
 
+void DirectionReport::Add(const DirectionReport& other) {
+  created += other.created;
+  updated += other.updated;
+  deleted += other.deleted;
+  conflicts += other.conflicts;
+  deferred += other.deferred;
+  conflict_copies += other.conflict_copies;
+  local_versions += other.local_versions;
+  skipped += other.skipped;
+  bytes += other.bytes;
+  batches += other.batches;
+  recovery = recovery || other.recovery;
+}
+
 ItemId ConflictCopyId(const ItemId& item, const ReplicaId& loser_replica, Tick loser_tick) {
   // splitmix64 finalizer over the inputs: deterministic everywhere, and a
   // collision with a real item needs 128 equal bits.

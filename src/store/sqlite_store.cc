@@ -223,7 +223,9 @@ class SqliteStore final : public MetadataStore {
   // Reads between two commits share one read transaction: taking and
   // dropping WAL read locks (fcntl) per point lookup cost more than the
   // lookups themselves. Only this connection writes the store (its replica
-  // is locked), so the snapshot is never stale; Commit ends it first.
+  // is locked), so the snapshot is never stale; Commit ends it first. A
+  // process that keeps a store open for long between commits (a daemon)
+  // holds back WAL checkpoints meanwhile and should commit or reopen.
   Status BeginRead() {
     if (reading_) return Status::Ok();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN"));

@@ -20,13 +20,22 @@
 
 namespace meshsync::sql::testing {
 
+// A directory of this process's own, removed when the process ends.
 inline std::string TempDir() {
-  static std::string dir = [] {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "meshsync-sql-XXXXXX").string();
-    char* made = mkdtemp(tmpl.data());
-    return std::string(made != nullptr ? made : "/tmp");
-  }();
-  return dir;
+  struct Dir {
+    std::string path;
+    Dir() {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "meshsync-sql-XXXXXX").string();
+      if (mkdtemp(tmpl.data()) != nullptr) path = tmpl;
+    }
+    ~Dir() {
+      std::error_code ec;
+      if (!path.empty()) std::filesystem::remove_all(path, ec);
+    }
+  };
+  static Dir dir;
+  EXPECT_FALSE(dir.path.empty()) << "mkdtemp failed";
+  return dir.path;
 }
 
 // The server's URL (a database named "postgres"); fails the test if the

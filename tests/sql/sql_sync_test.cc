@@ -8,6 +8,7 @@
 
 #include "meshsync/record.h"
 #include "sql/schema.h"
+#include "sql/table_provider.h"
 #include "sql_fixture.h"
 
 namespace meshsync::sql {
@@ -329,6 +330,32 @@ TEST_P(SqlSyncTest, DeprovisionLeavesTheTablesAndRemovesTheTracking) {
                          ? "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'meshsync%'"
                          : "SELECT count(*) FROM pg_class WHERE relname LIKE 'meshsync%'";
   EXPECT_EQ(QueryValue(*a_, list)->value_or(""), "v0");
+}
+
+TEST_P(SqlSyncTest, DeprovisioningOneTableLeavesTheOthersTracked) {
+  MakeContacts();
+  Exec(*a_, "CREATE TABLE other(id integer PRIMARY KEY, v text)");
+  Exec(*b_, "CREATE TABLE other(id integer PRIMARY KEY, v text)");
+  std::vector<std::string> other = {"other"};
+  ASSERT_TRUE(Provision(*a_, other).ok());
+  ASSERT_TRUE(Provision(*b_, other).ok());
+  // Named twice, it is still one table: the other one stays enrolled.
+  std::vector<std::string> twice = {"other", "other"};
+  ASSERT_TRUE(Deprovision(*a_, twice).ok());
+  ASSERT_TRUE(Deprovision(*b_, twice).ok());
+  ASSERT_EQ(ListEnrolled(*a_)->size(), 1u);
+  EXPECT_EQ((*ListEnrolled(*a_))[0].name, "contacts");
+  Exec(*a_, "INSERT INTO contacts VALUES (1, 'Ann', NULL, NULL, 1)");
+  Sync();
+  ExpectSame("contacts");
+  EXPECT_EQ(Dump(*b_, "contacts").size(), 1u);
+}
+
+TEST(SqlKeyTest, KeysReadFromMetadataNeverThrow) {
+  EXPECT_EQ(TableProvider::DescribeKey("t%7Cx|v1|v%25"), "t|x (1, %)");
+  // A malformed escape is kept as it is.
+  EXPECT_EQ(TableProvider::DescribeKey("t|v%ZZ|v%4"), "t (%ZZ, %4)");
+  EXPECT_EQ(TableProvider::DescribeKey(""), " ()");
 }
 
 std::string AllTypesDdl(Dialect d) {
