@@ -11,6 +11,10 @@ packages=(
   clang libclang-rt-14-dev          # libFuzzer targets
   libexpat1-dev                     # XML parsing for FeedSync feeds
   libpq-dev postgresql              # the PostgreSQL provider, and a real server for its tests
+  libboost-dev                      # Boost.Asio (with OpenSSL) for the node's network protocol
+  libprotobuf-dev protobuf-compiler # the node's wire messages
+  libzstd-dev                       # compression of metadata on the wire
+  libtomlplusplus-dev               # the node's configuration file
   python3 python3-feedparser        # an independent check of the feeds we write
   time                              # /usr/bin/time for peak RSS in bench/
 )

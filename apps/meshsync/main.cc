@@ -7,6 +7,7 @@
 #include "demo.h"
 #include "feed_commands.h"
 #include "folder_commands.h"
+#include "node_commands.h"
 
 namespace {
 
@@ -36,7 +37,16 @@ constexpr const char* kUsage =
     "                               column by column ('meshsync db help')\n"
     "  conflicts URL [--json]       a database's logged conflicts (URL: sqlite:PATH or\n"
     "                               postgresql://...)\n"
-    "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
+    "  id                           this device's id (creates its identity on first use)\n"
+    "  peer add|list|remove ...     the devices this node trusts ('meshsync peer help')\n"
+    "  folder add|share|unshare|remove|list ...\n"
+    "                               the folders this node syncs, and with whom\n"
+    "  config show | config set name|listen|api|hub VALUE\n"
+    "                               the node's own settings\n"
+    "  daemon                       run the node: sync its folders with its peers, live\n"
+    "                               (all node commands take --home HOME; default\n"
+    "                               $MESHSYNC_HOME, else ~/.config/meshsync)\n"
+  "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
     "                               hub) with offline edits and conflicts; metadata in\n"
     "                               SQLite under DIR (default: a new temporary folder)\n"
     "  version                      print the version\n"
@@ -61,6 +71,11 @@ int main(int argc, char** argv) {
   if (command == "db") return meshsync::cli::RunDb(args);
   if (command == "feed") return meshsync::cli::RunFeed(args);
   if (command == "trash") return meshsync::cli::RunTrash(args);
+  if (command == "id") return meshsync::cli::RunId(args);
+  if (command == "peer") return meshsync::cli::RunPeer(args);
+  if (command == "folder") return meshsync::cli::RunFolder(args);
+  if (command == "daemon") return meshsync::cli::RunDaemon(args);
+  if (command == "config") return meshsync::cli::RunConfig(args);
   if (command == "version" || command == "--version") {
     std::puts("meshsync 0.1.0");
     return 0;

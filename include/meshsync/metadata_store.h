@@ -57,6 +57,11 @@ struct ItemMetadata {
   friend bool operator==(const ItemMetadata&, const ItemMetadata&) = default;
 };
 
+// Whether a replica whose knowledge is `known` (in the keys of `item`'s
+// versions) has seen every version of `item`: its creation and each unit's
+// latest change, or its deletion.
+bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item);
+
 enum class ConflictKind : uint8_t {
   kUpdateUpdate = 1,  // both replicas changed the same unit
   kUpdateDelete = 2,  // this replica changed an item the other deleted
@@ -145,6 +150,14 @@ std::unique_ptr<MetadataStore> OpenMemoryStore(ReplicaId id, std::string provide
 Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
                                                        std::string_view provider_name,
                                                        Random& random);
+
+// A read-only view of the SQLite store at `path` as it is now: reads see
+// that state for as long as the view is open, while the replica's own store
+// goes on committing (SQLite's WAL keeps the old pages). Serves a peer's
+// session without holding up the replica's own. Commit fails with
+// kFailedPrecondition; a missing or empty store is kNotFound.
+Result<std::unique_ptr<MetadataStore>> OpenSqliteSnapshot(const std::string& path,
+                                                         std::string_view provider_name);
 
 }  // namespace meshsync
 

@@ -116,6 +116,7 @@ Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
   MESHSYNC_ASSIGN_OR_RETURN(std::string rules, ReadSmallFile(f->real_ + "/.meshsyncignore"));
   MESHSYNC_RETURN_IF_ERROR(provider_options.ignore.Add(rules, path + "/.meshsyncignore"));
 
+  f->ignore_ = provider_options.ignore;
   MESHSYNC_ASSIGN_OR_RETURN(f->store_, OpenSqliteStore(db_path, kProviderName, SystemRandom()));
   provider_options.replica_name = f->store_->state().id.ShortName();
   auto provider = FileProvider::Open(f->real_, *f->store_, std::move(provider_options));
@@ -123,6 +124,21 @@ Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
   f->provider_ = std::move(*provider);
   MESHSYNC_ASSIGN_OR_RETURN(f->replica_, Replica::Open(*f->store_, *f->provider_));
   return f;
+}
+
+std::string Folder::metadata_path() const {
+  return real_ + "/" + std::string(kMetaDirName) + "/meta.db";
+}
+
+Result<std::unique_ptr<FileProvider>> Folder::OpenReader(MetadataStore& store) const {
+  FileProviderOptions options;
+  options.ignore = ignore_;
+  options.dry_run = true;  // a reader never writes
+  options.replica_name = store.state().id.ShortName();
+  MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<FileProvider> reader,
+                            FileProvider::Open(real_, store, std::move(options)));
+  MESHSYNC_RETURN_IF_ERROR(reader->LoadItems());
+  return reader;
 }
 
 }  // namespace meshsync::files

@@ -38,6 +38,12 @@ class Folder {
   MetadataStore& store() { return *store_; }
   const std::string& path() const { return path_; }       // as given
   const std::string& real_path() const { return real_; }  // canonical
+  // The SQLite metadata store (DIR/.meshsync/meta.db).
+  std::string metadata_path() const;
+  // A provider over `store` (a snapshot of this folder's metadata, see
+  // OpenSqliteSnapshot) that reads the folder for a peer: LoadChangeData
+  // and OpenData, with the same ignore rules. It must not be used to write.
+  Result<std::unique_ptr<FileProvider>> OpenReader(MetadataStore& store) const;
 
  private:
   Folder() = default;
@@ -45,6 +51,7 @@ class Folder {
   std::string real_;
   std::string preview_dir_;  // removed on close
   int lock_fd_ = -1;
+  IgnoreRules ignore_;
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<FileProvider> provider_;
   std::unique_ptr<Replica> replica_;

@@ -54,17 +54,7 @@ std::vector<UnitVersion> MergedUnits(const std::vector<UnitVersion>& a,
 
 // Does the destination (whose knowledge is `known`, in source keys) lack
 // anything of `item`?
-bool Lacks(const Knowledge& known, const ItemMetadata& item) {
-  if (item.tombstone) return !known.Contains(item.id, item.updated);
-  if (!known.Contains(item.id, item.created)) return true;
-  for (const UnitVersion& unit : item.units) {
-    if (!known.Contains(item.id, unit.unit, unit.version)) return true;
-  }
-  return false;
-}
-
-// Has a replica whose knowledge is `known` seen every version of `item`?
-bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item) { return !Lacks(known, item); }
+bool Lacks(const Knowledge& known, const ItemMetadata& item) { return !KnowsAllOf(known, item); }
 
 class DirectionRun {
  public:

@@ -22,6 +22,15 @@ void ItemMetadata::SetUnit(ChangeUnitId unit, const Version& version) {
   }
 }
 
+bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item) {
+  if (item.tombstone) return known.Contains(item.id, item.updated);
+  if (!known.Contains(item.id, item.created)) return false;
+  for (const UnitVersion& unit : item.units) {
+    if (!known.Contains(item.id, unit.unit, unit.version)) return false;
+  }
+  return true;
+}
+
 std::string_view ConflictKindName(ConflictKind kind) {
   switch (kind) {
     case ConflictKind::kUpdateUpdate:

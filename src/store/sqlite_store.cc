@@ -123,6 +123,7 @@ class Statement {
 class SqliteStore final : public MetadataStore {
  public:
   ~SqliteStore() override {
+    closing_ = true;
     EndRead();
     // Statements must be finalized before the connection closes.
     get_item_.reset();
@@ -141,6 +142,14 @@ class SqliteStore final : public MetadataStore {
                                                      Random& random) {
     auto store = std::unique_ptr<SqliteStore>(new SqliteStore());
     MESHSYNC_RETURN_IF_ERROR(store->Init(path, provider_name, random));
+    return std::unique_ptr<MetadataStore>(std::move(store));
+  }
+
+  static Result<std::unique_ptr<MetadataStore>> OpenSnapshot(const std::string& path,
+                                                             std::string_view provider_name) {
+    auto store = std::unique_ptr<SqliteStore>(new SqliteStore());
+    store->snapshot_ = true;
+    MESHSYNC_RETURN_IF_ERROR(store->InitSnapshot(path, provider_name));
     return std::unique_ptr<MetadataStore>(std::move(store));
   }
 
@@ -201,6 +210,7 @@ class SqliteStore final : public MetadataStore {
 
   Status Commit(const StoreBatch& batch) override {
     if (batch.empty()) return Status::Ok();
+    if (snapshot_) return FailedPreconditionError("a metadata snapshot is read-only");
     EndRead();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status status = WriteBatch(batch);
@@ -233,7 +243,7 @@ class SqliteStore final : public MetadataStore {
     return Status::Ok();
   }
   void EndRead() {
-    if (!reading_) return;
+    if (!reading_ || (snapshot_ && db_ != nullptr && !closing_)) return;
     reading_ = false;
     Exec("COMMIT").IgnoreError();  // a read transaction: nothing to lose
   }
@@ -260,7 +270,29 @@ class SqliteStore final : public MetadataStore {
     MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL"));
     MESHSYNC_RETURN_IF_ERROR(Migrate());
     MESHSYNC_RETURN_IF_ERROR(Prepare());
-    return LoadState(provider_name, random);
+    return LoadState(provider_name, &random);
+  }
+
+  // A read-only connection whose one read transaction lasts as long as the
+  // store: every read sees the state of the moment it was opened, while the
+  // replica's own connection goes on committing.
+  Status InitSnapshot(const std::string& path, std::string_view provider_name) {
+    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) return SqliteError(db_, rc, "opening metadata store " + path);
+    sqlite3_busy_timeout(db_, 10'000);
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
+    Statement version;
+    MESHSYNC_RETURN_IF_ERROR(version.Prepare(db_, "PRAGMA user_version"));
+    int64_t current = version.Step() ? version.Int(0) : 0;
+    MESHSYNC_RETURN_IF_ERROR(version.Finish());
+    if (current != kSchemaVersion) {
+      return FailedPreconditionError("metadata store " + path + " has schema version " +
+                                     std::to_string(current) + ", not " +
+                                     std::to_string(kSchemaVersion));
+    }
+    MESHSYNC_RETURN_IF_ERROR(Prepare());
+    return LoadState(provider_name, nullptr);
   }
 
   Status Migrate() {
@@ -307,7 +339,8 @@ class SqliteStore final : public MetadataStore {
     return Status::Ok();
   }
 
-  Status LoadState(std::string_view provider_name, Random& random) {
+  // `random` is null for a snapshot, which never creates a store.
+  Status LoadState(std::string_view provider_name, Random* random) {
     Statement read;
     MESHSYNC_RETURN_IF_ERROR(read.Prepare(db_, "SELECT name, value FROM meta"));
     std::optional<std::string> id, provider, keys, tick, knowledge, forgotten;
@@ -323,8 +356,9 @@ class SqliteStore final : public MetadataStore {
     }
     MESHSYNC_RETURN_IF_ERROR(read.Finish());
 
+    if (!id.has_value() && random == nullptr) return NotFoundError("metadata store is empty");
     if (!id.has_value()) {  // a new store
-      state_.id = ReplicaId::Generate(random);
+      state_.id = ReplicaId::Generate(*random);
       state_.provider_name = std::string(provider_name);
       state_.keys = ReplicaKeyMap(state_.id);
       MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -441,6 +475,8 @@ class SqliteStore final : public MetadataStore {
 
   sqlite3* db_ = nullptr;
   bool reading_ = false;  // a read transaction is open (BeginRead)
+  bool snapshot_ = false;  // read-only, one read transaction for its life
+  bool closing_ = false;
   ReplicaState state_;
   std::unique_ptr<Statement> get_item_, find_by_key_, scan_, upsert_, erase_, set_meta_,
       add_conflict_, drop_conflict_;
@@ -452,6 +488,11 @@ Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
                                                        std::string_view provider_name,
                                                        Random& random) {
   return SqliteStore::Open(path, provider_name, random);
+}
+
+Result<std::unique_ptr<MetadataStore>> OpenSqliteSnapshot(const std::string& path,
+                                                         std::string_view provider_name) {
+  return SqliteStore::OpenSnapshot(path, provider_name);
 }
 
 }  // namespace meshsync

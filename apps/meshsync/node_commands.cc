@@ -1,0 +1,302 @@
+#include "node_commands.h"
+
+#include <limits.h>
+#include <unistd.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <optional>
+
+#include "cli_util.h"
+#include "node/config.h"
+#include "node/identity.h"
+#include "node/node.h"
+
+namespace meshsync::cli {
+namespace {
+
+using node::Config;
+using node::DeviceId;
+
+constexpr const char* kPeerHelp =
+    "usage: meshsync peer add DEVICE_ID ADDRESS [--name NAME] [--home HOME]\n"
+    "       meshsync peer list [--home HOME]\n"
+    "       meshsync peer remove DEVICE_ID [--home HOME]\n"
+    "ADDRESS: HOST:PORT where the peer listens, or 'dynamic' (it connects to us)\n";
+constexpr const char* kFolderHelp =
+    "usage: meshsync folder add PATH --id FOLDER_ID [--home HOME]\n"
+    "       meshsync folder share FOLDER_ID DEVICE_ID [--home HOME]\n"
+    "       meshsync folder unshare FOLDER_ID DEVICE_ID [--home HOME]\n"
+    "       meshsync folder remove FOLDER_ID [--home HOME]\n"
+    "       meshsync folder list [--home HOME]   (with invitations from peers)\n";
+
+// Takes "--home H" (and other "--name value" options in `valued`) out of
+// `args`; the rest stay positional.
+struct Options {
+  std::string home;
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values;
+};
+
+std::optional<std::string> Parse(const std::vector<std::string>& args,
+                                 const std::vector<std::string>& valued, Options& out) {
+  const char* env = std::getenv("MESHSYNC_HOME");
+  out.home = env != nullptr && *env != '\0' ? env : node::DefaultHome();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    bool known = arg == "--home";
+    for (const std::string& name : valued) known |= arg == name;
+    if (known) {
+      if (i + 1 >= args.size()) return arg + " needs a value";
+      if (arg == "--home") out.home = args[++i];
+      else out.values[arg] = args[++i];
+    } else if (arg.starts_with("--")) {
+      return "unknown option " + arg;
+    } else {
+      out.positional.push_back(arg);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string ConfigPath(const Options& options) { return options.home + "/config.toml"; }
+
+// Loads the config of a home, creating the identity (and so the home) first.
+Result<Config> LoadHome(const Options& options) {
+  MESHSYNC_ASSIGN_OR_RETURN(node::Identity identity, node::Identity::LoadOrCreate(options.home));
+  (void)identity;
+  MESHSYNC_ASSIGN_OR_RETURN(Config config, Config::Load(ConfigPath(options)));
+  if (config.api_key.empty()) {
+    unsigned char bytes[24];
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1) return InternalError("no randomness for an API key");
+    static const char kHex[] = "0123456789abcdef";
+    for (unsigned char b : bytes) {
+      config.api_key.push_back(kHex[b >> 4]);
+      config.api_key.push_back(kHex[b & 15]);
+    }
+  }
+  if (config.name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0) config.name = host;
+  }
+  return config;
+}
+
+}  // namespace
+
+int RunConfig(const std::vector<std::string>& args) {
+  Options options;
+  if (auto error = Parse(args, {}, options)) return Usage(error->c_str());
+  const std::vector<std::string>& pos = options.positional;
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  if (pos.size() == 1 && pos[0] == "show") {
+    std::printf("name = %s\nlisten = %s\napi = %s\nhub = %s\nhome = %s\n", config->name.c_str(),
+                config->listen.c_str(), config->api.c_str(), config->hub ? "true" : "false",
+                options.home.c_str());
+    return 0;
+  }
+  if (pos.size() != 3 || pos[0] != "set") {
+    return Usage("usage: meshsync config show | config set name|listen|api|hub VALUE [--home HOME]");
+  }
+  const std::string& key = pos[1];
+  const std::string& value = pos[2];
+  if (key == "name") {
+    config->name = value;
+  } else if (key == "listen" || key == "api") {
+    Status status = node::CheckAddress(value);
+    if (!status.ok()) return Fail(status);
+    (key == "listen" ? config->listen : config->api) = value;
+  } else if (key == "hub") {
+    if (value != "true" && value != "false") return Usage("hub is true or false");
+    config->hub = value == "true";
+  } else {
+    return Usage(("unknown setting '" + key + "' (name, listen, api, hub)").c_str());
+  }
+  Status status = config->Save(ConfigPath(options));
+  if (!status.ok()) return Fail(status);
+  return 0;
+}
+
+int RunId(const std::vector<std::string>& args) {
+  Options options;
+  if (auto error = Parse(args, {}, options)) return Usage(error->c_str());
+  if (!options.positional.empty()) return Usage("usage: meshsync id [--home HOME]");
+  auto identity = node::Identity::LoadOrCreate(options.home);
+  if (!identity.ok()) return Fail(identity.status());
+  std::printf("%s\n", identity->id.ToString().c_str());
+  return 0;
+}
+
+int RunPeer(const std::vector<std::string>& args) {
+  Options options;
+  if (auto error = Parse(args, {"--name"}, options)) return Usage(error->c_str());
+  const std::vector<std::string>& pos = options.positional;
+  if (pos.empty() || pos[0] == "help") {
+    std::fputs(kPeerHelp, pos.empty() ? stderr : stdout);
+    return pos.empty() ? 2 : 0;
+  }
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  const std::string& verb = pos[0];
+  if (verb == "list" && pos.size() == 1) {
+    for (const node::PeerConfig& peer : config->peers) {
+      std::printf("%s  %-20s %s\n", peer.id.ToString().c_str(),
+                  peer.name.empty() ? "-" : peer.name.c_str(), peer.address.c_str());
+    }
+    return 0;
+  }
+  if (verb == "add" && pos.size() == 3) {
+    auto id = DeviceId::Parse(pos[1]);
+    if (!id.ok()) return Fail(id.status());
+    auto self = node::Identity::LoadOrCreate(options.home);
+    if (self.ok() && self->id == *id) {
+      return Fail(InvalidArgumentError("that is this node's own device id"));
+    }
+    if (pos[2] != "dynamic") {
+      Status status = node::CheckAddress(pos[2]);
+      if (!status.ok()) return Fail(status);
+    }
+    node::PeerConfig peer;
+    peer.id = *id;
+    peer.address = pos[2];
+    peer.name = options.values.count("--name") ? options.values["--name"] : "";
+    bool replaced = false;
+    for (node::PeerConfig& existing : config->peers) {
+      if (existing.id == *id) {
+        if (peer.name.empty()) peer.name = existing.name;
+        existing = peer;
+        replaced = true;
+      }
+    }
+    if (!replaced) config->peers.push_back(peer);
+    Status status = config->Save(ConfigPath(options));
+    if (!status.ok()) return Fail(status);
+    std::printf("%s peer %s at %s\n", replaced ? "updated" : "added", id->ToString().c_str(),
+                peer.address.c_str());
+    return 0;
+  }
+  if (verb == "remove" && pos.size() == 2) {
+    auto id = DeviceId::Parse(pos[1]);
+    if (!id.ok()) return Fail(id.status());
+    size_t before = config->peers.size();
+    std::erase_if(config->peers, [&](const node::PeerConfig& p) { return p.id == *id; });
+    if (config->peers.size() == before) {
+      return Fail(NotFoundError("no peer " + id->ToString()));
+    }
+    for (node::FolderConfig& folder : config->folders) std::erase(folder.shared_with, *id);
+    Status status = config->Save(ConfigPath(options));
+    if (!status.ok()) return Fail(status);
+    std::printf("removed peer %s\n", id->ToString().c_str());
+    return 0;
+  }
+  std::fputs(kPeerHelp, stderr);
+  return 2;
+}
+
+int RunFolder(const std::vector<std::string>& args) {
+  Options options;
+  if (auto error = Parse(args, {"--id"}, options)) return Usage(error->c_str());
+  const std::vector<std::string>& pos = options.positional;
+  if (pos.empty() || pos[0] == "help") {
+    std::fputs(kFolderHelp, pos.empty() ? stderr : stdout);
+    return pos.empty() ? 2 : 0;
+  }
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  const std::string& verb = pos[0];
+  auto save = [&]() { return config->Save(ConfigPath(options)); };
+  if (verb == "list" && pos.size() == 1) {
+    for (const node::FolderConfig& folder : config->folders) {
+      std::printf("%s  %s\n", folder.id.c_str(), folder.path.c_str());
+      for (const DeviceId& id : folder.shared_with) {
+        const node::PeerConfig* peer = config->FindPeer(id);
+        std::printf("    shared with %s%s\n", id.ToString().c_str(),
+                    peer != nullptr && !peer->name.empty() ? (" (" + peer->name + ")").c_str()
+                                                           : "");
+      }
+    }
+    auto pending = node::LoadPending(options.home + "/pending.toml");
+    if (!pending.ok()) return Fail(pending.status());
+    for (const node::PendingFolder& entry : *pending) {
+      if (config->FindFolder(entry.folder) != nullptr) continue;
+      std::printf("pending: folder '%s' offered by %s%s on %s\n", entry.folder.c_str(),
+                  entry.device.ToString().c_str(),
+                  entry.device_name.empty() ? "" : (" (" + entry.device_name + ")").c_str(),
+                  Stamp(entry.offered_millis).c_str());
+    }
+    return 0;
+  }
+  if (verb == "add" && pos.size() == 2) {
+    if (options.values.count("--id") == 0) return Usage("folder add needs --id FOLDER_ID");
+    const std::string& id = options.values["--id"];
+    if (id.empty() || id.size() > 64) return Fail(InvalidArgumentError("a folder id has 1 to 64 characters"));
+    char real[PATH_MAX];
+    if (realpath(pos[1].c_str(), real) == nullptr) {
+      return Fail(NotFoundError(pos[1] + ": no such folder"));
+    }
+    if (config->FindFolder(id) != nullptr) {
+      return Fail(InvalidArgumentError("folder id '" + id + "' is already used"));
+    }
+    for (const node::FolderConfig& folder : config->folders) {
+      std::string a = folder.path + "/", b = std::string(real) + "/";
+      if (a.starts_with(b) || b.starts_with(a)) {
+        return Fail(InvalidArgumentError(std::string(real) + " overlaps folder '" + folder.id +
+                                         "' at " + folder.path));
+      }
+    }
+    config->folders.push_back(node::FolderConfig{id, real, {}});
+    Status status = save();
+    if (!status.ok()) return Fail(status);
+    std::printf("added folder '%s' at %s\n", id.c_str(), real);
+    return 0;
+  }
+  if ((verb == "share" || verb == "unshare") && pos.size() == 3) {
+    node::FolderConfig* folder = config->FindFolder(pos[1]);
+    if (folder == nullptr) return Fail(NotFoundError("no folder '" + pos[1] + "'"));
+    auto id = DeviceId::Parse(pos[2]);
+    if (!id.ok()) return Fail(id.status());
+    if (config->FindPeer(*id) == nullptr) {
+      return Fail(NotFoundError("no peer " + id->ToString() + " (add it with `meshsync peer add`)"));
+    }
+    std::erase(folder->shared_with, *id);
+    if (verb == "share") folder->shared_with.push_back(*id);
+    Status status = save();
+    if (!status.ok()) return Fail(status);
+    std::printf("%s folder '%s' with %s\n", verb == "share" ? "shared" : "unshared",
+                pos[1].c_str(), id->ToString().c_str());
+    return 0;
+  }
+  if (verb == "remove" && pos.size() == 2) {
+    size_t before = config->folders.size();
+    std::erase_if(config->folders, [&](const node::FolderConfig& f) { return f.id == pos[1]; });
+    if (config->folders.size() == before) return Fail(NotFoundError("no folder '" + pos[1] + "'"));
+    Status status = save();
+    if (!status.ok()) return Fail(status);
+    std::printf("removed folder '%s' (its files and metadata are left in place)\n", pos[1].c_str());
+    return 0;
+  }
+  std::fputs(kFolderHelp, stderr);
+  return 2;
+}
+
+int RunDaemon(const std::vector<std::string>& args) {
+  Options options;
+  if (auto error = Parse(args, {}, options)) return Usage(error->c_str());
+  if (!options.positional.empty()) return Usage("usage: meshsync daemon [--home HOME]");
+  // A first start writes the config (name, API key) so the CLI and the API agree.
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  Status saved = config->Save(ConfigPath(options));
+  if (!saved.ok()) return Fail(saved);
+  auto node = node::Node::Open(options.home);
+  if (!node.ok()) return Fail(node.status());
+  Status status = (*node)->Run();
+  if (!status.ok()) return Fail(status);
+  return 0;
+}
+
+}  // namespace meshsync::cli

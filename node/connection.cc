@@ -1,0 +1,264 @@
+#include "node/connection.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <cstdio>
+#include <optional>
+
+#include "node/log.h"
+
+namespace meshsync::node {
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kKeepalive = std::chrono::seconds(20);  // ping when idle this long
+constexpr auto kDeadPeer = std::chrono::seconds(70);   // close when silent this long
+
+Status FromWire(const wire::Error& error, std::string_view what) {
+  int code = error.code();
+  if (code <= 0 || code > static_cast<int>(StatusCode::kInternal)) code = static_cast<int>(StatusCode::kInternal);
+  return Status(static_cast<StatusCode>(code), std::string(what) + ": " + error.message());
+}
+
+}  // namespace
+
+Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const Identity& identity, bool server) {
+  auto context = std::make_shared<asio::ssl::context>(server ? asio::ssl::context::tls_server
+                                                             : asio::ssl::context::tls_client);
+  SSL_CTX* ctx = context->native_handle();
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_use_certificate_file(ctx, identity.cert_path.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, identity.key_path.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    return FailedPreconditionError("cannot load the node's certificate and key from " +
+                                   identity.cert_path);
+  }
+  // Peers present self-signed certificates: any is accepted by TLS, and the
+  // node then checks its key against the device ids it trusts.
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                     [](int, X509_STORE_CTX*) { return 1; });
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  return context;
+}
+
+Result<DeviceId> PeerDeviceId(TlsStream& stream) {
+  X509* cert = SSL_get0_peer_certificate(stream.native_handle());
+  if (cert == nullptr) return FailedPreconditionError("peer presented no certificate");
+  return DeviceId::OfCertificate(cert);
+}
+
+Connection::Connection(std::unique_ptr<TlsStream> stream, DeviceId peer, bool outgoing)
+    : stream_(std::move(stream)),
+      peer_(peer),
+      outgoing_(outgoing),
+      keepalive_(stream_->get_executor()) {
+  boost::system::error_code ec;
+  auto endpoint = stream_->lowest_layer().remote_endpoint(ec);
+  if (!ec) remote_ = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
+Connection::~Connection() = default;
+
+void Connection::Start(Callbacks callbacks) {
+  callbacks_ = std::move(callbacks);
+  last_read_ = last_write_ = Clock::now();
+  boost::system::error_code ignored;
+  stream_->lowest_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
+  ReadHeader();
+  Tick();
+}
+
+void Connection::Send(const wire::Envelope& envelope) {
+  if (closed_) return;
+  auto frame = EncodeFrame(envelope);
+  if (!frame.ok()) {
+    Close(frame.status());
+    return;
+  }
+  asio::post(stream_->get_executor(),
+             [self = shared_from_this(), frame = std::move(*frame)]() mutable {
+               if (self->shutting_down_) return;
+               self->queue_.push_back(std::move(frame));
+               if (!self->writing_) self->Write();
+             });
+}
+
+std::future<Result<wire::Response>> Connection::CallAsync(wire::Request request) {
+  std::promise<Result<wire::Response>> promise;
+  auto future = promise.get_future();
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    if (closed_) {
+      promise.set_value(UnavailableError("connection to " + peer_.ShortName() + " is closed"));
+      return future;
+    }
+    request.set_id(next_call_++);
+    calls_.emplace(request.id(), std::move(promise));
+  }
+  wire::Envelope envelope;
+  *envelope.mutable_request() = std::move(request);
+  Send(envelope);
+  return future;
+}
+
+Result<wire::Response> Connection::Call(wire::Request request, std::chrono::milliseconds timeout) {
+  auto future = CallAsync(std::move(request));
+  if (future.wait_for(timeout) != std::future_status::ready) {
+    Close(UnavailableError("peer did not answer within " +
+                           std::to_string(timeout.count() / 1000) + " s"));
+  }
+  return future.get();  // Close() answers every waiting call
+}
+
+void Connection::Close(const Status& reason) {
+  asio::post(stream_->get_executor(),
+             [self = shared_from_this(), reason]() { self->Shutdown(reason); });
+}
+
+void Connection::ReadHeader() {
+  asio::async_read(*stream_, asio::buffer(header_, sizeof(header_)),
+                   [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                     if (ec) {
+                       self->Shutdown(UnavailableError(ec == asio::error::eof
+                                                           ? std::string("peer closed the connection")
+                                                           : ec.message()));
+                       return;
+                     }
+                     uint8_t flags = 0;
+                     auto size = DecodeFrameHeader(
+                         std::string_view(self->header_, sizeof(self->header_)), flags);
+                     if (!size.ok()) {
+                       self->Shutdown(size.status());
+                       return;
+                     }
+                     self->ReadBody(*size, flags);
+                   });
+}
+
+void Connection::ReadBody(size_t size, uint8_t flags) {
+  body_.resize(size);
+  asio::async_read(*stream_, asio::buffer(body_.data(), body_.size()),
+                   [self = shared_from_this(), flags](boost::system::error_code ec, size_t) {
+                     if (ec) {
+                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
+                       return;
+                     }
+                     self->last_read_ = Clock::now();
+                     wire::Envelope envelope;
+                     Status status = DecodeFrameBody(self->body_, flags, envelope);
+                     self->body_.clear();
+                     self->body_.shrink_to_fit();
+                     if (!status.ok()) {
+                       self->Shutdown(status);
+                       return;
+                     }
+                     self->Dispatch(std::move(envelope));
+                     if (!self->shutting_down_) self->ReadHeader();
+                   });
+}
+
+void Connection::Dispatch(wire::Envelope&& envelope) {
+  if (envelope.has_ping()) return;
+  if (envelope.has_close()) {
+    Shutdown(UnavailableError("peer closed the connection: " + envelope.close().reason()));
+    return;
+  }
+  if (envelope.has_response()) {
+    std::optional<std::promise<Result<wire::Response>>> promise;
+    {
+      std::lock_guard<std::mutex> lock(calls_mu_);
+      auto it = calls_.find(envelope.response().id());
+      if (it != calls_.end()) {
+        promise = std::move(it->second);
+        calls_.erase(it);
+      }
+    }
+    if (!promise.has_value()) {
+      Shutdown(InvalidArgumentError("peer sent a response to no request"));
+    } else if (envelope.response().has_error() && envelope.response().error().code() != 0) {
+      promise->set_value(FromWire(envelope.response().error(), "peer " + peer_.ShortName()));
+    } else {
+      promise->set_value(std::move(*envelope.mutable_response()));
+    }
+    return;
+  }
+  if (callbacks_.on_message) callbacks_.on_message(shared_from_this(), std::move(envelope));
+}
+
+void Connection::Write() {
+  if (queue_.empty() || shutting_down_) {
+    writing_ = false;
+    return;
+  }
+  writing_ = true;
+  asio::async_write(*stream_, asio::buffer(queue_.front()),
+                    [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                      if (ec) {
+                        self->Shutdown(UnavailableError("write failed: " + ec.message()));
+                        return;
+                      }
+                      self->last_write_ = Clock::now();
+                      self->queue_.pop_front();
+                      self->Write();
+                    });
+}
+
+void Connection::Tick() {
+  keepalive_.expires_after(std::chrono::seconds(5));
+  keepalive_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->shutting_down_) return;
+    auto now = Clock::now();
+    if (now - self->last_read_ > kDeadPeer) {
+      self->Shutdown(UnavailableError("peer went silent"));
+      return;
+    }
+    if (now - self->last_write_ > kKeepalive) {
+      wire::Envelope ping;
+      ping.mutable_ping();
+      self->Send(ping);
+    }
+    self->Tick();
+  });
+}
+
+void Connection::Shutdown(const Status& reason) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  std::map<uint64_t, std::promise<Result<wire::Response>>> calls;
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    closed_ = true;
+    calls.swap(calls_);
+  }
+  for (auto& [id, promise] : calls) {
+    promise.set_value(UnavailableError("connection to " + peer_.ShortName() +
+                                       " closed: " + std::string(reason.message())));
+  }
+  keepalive_.cancel();
+  // Tell the peer why, then close: a short, best-effort goodbye.
+  wire::Envelope goodbye;
+  goodbye.mutable_close()->set_reason(std::string(reason.message()));
+  auto frame = EncodeFrame(goodbye);
+  boost::system::error_code ignored;
+  stream_->lowest_layer().cancel(ignored);
+  if (frame.ok() && writing_ == false) {
+    auto buffer = std::make_shared<std::string>(std::move(*frame));
+    asio::async_write(*stream_, asio::buffer(*buffer),
+                      [self = shared_from_this(), buffer](boost::system::error_code, size_t) {
+                        boost::system::error_code unused;
+                        self->stream_->lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_both,
+                                                               unused);
+                        self->stream_->lowest_layer().close(unused);
+                      });
+  } else {
+    stream_->lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    stream_->lowest_layer().close(ignored);
+  }
+  if (callbacks_.on_closed) callbacks_.on_closed(shared_from_this(), reason);
+}
+
+}  // namespace meshsync::node

@@ -1,0 +1,230 @@
+#include "node/identity.h"
+
+#include <fcntl.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+namespace meshsync::node {
+namespace {
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+constexpr size_t kBlock = 13;  // base32 characters per check character
+
+int IndexOf(char c) {
+  if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  const char* at = std::strchr(kAlphabet, c);
+  return c != '\0' && at != nullptr ? static_cast<int>(at - kAlphabet) : -1;
+}
+
+// Luhn mod 32 over a block: catches every single-character error and most
+// transpositions of neighbours.
+char CheckCharacter(std::string_view block) {
+  int factor = 2;
+  int sum = 0;
+  for (size_t i = block.size(); i-- > 0;) {
+    int addend = factor * IndexOf(block[i]);
+    factor = factor == 2 ? 1 : 2;
+    sum += addend / 32 + addend % 32;
+  }
+  return kAlphabet[(32 - sum % 32) % 32];
+}
+
+std::string Base32(const uint8_t* data, size_t size) {
+  std::string out;
+  uint32_t buffer = 0;
+  int bits = 0;
+  for (size_t i = 0; i < size; ++i) {
+    buffer = (buffer << 8) | data[i];
+    bits += 8;
+    while (bits >= 5) {
+      out.push_back(kAlphabet[(buffer >> (bits - 5)) & 31]);
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out.push_back(kAlphabet[(buffer << (5 - bits)) & 31]);
+  return out;
+}
+
+std::string OpenSslError() {
+  char buffer[256] = "unknown error";
+  unsigned long code = ERR_get_error();
+  if (code != 0) ERR_error_string_n(code, buffer, sizeof(buffer));
+  return buffer;
+}
+
+struct FileCloser {
+  void operator()(FILE* f) const { std::fclose(f); }
+};
+using File = std::unique_ptr<FILE, FileCloser>;
+
+// Writes a PEM file atomically, with `mode`.
+Status WritePem(const std::string& path, mode_t mode, const std::function<bool(FILE*)>& write) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return UnavailableError("cannot write " + tmp + ": " + std::strerror(errno));
+  File file(fdopen(fd, "w"));
+  if (file == nullptr) {
+    ::close(fd);
+    return UnavailableError("cannot write " + tmp);
+  }
+  bool ok = write(file.get()) && std::fflush(file.get()) == 0 && fsync(fd) == 0;
+  file.reset();
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return UnavailableError("cannot write " + path);
+  }
+  return Status::Ok();
+}
+
+Status Create(const std::string& cert_path, const std::string& key_path) {
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_PKEY_Q_keygen(nullptr, nullptr,
+                                                                            "ED25519"),
+                                                          EVP_PKEY_free);
+  if (key == nullptr) return InternalError("cannot generate a key: " + OpenSslError());
+  std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
+  uint8_t serial[16];
+  if (cert == nullptr || RAND_bytes(serial, sizeof(serial)) != 1) {
+    return InternalError("cannot make a certificate: " + OpenSslError());
+  }
+  serial[0] &= 0x7f;  // a positive serial number
+  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
+  bool ok = bn != nullptr && X509_set_version(cert.get(), 2) == 1 &&
+            BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr &&
+            X509_gmtime_adj(X509_getm_notBefore(cert.get()), -24L * 3600) != nullptr &&
+            X509_gmtime_adj(X509_getm_notAfter(cert.get()), 20L * 365 * 24 * 3600) != nullptr &&
+            X509_set_pubkey(cert.get(), key.get()) == 1;
+  BN_free(bn);
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  ok = ok &&
+       X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                  reinterpret_cast<const unsigned char*>("meshsync"), -1, -1,
+                                  0) == 1 &&
+       X509_set_issuer_name(cert.get(), name) == 1 &&
+       X509_sign(cert.get(), key.get(), nullptr) > 0;
+  if (!ok) return InternalError("cannot make a certificate: " + OpenSslError());
+  MESHSYNC_RETURN_IF_ERROR(WritePem(key_path, 0600, [&](FILE* f) {
+    return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  }));
+  return WritePem(cert_path, 0644,
+                  [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
+}
+
+}  // namespace
+
+Result<DeviceId> DeviceId::Parse(std::string_view text) {
+  std::string clean;
+  for (char c : text) {
+    if (c == '-' || c == ' ') continue;
+    if (IndexOf(c) < 0) {
+      return InvalidArgumentError("device id has a character that is not base32: '" +
+                                  std::string(1, c) + "'");
+    }
+    clean.push_back(static_cast<char>(kAlphabet[IndexOf(c)]));
+  }
+  if (clean.size() != 4 * (kBlock + 1)) {
+    return InvalidArgumentError("a device id has 56 characters (8 groups of 7), not " +
+                                std::to_string(clean.size()));
+  }
+  std::string data;
+  for (size_t block = 0; block < 4; ++block) {
+    std::string_view chars(clean.data() + block * (kBlock + 1), kBlock);
+    if (CheckCharacter(chars) != clean[block * (kBlock + 1) + kBlock]) {
+      return InvalidArgumentError("device id has a typo (check character of group " +
+                                  std::to_string(block * 2 + 1) + "-" +
+                                  std::to_string(block * 2 + 2) + " does not match)");
+    }
+    data.append(chars);
+  }
+  DeviceId id;
+  uint32_t buffer = 0;
+  int bits = 0;
+  size_t out = 0;
+  for (char c : data) {
+    buffer = (buffer << 5) | static_cast<uint32_t>(IndexOf(c));
+    bits += 5;
+    if (bits >= 8) {
+      if (out < id.bytes.size()) id.bytes[out++] = static_cast<uint8_t>(buffer >> (bits - 8));
+      bits -= 8;
+    }
+  }
+  // 52 characters carry 260 bits: the last 4 must be zero.
+  if ((buffer & ((1u << bits) - 1)) != 0 || out != id.bytes.size()) {
+    return InvalidArgumentError("device id is not canonical");
+  }
+  return id;
+}
+
+Result<DeviceId> DeviceId::OfCertificate(X509* cert) {
+  EVP_PKEY* key = cert != nullptr ? X509_get0_pubkey(cert) : nullptr;
+  if (key == nullptr) return InvalidArgumentError("certificate has no public key");
+  unsigned char* der = nullptr;
+  int size = i2d_PUBKEY(key, &der);
+  if (size <= 0) return InvalidArgumentError("certificate's public key cannot be encoded");
+  DeviceId id;
+  SHA256(der, static_cast<size_t>(size), id.bytes.data());
+  OPENSSL_free(der);
+  return id;
+}
+
+std::string DeviceId::ToString() const {
+  std::string data = Base32(bytes.data(), bytes.size());  // 52 characters
+  std::string checked;
+  for (size_t block = 0; block < 4; ++block) {
+    std::string_view chars(data.data() + block * kBlock, kBlock);
+    checked.append(chars);
+    checked.push_back(CheckCharacter(chars));
+  }
+  std::string out;
+  for (size_t i = 0; i < checked.size(); ++i) {
+    if (i > 0 && i % 7 == 0) out.push_back('-');
+    out.push_back(checked[i]);
+  }
+  return out;
+}
+
+std::string DeviceId::ShortName() const { return ToString().substr(0, 7); }
+
+bool DeviceId::IsZero() const {
+  for (uint8_t b : bytes)
+    if (b != 0) return false;
+  return true;
+}
+
+Result<Identity> Identity::LoadOrCreate(const std::string& home) {
+  if (::mkdir(home.c_str(), 0700) != 0 && errno != EEXIST) {
+    return UnavailableError("cannot create home " + home + ": " + std::strerror(errno));
+  }
+  Identity identity;
+  identity.cert_path = home + "/cert.pem";
+  identity.key_path = home + "/key.pem";
+  bool have_cert = ::access(identity.cert_path.c_str(), F_OK) == 0;
+  bool have_key = ::access(identity.key_path.c_str(), F_OK) == 0;
+  if (have_cert != have_key) {
+    return FailedPreconditionError(home + " has " + (have_cert ? "cert.pem" : "key.pem") +
+                                   " without " + (have_cert ? "key.pem" : "cert.pem") +
+                                   ": restore it, or remove both for a new identity");
+  }
+  if (!have_cert) MESHSYNC_RETURN_IF_ERROR(Create(identity.cert_path, identity.key_path));
+  File file(std::fopen(identity.cert_path.c_str(), "r"));
+  if (file == nullptr) return UnavailableError("cannot read " + identity.cert_path);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      PEM_read_X509(file.get(), nullptr, nullptr, nullptr), X509_free);
+  if (cert == nullptr) return DataLossError(identity.cert_path + " is not a PEM certificate");
+  MESHSYNC_ASSIGN_OR_RETURN(identity.id, DeviceId::OfCertificate(cert.get()));
+  return identity;
+}
+
+}  // namespace meshsync::node

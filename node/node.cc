@@ -1,0 +1,838 @@
+#include "node/node.h"
+
+#include <sys/stat.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "files/folder.h"
+#include "meshsync/sync.h"
+#include "node/config.h"
+#include "node/connection.h"
+#include "node/identity.h"
+#include "node/log.h"
+#include "node/remote.h"
+#include "node/watcher.h"
+
+namespace meshsync::node {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr auto kRescan = std::chrono::seconds(60);     // the watcher's safety net
+constexpr auto kDebounce = std::chrono::milliseconds(10);  // let a burst of events settle
+constexpr auto kRetry = std::chrono::seconds(2);        // after a pull left items behind
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+constexpr int kMaxBackoffSeconds = 30;
+
+std::string Str(std::string_view s) { return std::string(s); }
+
+uint64_t NowMillis() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
+
+class FolderRunner;
+
+class Node::Impl {
+ public:
+  Impl(std::string home, Identity identity)
+      : home_(std::move(home)),
+        identity_(std::move(identity)),
+        acceptor_(io_),
+        dial_timer_(io_),
+        config_timer_(io_),
+        signals_(io_, SIGINT, SIGTERM),
+        pool_(2) {}
+  ~Impl();
+
+  Status Init();
+  Status Run();
+  void Stop();
+
+  // For folder runners (any thread).
+  std::shared_ptr<Connection> PeerFor(const std::string& folder, const DeviceId& peer);
+  void Announce(const std::string& folder);
+  bool stopping() const { return stopping_; }
+  std::string PeerName(const DeviceId& id);
+
+ private:
+  struct Link {
+    std::shared_ptr<Connection> connection;
+    std::shared_ptr<SessionServer> server;
+    std::set<std::string> offered;  // folders the peer shares with us
+    bool hello = false;
+  };
+  struct Dial {
+    bool dialing = false;
+    int backoff = 1;
+    SteadyClock::time_point next = SteadyClock::now();
+  };
+
+  Status LoadConfig();
+  void ApplyConfig(Config config);  // I/O thread
+  void Accept();
+  void OnAccepted(std::shared_ptr<TlsStream> stream);
+  void DialPeers();
+  void DialOne(const PeerConfig& peer);
+  void Established(std::unique_ptr<TlsStream> stream, const DeviceId& peer, bool outgoing);
+  void OnMessage(const std::shared_ptr<Connection>& connection, wire::Envelope&& envelope);
+  void OnClosed(const std::shared_ptr<Connection>& connection, const Status& reason);
+  void SendClusterConfig(const std::shared_ptr<Connection>& connection);
+  void RecordPending(const DeviceId& peer, const std::string& folder);
+  void WatchConfig();
+  FolderRunner* RunnerFor(const std::string& folder);
+
+  std::string home_;
+  Identity identity_;
+  asio::io_context io_;
+  std::shared_ptr<asio::ssl::context> tls_server_;
+  std::shared_ptr<asio::ssl::context> tls_client_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer dial_timer_;
+  asio::steady_timer config_timer_;
+  asio::signal_set signals_;
+  asio::thread_pool pool_;
+  std::atomic<bool> stopping_{false};
+  struct timespec config_mtime_ {};
+
+  std::mutex mu_;  // guards everything below
+  Config config_;
+  std::map<DeviceId, Link> links_;
+  std::map<DeviceId, Dial> dials_;
+  std::vector<std::unique_ptr<FolderRunner>> runners_;
+};
+
+// One folder: all its writes happen on this runner's thread.
+class FolderRunner {
+ public:
+  FolderRunner(Node::Impl& node, FolderConfig config) : node_(node), config_(std::move(config)) {}
+  ~FolderRunner() { StopAndJoin(); }
+
+  Status Open() {
+    files::FolderOptions options;
+    auto folder = files::Folder::Open(config_.path, options);
+    if (!folder.ok()) return folder.status().WithContext("folder '" + config_.id + "'");
+    folder_ = std::move(*folder);
+    // The metadata must exist before a peer asks for a snapshot of it.
+    MESHSYNC_RETURN_IF_ERROR(folder_->replica().DetectChanges());
+    auto watcher = Watcher::Start(folder_->real_path(), ".meshsync", [this] { RequestScan(); });
+    if (watcher.ok()) {
+      watcher_ = std::move(*watcher);
+    } else {
+      Log("folder " + config_.id + ": " + Str(watcher.status().message()) +
+          "; relying on the periodic rescan");
+    }
+    thread_ = std::thread([this] { Loop(); });
+    return Status::Ok();
+  }
+
+  void StopAndJoin() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    watcher_.reset();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void RequestScan() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      scan_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  void RequestPull(const DeviceId& peer) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pulls_[peer] = SteadyClock::now();
+    }
+    cv_.notify_all();
+  }
+
+  const std::string& id() const { return config_.id; }
+  const std::string& path() const { return config_.path; }
+  files::Folder& folder() { return *folder_; }
+
+  // For the session server: what a peer may read.
+  Result<ServedFolder> Serve() {
+    ServedFolder served;
+    served.metadata_path = folder_->metadata_path();
+    served.provider_name = std::string(files::kProviderName);
+    files::Folder* folder = folder_.get();
+    served.open_provider = [folder](MetadataStore& store) -> Result<std::unique_ptr<Provider>> {
+      MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<files::FileProvider> reader,
+                                folder->OpenReader(store));
+      return std::unique_ptr<Provider>(std::move(reader));
+    };
+    return served;
+  }
+
+ private:
+  void Loop() {
+    auto next_rescan = SteadyClock::now() + kRescan;
+    while (true) {
+      bool scan = false;
+      std::vector<DeviceId> pulls;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        auto wake = next_rescan;
+        for (const auto& [peer, at] : pulls_) wake = std::min(wake, at);
+        cv_.wait_until(lock, wake, [&] {
+          if (stop_ || scan_) return true;
+          auto now = SteadyClock::now();
+          for (const auto& [peer, at] : pulls_)
+            if (at <= now) return true;
+          return now >= next_rescan;
+        });
+        if (stop_) return;
+        if (scan_) {
+          // A burst of events (a save is several) is one scan.
+          lock.unlock();
+          std::this_thread::sleep_for(kDebounce);
+          lock.lock();
+          scan_ = false;
+          scan = true;
+        }
+        auto now = SteadyClock::now();
+        if (now >= next_rescan) scan = true;
+        for (auto it = pulls_.begin(); it != pulls_.end();) {
+          if (it->second <= now) {
+            pulls.push_back(it->first);
+            it = pulls_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      }
+      bool changed = false;
+      if (scan || !pulls.empty()) {
+        // Pulls too: a local edit not yet scanned must be known before a
+        // peer's change to the same file is applied, or it would conflict late.
+        next_rescan = SteadyClock::now() + kRescan;
+        Knowledge before = folder_->replica().state().knowledge;
+        Status status = folder_->replica().DetectChanges();
+        if (!status.ok()) Log("folder " + config_.id + ": scan failed: " + status.ToString());
+        changed = !(folder_->replica().state().knowledge == before);
+        for (const std::string& problem : folder_->provider().problems()) {
+          Log("folder " + config_.id + ": " + problem);
+        }
+        if (changed) Log("folder " + config_.id + ": local changes found");
+      }
+      for (const DeviceId& peer : pulls) {
+        if (node_.stopping()) return;
+        changed |= Pull(peer);
+      }
+      if (changed) node_.Announce(config_.id);
+    }
+  }
+
+  // Returns whether the folder changed.
+  bool Pull(const DeviceId& peer) {
+    std::shared_ptr<Connection> connection = node_.PeerFor(config_.id, peer);
+    if (connection == nullptr) return false;
+    Knowledge before = folder_->replica().state().knowledge;
+    auto started = SteadyClock::now();
+    SyncReport report;
+    Status status = [&]() -> Status {
+      MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<RemoteSource> remote,
+                                RemoteSource::Open(connection, config_.id,
+                                                   folder_->replica().state()));
+      const std::string& kind = remote->replica().state().provider_name;
+      if (kind != folder_->replica().state().provider_name) {
+        return FailedPreconditionError("peer's folder holds '" + kind + "' items, not files");
+      }
+      SyncOptions options;
+      options.direction = SyncDirection::kAToB;
+      options.detect_changes = false;
+      options.should_cancel = [this] { return node_.stopping(); };
+      MESHSYNC_ASSIGN_OR_RETURN(report,
+                                Synchronize(remote->replica(), folder_->replica(), options));
+      return Status::Ok();
+    }();
+    std::string who = node_.PeerName(peer);
+    if (!status.ok()) {
+      Log("folder " + config_.id + ": pull from " + who + " failed: " + status.ToString());
+      if (status.IsTransient() && !connection->closed()) ScheduleRetry(peer);
+      return !(folder_->replica().state().knowledge == before);
+    }
+    const DirectionReport& r = report.a_to_b;
+    auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() -
+                                                                       started)
+                      .count();
+    if (r.created + r.updated + r.deleted + r.conflicts + r.skipped > 0) {
+      Log("folder " + config_.id + ": pulled from " + who + ": " + std::to_string(r.created) +
+          " created, " + std::to_string(r.updated) + " updated, " + std::to_string(r.deleted) +
+          " deleted, " + std::to_string(r.conflicts) + " conflicts, " +
+          std::to_string(r.bytes) + " bytes in " + std::to_string(millis) + " ms");
+    }
+    for (const ItemError& error : r.errors) {
+      Log("folder " + config_.id + ": not applied (retrying): " + error.status.ToString());
+    }
+    if (!r.errors.empty() || r.local_versions > 0) ScheduleRetry(peer);
+    return !(folder_->replica().state().knowledge == before);
+  }
+
+  void ScheduleRetry(const DeviceId& peer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    scan_ = true;
+    auto at = SteadyClock::now() + kRetry;
+    auto [it, inserted] = pulls_.emplace(peer, at);
+    if (!inserted) it->second = std::max(it->second, at);
+  }
+
+  Node::Impl& node_;
+  FolderConfig config_;
+  std::unique_ptr<files::Folder> folder_;
+  std::unique_ptr<Watcher> watcher_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool scan_ = true;
+  std::map<DeviceId, SteadyClock::time_point> pulls_;  // peer -> not before
+};
+
+Node::Impl::~Impl() {
+  Stop();
+  std::vector<std::unique_ptr<FolderRunner>> runners;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    runners.swap(runners_);
+  }
+  runners.clear();  // joins their threads
+  pool_.join();
+}
+
+Status Node::Impl::LoadConfig() {
+  MESHSYNC_ASSIGN_OR_RETURN(Config config, Config::Load(home_ + "/config.toml"));
+  struct stat st;
+  if (::stat((home_ + "/config.toml").c_str(), &st) == 0) config_mtime_ = st.st_mtim;
+  std::lock_guard<std::mutex> lock(mu_);
+  config_ = std::move(config);
+  return Status::Ok();
+}
+
+Status Node::Impl::Init() {
+  MESHSYNC_RETURN_IF_ERROR(LoadConfig());
+  MESHSYNC_ASSIGN_OR_RETURN(tls_server_, MakeTlsContext(identity_, true));
+  MESHSYNC_ASSIGN_OR_RETURN(tls_client_, MakeTlsContext(identity_, false));
+  std::string host, port;
+  SplitAddress(config_.listen, host, port);
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return InvalidArgumentError("listen address '" + config_.listen + "': " + ec.message());
+  tcp::endpoint endpoint(address, static_cast<uint16_t>(std::stoi(port)));
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return UnavailableError("cannot listen on " + config_.listen + ": " + ec.message());
+  auto bound = acceptor_.local_endpoint();
+  std::string listening = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                    : bound.address().to_string()) +
+                          ":" + std::to_string(bound.port());
+  // Where peers (and tests, with port 0) find this node.
+  FILE* f = std::fopen((home_ + "/listening").c_str(), "w");
+  if (f != nullptr) {
+    std::fprintf(f, "%s\n", listening.c_str());
+    std::fclose(f);
+  }
+  Log("node " + identity_.id.ToString() + " listening on " + listening);
+  for (const FolderConfig& folder : config_.folders) {
+    auto runner = std::make_unique<FolderRunner>(*this, folder);
+    Status status = runner->Open();
+    if (!status.ok()) return status;
+    Log("folder " + folder.id + " at " + folder.path + ", shared with " +
+        std::to_string(folder.shared_with.size()) + " device(s)");
+    runners_.push_back(std::move(runner));
+  }
+  return Status::Ok();
+}
+
+Status Node::Impl::Run() {
+  signals_.async_wait([this](boost::system::error_code ec, int signal) {
+    if (ec) return;
+    Log(std::string("received ") + (signal == SIGTERM ? "SIGTERM" : "SIGINT") + ", stopping");
+    Stop();
+  });
+  Accept();
+  DialPeers();
+  WatchConfig();
+  io_.run();
+  // Sessions end between batches once stopping_ is set; join them before
+  // the connections they use go away.
+  std::vector<std::unique_ptr<FolderRunner>> runners;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    runners.swap(runners_);
+  }
+  runners.clear();
+  Log("stopped");
+  return Status::Ok();
+}
+
+void Node::Impl::Stop() {
+  if (stopping_.exchange(true)) return;
+  asio::post(io_, [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    dial_timer_.cancel();
+    config_timer_.cancel();
+    signals_.cancel();
+    std::vector<std::shared_ptr<Connection>> connections;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [id, link] : links_) connections.push_back(link.connection);
+    }
+    for (auto& connection : connections) connection->Close(UnavailableError("node is stopping"));
+    // Let the goodbyes go out, then end the loop.
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
+    timer->async_wait([this, timer](boost::system::error_code) { io_.stop(); });
+  });
+}
+
+std::string Node::Impl::PeerName(const DeviceId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const PeerConfig* peer = config_.FindPeer(id);
+  std::string name = peer != nullptr && !peer->name.empty() ? peer->name + " " : "";
+  return name + "(" + id.ShortName() + ")";
+}
+
+void Node::Impl::Accept() {
+  auto stream = std::make_shared<TlsStream>(io_, *tls_server_);
+  acceptor_.async_accept(stream->lowest_layer(), [this, stream](boost::system::error_code ec) {
+    if (stopping_ || ec == asio::error::operation_aborted) return;
+    if (!ec) OnAccepted(stream);
+    Accept();
+  });
+}
+
+void Node::Impl::OnAccepted(std::shared_ptr<TlsStream> stream) {
+  boost::system::error_code ignored;
+  auto endpoint = stream->lowest_layer().remote_endpoint(ignored);
+  std::string from = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  auto timer = std::make_shared<asio::steady_timer>(io_, kHandshakeTimeout);
+  timer->async_wait([stream](boost::system::error_code ec) {
+    if (ec) return;  // the handshake finished first
+    boost::system::error_code unused;
+    stream->lowest_layer().close(unused);
+  });
+  stream->async_handshake(asio::ssl::stream_base::server, [this, stream, timer,
+                                                           from](boost::system::error_code ec) {
+    timer->cancel();
+    if (ec) {
+      Log("refused connection from " + from + ": TLS handshake failed: " + ec.message());
+      return;
+    }
+    auto peer = PeerDeviceId(*stream);
+    if (!peer.ok()) {
+      Log("refused connection from " + from + ": " + Str(peer.status().message()));
+      return;
+    }
+    bool trusted;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      trusted = config_.FindPeer(*peer) != nullptr;
+    }
+    if (!trusted) {
+      Log("refused connection from " + from + ": unknown device " + peer->ToString() +
+          " (add it with `meshsync peer add " + peer->ToString() + " ADDRESS`)");
+      boost::system::error_code unused;
+      stream->lowest_layer().close(unused);
+      return;
+    }
+    // The stream moves into a unique_ptr owned by the connection; the
+    // shared_ptr here only kept it alive through the handshake.
+    auto owned = std::make_unique<TlsStream>(std::move(*stream));
+    Established(std::move(owned), *peer, false);
+  });
+}
+
+void Node::Impl::DialPeers() {
+  if (stopping_) return;
+  std::vector<PeerConfig> due;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto now = SteadyClock::now();
+    for (const PeerConfig& peer : config_.peers) {
+      if (peer.address == "dynamic" || links_.count(peer.id) > 0) continue;
+      Dial& dial = dials_[peer.id];
+      if (dial.dialing || dial.next > now) continue;
+      dial.dialing = true;
+      due.push_back(peer);
+    }
+  }
+  for (const PeerConfig& peer : due) DialOne(peer);
+  dial_timer_.expires_after(std::chrono::milliseconds(500));
+  dial_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) DialPeers();
+  });
+}
+
+void Node::Impl::DialOne(const PeerConfig& peer) {
+  std::string host, port;
+  SplitAddress(peer.address, host, port);
+  auto resolver = std::make_shared<tcp::resolver>(io_);
+  auto stream = std::make_shared<TlsStream>(io_, *tls_client_);
+  DeviceId expected = peer.id;
+  auto failed = [this, expected](const std::string& why, bool log) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Dial& dial = dials_[expected];
+    dial.dialing = false;
+    if (log) Log("cannot connect to " + expected.ShortName() + ": " + why);
+    dial.next = SteadyClock::now() + std::chrono::seconds(dial.backoff);
+    dial.backoff = std::min(dial.backoff * 2, kMaxBackoffSeconds);
+  };
+  resolver->async_resolve(
+      host, port,
+      [this, resolver, stream, expected, failed](boost::system::error_code ec,
+                                                 tcp::resolver::results_type results) {
+        if (ec) return failed(ec.message(), true);
+        asio::async_connect(
+            stream->lowest_layer(), results,
+            [this, stream, expected, failed](boost::system::error_code connect_ec,
+                                             const tcp::endpoint&) {
+              if (connect_ec) return failed(connect_ec.message(), false);  // offline: quiet
+              auto timer = std::make_shared<asio::steady_timer>(io_, kHandshakeTimeout);
+              timer->async_wait([stream](boost::system::error_code timer_ec) {
+                if (timer_ec) return;
+                boost::system::error_code ignored;
+                stream->lowest_layer().close(ignored);
+              });
+              stream->async_handshake(
+                  asio::ssl::stream_base::client,
+                  [this, stream, expected, failed, timer](boost::system::error_code tls_ec) {
+                    timer->cancel();
+                    if (tls_ec) return failed("TLS handshake failed: " + tls_ec.message(), true);
+                    auto presented = PeerDeviceId(*stream);
+                    if (!presented.ok()) return failed(Str(presented.status().message()), true);
+                    if (!(*presented == expected)) {
+                      boost::system::error_code ignored;
+                      stream->lowest_layer().close(ignored);
+                      return failed("it presented device id " + presented->ToString() +
+                                        ", not the one configured",
+                                    true);
+                    }
+                    {
+                      std::lock_guard<std::mutex> lock(mu_);
+                      Dial& dial = dials_[expected];
+                      dial.dialing = false;
+                      dial.backoff = 1;
+                    }
+                    Established(std::make_unique<TlsStream>(std::move(*stream)), expected, true);
+                  });
+            });
+      });
+}
+
+void Node::Impl::Established(std::unique_ptr<TlsStream> stream, const DeviceId& peer,
+                             bool outgoing) {
+  auto connection = std::make_shared<Connection>(std::move(stream), peer, outgoing);
+  std::shared_ptr<Connection> replaced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = links_.find(peer);
+    if (it != links_.end()) {
+      // Both dialled at once: keep the connection the smaller id started,
+      // which both sides agree on.
+      const DeviceId& old_initiator = it->second.connection->outgoing() ? identity_.id : peer;
+      const DeviceId& new_initiator = outgoing ? identity_.id : peer;
+      if (old_initiator < new_initiator) {
+        connection->Close(UnavailableError("already connected"));
+        return;
+      }
+      replaced = it->second.connection;
+      links_.erase(it);
+    }
+    Link& link = links_[peer];
+    link.connection = connection;
+    link.server = std::make_shared<SessionServer>([this, peer](const std::string& folder)
+                                                      -> Result<ServedFolder> {
+      std::lock_guard<std::mutex> config_lock(mu_);
+      const FolderConfig* config = config_.FindFolder(folder);
+      if (config == nullptr || !config_.SharedWith(*config, peer)) {
+        return NotFoundError("folder '" + folder + "' is not shared with this device");
+      }
+      FolderRunner* runner = RunnerFor(folder);
+      if (runner == nullptr) return UnavailableError("folder '" + folder + "' is not open yet");
+      return runner->Serve();
+    });
+  }
+  if (replaced != nullptr) replaced->Close(UnavailableError("replaced by a newer connection"));
+  Log("connected to " + PeerName(peer) + " at " + connection->remote_address() +
+      (outgoing ? " (outgoing)" : " (incoming)"));
+  Connection::Callbacks callbacks;
+  callbacks.on_message = [this](const std::shared_ptr<Connection>& c, wire::Envelope&& e) {
+    OnMessage(c, std::move(e));
+  };
+  callbacks.on_closed = [this](const std::shared_ptr<Connection>& c, const Status& reason) {
+    OnClosed(c, reason);
+  };
+  connection->Start(std::move(callbacks));
+  wire::Envelope hello;
+  hello.mutable_hello()->set_protocol(kProtocolVersion);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    hello.mutable_hello()->set_device_name(config_.name);
+    hello.mutable_hello()->set_hub(config_.hub);
+  }
+  hello.mutable_hello()->set_client_version("meshsync 0.1.0");
+  connection->Send(hello);
+  SendClusterConfig(connection);
+}
+
+void Node::Impl::SendClusterConfig(const std::shared_ptr<Connection>& connection) {
+  wire::Envelope envelope;
+  wire::ClusterConfig* cluster = envelope.mutable_cluster_config();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const FolderConfig& folder : config_.folders) {
+      if (config_.SharedWith(folder, connection->peer())) cluster->add_folders()->set_id(folder.id);
+    }
+  }
+  connection->Send(envelope);
+}
+
+void Node::Impl::OnMessage(const std::shared_ptr<Connection>& connection,
+                           wire::Envelope&& envelope) {
+  const DeviceId peer = connection->peer();
+  std::shared_ptr<SessionServer> server;
+  bool hello;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = links_.find(peer);
+    if (it == links_.end() || it->second.connection != connection) return;  // replaced
+    server = it->second.server;
+    hello = it->second.hello;
+  }
+  if (!hello && !envelope.has_hello()) {
+    connection->Close(InvalidArgumentError("expected a hello first"));
+    return;
+  }
+  switch (envelope.body_case()) {
+    case wire::Envelope::kHello: {
+      if (envelope.hello().protocol() != kProtocolVersion) {
+        connection->Close(FailedPreconditionError(
+            "peer speaks protocol " + std::to_string(envelope.hello().protocol()) +
+            ", this node " + std::to_string(kProtocolVersion)));
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      links_[peer].hello = true;
+      connection->peer_name = envelope.hello().device_name();
+      connection->peer_hub = envelope.hello().hub();
+      return;
+    }
+    case wire::Envelope::kClusterConfig: {
+      std::set<std::string> offered;
+      for (const wire::FolderOffer& folder : envelope.cluster_config().folders()) {
+        offered.insert(folder.id());
+      }
+      std::vector<FolderRunner*> pull;
+      std::vector<std::string> pending;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        Link& link = links_[peer];
+        for (const std::string& folder : offered) {
+          const FolderConfig* config = config_.FindFolder(folder);
+          if (config == nullptr) {
+            pending.push_back(folder);
+          } else if (!config_.SharedWith(*config, peer)) {
+            Log("peer " + peer.ShortName() + " shares folder '" + folder +
+                "', which is not shared with it here (`meshsync folder share " + folder + " " +
+                peer.ToString() + "`)");
+          } else if (FolderRunner* runner = RunnerFor(folder)) {
+            pull.push_back(runner);
+          }
+        }
+        link.offered = std::move(offered);
+      }
+      for (const std::string& folder : pending) RecordPending(peer, folder);
+      for (FolderRunner* runner : pull) runner->RequestPull(peer);
+      return;
+    }
+    case wire::Envelope::kIndexChanged: {
+      FolderRunner* runner = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        const FolderConfig* config = config_.FindFolder(envelope.index_changed().folder());
+        if (config != nullptr && config_.SharedWith(*config, peer)) {
+          runner = RunnerFor(config->id);
+        }
+      }
+      if (runner != nullptr) runner->RequestPull(peer);
+      return;
+    }
+    case wire::Envelope::kRequest: {
+      asio::post(pool_, [server, connection, request = std::move(*envelope.mutable_request())] {
+        wire::Envelope reply;
+        *reply.mutable_response() = server->Handle(request);
+        connection->Send(reply);
+      });
+      return;
+    }
+    default:
+      connection->Close(InvalidArgumentError("unexpected message"));
+      return;
+  }
+}
+
+void Node::Impl::OnClosed(const std::shared_ptr<Connection>& connection, const Status& reason) {
+  const DeviceId peer = connection->peer();
+  bool current = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = links_.find(peer);
+    if (it != links_.end() && it->second.connection == connection) {
+      links_.erase(it);
+      current = true;
+      Dial& dial = dials_[peer];
+      dial.next = SteadyClock::now() + std::chrono::seconds(dial.backoff);
+      dial.backoff = std::min(dial.backoff * 2, kMaxBackoffSeconds);
+    }
+  }
+  if (current) Log("disconnected from " + PeerName(peer) + ": " + Str(reason.message()));
+}
+
+void Node::Impl::RecordPending(const DeviceId& peer, const std::string& folder) {
+  std::string path = home_ + "/pending.toml";
+  auto pending = LoadPending(path);
+  std::vector<PendingFolder> list = pending.ok() ? *pending : std::vector<PendingFolder>();
+  for (const PendingFolder& entry : list) {
+    if (entry.folder == folder && entry.device == peer) return;  // already recorded
+  }
+  PendingFolder entry;
+  entry.folder = folder;
+  entry.device = peer;
+  entry.offered_millis = NowMillis();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (const PeerConfig* config = config_.FindPeer(peer)) entry.device_name = config->name;
+  }
+  list.push_back(entry);
+  Status status = SavePending(path, list);
+  Log("peer " + peer.ShortName() + " offers folder '" + folder +
+      "', which is not configured here: pending (accept with `meshsync folder add PATH --id " +
+      folder + "` and `meshsync folder share " + folder + " " + peer.ToString() + "`)" +
+      (status.ok() ? "" : "; " + status.ToString()));
+}
+
+void Node::Impl::WatchConfig() {
+  config_timer_.expires_after(std::chrono::seconds(1));
+  config_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    struct stat st;
+    std::string path = home_ + "/config.toml";
+    if (::stat(path.c_str(), &st) == 0 && (st.st_mtim.tv_sec != config_mtime_.tv_sec ||
+                                           st.st_mtim.tv_nsec != config_mtime_.tv_nsec)) {
+      config_mtime_ = st.st_mtim;
+      auto config = Config::Load(path);
+      if (!config.ok()) {
+        Log("config not reloaded: " + config.status().ToString());
+      } else {
+        ApplyConfig(std::move(*config));
+      }
+    }
+    WatchConfig();
+  });
+}
+
+void Node::Impl::ApplyConfig(Config config) {
+  std::vector<std::shared_ptr<Connection>> drop, keep;
+  std::vector<FolderConfig> added;
+  std::vector<std::unique_ptr<FolderRunner>> removed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, link] : links_) {
+      (config.FindPeer(id) == nullptr ? drop : keep).push_back(link.connection);
+    }
+    for (const FolderConfig& folder : config.folders) {
+      const FolderConfig* old = config_.FindFolder(folder.id);
+      if (old == nullptr || old->path != folder.path) added.push_back(folder);
+    }
+    for (auto it = runners_.begin(); it != runners_.end();) {
+      const FolderConfig* now = config.FindFolder((*it)->id());
+      if (now == nullptr || now->path != (*it)->path()) {
+        removed.push_back(std::move(*it));
+        it = runners_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    config_ = std::move(config);
+  }
+  removed.clear();  // stops them (outside the lock: they may call back)
+  for (const FolderConfig& folder : added) {
+    auto runner = std::make_unique<FolderRunner>(*this, folder);
+    Status status = runner->Open();
+    if (!status.ok()) {
+      Log("cannot open folder: " + status.ToString());
+      continue;
+    }
+    Log("folder " + folder.id + " at " + folder.path + " added");
+    std::lock_guard<std::mutex> lock(mu_);
+    runners_.push_back(std::move(runner));
+  }
+  for (auto& connection : drop) connection->Close(UnavailableError("peer removed from config"));
+  for (auto& connection : keep) SendClusterConfig(connection);
+  Log("configuration reloaded");
+}
+
+FolderRunner* Node::Impl::RunnerFor(const std::string& folder) {
+  for (auto& runner : runners_)
+    if (runner->id() == folder) return runner.get();
+  return nullptr;
+}
+
+std::shared_ptr<Connection> Node::Impl::PeerFor(const std::string& folder, const DeviceId& peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = links_.find(peer);
+  if (it == links_.end() || it->second.offered.count(folder) == 0) return nullptr;
+  const FolderConfig* config = config_.FindFolder(folder);
+  if (config == nullptr || !config_.SharedWith(*config, peer)) return nullptr;
+  return it->second.connection;
+}
+
+void Node::Impl::Announce(const std::string& folder) {
+  wire::Envelope envelope;
+  envelope.mutable_index_changed()->set_folder(folder);
+  std::vector<std::shared_ptr<Connection>> targets;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, link] : links_) {
+      if (link.offered.count(folder) > 0) targets.push_back(link.connection);
+    }
+  }
+  for (auto& connection : targets) connection->Send(envelope);
+}
+
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Node::~Node() = default;
+
+Result<std::unique_ptr<Node>> Node::Open(const std::string& home) {
+  MESHSYNC_ASSIGN_OR_RETURN(Identity identity, Identity::LoadOrCreate(home));
+  auto impl = std::make_unique<Impl>(home, std::move(identity));
+  MESHSYNC_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Node>(new Node(std::move(impl)));
+}
+
+Status Node::Run() { return impl_->Run(); }
+void Node::Stop() { impl_->Stop(); }
+
+}  // namespace meshsync::node

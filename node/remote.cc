@@ -1,0 +1,564 @@
+#include "node/remote.h"
+
+#include <algorithm>
+#include <deque>
+#include <set>
+
+namespace meshsync::node {
+namespace {
+
+constexpr size_t kMaxSessions = 8;        // per connection
+constexpr size_t kMaxReaders = 64;        // open data handles per session
+constexpr uint32_t kMaxScan = 4096;       // items per ScanItems
+constexpr uint32_t kMaxRead = 4u << 20;   // bytes per ReadData
+constexpr size_t kPrefetchBudget = 8u << 20;  // unit data sent with one scan
+constexpr uint32_t kReadBlock = 1u << 20;  // the client reads ahead in blocks of this
+constexpr size_t kReadAhead = 4;           // blocks in flight
+
+std::string IdBytes(const Id128& id) {
+  uint8_t bytes[16];
+  id.ToBytes(bytes);
+  return std::string(reinterpret_cast<char*>(bytes), 16);
+}
+
+Result<ItemId> ParseItemId(const std::string& bytes) {
+  if (bytes.size() != 16) return InvalidArgumentError("an item id has 16 bytes");
+  return ItemId(Id128::FromBytes(reinterpret_cast<const uint8_t*>(bytes.data())));
+}
+
+void ToWire(const Version& version, wire::Version& out) {
+  out.set_replica(version.replica);
+  out.set_tick(version.tick);
+}
+
+void ToWire(const ItemMetadata& item, wire::Item& out) {
+  out.set_id(IdBytes(item.id));
+  ToWire(item.created, *out.mutable_created());
+  ToWire(item.updated, *out.mutable_updated());
+  out.set_tombstone(item.tombstone);
+  for (const UnitVersion& unit : item.units) {
+    wire::UnitVersion* entry = out.add_units();
+    entry->set_unit(unit.unit);
+    ToWire(unit.version, *entry->mutable_version());
+  }
+}
+
+Result<Version> FromWire(const wire::Version& version, size_t replicas) {
+  if (version.replica() >= replicas) {
+    return InvalidArgumentError("a version names replica " + std::to_string(version.replica()) +
+                                " of " + std::to_string(replicas));
+  }
+  return Version{version.replica(), version.tick()};
+}
+
+Result<ItemMetadata> FromWire(const wire::Item& item, size_t replicas) {
+  ItemMetadata out;
+  MESHSYNC_ASSIGN_OR_RETURN(out.id, ParseItemId(item.id()));
+  MESHSYNC_ASSIGN_OR_RETURN(out.created, FromWire(item.created(), replicas));
+  MESHSYNC_ASSIGN_OR_RETURN(out.updated, FromWire(item.updated(), replicas));
+  if (out.created.IsNull() || out.updated.IsNull()) {
+    return InvalidArgumentError("an item has no creation or update version");
+  }
+  out.tombstone = item.tombstone();
+  for (const wire::UnitVersion& unit : item.units()) {
+    if (!out.units.empty() && unit.unit() <= out.units.back().unit) {
+      return InvalidArgumentError("an item's units are not in order");
+    }
+    MESHSYNC_ASSIGN_OR_RETURN(Version version, FromWire(unit.version(), replicas));
+    if (version.IsNull()) return InvalidArgumentError("a unit has no version");
+    out.units.push_back(UnitVersion{unit.unit(), version});
+  }
+  return out;
+}
+
+void ToWire(const Status& status, wire::Error& out) {
+  out.set_code(static_cast<int>(status.code()));
+  out.set_message(std::string(status.message()));
+}
+
+Status FromWire(const wire::Error& error) {
+  if (error.code() == 0) return Status::Ok();
+  int code = error.code();
+  if (code < 0 || code > static_cast<int>(StatusCode::kInternal)) {
+    code = static_cast<int>(StatusCode::kInternal);
+  }
+  return Status(static_cast<StatusCode>(code), error.message());
+}
+
+Status Malformed(const std::string& what) {
+  return InvalidArgumentError("peer sent a malformed " + what);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Client
+
+class RemoteSource::Store final : public MetadataStore {
+ public:
+  Store(std::shared_ptr<Connection> connection, uint64_t session)
+      : connection_(std::move(connection)), session_(session) {}
+
+  Status Init(const wire::SessionOpened& opened) {
+    std::vector<ReplicaId> ids;
+    std::set<ReplicaId> seen;
+    for (const std::string& bytes : opened.replica_ids()) {
+      if (bytes.size() != 16) return Malformed("replica id");
+      ReplicaId id(Id128::FromBytes(reinterpret_cast<const uint8_t*>(bytes.data())));
+      if (!seen.insert(id).second) return Malformed("replica list (a duplicate)");
+      ids.push_back(id);
+    }
+    if (ids.empty()) return Malformed("session (no replica id)");
+    state_.id = ids[0];
+    state_.provider_name = opened.provider();
+    state_.keys = ReplicaKeyMap(std::move(ids));
+    size_t known = state_.keys.size();
+    auto knowledge = Knowledge::Decode(opened.knowledge(), state_.keys);
+    auto forgotten = Knowledge::Decode(opened.forgotten(), state_.keys);
+    if (!knowledge.ok() || !forgotten.ok() || state_.keys.size() != known) {
+      return Malformed("knowledge");
+    }
+    state_.knowledge = *std::move(knowledge);
+    state_.forgotten = *std::move(forgotten);
+    count_ = opened.item_count();
+    return Status::Ok();
+  }
+
+  const ReplicaState& state() const override { return state_; }
+
+  Result<std::optional<ItemMetadata>> GetItem(const ItemId&) override {
+    return FailedPreconditionError("a remote replica is read by scanning");
+  }
+  Result<std::optional<ItemMetadata>> FindByKey(std::string_view) override {
+    return FailedPreconditionError("a remote replica is read by scanning");
+  }
+
+  Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
+                   std::vector<ItemMetadata>& out) override {
+    prefetched_.clear();
+    wire::Request request;
+    wire::ScanItems* scan = request.mutable_scan_items();
+    scan->set_session(session_);
+    scan->set_first(IdBytes(first));
+    scan->set_last(IdBytes(last));
+    uint32_t asked = static_cast<uint32_t>(std::min<size_t>(limit, kMaxScan));
+    scan->set_limit(asked);
+    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection_->Call(std::move(request)));
+    if (!response.has_items_scanned()) return Malformed("scan answer");
+    const wire::ItemsScanned& items = response.items_scanned();
+    if (static_cast<size_t>(items.items_size()) > asked) return Malformed("scan (too many items)");
+    // A window shorter than asked means "the end": the engine stops there,
+    // so a server that caps the scan must not be mistaken for one.
+    if (asked < limit && static_cast<size_t>(items.items_size()) == asked) {
+      return InternalError("scan window larger than the protocol allows");
+    }
+    size_t start = out.size();
+    for (const wire::Item& wire_item : items.items()) {
+      MESHSYNC_ASSIGN_OR_RETURN(ItemMetadata item, FromWire(wire_item, state_.keys.size()));
+      if (item.id < first || item.id > last ||
+          (out.size() > start && !(out.back().id < item.id))) {
+        return Malformed("scan (items out of range or order)");
+      }
+      out.push_back(std::move(item));
+    }
+    for (const wire::Prefetched& data : items.data()) {
+      MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(data.id()));
+      Prefetch& entry = prefetched_[id];
+      entry.status = FromWire(data.error());
+      for (const wire::UnitData& unit : data.units()) {
+        entry.units.push_back(UnitData{unit.unit(), unit.data()});
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<size_t> CountItems() override { return static_cast<size_t>(count_); }
+  Result<std::vector<ConflictRecord>> ListConflicts() override {
+    return std::vector<ConflictRecord>();
+  }
+  Status Commit(const StoreBatch&) override {
+    return FailedPreconditionError("a remote replica cannot be written");
+  }
+
+  struct Prefetch {
+    Status status;
+    std::vector<UnitData> units;
+  };
+  const Prefetch* FindPrefetched(const ItemId& id) const {
+    auto it = prefetched_.find(id);
+    return it == prefetched_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  std::shared_ptr<Connection> connection_;
+  uint64_t session_;
+  ReplicaState state_;
+  uint64_t count_ = 0;
+  std::map<ItemId, Prefetch> prefetched_;  // for the last scanned window
+};
+
+namespace {
+
+// Reads a remote unit's bytes in blocks, several requests in flight, for a
+// reader that goes front to back (as a file copy does).
+class RemoteReader final : public DataReader {
+ public:
+  RemoteReader(std::shared_ptr<Connection> connection, uint64_t session, uint64_t handle,
+               uint64_t size)
+      : connection_(std::move(connection)), session_(session), handle_(handle), size_(size) {}
+
+  ~RemoteReader() override {
+    wire::Request request;
+    wire::ReadData* read = request.mutable_read_data();
+    read->set_session(session_);
+    read->set_handle(handle_);
+    read->set_close(true);
+    connection_->CallAsync(std::move(request));  // the answer is not needed
+  }
+
+  uint64_t size() const override { return size_; }
+
+  Status ReadAt(uint64_t offset, std::span<char> out) override {
+    if (offset > size_ || out.size() > size_ - offset) {
+      return InvalidArgumentError("read past the end of the data");
+    }
+    size_t done = 0;
+    while (done < out.size()) {
+      uint64_t at = offset + done;
+      uint64_t block = at / kReadBlock;
+      // Drop blocks behind the reader; ask for the ones ahead.
+      while (!blocks_.empty() && blocks_.front().index < block) blocks_.pop_front();
+      if (blocks_.empty() || blocks_.front().index != block) blocks_.clear();
+      uint64_t next = blocks_.empty() ? block : blocks_.back().index + 1;
+      uint64_t end_block = (size_ + kReadBlock - 1) / kReadBlock;
+      while (blocks_.size() < kReadAhead && next < end_block) Request(next++);
+      Block& front = blocks_.front();
+      if (!front.ready) {
+        Result<wire::Response> response = front.pending.get();
+        front.ready = true;
+        if (!response.ok()) return response.status();
+        if (!response->has_data_read()) return Malformed("data answer");
+        front.data = std::move(*response->mutable_data_read()->mutable_data());
+        uint64_t expected = std::min<uint64_t>(kReadBlock, size_ - front.index * kReadBlock);
+        if (front.data.size() != expected) {
+          return UnavailableError("the peer's data changed while it was being read");
+        }
+      }
+      size_t within = static_cast<size_t>(at - front.index * kReadBlock);
+      size_t n = std::min(out.size() - done, front.data.size() - within);
+      std::copy_n(front.data.data() + within, n, out.data() + done);
+      done += n;
+    }
+    return Status::Ok();
+  }
+
+  Status Verify() override {
+    wire::Request request;
+    wire::ReadData* read = request.mutable_read_data();
+    read->set_session(session_);
+    read->set_handle(handle_);
+    read->set_verify(true);
+    return connection_->Call(std::move(request)).status();
+  }
+
+ private:
+  struct Block {
+    uint64_t index = 0;
+    bool ready = false;
+    std::future<Result<wire::Response>> pending;
+    std::string data;
+  };
+
+  void Request(uint64_t index) {
+    wire::Request request;
+    wire::ReadData* read = request.mutable_read_data();
+    read->set_session(session_);
+    read->set_handle(handle_);
+    read->set_offset(index * kReadBlock);
+    read->set_length(static_cast<uint32_t>(std::min<uint64_t>(kReadBlock, size_ - index * kReadBlock)));
+    Block block;
+    block.index = index;
+    block.pending = connection_->CallAsync(std::move(request));
+    blocks_.push_back(std::move(block));
+  }
+
+  std::shared_ptr<Connection> connection_;
+  uint64_t session_;
+  uint64_t handle_;
+  uint64_t size_;
+  std::deque<Block> blocks_;
+};
+
+}  // namespace
+
+class RemoteSource::Source final : public Provider {
+ public:
+  Source(std::shared_ptr<Connection> connection, uint64_t session, const Store& store,
+         std::string name, bool filtered)
+      : connection_(std::move(connection)),
+        session_(session),
+        store_(store),
+        name_(std::move(name)),
+        filtered_(filtered) {}
+
+  std::string_view Name() const override { return name_; }
+  Status DetectChanges(ChangeRecorder&) override { return Status::Ok(); }  // the peer's job
+
+  Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                        std::vector<UnitData>& out) override {
+    std::vector<UnitData> loaded;
+    const Store::Prefetch* prefetched = store_.FindPrefetched(item.id);
+    if (prefetched != nullptr) {
+      MESHSYNC_RETURN_IF_ERROR(prefetched->status);
+      loaded = prefetched->units;
+    } else {
+      wire::Request request;
+      wire::LoadData* load = request.mutable_load_data();
+      load->set_session(session_);
+      load->set_id(IdBytes(item.id));
+      for (ChangeUnitId unit : units) load->add_units(unit);
+      MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection_->Call(std::move(request)));
+      if (!response.has_data_loaded()) return Malformed("data answer");
+      for (const wire::UnitData& unit : response.data_loaded().units()) {
+        loaded.push_back(UnitData{unit.unit(), unit.data()});
+      }
+    }
+    for (ChangeUnitId unit : units) {
+      for (const UnitData& data : loaded) {
+        if (data.unit == unit) {
+          out.push_back(data);
+          break;
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
+                                               ChangeUnitId unit) override {
+    wire::Request request;
+    wire::OpenData* open = request.mutable_open_data();
+    open->set_session(session_);
+    open->set_id(IdBytes(item.id));
+    open->set_unit(unit);
+    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection_->Call(std::move(request)));
+    if (!response.has_data_opened()) return Malformed("open answer");
+    return std::unique_ptr<DataReader>(std::make_unique<RemoteReader>(
+        connection_, session_, response.data_opened().handle(), response.data_opened().size()));
+  }
+
+  Result<SaveResult> SaveChange(const SaveRequest&) override {
+    return FailedPreconditionError("a remote replica cannot be written");
+  }
+
+  bool IsFiltered() const override { return filtered_; }
+
+ private:
+  std::shared_ptr<Connection> connection_;
+  uint64_t session_;
+  const Store& store_;
+  std::string name_;
+  bool filtered_;
+};
+
+Result<std::unique_ptr<RemoteSource>> RemoteSource::Open(std::shared_ptr<Connection> connection,
+                                                         const std::string& folder,
+                                                         const ReplicaState& local_state) {
+  wire::Request request;
+  wire::OpenSession* open = request.mutable_open_session();
+  open->set_folder(folder);
+  open->set_known(local_state.knowledge.Encode(local_state.keys));
+  MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection->Call(std::move(request)));
+  if (!response.has_session_opened()) return Malformed("session answer");
+  const wire::SessionOpened& opened = response.session_opened();
+  auto remote = std::unique_ptr<RemoteSource>(new RemoteSource());
+  remote->connection_ = connection;
+  remote->session_ = opened.session();
+  remote->store_ = std::make_unique<Store>(connection, opened.session());
+  MESHSYNC_RETURN_IF_ERROR(remote->store_->Init(opened));
+  remote->provider_ = std::make_unique<Source>(connection, opened.session(), *remote->store_,
+                                               opened.provider(), opened.filtered());
+  MESHSYNC_ASSIGN_OR_RETURN(remote->replica_,
+                            Replica::Open(*remote->store_, *remote->provider_));
+  return remote;
+}
+
+RemoteSource::~RemoteSource() {
+  replica_.reset();
+  provider_.reset();
+  store_.reset();
+  if (connection_ != nullptr && session_ != 0) {
+    wire::Request request;
+    request.mutable_close_session()->set_session(session_);
+    connection_->CallAsync(std::move(request));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+struct SessionServer::Session {
+  std::unique_ptr<MetadataStore> snapshot;  // destroyed after the provider
+  std::unique_ptr<Provider> provider;
+  ReplicaKeyMap peer_keys;  // the snapshot's keys, extended by the peer's knowledge
+  Knowledge peer_known;
+  std::map<uint64_t, std::unique_ptr<DataReader>> readers;
+
+  ~Session() {
+    readers.clear();
+    provider.reset();
+    snapshot.reset();
+  }
+};
+
+SessionServer::SessionServer(Resolver resolver) : resolver_(std::move(resolver)) {}
+SessionServer::~SessionServer() = default;
+
+wire::Response SessionServer::Handle(const wire::Request& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Result<wire::Response> result = Dispatch(request);
+  wire::Response response;
+  if (result.ok()) response = *std::move(result);
+  else ToWire(result.status(), *response.mutable_error());
+  response.set_id(request.id());
+  return response;
+}
+
+Result<SessionServer::Session*> SessionServer::Find(uint64_t id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return InvalidArgumentError("no session " + std::to_string(id));
+  return it->second.get();
+}
+
+Result<wire::Response> SessionServer::Dispatch(const wire::Request& request) {
+  wire::Response response;
+  switch (request.call_case()) {
+    case wire::Request::kOpenSession: {
+      if (sessions_.size() >= kMaxSessions) {
+        return UnavailableError("too many sessions on one connection");
+      }
+      MESHSYNC_ASSIGN_OR_RETURN(ServedFolder folder, resolver_(request.open_session().folder()));
+      auto session = std::make_unique<Session>();
+      MESHSYNC_ASSIGN_OR_RETURN(session->snapshot,
+                                OpenSqliteSnapshot(folder.metadata_path, folder.provider_name));
+      MESHSYNC_ASSIGN_OR_RETURN(session->provider, folder.open_provider(*session->snapshot));
+      const ReplicaState& state = session->snapshot->state();
+      session->peer_keys = state.keys;
+      auto known = Knowledge::Decode(request.open_session().known(), session->peer_keys);
+      if (!known.ok()) return InvalidArgumentError("the session's knowledge is malformed");
+      session->peer_known = *std::move(known);
+      wire::SessionOpened* opened = response.mutable_session_opened();
+      uint64_t id = next_session_++;
+      opened->set_session(id);
+      opened->set_provider(state.provider_name);
+      for (const ReplicaId& replica : state.keys.ids()) opened->add_replica_ids(IdBytes(replica));
+      opened->set_knowledge(state.knowledge.Encode(state.keys));
+      opened->set_forgotten(state.forgotten.Encode(state.keys));
+      MESHSYNC_ASSIGN_OR_RETURN(size_t count, session->snapshot->CountItems());
+      opened->set_item_count(count);
+      opened->set_filtered(session->provider->IsFiltered());
+      sessions_.emplace(id, std::move(session));
+      return response;
+    }
+    case wire::Request::kScanItems: {
+      const wire::ScanItems& scan = request.scan_items();
+      MESHSYNC_ASSIGN_OR_RETURN(Session * session, Find(scan.session()));
+      MESHSYNC_ASSIGN_OR_RETURN(ItemId first, ParseItemId(scan.first()));
+      MESHSYNC_ASSIGN_OR_RETURN(ItemId last, ParseItemId(scan.last()));
+      if (scan.limit() == 0 || scan.limit() > kMaxScan) {
+        return InvalidArgumentError("scan limit out of range");
+      }
+      std::vector<ItemMetadata> items;
+      MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(first, last, scan.limit(), items));
+      wire::ItemsScanned* out = response.mutable_items_scanned();
+      size_t budget = kPrefetchBudget;
+      std::vector<ChangeUnitId> units;
+      std::vector<UnitData> data;
+      for (const ItemMetadata& item : items) {
+        ToWire(item, *out->add_items());
+        if (item.tombstone || budget == 0 || KnowsAllOf(session->peer_known, item)) continue;
+        units.clear();
+        data.clear();
+        for (const UnitVersion& unit : item.units) units.push_back(unit.unit);
+        wire::Prefetched* prefetched = out->add_data();
+        prefetched->set_id(IdBytes(item.id));
+        Status status = session->provider->LoadChangeData(item, units, data);
+        if (!status.ok()) {
+          ToWire(status, *prefetched->mutable_error());
+          continue;
+        }
+        for (UnitData& unit : data) {
+          budget -= std::min(budget, unit.data.size() + 16);
+          wire::UnitData* entry = prefetched->add_units();
+          entry->set_unit(unit.unit);
+          entry->set_data(std::move(unit.data));
+        }
+      }
+      return response;
+    }
+    case wire::Request::kLoadData: {
+      const wire::LoadData& load = request.load_data();
+      MESHSYNC_ASSIGN_OR_RETURN(Session * session, Find(load.session()));
+      MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(load.id()));
+      MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, session->snapshot->GetItem(id));
+      if (!item.has_value() || item->tombstone) return NotFoundError("no such item");
+      std::vector<ChangeUnitId> units(load.units().begin(), load.units().end());
+      std::vector<UnitData> data;
+      MESHSYNC_RETURN_IF_ERROR(session->provider->LoadChangeData(*item, units, data));
+      for (UnitData& unit : data) {
+        wire::UnitData* entry = response.mutable_data_loaded()->add_units();
+        entry->set_unit(unit.unit);
+        entry->set_data(std::move(unit.data));
+      }
+      response.mutable_data_loaded();
+      return response;
+    }
+    case wire::Request::kOpenData: {
+      const wire::OpenData& open = request.open_data();
+      MESHSYNC_ASSIGN_OR_RETURN(Session * session, Find(open.session()));
+      if (session->readers.size() >= kMaxReaders) {
+        return UnavailableError("too many open data handles");
+      }
+      MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(open.id()));
+      MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, session->snapshot->GetItem(id));
+      if (!item.has_value() || item->tombstone) return NotFoundError("no such item");
+      MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<DataReader> reader,
+                                session->provider->OpenData(*item, open.unit()));
+      uint64_t handle = next_handle_++;
+      response.mutable_data_opened()->set_handle(handle);
+      response.mutable_data_opened()->set_size(reader->size());
+      session->readers.emplace(handle, std::move(reader));
+      return response;
+    }
+    case wire::Request::kReadData: {
+      const wire::ReadData& read = request.read_data();
+      MESHSYNC_ASSIGN_OR_RETURN(Session * session, Find(read.session()));
+      auto it = session->readers.find(read.handle());
+      if (it == session->readers.end()) return InvalidArgumentError("no such data handle");
+      DataReader& reader = *it->second;
+      std::string* data = response.mutable_data_read()->mutable_data();
+      Status status;
+      if (read.length() > kMaxRead) {
+        status = InvalidArgumentError("read of more than 4 MiB");
+      } else if (read.offset() > reader.size() || read.length() > reader.size() - read.offset()) {
+        status = InvalidArgumentError("read past the end of the data");
+      } else if (read.length() > 0) {
+        data->resize(read.length());
+        status = reader.ReadAt(read.offset(), std::span<char>(data->data(), data->size()));
+      }
+      if (status.ok() && read.verify()) status = reader.Verify();
+      if (read.close()) session->readers.erase(it);
+      MESHSYNC_RETURN_IF_ERROR(status);
+      return response;
+    }
+    case wire::Request::kCloseSession: {
+      sessions_.erase(request.close_session().session());
+      return response;
+    }
+    case wire::Request::CALL_NOT_SET:
+      break;
+  }
+  return InvalidArgumentError("unknown request");
+}
+
+}  // namespace meshsync::node

@@ -1,0 +1,74 @@
+#include "node/wire.h"
+
+#include <zstd.h>
+
+namespace meshsync::node {
+
+Result<std::string> EncodeFrame(const wire::Envelope& envelope) {
+  std::string body;
+  if (!envelope.SerializeToString(&body)) return InternalError("cannot serialize a message");
+  uint8_t flags = 0;
+  bool bulk = envelope.has_response() && envelope.response().has_data_read();
+  if (!bulk && body.size() > kCompressAbove) {
+    std::string packed(ZSTD_compressBound(body.size()), '\0');
+    size_t size = ZSTD_compress(packed.data(), packed.size(), body.data(), body.size(), 3);
+    if (!ZSTD_isError(size) && size < body.size()) {
+      packed.resize(size);
+      body.swap(packed);
+      flags |= kFlagCompressed;
+    }
+  }
+  if (body.size() > kMaxFrameBody) {
+    return InvalidArgumentError("message of " + std::to_string(body.size()) +
+                                " bytes is over the frame limit");
+  }
+  std::string frame(kFrameHeaderSize, '\0');
+  uint32_t size = static_cast<uint32_t>(body.size());
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>(size >> (24 - 8 * i));
+  frame[4] = static_cast<char>(flags);
+  frame += body;
+  return frame;
+}
+
+Result<size_t> DecodeFrameHeader(std::string_view header, uint8_t& flags) {
+  if (header.size() != kFrameHeaderSize) return InvalidArgumentError("truncated frame header");
+  uint32_t size = 0;
+  for (int i = 0; i < 4; ++i) size = (size << 8) | static_cast<uint8_t>(header[i]);
+  flags = static_cast<uint8_t>(header[4]);
+  if ((flags & ~kFlagCompressed) != 0) {
+    return InvalidArgumentError("frame has unknown flags " + std::to_string(flags));
+  }
+  if (size > kMaxFrameBody) {
+    return InvalidArgumentError("frame of " + std::to_string(size) + " bytes is over the " +
+                                std::to_string(kMaxFrameBody) + "-byte limit");
+  }
+  return static_cast<size_t>(size);
+}
+
+Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out) {
+  std::string plain;
+  if ((flags & kFlagCompressed) != 0) {
+    unsigned long long size = ZSTD_getFrameContentSize(body.data(), body.size());
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
+      return InvalidArgumentError("compressed frame is malformed");
+    }
+    if (size > kMaxFrameBody) {
+      return InvalidArgumentError("compressed frame expands past the frame limit");
+    }
+    plain.resize(static_cast<size_t>(size));
+    size_t got = ZSTD_decompress(plain.data(), plain.size(), body.data(), body.size());
+    if (ZSTD_isError(got) || got != plain.size()) {
+      return InvalidArgumentError("compressed frame is malformed");
+    }
+    body = plain;
+  }
+  if (!out.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    return InvalidArgumentError("frame does not hold a valid message");
+  }
+  if (out.body_case() == wire::Envelope::BODY_NOT_SET) {
+    return InvalidArgumentError("frame holds an empty or unknown message");
+  }
+  return Status::Ok();
+}
+
+}  // namespace meshsync::node

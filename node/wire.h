@@ -1,0 +1,39 @@
+// Framing of the peer protocol: one Envelope per frame,
+// [u32 body length, big-endian][u8 flags][body], the body a protobuf
+// Envelope, zstd-compressed when flag 1 is set. Pure functions, so the
+// decoder can be fuzzed without a socket.
+#ifndef MESHSYNC_NODE_WIRE_H_
+#define MESHSYNC_NODE_WIRE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "meshsync/status.h"
+#include "node/wire.pb.h"
+
+namespace meshsync::node {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr size_t kFrameHeaderSize = 5;
+// The largest body on the wire, and the largest a compressed body may
+// expand to: a frame claiming more is refused before anything is read.
+inline constexpr size_t kMaxFrameBody = 16u << 20;
+inline constexpr uint8_t kFlagCompressed = 1;
+// Bodies smaller than this are sent as they are.
+inline constexpr size_t kCompressAbove = 512;
+
+// Serializes `envelope` as one frame. Metadata is compressed; bulk data
+// (DataRead), already compressed or not worth it, is not.
+Result<std::string> EncodeFrame(const wire::Envelope& envelope);
+
+// Checks a frame header; returns the body length.
+Result<size_t> DecodeFrameHeader(std::string_view header, uint8_t& flags);
+
+// Parses a frame body (after its header).
+Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out);
+
+}  // namespace meshsync::node
+
+#endif  // MESHSYNC_NODE_WIRE_H_
