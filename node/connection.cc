@@ -123,6 +123,7 @@ void Connection::ReadHeader() {
   asio::async_read(*stream_, asio::buffer(header_, sizeof(header_)),
                    [self = shared_from_this()](boost::system::error_code ec, size_t) {
                      if (ec) {
+                       if (self->shutting_down_) return;
                        self->Shutdown(UnavailableError(ec == asio::error::eof
                                                            ? std::string("peer closed the connection")
                                                            : ec.message()));
@@ -144,6 +145,7 @@ void Connection::ReadBody(size_t size, uint8_t flags) {
   asio::async_read(*stream_, asio::buffer(body_.data(), body_.size()),
                    [self = shared_from_this(), flags](boost::system::error_code ec, size_t) {
                      if (ec) {
+                       if (self->shutting_down_) return;
                        self->Shutdown(UnavailableError("truncated message: " + ec.message()));
                        return;
                      }
@@ -190,8 +192,9 @@ void Connection::Dispatch(wire::Envelope&& envelope) {
 }
 
 void Connection::Write() {
-  if (queue_.empty() || shutting_down_) {
+  if (queue_.empty()) {
     writing_ = false;
+    if (shutting_down_) CloseSocket();
     return;
   }
   writing_ = true;
@@ -199,6 +202,7 @@ void Connection::Write() {
                     [self = shared_from_this()](boost::system::error_code ec, size_t) {
                       if (ec) {
                         self->Shutdown(UnavailableError("write failed: " + ec.message()));
+                        self->CloseSocket();
                         return;
                       }
                       self->last_write_ = Clock::now();
@@ -238,27 +242,28 @@ void Connection::Shutdown(const Status& reason) {
     promise.set_value(UnavailableError("connection to " + peer_.ShortName() +
                                        " closed: " + std::string(reason.message())));
   }
-  keepalive_.cancel();
-  // Tell the peer why, then close: a short, best-effort goodbye.
+  // Tell the peer why after what is queued, then close; a peer that does
+  // not read gets two seconds.
   wire::Envelope goodbye;
   goodbye.mutable_close()->set_reason(std::string(reason.message()));
   auto frame = EncodeFrame(goodbye);
-  boost::system::error_code ignored;
-  stream_->lowest_layer().cancel(ignored);
-  if (frame.ok() && writing_ == false) {
-    auto buffer = std::make_shared<std::string>(std::move(*frame));
-    asio::async_write(*stream_, asio::buffer(*buffer),
-                      [self = shared_from_this(), buffer](boost::system::error_code, size_t) {
-                        boost::system::error_code unused;
-                        self->stream_->lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_both,
-                                                               unused);
-                        self->stream_->lowest_layer().close(unused);
-                      });
-  } else {
-    stream_->lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    stream_->lowest_layer().close(ignored);
-  }
+  if (frame.ok()) queue_.push_back(std::move(*frame));
+  if (!writing_) Write();
+  keepalive_.cancel();
+  keepalive_.expires_after(std::chrono::seconds(2));
+  keepalive_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->CloseSocket();
+  });
   if (callbacks_.on_closed) callbacks_.on_closed(shared_from_this(), reason);
+}
+
+void Connection::CloseSocket() {
+  if (socket_closed_) return;
+  socket_closed_ = true;
+  keepalive_.cancel();
+  boost::system::error_code ignored;
+  stream_->lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  stream_->lowest_layer().close(ignored);
 }
 
 }  // namespace meshsync::node

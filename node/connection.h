@@ -89,7 +89,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Dispatch(wire::Envelope&& envelope);
   void Write();
   void Tick();
-  void Shutdown(const Status& reason);  // I/O thread
+  void Shutdown(const Status& reason);  // I/O thread: fails calls, says goodbye
+  void CloseSocket();                   // I/O thread
 
   std::unique_ptr<TlsStream> stream_;
   DeviceId peer_;
@@ -106,6 +107,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ = false;
   std::atomic<bool> closed_{false};
   bool shutting_down_ = false;
+  bool socket_closed_ = false;
 
   std::mutex calls_mu_;
   uint64_t next_call_ = 1;

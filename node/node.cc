@@ -791,6 +791,21 @@ void Node::Impl::ApplyConfig(Config config) {
   }
   for (auto& connection : drop) connection->Close(UnavailableError("peer removed from config"));
   for (auto& connection : keep) SendClusterConfig(connection);
+  // A folder newly shared with a peer that already offers it: pull now.
+  std::vector<std::pair<FolderRunner*, DeviceId>> pulls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, link] : links_) {
+      for (const std::string& folder : link.offered) {
+        const FolderConfig* shared = config_.FindFolder(folder);
+        FolderRunner* runner = RunnerFor(folder);
+        if (shared != nullptr && runner != nullptr && config_.SharedWith(*shared, id)) {
+          pulls.emplace_back(runner, id);
+        }
+      }
+    }
+  }
+  for (auto& [runner, peer] : pulls) runner->RequestPull(peer);
   Log("configuration reloaded");
 }
 

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Nodes on loopback, as processes: pairing, initial sync, live propagation,
+# a chain A-B-C where A and C never meet, an untrusted device refused, a
+# folder invitation kept as pending, SIGTERM, kill -9 during a transfer and
+# restart, and a partition healed with concurrent edits (the conflict copy
+# is the same on every node).
+#
+# Waits poll for a state with a generous cap so that a broken build fails
+# instead of hanging; nothing here asserts how fast anything is.
+set -euo pipefail
+M=${1:?usage: mesh_test.sh path/to/meshsync}
+T=$(mktemp -d /tmp/meshsync-mesh-XXXXXX)
+declare -A PIDS
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -z "${MESHSYNC_KEEP:-}" ]; then rm -rf "$T"; else echo "kept $T" >&2; fi
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  for log in "$T"/*.log; do echo "--- $log" >&2; tail -n 40 "$log" >&2; done
+  exit 1
+}
+
+# wait_for DESCRIPTION COMMAND...: polls COMMAND for up to 60 s.
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 1 600); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  fail "$what"
+}
+
+same_tree() { diff -r -x .meshsync "$1" "$2"; }
+
+start() {
+  local name=$1
+  rm -f "$T/$name/listening"
+  "$M" daemon --home "$T/$name" >>"$T/$name.log" 2>&1 &
+  PIDS[$name]=$!
+  wait_for "$name starts listening" test -s "$T/$name/listening"
+}
+
+stop() {  # SIGTERM, and the daemon must exit 0
+  local name=$1 status=0
+  kill -TERM "${PIDS[$name]}"
+  wait "${PIDS[$name]}" || status=$?
+  unset "PIDS[$name]"
+  [ "$status" -eq 0 ] || fail "$name exited $status on SIGTERM"
+}
+
+addr() { cat "$T/$1/listening"; }
+id() { "$M" id --home "$T/$1"; }
+
+for n in a b c d; do
+  mkdir -p "$T/$n" "$T/f$n"
+  "$M" config set listen 127.0.0.1:0 --home "$T/$n" >/dev/null
+  "$M" config set name "node-$n" --home "$T/$n" >/dev/null
+done
+A=$(id a); B=$(id b); C=$(id c); D=$(id d)
+[ "$A" != "$B" ] || fail "two nodes have one id"
+
+# Data on A before anything is configured.
+mkdir -p "$T/fa/docs/deep"
+echo "hello" >"$T/fa/readme.txt"
+for i in $(seq 1 50); do echo "file $i" >"$T/fa/docs/deep/f$i.txt"; done
+ln -s readme.txt "$T/fa/link"
+chmod 0750 "$T/fa/docs"
+
+for n in a b c d; do start $n; done
+
+echo "== pairing A-B and B-C, folder 'docs' on all three"
+"$M" folder add "$T/fa" --id docs --home "$T/a" >/dev/null
+"$M" folder add "$T/fb" --id docs --home "$T/b" >/dev/null
+"$M" folder add "$T/fc" --id docs --home "$T/c" >/dev/null
+"$M" peer add "$B" "$(addr b)" --name b --home "$T/a" >/dev/null
+"$M" peer add "$A" "$(addr a)" --name a --home "$T/b" >/dev/null
+"$M" peer add "$C" "$(addr c)" --name c --home "$T/b" >/dev/null
+"$M" peer add "$B" dynamic --name b --home "$T/c" >/dev/null
+"$M" folder share docs "$B" --home "$T/a" >/dev/null
+"$M" folder share docs "$A" --home "$T/b" >/dev/null
+"$M" folder share docs "$C" --home "$T/b" >/dev/null
+"$M" folder share docs "$B" --home "$T/c" >/dev/null
+
+echo "== initial sync reaches C through B"
+wait_for "A's files reach B" same_tree "$T/fa" "$T/fb"
+wait_for "A's files reach C through B" same_tree "$T/fa" "$T/fc"
+[ -L "$T/fc/link" ] || fail "symlink did not sync as a link"
+[ "$(stat -c %a "$T/fc/docs")" = 750 ] || fail "permission bits did not sync"
+
+echo "== live: a file saved on C appears on A"
+echo "from c" >"$T/fc/live.txt"
+wait_for "C's new file reaches A" test -f "$T/fa/live.txt"
+[ "$(cat "$T/fa/live.txt")" = "from c" ] || fail "live file content differs"
+echo "edited on a" >>"$T/fa/readme.txt"
+wait_for "A's edit reaches C" same_tree "$T/fa" "$T/fc"
+rm "$T/fa/docs/deep/f7.txt"
+wait_for "A's delete reaches C" test ! -e "$T/fc/docs/deep/f7.txt"
+
+echo "== an untrusted device is refused"
+"$M" peer add "$A" "$(addr a)" --home "$T/d" >/dev/null
+"$M" folder add "$T/fd" --id docs --home "$T/d" >/dev/null
+"$M" folder share docs "$A" --home "$T/d" >/dev/null
+wait_for "A logs the unknown device" grep -q "unknown device $D" "$T/a.log"
+sleep 1
+[ -z "$(ls -A "$T/fd" | grep -v '^.meshsync$' || true)" ] || fail "an untrusted device got data"
+
+echo "== a folder offered but not configured is a pending invitation"
+mkdir -p "$T/music-b"
+"$M" folder add "$T/music-b" --id music --home "$T/b" >/dev/null
+"$M" folder share music "$A" --home "$T/b" >/dev/null
+wait_for "A records the invitation" grep -q "music" "$T/a/pending.toml"
+"$M" folder list --home "$T/a" | grep -q "pending: folder 'music' offered by $B" ||
+  fail "folder list does not show the invitation"
+
+echo "== SIGTERM stops cleanly; a partition heals with concurrent edits"
+stop b
+echo "version from a" >"$T/fa/docs/deep/f1.txt"
+sleep 0.05
+echo "version from c" >"$T/fc/docs/deep/f1.txt"
+echo "only on c" >"$T/fc/offline-c.txt"
+start b
+wait_for "A and B converge" same_tree "$T/fa" "$T/fb"
+wait_for "B and C converge" same_tree "$T/fb" "$T/fc"
+wait_for "all three converge" same_tree "$T/fa" "$T/fc"
+copies=$(ls "$T/fa/docs/deep" | grep -c '^f1\.conflict-' || true)
+[ "$copies" -eq 1 ] || fail "expected one conflict copy of f1.txt, found $copies"
+winner=$(cat "$T/fa/docs/deep/f1.txt")
+loser=$(cat "$T/fa/docs/deep/"f1.conflict-*)
+[ "$(printf '%s\n%s\n' "$winner" "$loser" | sort | tr '\n' ' ')" = "version from a version from c " ] ||
+  fail "the two edits are not both kept: '$winner' / '$loser'"
+[ -f "$T/fa/offline-c.txt" ] || fail "C's offline file did not reach A"
+
+echo "== kill -9 during a transfer, then restart"
+head -c $((48 << 20)) /dev/urandom >"$T/big.bin"
+mv "$T/big.bin" "$T/fa/big.bin"
+caught=no
+for _ in $(seq 1 400); do
+  if [ -n "$(ls -A "$T/fb/.meshsync/tmp" 2>/dev/null)" ]; then caught=yes; break; fi
+  sleep 0.01
+done
+kill -9 "${PIDS[b]}"; wait "${PIDS[b]}" 2>/dev/null || true; unset "PIDS[b]"
+echo "   (killed $([ $caught = yes ] && echo "mid-transfer" || echo "before or after the transfer"))"
+if [ -e "$T/fb/big.bin" ]; then
+  cmp -s "$T/fa/big.bin" "$T/fb/big.bin" || fail "a partial file is visible after kill -9"
+fi
+start b
+wait_for "the transfer completes after restart" same_tree "$T/fa" "$T/fb"
+wait_for "and reaches C" same_tree "$T/fa" "$T/fc"
+
+echo "== the nodes still agree, and stop cleanly"
+for n in a b c d; do stop $n; done
+grep -q "refused" "$T/a.log" || fail "no refusal logged"
+echo "PASS"
