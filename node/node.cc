@@ -6,6 +6,7 @@
 #include <boost/asio/ssl.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "files/folder.h"
+#include "node/api.h"
+#include "node/json.h"
 #include "meshsync/sync.h"
 #include "node/config.h"
 #include "node/connection.h"
@@ -33,6 +36,8 @@ constexpr auto kDebounce = std::chrono::milliseconds(10);  // let a burst of eve
 constexpr auto kRetry = std::chrono::seconds(2);        // after a pull left items behind
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 constexpr int kMaxBackoffSeconds = 30;
+constexpr size_t kActivityKept = 500;  // recent events served by /api/activity
+constexpr size_t kPathsPerEvent = 100; // paths listed in one activity event
 
 std::string Str(std::string_view s) { return std::string(s); }
 
@@ -67,6 +72,9 @@ class Node::Impl {
   void Announce(const std::string& folder);
   bool stopping() const { return stopping_; }
   std::string PeerName(const DeviceId& id);
+  // Records an event for the activity feed and the event stream. `fields`
+  // is the inside of a JSON object ("\"folder\": \"x\", ...").
+  void Activity(const std::string& type, const std::string& fields);
 
  private:
   struct Link {
@@ -94,6 +102,11 @@ class Node::Impl {
   void RecordPending(const DeviceId& peer, const std::string& folder);
   void WatchConfig();
   FolderRunner* RunnerFor(const std::string& folder);
+  void AddRoutes();
+  Result<std::string> StatusJson();
+  Result<std::string> FoldersJson();
+  Result<std::string> PeersJson();
+  Result<std::string> ConflictsJson(const std::string& query);
 
   std::string home_;
   Identity identity_;
@@ -107,6 +120,10 @@ class Node::Impl {
   asio::thread_pool pool_;
   std::atomic<bool> stopping_{false};
   struct timespec config_mtime_ {};
+  std::shared_ptr<ApiServer> api_;
+  SteadyClock::time_point started_ = SteadyClock::now();
+  std::mutex activity_mu_;
+  std::deque<std::string> activity_;
 
   std::mutex mu_;  // guards everything below
   Config config_;
@@ -232,7 +249,10 @@ class FolderRunner {
         for (const std::string& problem : folder_->provider().problems()) {
           Log("folder " + config_.id + ": " + problem);
         }
-        if (changed) Log("folder " + config_.id + ": local changes found");
+        if (changed) {
+          Log("folder " + config_.id + ": local changes found");
+          node_.Activity("local-change", "\"folder\": " + JsonString(config_.id));
+        }
       }
       for (const DeviceId& peer : pulls) {
         if (node_.stopping()) return;
@@ -283,6 +303,29 @@ class FolderRunner {
     }
     for (const ItemError& error : r.errors) {
       Log("folder " + config_.id + ": not applied (retrying): " + error.status.ToString());
+    }
+    std::vector<files::FileAction> actions = folder_->provider().TakeActions();
+    if (!actions.empty() || r.conflicts > 0 || !r.errors.empty()) {
+      std::string paths;
+      for (size_t i = 0; i < actions.size() && i < kPathsPerEvent; ++i) {
+        paths += std::string(i > 0 ? ", " : "") + "{\"action\": " + JsonString(actions[i].verb) +
+                 ", \"path\": " + JsonString(actions[i].path) + "}";
+      }
+      node_.Activity("pulled",
+                     "\"folder\": " + JsonString(config_.id) + ", \"peer\": " +
+                         JsonString(peer.ToString()) + ", \"created\": " +
+                         std::to_string(r.created) + ", \"updated\": " +
+                         std::to_string(r.updated) + ", \"deleted\": " +
+                         std::to_string(r.deleted) + ", \"conflicts\": " +
+                         std::to_string(r.conflicts) + ", \"bytes\": " +
+                         std::to_string(r.bytes) + ", \"errors\": " +
+                         std::to_string(r.errors.size()) + ", \"changes\": [" + paths + "]");
+      for (const files::FileAction& action : actions) {
+        if (action.verb != "conflict-copy") continue;
+        node_.Activity("conflict", "\"folder\": " + JsonString(config_.id) +
+                                       ", \"path\": " + JsonString(action.path) +
+                                       ", \"detail\": " + JsonString(action.detail));
+      }
     }
     if (!r.errors.empty() || r.local_versions > 0) ScheduleRetry(peer);
     return !(folder_->replica().state().knowledge == before);
@@ -354,6 +397,15 @@ Status Node::Impl::Init() {
     std::fclose(f);
   }
   Log("node " + identity_.id.ToString() + " listening on " + listening);
+  api_ = std::make_shared<ApiServer>(io_, config_.api_key);
+  AddRoutes();
+  MESHSYNC_ASSIGN_OR_RETURN(std::string api, api_->Listen(config_.api));
+  FILE* api_file = std::fopen((home_ + "/api-listening").c_str(), "w");
+  if (api_file != nullptr) {
+    std::fprintf(api_file, "%s\n", api.c_str());
+    std::fclose(api_file);
+  }
+  Log("API on http://" + api + "/api/status");
   for (const FolderConfig& folder : config_.folders) {
     auto runner = std::make_unique<FolderRunner>(*this, folder);
     Status status = runner->Open();
@@ -395,6 +447,7 @@ void Node::Impl::Stop() {
     dial_timer_.cancel();
     config_timer_.cancel();
     signals_.cancel();
+    if (api_ != nullptr) api_->Close();
     std::vector<std::shared_ptr<Connection>> connections;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -453,6 +506,9 @@ void Node::Impl::OnAccepted(std::shared_ptr<TlsStream> stream) {
     if (!trusted) {
       Log("refused connection from " + from + ": unknown device " + peer->ToString() +
           " (add it with `meshsync peer add " + peer->ToString() + " ADDRESS`)");
+      Activity("refused", "\"device\": " + JsonString(peer->ToString()) +
+                              ", \"address\": " + JsonString(from) +
+                              ", \"reason\": \"unknown device\"");
       boost::system::error_code unused;
       stream->lowest_layer().close(unused);
       return;
@@ -577,6 +633,8 @@ void Node::Impl::Established(std::unique_ptr<TlsStream> stream, const DeviceId& 
   if (replaced != nullptr) replaced->Close(UnavailableError("replaced by a newer connection"));
   Log("connected to " + PeerName(peer) + " at " + connection->remote_address() +
       (outgoing ? " (outgoing)" : " (incoming)"));
+  Activity("connected", "\"peer\": " + JsonString(peer.ToString()) + ", \"address\": " +
+                            JsonString(connection->remote_address()));
   Connection::Callbacks callbacks;
   callbacks.on_message = [this](const std::shared_ptr<Connection>& c, wire::Envelope&& e) {
     OnMessage(c, std::move(e));
@@ -707,7 +765,11 @@ void Node::Impl::OnClosed(const std::shared_ptr<Connection>& connection, const S
       dial.backoff = std::min(dial.backoff * 2, kMaxBackoffSeconds);
     }
   }
-  if (current) Log("disconnected from " + PeerName(peer) + ": " + Str(reason.message()));
+  if (current) {
+    Log("disconnected from " + PeerName(peer) + ": " + Str(reason.message()));
+    Activity("disconnected", "\"peer\": " + JsonString(peer.ToString()) + ", \"reason\": " +
+                                 JsonString(reason.message()));
+  }
 }
 
 void Node::Impl::RecordPending(const DeviceId& peer, const std::string& folder) {
@@ -727,6 +789,8 @@ void Node::Impl::RecordPending(const DeviceId& peer, const std::string& folder) 
   }
   list.push_back(entry);
   Status status = SavePending(path, list);
+  Activity("invitation", "\"folder\": " + JsonString(folder) + ", \"device\": " +
+                             JsonString(peer.ToString()));
   Log("peer " + peer.ShortName() + " offers folder '" + folder +
       "', which is not configured here: pending (accept with `meshsync folder add PATH --id " +
       folder + "` and `meshsync folder share " + folder + " " + peer.ToString() + "`)" +
@@ -835,6 +899,125 @@ void Node::Impl::Announce(const std::string& folder) {
     }
   }
   for (auto& connection : targets) connection->Send(envelope);
+}
+
+void Node::Impl::Activity(const std::string& type, const std::string& fields) {
+  std::string json = "{\"time\": " + std::to_string(NowMillis()) + ", \"type\": " +
+                     JsonString(type) + (fields.empty() ? "" : ", " + fields) + "}";
+  {
+    std::lock_guard<std::mutex> lock(activity_mu_);
+    activity_.push_back(json);
+    while (activity_.size() > kActivityKept) activity_.pop_front();
+  }
+  if (api_ != nullptr) api_->Publish(type, json);
+}
+
+void Node::Impl::AddRoutes() {
+  api_->AddRoute("/api/status", [this](const std::string&) { return StatusJson(); });
+  api_->AddRoute("/api/folders", [this](const std::string&) { return FoldersJson(); });
+  api_->AddRoute("/api/peers", [this](const std::string&) { return PeersJson(); });
+  api_->AddRoute("/api/conflicts", [this](const std::string& q) { return ConflictsJson(q); });
+  api_->AddRoute("/api/activity", [this](const std::string&) -> Result<std::string> {
+    std::lock_guard<std::mutex> lock(activity_mu_);
+    std::string out = "[";
+    for (size_t i = 0; i < activity_.size(); ++i) out += (i > 0 ? ",\n" : "") + activity_[i];
+    return out + "]";
+  });
+}
+
+Result<std::string> Node::Impl::StatusJson() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(SteadyClock::now() - started_).count();
+  return "{\"id\": " + JsonString(identity_.id.ToString()) + ", \"name\": " +
+         JsonString(config_.name) + ", \"hub\": " + (config_.hub ? "true" : "false") +
+         ", \"uptime_seconds\": " + std::to_string(uptime) + ", \"folders\": " +
+         std::to_string(config_.folders.size()) + ", \"peers\": " +
+         std::to_string(config_.peers.size()) + ", \"connected\": " +
+         std::to_string(links_.size()) + "}";
+}
+
+Result<std::string> Node::Impl::FoldersJson() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out = "{\"folders\": [";
+  for (size_t i = 0; i < config_.folders.size(); ++i) {
+    const FolderConfig& folder = config_.folders[i];
+    out += std::string(i > 0 ? ", " : "") + "{\"id\": " + JsonString(folder.id) +
+           ", \"path\": " + JsonString(folder.path) + ", \"shared_with\": [";
+    for (size_t k = 0; k < folder.shared_with.size(); ++k) {
+      const DeviceId& peer = folder.shared_with[k];
+      auto link = links_.find(peer);
+      bool active = link != links_.end() && link->second.offered.count(folder.id) > 0;
+      out += std::string(k > 0 ? ", " : "") + "{\"device\": " + JsonString(peer.ToString()) +
+             ", \"syncing\": " + (active ? "true" : "false") + "}";
+    }
+    out += "]}";
+  }
+  out += "], \"pending\": [";
+  auto pending = LoadPending(home_ + "/pending.toml");
+  if (pending.ok()) {
+    bool first = true;
+    for (const PendingFolder& entry : *pending) {
+      if (config_.FindFolder(entry.folder) != nullptr) continue;
+      out += std::string(first ? "" : ", ") + "{\"folder\": " + JsonString(entry.folder) +
+             ", \"device\": " + JsonString(entry.device.ToString()) + ", \"offered\": " +
+             std::to_string(entry.offered_millis) + "}";
+      first = false;
+    }
+  }
+  return out + "]}";
+}
+
+Result<std::string> Node::Impl::PeersJson() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out = "{\"peers\": [";
+  for (size_t i = 0; i < config_.peers.size(); ++i) {
+    const PeerConfig& peer = config_.peers[i];
+    auto link = links_.find(peer.id);
+    bool connected = link != links_.end();
+    out += std::string(i > 0 ? ", " : "") + "{\"id\": " + JsonString(peer.id.ToString()) +
+           ", \"name\": " + JsonString(peer.name) + ", \"address\": " +
+           JsonString(peer.address) + ", \"connected\": " + (connected ? "true" : "false");
+    if (connected) {
+      out += ", \"remote_address\": " + JsonString(link->second.connection->remote_address()) +
+             ", \"device_name\": " + JsonString(link->second.connection->peer_name);
+    }
+    out += "}";
+  }
+  return out + "]}";
+}
+
+Result<std::string> Node::Impl::ConflictsJson(const std::string& query) {
+  std::string folder_id;
+  if (query.starts_with("folder=")) folder_id = query.substr(7);
+  if (folder_id.empty()) return InvalidArgumentError("name the folder: /api/conflicts?folder=ID");
+  std::string metadata;
+  files::Folder* folder = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    FolderRunner* runner = RunnerFor(folder_id);
+    if (runner == nullptr) return NotFoundError("no folder '" + folder_id + "'");
+    folder = &runner->folder();
+    metadata = folder->metadata_path();
+  }
+  // From a snapshot, so the folder's own thread is not disturbed.
+  MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<MetadataStore> snapshot,
+                            OpenSqliteSnapshot(metadata, files::kProviderName));
+  MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<files::FileProvider> reader,
+                            folder->OpenReader(*snapshot));
+  MESHSYNC_ASSIGN_OR_RETURN(std::vector<ConflictRecord> conflicts, snapshot->ListConflicts());
+  std::string out = "{\"folder\": " + JsonString(folder_id) + ", \"conflicts\": [";
+  for (size_t i = 0; i < conflicts.size(); ++i) {
+    const ConflictRecord& record = conflicts[i];
+    std::optional<std::string> path = reader->PathOf(record.item);
+    out += std::string(i > 0 ? ", " : "") + "{\"id\": " + std::to_string(record.id) +
+           ", \"item\": " + JsonString(record.item.ToHex()) + ", \"path\": " +
+           (path.has_value() ? JsonString(*path) : "null") + ", \"kind\": " +
+           JsonString(ConflictKindName(record.kind)) + ", \"loser_is_delete\": " +
+           (record.loser_is_delete ? "true" : "false") + ", \"detected\": " +
+           std::to_string(record.detected_millis) + "}";
+  }
+  return out + "]}";
 }
 
 Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -17,6 +17,7 @@ packages=(
   libtomlplusplus-dev               # the node's configuration file
   python3 python3-feedparser        # an independent check of the feeds we write
   time                              # /usr/bin/time for peak RSS in bench/
+  curl                              # the node's API in tests
 )
 
 missing=()

@@ -40,6 +40,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "files/chunker.h"
@@ -162,6 +163,9 @@ class FileProvider final : public Provider {
   const std::vector<std::string>& problems() const { return problems_; }
   // What a dry run would do, or what was done, in order.
   const std::vector<FileAction>& actions() const { return actions_; }
+  // Hands over the actions recorded so far and forgets them (a long-lived
+  // provider, as in the daemon, would otherwise keep them all).
+  std::vector<FileAction> TakeActions() { return std::exchange(actions_, {}); }
   const FileCounters& counters() const { return counters_; }
 
   const std::string& root() const { return root_; }

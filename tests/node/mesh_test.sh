@@ -54,11 +54,16 @@ stop() {  # SIGTERM, and the daemon must exit 0
 }
 
 addr() { cat "$T/$1/listening"; }
+key() { sed -n "s/^api_key = '\(.*\)'$/\1/p" "$T/$1/config.toml"; }
+api() {  # api NODE PATH: GET with the node's key
+  curl -sf -H "X-API-Key: $(key "$1")" "http://$(cat "$T/$1/api-listening")$2"
+}
 id() { "$M" id --home "$T/$1"; }
 
 for n in a b c d; do
   mkdir -p "$T/$n" "$T/f$n"
   "$M" config set listen 127.0.0.1:0 --home "$T/$n" >/dev/null
+  "$M" config set api 127.0.0.1:0 --home "$T/$n" >/dev/null
   "$M" config set name "node-$n" --home "$T/$n" >/dev/null
 done
 A=$(id a); B=$(id b); C=$(id c); D=$(id d)
@@ -92,10 +97,25 @@ wait_for "A's files reach C through B" same_tree "$T/fa" "$T/fc"
 [ -L "$T/fc/link" ] || fail "symlink did not sync as a link"
 [ "$(stat -c %a "$T/fc/docs")" = 750 ] || fail "permission bits did not sync"
 
+echo "== the API: key required, status, peers, and the event stream"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$(cat "$T/a/api-listening")/api/status")
+[ "$code" = 401 ] || fail "API answered $code without a key"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: wrong" "http://$(cat "$T/a/api-listening")/api/status")
+[ "$code" = 401 ] || fail "API answered $code to a wrong key"
+api a /api/status | grep -q "\"id\": \"$A\"" || fail "status does not name the node"
+api a /api/peers | grep -q '"connected": true' || fail "peers do not show B connected"
+api a /api/folders | grep -q '"id": "docs"' || fail "folders do not list docs"
+curl -sN -H "X-API-Key: $(key a)" "http://$(cat "$T/a/api-listening")/api/events" >"$T/events-a.txt" &
+PIDS[events]=$!
+wait_for "the event stream opens" grep -q "meshsync events" "$T/events-a.txt"
+
 echo "== live: a file saved on C appears on A"
 echo "from c" >"$T/fc/live.txt"
 wait_for "C's new file reaches A" test -f "$T/fa/live.txt"
 [ "$(cat "$T/fa/live.txt")" = "from c" ] || fail "live file content differs"
+wait_for "the event stream tells of it" grep -q '"path": "live.txt"' "$T/events-a.txt"
+grep -q "^event: pulled" "$T/events-a.txt" || fail "no pulled event"
+api a /api/activity | grep -q '"type": "pulled"' || fail "activity does not list the pull"
 echo "edited on a" >>"$T/fa/readme.txt"
 wait_for "A's edit reaches C" same_tree "$T/fa" "$T/fc"
 rm "$T/fa/docs/deep/f7.txt"
@@ -116,6 +136,7 @@ mkdir -p "$T/music-b"
 wait_for "A records the invitation" grep -q "music" "$T/a/pending.toml"
 "$M" folder list --home "$T/a" | grep -q "pending: folder 'music' offered by $B" ||
   fail "folder list does not show the invitation"
+api a /api/folders | grep -q '"pending": \[{"folder": "music"' || fail "API does not show the invitation"
 
 echo "== SIGTERM stops cleanly; a partition heals with concurrent edits"
 stop b
@@ -134,6 +155,10 @@ loser=$(cat "$T/fa/docs/deep/"f1.conflict-*)
 [ "$(printf '%s\n%s\n' "$winner" "$loser" | sort | tr '\n' ' ')" = "version from a version from c " ] ||
   fail "the two edits are not both kept: '$winner' / '$loser'"
 [ -f "$T/fa/offline-c.txt" ] || fail "C's offline file did not reach A"
+conflicts=$(api b "/api/conflicts?folder=docs")
+echo "$conflicts" | grep -q '"path": "docs/deep/f1.txt"' || fail "API conflicts: $conflicts"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $(key b)" "http://$(cat "$T/b/api-listening")/api/conflicts?folder=nope")
+[ "$code" = 404 ] || fail "conflicts of an unknown folder answered $code"
 
 echo "== kill -9 during a transfer, then restart"
 head -c $((48 << 20)) /dev/urandom >"$T/big.bin"
