@@ -25,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!node::DecodeFrameHeader(std::string_view(*frame).substr(0, node::kFrameHeaderSize),
                                  again_flags)
              .ok() ||
-        !node::DecodeFrameBody(std::string_view(*frame).substr(node::kFrameHeaderSize),
-                               again_flags, again)
+        !node::DecodeFrameBody(std::string_view(*frame).substr(node::kFrameHeaderSize), again_flags,
+                               again)
              .ok()) {
       std::abort();
     }

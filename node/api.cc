@@ -113,8 +113,7 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
     }
     Result<std::string> body = route->second(query);
     if (!body.ok()) {
-      http::status status = body.status().code() == StatusCode::kNotFound
-                                ? http::status::not_found
+      http::status status = body.status().code() == StatusCode::kNotFound ? http::status::not_found
                             : body.status().code() == StatusCode::kInvalidArgument
                                 ? http::status::bad_request
                                 : http::status::internal_server_error;
@@ -132,10 +131,9 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
     Push(std::move(header));
     // Notice when the client goes away: it sends nothing more.
     auto byte = std::make_shared<char>();
-    stream_.socket().async_read_some(asio::buffer(byte.get(), 1),
-                                     [self = shared_from_this(), byte](beast::error_code, size_t) {
-                                       self->Close();
-                                     });
+    stream_.socket().async_read_some(
+        asio::buffer(byte.get(), 1),
+        [self = shared_from_this(), byte](beast::error_code, size_t) { self->Close(); });
   }
 
   void WriteNext() {

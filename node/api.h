@@ -15,13 +15,12 @@
 #ifndef MESHSYNC_NODE_API_H_
 #define MESHSYNC_NODE_API_H_
 
-#include <utility>  // before Boost.Asio 1.74, which uses std::exchange unincluded
-
 #include <boost/asio.hpp>
 #include <functional>
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>  // before Boost.Asio 1.74, which uses std::exchange unincluded
 
 #include "meshsync/status.h"
 

@@ -1,6 +1,7 @@
 #include "node/config.h"
 
 #include <fcntl.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace meshsync::node {
 namespace {
@@ -63,7 +63,8 @@ Result<toml::table> ParseFile(const std::string& path, bool& missing) {
   std::ifstream in(path);
   missing = !in.is_open();
   if (missing) {
-    if (errno != ENOENT) return UnavailableError("cannot read " + path + ": " + std::strerror(errno));
+    if (errno != ENOENT)
+      return UnavailableError("cannot read " + path + ": " + std::strerror(errno));
     return toml::table();
   }
   std::stringstream text;
@@ -217,8 +218,8 @@ Result<Config> Config::Load(const std::string& path) {
 }
 
 Status Config::Save(const std::string& path) const {
-  toml::table node{{"name", name}, {"listen", listen}, {"api", api}, {"api_key", api_key},
-                   {"hub", hub}};
+  toml::table node{
+      {"name", name}, {"listen", listen}, {"api", api}, {"api_key", api_key}, {"hub", hub}};
   toml::array peer_list;
   for (const PeerConfig& peer : peers) {
     peer_list.push_back(
@@ -255,7 +256,8 @@ Result<std::vector<PendingFolder>> LoadPending(const std::string& path) {
     MESHSYNC_ASSIGN_OR_RETURN(pending.device, GetDevice(path, *device));
     MESHSYNC_ASSIGN_OR_RETURN(pending.device_name, GetString(path, *table, "device_name", false));
     const toml::node* offered = table->get("offered");
-    if (offered != nullptr) pending.offered_millis = static_cast<uint64_t>(offered->value_or<int64_t>(0));
+    if (offered != nullptr)
+      pending.offered_millis = static_cast<uint64_t>(offered->value_or<int64_t>(0));
     out.push_back(std::move(pending));
   }
   return out;

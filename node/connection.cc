@@ -19,7 +19,8 @@ constexpr auto kDeadPeer = std::chrono::seconds(70);   // close when silent this
 
 Status FromWire(const wire::Error& error, std::string_view what) {
   int code = error.code();
-  if (code <= 0 || code > static_cast<int>(StatusCode::kInternal)) code = static_cast<int>(StatusCode::kInternal);
+  if (code <= 0 || code > static_cast<int>(StatusCode::kInternal))
+    code = static_cast<int>(StatusCode::kInternal);
   return Status(static_cast<StatusCode>(code), std::string(what) + ": " + error.message());
 }
 
@@ -108,8 +109,8 @@ std::future<Result<wire::Response>> Connection::CallAsync(wire::Request request)
 Result<wire::Response> Connection::Call(wire::Request request, std::chrono::milliseconds timeout) {
   auto future = CallAsync(std::move(request));
   if (future.wait_for(timeout) != std::future_status::ready) {
-    Close(UnavailableError("peer did not answer within " +
-                           std::to_string(timeout.count() / 1000) + " s"));
+    Close(UnavailableError("peer did not answer within " + std::to_string(timeout.count() / 1000) +
+                           " s"));
   }
   return future.get();  // Close() answers every waiting call
 }
@@ -120,24 +121,24 @@ void Connection::Close(const Status& reason) {
 }
 
 void Connection::ReadHeader() {
-  asio::async_read(*stream_, asio::buffer(header_, sizeof(header_)),
-                   [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                     if (ec) {
-                       if (self->shutting_down_) return;
-                       self->Shutdown(UnavailableError(ec == asio::error::eof
-                                                           ? std::string("peer closed the connection")
-                                                           : ec.message()));
-                       return;
-                     }
-                     uint8_t flags = 0;
-                     auto size = DecodeFrameHeader(
-                         std::string_view(self->header_, sizeof(self->header_)), flags);
-                     if (!size.ok()) {
-                       self->Shutdown(size.status());
-                       return;
-                     }
-                     self->ReadBody(*size, flags);
-                   });
+  asio::async_read(
+      *stream_, asio::buffer(header_, sizeof(header_)),
+      [self = shared_from_this()](boost::system::error_code ec, size_t) {
+        if (ec) {
+          if (self->shutting_down_) return;
+          self->Shutdown(UnavailableError(
+              ec == asio::error::eof ? std::string("peer closed the connection") : ec.message()));
+          return;
+        }
+        uint8_t flags = 0;
+        auto size =
+            DecodeFrameHeader(std::string_view(self->header_, sizeof(self->header_)), flags);
+        if (!size.ok()) {
+          self->Shutdown(size.status());
+          return;
+        }
+        self->ReadBody(*size, flags);
+      });
 }
 
 void Connection::ReadBody(size_t size, uint8_t flags) {

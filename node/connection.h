@@ -14,8 +14,6 @@
 #ifndef MESHSYNC_NODE_CONNECTION_H_
 #define MESHSYNC_NODE_CONNECTION_H_
 
-#include <utility>  // before Boost.Asio 1.74, which uses std::exchange unincluded
-
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -27,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>  // before Boost.Asio 1.74, which uses std::exchange unincluded
 
 #include "meshsync/status.h"
 #include "node/identity.h"
@@ -39,7 +38,7 @@ using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 // Makes the TLS context of a node: TLS 1.3 only, our certificate, and a
 // peer certificate required (verified against device ids, not a CA).
 Result<std::shared_ptr<boost::asio::ssl::context>> MakeTlsContext(const Identity& identity,
-                                                                 bool server);
+                                                                  bool server);
 
 // The device id of the certificate the peer presented, after a handshake.
 Result<DeviceId> PeerDeviceId(TlsStream& stream);

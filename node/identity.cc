@@ -90,9 +90,8 @@ Status WritePem(const std::string& path, mode_t mode, const std::function<bool(F
 }
 
 Status Create(const std::string& cert_path, const std::string& key_path) {
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_PKEY_Q_keygen(nullptr, nullptr,
-                                                                            "ED25519"),
-                                                          EVP_PKEY_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), EVP_PKEY_free);
   if (key == nullptr) return InternalError("cannot generate a key: " + OpenSslError());
   std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
   uint8_t serial[16];
@@ -112,14 +111,12 @@ Status Create(const std::string& cert_path, const std::string& key_path) {
        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
                                   reinterpret_cast<const unsigned char*>("meshsync"), -1, -1,
                                   0) == 1 &&
-       X509_set_issuer_name(cert.get(), name) == 1 &&
-       X509_sign(cert.get(), key.get(), nullptr) > 0;
+       X509_set_issuer_name(cert.get(), name) == 1 && X509_sign(cert.get(), key.get(), nullptr) > 0;
   if (!ok) return InternalError("cannot make a certificate: " + OpenSslError());
   MESHSYNC_RETURN_IF_ERROR(WritePem(key_path, 0600, [&](FILE* f) {
     return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
   }));
-  return WritePem(cert_path, 0644,
-                  [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
+  return WritePem(cert_path, 0644, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
 }
 
 }  // namespace

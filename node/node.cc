@@ -4,8 +4,11 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -14,12 +17,12 @@
 #include <vector>
 
 #include "files/folder.h"
-#include "node/api.h"
-#include "node/json.h"
 #include "meshsync/sync.h"
+#include "node/api.h"
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"
+#include "node/json.h"
 #include "node/log.h"
 #include "node/remote.h"
 #include "node/watcher.h"
@@ -31,13 +34,13 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr auto kRescan = std::chrono::seconds(60);     // the watcher's safety net
+constexpr auto kRescan = std::chrono::seconds(60);         // the watcher's safety net
 constexpr auto kDebounce = std::chrono::milliseconds(10);  // let a burst of events settle
-constexpr auto kRetry = std::chrono::seconds(2);        // after a pull left items behind
+constexpr auto kRetry = std::chrono::seconds(2);           // after a pull left items behind
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 constexpr int kMaxBackoffSeconds = 30;
-constexpr size_t kActivityKept = 500;  // recent events served by /api/activity
-constexpr size_t kPathsPerEvent = 100; // paths listed in one activity event
+constexpr size_t kActivityKept = 500;   // recent events served by /api/activity
+constexpr size_t kPathsPerEvent = 100;  // paths listed in one activity event
 
 std::string Str(std::string_view s) { return std::string(s); }
 
@@ -100,6 +103,9 @@ class Node::Impl {
   void OnClosed(const std::shared_ptr<Connection>& connection, const Status& reason);
   void SendClusterConfig(const std::shared_ptr<Connection>& connection);
   void RecordPending(const DeviceId& peer, const std::string& folder);
+  // A hub relays for every device it trusts: it accepts the folders they
+  // offer (under HOME/folders/ID) and shares each with all who offer it.
+  bool HubAccept(const DeviceId& peer, const std::string& folder);
   void WatchConfig();
   FolderRunner* RunnerFor(const std::string& folder);
   void AddRoutes();
@@ -270,9 +276,9 @@ class FolderRunner {
     auto started = SteadyClock::now();
     SyncReport report;
     Status status = [&]() -> Status {
-      MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<RemoteSource> remote,
-                                RemoteSource::Open(connection, config_.id,
-                                                   folder_->replica().state()));
+      MESHSYNC_ASSIGN_OR_RETURN(
+          std::unique_ptr<RemoteSource> remote,
+          RemoteSource::Open(connection, config_.id, folder_->replica().state()));
       const std::string& kind = remote->replica().state().provider_name;
       if (kind != folder_->replica().state().provider_name) {
         return FailedPreconditionError("peer's folder holds '" + kind + "' items, not files");
@@ -292,14 +298,13 @@ class FolderRunner {
       return !(folder_->replica().state().knowledge == before);
     }
     const DirectionReport& r = report.a_to_b;
-    auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() -
-                                                                       started)
-                      .count();
+    auto millis =
+        std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - started).count();
     if (r.created + r.updated + r.deleted + r.conflicts + r.skipped > 0) {
       Log("folder " + config_.id + ": pulled from " + who + ": " + std::to_string(r.created) +
           " created, " + std::to_string(r.updated) + " updated, " + std::to_string(r.deleted) +
-          " deleted, " + std::to_string(r.conflicts) + " conflicts, " +
-          std::to_string(r.bytes) + " bytes in " + std::to_string(millis) + " ms");
+          " deleted, " + std::to_string(r.conflicts) + " conflicts, " + std::to_string(r.bytes) +
+          " bytes in " + std::to_string(millis) + " ms");
     }
     for (const ItemError& error : r.errors) {
       Log("folder " + config_.id + ": not applied (retrying): " + error.status.ToString());
@@ -311,15 +316,15 @@ class FolderRunner {
         paths += std::string(i > 0 ? ", " : "") + "{\"action\": " + JsonString(actions[i].verb) +
                  ", \"path\": " + JsonString(actions[i].path) + "}";
       }
-      node_.Activity("pulled",
-                     "\"folder\": " + JsonString(config_.id) + ", \"peer\": " +
-                         JsonString(peer.ToString()) + ", \"created\": " +
-                         std::to_string(r.created) + ", \"updated\": " +
-                         std::to_string(r.updated) + ", \"deleted\": " +
-                         std::to_string(r.deleted) + ", \"conflicts\": " +
-                         std::to_string(r.conflicts) + ", \"bytes\": " +
-                         std::to_string(r.bytes) + ", \"errors\": " +
-                         std::to_string(r.errors.size()) + ", \"changes\": [" + paths + "]");
+      node_.Activity("pulled", "\"folder\": " + JsonString(config_.id) +
+                                   ", \"peer\": " + JsonString(peer.ToString()) +
+                                   ", \"created\": " + std::to_string(r.created) +
+                                   ", \"updated\": " + std::to_string(r.updated) +
+                                   ", \"deleted\": " + std::to_string(r.deleted) +
+                                   ", \"conflicts\": " + std::to_string(r.conflicts) +
+                                   ", \"bytes\": " + std::to_string(r.bytes) +
+                                   ", \"errors\": " + std::to_string(r.errors.size()) +
+                                   ", \"changes\": [" + paths + "]");
       for (const files::FileAction& action : actions) {
         if (action.verb != "conflict-copy") continue;
         node_.Activity("conflict", "\"folder\": " + JsonString(config_.id) +
@@ -388,7 +393,7 @@ Status Node::Impl::Init() {
   if (ec) return UnavailableError("cannot listen on " + config_.listen + ": " + ec.message());
   auto bound = acceptor_.local_endpoint();
   std::string listening = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                                    : bound.address().to_string()) +
+                                                   : bound.address().to_string()) +
                           ":" + std::to_string(bound.port());
   // Where peers (and tests, with port 0) find this node.
   FILE* f = std::fopen((home_ + "/listening").c_str(), "w");
@@ -486,38 +491,37 @@ void Node::Impl::OnAccepted(std::shared_ptr<TlsStream> stream) {
     boost::system::error_code unused;
     stream->lowest_layer().close(unused);
   });
-  stream->async_handshake(asio::ssl::stream_base::server, [this, stream, timer,
-                                                           from](boost::system::error_code ec) {
-    timer->cancel();
-    if (ec) {
-      Log("refused connection from " + from + ": TLS handshake failed: " + ec.message());
-      return;
-    }
-    auto peer = PeerDeviceId(*stream);
-    if (!peer.ok()) {
-      Log("refused connection from " + from + ": " + Str(peer.status().message()));
-      return;
-    }
-    bool trusted;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      trusted = config_.FindPeer(*peer) != nullptr;
-    }
-    if (!trusted) {
-      Log("refused connection from " + from + ": unknown device " + peer->ToString() +
-          " (add it with `meshsync peer add " + peer->ToString() + " ADDRESS`)");
-      Activity("refused", "\"device\": " + JsonString(peer->ToString()) +
-                              ", \"address\": " + JsonString(from) +
-                              ", \"reason\": \"unknown device\"");
-      boost::system::error_code unused;
-      stream->lowest_layer().close(unused);
-      return;
-    }
-    // The stream moves into a unique_ptr owned by the connection; the
-    // shared_ptr here only kept it alive through the handshake.
-    auto owned = std::make_unique<TlsStream>(std::move(*stream));
-    Established(std::move(owned), *peer, false);
-  });
+  stream->async_handshake(
+      asio::ssl::stream_base::server, [this, stream, timer, from](boost::system::error_code ec) {
+        timer->cancel();
+        if (ec) {
+          Log("refused connection from " + from + ": TLS handshake failed: " + ec.message());
+          return;
+        }
+        auto peer = PeerDeviceId(*stream);
+        if (!peer.ok()) {
+          Log("refused connection from " + from + ": " + Str(peer.status().message()));
+          return;
+        }
+        bool trusted;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          trusted = config_.FindPeer(*peer) != nullptr;
+        }
+        if (!trusted) {
+          Log("refused connection from " + from + ": unknown device " + peer->ToString() +
+              " (add it with `meshsync peer add " + peer->ToString() + " ADDRESS`)");
+          Activity("refused", "\"device\": " + JsonString(peer->ToString()) + ", \"address\": " +
+                                  JsonString(from) + ", \"reason\": \"unknown device\"");
+          boost::system::error_code unused;
+          stream->lowest_layer().close(unused);
+          return;
+        }
+        // The stream moves into a unique_ptr owned by the connection; the
+        // shared_ptr here only kept it alive through the handshake.
+        auto owned = std::make_unique<TlsStream>(std::move(*stream));
+        Established(std::move(owned), *peer, false);
+      });
 }
 
 void Node::Impl::DialPeers() {
@@ -618,23 +622,23 @@ void Node::Impl::Established(std::unique_ptr<TlsStream> stream, const DeviceId& 
     }
     Link& link = links_[peer];
     link.connection = connection;
-    link.server = std::make_shared<SessionServer>([this, peer](const std::string& folder)
-                                                      -> Result<ServedFolder> {
-      std::lock_guard<std::mutex> config_lock(mu_);
-      const FolderConfig* config = config_.FindFolder(folder);
-      if (config == nullptr || !config_.SharedWith(*config, peer)) {
-        return NotFoundError("folder '" + folder + "' is not shared with this device");
-      }
-      FolderRunner* runner = RunnerFor(folder);
-      if (runner == nullptr) return UnavailableError("folder '" + folder + "' is not open yet");
-      return runner->Serve();
-    });
+    link.server = std::make_shared<SessionServer>(
+        [this, peer](const std::string& folder) -> Result<ServedFolder> {
+          std::lock_guard<std::mutex> config_lock(mu_);
+          const FolderConfig* config = config_.FindFolder(folder);
+          if (config == nullptr || !config_.SharedWith(*config, peer)) {
+            return NotFoundError("folder '" + folder + "' is not shared with this device");
+          }
+          FolderRunner* runner = RunnerFor(folder);
+          if (runner == nullptr) return UnavailableError("folder '" + folder + "' is not open yet");
+          return runner->Serve();
+        });
   }
   if (replaced != nullptr) replaced->Close(UnavailableError("replaced by a newer connection"));
   Log("connected to " + PeerName(peer) + " at " + connection->remote_address() +
       (outgoing ? " (outgoing)" : " (incoming)"));
-  Activity("connected", "\"peer\": " + JsonString(peer.ToString()) + ", \"address\": " +
-                            JsonString(connection->remote_address()));
+  Activity("connected", "\"peer\": " + JsonString(peer.ToString()) +
+                            ", \"address\": " + JsonString(connection->remote_address()));
   Connection::Callbacks callbacks;
   callbacks.on_message = [this](const std::shared_ptr<Connection>& c, wire::Envelope&& e) {
     OnMessage(c, std::move(e));
@@ -687,8 +691,8 @@ void Node::Impl::OnMessage(const std::shared_ptr<Connection>& connection,
     case wire::Envelope::kHello: {
       if (envelope.hello().protocol() != kProtocolVersion) {
         connection->Close(FailedPreconditionError(
-            "peer speaks protocol " + std::to_string(envelope.hello().protocol()) +
-            ", this node " + std::to_string(kProtocolVersion)));
+            "peer speaks protocol " + std::to_string(envelope.hello().protocol()) + ", this node " +
+            std::to_string(kProtocolVersion)));
         return;
       }
       std::lock_guard<std::mutex> lock(mu_);
@@ -711,6 +715,8 @@ void Node::Impl::OnMessage(const std::shared_ptr<Connection>& connection,
           const FolderConfig* config = config_.FindFolder(folder);
           if (config == nullptr) {
             pending.push_back(folder);
+          } else if (!config_.SharedWith(*config, peer) && config_.hub) {
+            pending.push_back(folder);  // HubAccept shares it
           } else if (!config_.SharedWith(*config, peer)) {
             Log("peer " + peer.ShortName() + " shares folder '" + folder +
                 "', which is not shared with it here (`meshsync folder share " + folder + " " +
@@ -721,7 +727,9 @@ void Node::Impl::OnMessage(const std::shared_ptr<Connection>& connection,
         }
         link.offered = std::move(offered);
       }
-      for (const std::string& folder : pending) RecordPending(peer, folder);
+      for (const std::string& folder : pending) {
+        if (!HubAccept(peer, folder)) RecordPending(peer, folder);
+      }
       for (FolderRunner* runner : pull) runner->RequestPull(peer);
       return;
     }
@@ -767,8 +775,8 @@ void Node::Impl::OnClosed(const std::shared_ptr<Connection>& connection, const S
   }
   if (current) {
     Log("disconnected from " + PeerName(peer) + ": " + Str(reason.message()));
-    Activity("disconnected", "\"peer\": " + JsonString(peer.ToString()) + ", \"reason\": " +
-                                 JsonString(reason.message()));
+    Activity("disconnected", "\"peer\": " + JsonString(peer.ToString()) +
+                                 ", \"reason\": " + JsonString(reason.message()));
   }
 }
 
@@ -789,12 +797,54 @@ void Node::Impl::RecordPending(const DeviceId& peer, const std::string& folder) 
   }
   list.push_back(entry);
   Status status = SavePending(path, list);
-  Activity("invitation", "\"folder\": " + JsonString(folder) + ", \"device\": " +
-                             JsonString(peer.ToString()));
+  Activity("invitation",
+           "\"folder\": " + JsonString(folder) + ", \"device\": " + JsonString(peer.ToString()));
   Log("peer " + peer.ShortName() + " offers folder '" + folder +
       "', which is not configured here: pending (accept with `meshsync folder add PATH --id " +
       folder + "` and `meshsync folder share " + folder + " " + peer.ToString() + "`)" +
       (status.ok() ? "" : "; " + status.ToString()));
+}
+
+bool Node::Impl::HubAccept(const DeviceId& peer, const std::string& folder) {
+  Config next;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!config_.hub) return false;
+    next = config_;
+  }
+  // The id becomes a directory name: only a safe alphabet is accepted.
+  bool safe = !folder.empty() && folder != "." && folder != "..";
+  for (char c : folder)
+    safe &= std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  if (!safe) {
+    Log("hub: folder id '" + folder + "' is not a safe directory name; left pending");
+    return false;
+  }
+  FolderConfig* existing = next.FindFolder(folder);
+  if (existing == nullptr) {
+    std::string path = home_ + "/folders";
+    ::mkdir(path.c_str(), 0700);
+    path += "/" + folder;
+    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+      Log("hub: cannot create " + path + ": " + std::strerror(errno));
+      return false;
+    }
+    next.folders.push_back(FolderConfig{folder, path, {peer}});
+  } else {
+    existing->shared_with.push_back(peer);
+  }
+  Status saved = next.Save(home_ + "/config.toml");
+  if (!saved.ok()) {
+    Log("hub: cannot save the configuration: " + saved.ToString());
+    return false;
+  }
+  Log("hub: relaying folder '" + folder + "' for " + peer.ShortName());
+  Activity("hub-accepted",
+           "\"folder\": " + JsonString(folder) + ", \"device\": " + JsonString(peer.ToString()));
+  struct stat st;
+  if (::stat((home_ + "/config.toml").c_str(), &st) == 0) config_mtime_ = st.st_mtim;
+  ApplyConfig(std::move(next));
+  return true;
 }
 
 void Node::Impl::WatchConfig() {
@@ -902,8 +952,9 @@ void Node::Impl::Announce(const std::string& folder) {
 }
 
 void Node::Impl::Activity(const std::string& type, const std::string& fields) {
-  std::string json = "{\"time\": " + std::to_string(NowMillis()) + ", \"type\": " +
-                     JsonString(type) + (fields.empty() ? "" : ", " + fields) + "}";
+  std::string json = "{\"time\": " + std::to_string(NowMillis()) +
+                     ", \"type\": " + JsonString(type) + (fields.empty() ? "" : ", " + fields) +
+                     "}";
   {
     std::lock_guard<std::mutex> lock(activity_mu_);
     activity_.push_back(json);
@@ -929,12 +980,13 @@ Result<std::string> Node::Impl::StatusJson() {
   std::lock_guard<std::mutex> lock(mu_);
   auto uptime =
       std::chrono::duration_cast<std::chrono::seconds>(SteadyClock::now() - started_).count();
-  return "{\"id\": " + JsonString(identity_.id.ToString()) + ", \"name\": " +
-         JsonString(config_.name) + ", \"hub\": " + (config_.hub ? "true" : "false") +
-         ", \"uptime_seconds\": " + std::to_string(uptime) + ", \"folders\": " +
-         std::to_string(config_.folders.size()) + ", \"peers\": " +
-         std::to_string(config_.peers.size()) + ", \"connected\": " +
-         std::to_string(links_.size()) + "}";
+  return "{\"id\": " + JsonString(identity_.id.ToString()) +
+         ", \"name\": " + JsonString(config_.name) +
+         ", \"hub\": " + (config_.hub ? "true" : "false") +
+         ", \"uptime_seconds\": " + std::to_string(uptime) +
+         ", \"folders\": " + std::to_string(config_.folders.size()) +
+         ", \"peers\": " + std::to_string(config_.peers.size()) +
+         ", \"connected\": " + std::to_string(links_.size()) + "}";
 }
 
 Result<std::string> Node::Impl::FoldersJson() {
@@ -960,8 +1012,8 @@ Result<std::string> Node::Impl::FoldersJson() {
     for (const PendingFolder& entry : *pending) {
       if (config_.FindFolder(entry.folder) != nullptr) continue;
       out += std::string(first ? "" : ", ") + "{\"folder\": " + JsonString(entry.folder) +
-             ", \"device\": " + JsonString(entry.device.ToString()) + ", \"offered\": " +
-             std::to_string(entry.offered_millis) + "}";
+             ", \"device\": " + JsonString(entry.device.ToString()) +
+             ", \"offered\": " + std::to_string(entry.offered_millis) + "}";
       first = false;
     }
   }
@@ -976,8 +1028,8 @@ Result<std::string> Node::Impl::PeersJson() {
     auto link = links_.find(peer.id);
     bool connected = link != links_.end();
     out += std::string(i > 0 ? ", " : "") + "{\"id\": " + JsonString(peer.id.ToString()) +
-           ", \"name\": " + JsonString(peer.name) + ", \"address\": " +
-           JsonString(peer.address) + ", \"connected\": " + (connected ? "true" : "false");
+           ", \"name\": " + JsonString(peer.name) + ", \"address\": " + JsonString(peer.address) +
+           ", \"connected\": " + (connected ? "true" : "false");
     if (connected) {
       out += ", \"remote_address\": " + JsonString(link->second.connection->remote_address()) +
              ", \"device_name\": " + JsonString(link->second.connection->peer_name);
@@ -1011,11 +1063,11 @@ Result<std::string> Node::Impl::ConflictsJson(const std::string& query) {
     const ConflictRecord& record = conflicts[i];
     std::optional<std::string> path = reader->PathOf(record.item);
     out += std::string(i > 0 ? ", " : "") + "{\"id\": " + std::to_string(record.id) +
-           ", \"item\": " + JsonString(record.item.ToHex()) + ", \"path\": " +
-           (path.has_value() ? JsonString(*path) : "null") + ", \"kind\": " +
-           JsonString(ConflictKindName(record.kind)) + ", \"loser_is_delete\": " +
-           (record.loser_is_delete ? "true" : "false") + ", \"detected\": " +
-           std::to_string(record.detected_millis) + "}";
+           ", \"item\": " + JsonString(record.item.ToHex()) +
+           ", \"path\": " + (path.has_value() ? JsonString(*path) : "null") +
+           ", \"kind\": " + JsonString(ConflictKindName(record.kind)) +
+           ", \"loser_is_delete\": " + (record.loser_is_delete ? "true" : "false") +
+           ", \"detected\": " + std::to_string(record.detected_millis) + "}";
   }
   return out + "]}";
 }

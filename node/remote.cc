@@ -7,13 +7,13 @@
 namespace meshsync::node {
 namespace {
 
-constexpr size_t kMaxSessions = 8;        // per connection
-constexpr size_t kMaxReaders = 64;        // open data handles per session
-constexpr uint32_t kMaxScan = 4096;       // items per ScanItems
-constexpr uint32_t kMaxRead = 4u << 20;   // bytes per ReadData
+constexpr size_t kMaxSessions = 8;            // per connection
+constexpr size_t kMaxReaders = 64;            // open data handles per session
+constexpr uint32_t kMaxScan = 4096;           // items per ScanItems
+constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
 constexpr size_t kPrefetchBudget = 8u << 20;  // unit data sent with one scan
-constexpr uint32_t kReadBlock = 1u << 20;  // the client reads ahead in blocks of this
-constexpr size_t kReadAhead = 4;           // blocks in flight
+constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
+constexpr size_t kReadAhead = 4;              // blocks in flight
 
 std::string IdBytes(const Id128& id) {
   uint8_t bytes[16];
@@ -155,8 +155,7 @@ class RemoteSource::Store final : public MetadataStore {
     size_t start = out.size();
     for (const wire::Item& wire_item : items.items()) {
       MESHSYNC_ASSIGN_OR_RETURN(ItemMetadata item, FromWire(wire_item, state_.keys.size()));
-      if (item.id < first || item.id > last ||
-          (out.size() > start && !(out.back().id < item.id))) {
+      if (item.id < first || item.id > last || (out.size() > start && !(out.back().id < item.id))) {
         return Malformed("scan (items out of range or order)");
       }
       out.push_back(std::move(item));
@@ -275,7 +274,8 @@ class RemoteReader final : public DataReader {
     read->set_session(session_);
     read->set_handle(handle_);
     read->set_offset(index * kReadBlock);
-    read->set_length(static_cast<uint32_t>(std::min<uint64_t>(kReadBlock, size_ - index * kReadBlock)));
+    read->set_length(
+        static_cast<uint32_t>(std::min<uint64_t>(kReadBlock, size_ - index * kReadBlock)));
     Block block;
     block.index = index;
     block.pending = connection_->CallAsync(std::move(request));
@@ -378,8 +378,7 @@ Result<std::unique_ptr<RemoteSource>> RemoteSource::Open(std::shared_ptr<Connect
   MESHSYNC_RETURN_IF_ERROR(remote->store_->Init(opened));
   remote->provider_ = std::make_unique<Source>(connection, opened.session(), *remote->store_,
                                                opened.provider(), opened.filtered());
-  MESHSYNC_ASSIGN_OR_RETURN(remote->replica_,
-                            Replica::Open(*remote->store_, *remote->provider_));
+  MESHSYNC_ASSIGN_OR_RETURN(remote->replica_, Replica::Open(*remote->store_, *remote->provider_));
   return remote;
 }
 
@@ -418,8 +417,10 @@ wire::Response SessionServer::Handle(const wire::Request& request) {
   std::lock_guard<std::mutex> lock(mu_);
   Result<wire::Response> result = Dispatch(request);
   wire::Response response;
-  if (result.ok()) response = *std::move(result);
-  else ToWire(result.status(), *response.mutable_error());
+  if (result.ok())
+    response = *std::move(result);
+  else
+    ToWire(result.status(), *response.mutable_error());
   response.set_id(request.id());
   return response;
 }

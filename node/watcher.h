@@ -32,7 +32,7 @@ class Watcher {
   std::function<void()> on_change_;
   int fd_ = -1;
   int stop_fd_ = -1;
-  bool full_ = false;  // out of watches: logged once
+  bool full_ = false;                // out of watches: logged once
   std::map<int, std::string> dirs_;  // watch descriptor -> path
   std::thread thread_;
 };

@@ -46,7 +46,7 @@ constexpr const char* kUsage =
     "  daemon                       run the node: sync its folders with its peers, live\n"
     "                               (all node commands take --home HOME; default\n"
     "                               $MESHSYNC_HOME, else ~/.config/meshsync)\n"
-  "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
+    "  demo [--dir DIR] [--quiet]   sync three replicas of a contact list (laptop, phone,\n"
     "                               hub) with offline edits and conflicts; metadata in\n"
     "                               SQLite under DIR (default: a new temporary folder)\n"
     "  version                      print the version\n"

@@ -1,9 +1,9 @@
 #include "node_commands.h"
 
 #include <limits.h>
-#include <unistd.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -51,8 +51,10 @@ std::optional<std::string> Parse(const std::vector<std::string>& args,
     for (const std::string& name : valued) known |= arg == name;
     if (known) {
       if (i + 1 >= args.size()) return arg + " needs a value";
-      if (arg == "--home") out.home = args[++i];
-      else out.values[arg] = args[++i];
+      if (arg == "--home")
+        out.home = args[++i];
+      else
+        out.values[arg] = args[++i];
     } else if (arg.starts_with("--")) {
       return "unknown option " + arg;
     } else {
@@ -100,7 +102,8 @@ int RunConfig(const std::vector<std::string>& args) {
     return 0;
   }
   if (pos.size() != 3 || pos[0] != "set") {
-    return Usage("usage: meshsync config show | config set name|listen|api|hub VALUE [--home HOME]");
+    return Usage(
+        "usage: meshsync config show | config set name|listen|api|hub VALUE [--home HOME]");
   }
   const std::string& key = pos[1];
   const std::string& value = pos[2];
@@ -214,9 +217,9 @@ int RunFolder(const std::vector<std::string>& args) {
       std::printf("%s  %s\n", folder.id.c_str(), folder.path.c_str());
       for (const DeviceId& id : folder.shared_with) {
         const node::PeerConfig* peer = config->FindPeer(id);
-        std::printf("    shared with %s%s\n", id.ToString().c_str(),
-                    peer != nullptr && !peer->name.empty() ? (" (" + peer->name + ")").c_str()
-                                                           : "");
+        std::printf(
+            "    shared with %s%s\n", id.ToString().c_str(),
+            peer != nullptr && !peer->name.empty() ? (" (" + peer->name + ")").c_str() : "");
       }
     }
     auto pending = node::LoadPending(options.home + "/pending.toml");
@@ -233,7 +236,8 @@ int RunFolder(const std::vector<std::string>& args) {
   if (verb == "add" && pos.size() == 2) {
     if (options.values.count("--id") == 0) return Usage("folder add needs --id FOLDER_ID");
     const std::string& id = options.values["--id"];
-    if (id.empty() || id.size() > 64) return Fail(InvalidArgumentError("a folder id has 1 to 64 characters"));
+    if (id.empty() || id.size() > 64)
+      return Fail(InvalidArgumentError("a folder id has 1 to 64 characters"));
     char real[PATH_MAX];
     if (realpath(pos[1].c_str(), real) == nullptr) {
       return Fail(NotFoundError(pos[1] + ": no such folder"));
@@ -260,14 +264,15 @@ int RunFolder(const std::vector<std::string>& args) {
     auto id = DeviceId::Parse(pos[2]);
     if (!id.ok()) return Fail(id.status());
     if (config->FindPeer(*id) == nullptr) {
-      return Fail(NotFoundError("no peer " + id->ToString() + " (add it with `meshsync peer add`)"));
+      return Fail(
+          NotFoundError("no peer " + id->ToString() + " (add it with `meshsync peer add`)"));
     }
     std::erase(folder->shared_with, *id);
     if (verb == "share") folder->shared_with.push_back(*id);
     Status status = save();
     if (!status.ok()) return Fail(status);
-    std::printf("%s folder '%s' with %s\n", verb == "share" ? "shared" : "unshared",
-                pos[1].c_str(), id->ToString().c_str());
+    std::printf("%s folder '%s' with %s\n", verb == "share" ? "shared" : "unshared", pos[1].c_str(),
+                id->ToString().c_str());
     return 0;
   }
   if (verb == "remove" && pos.size() == 2) {

@@ -157,7 +157,7 @@ Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
 // session without holding up the replica's own. Commit fails with
 // kFailedPrecondition; a missing or empty store is kNotFound.
 Result<std::unique_ptr<MetadataStore>> OpenSqliteSnapshot(const std::string& path,
-                                                         std::string_view provider_name);
+                                                          std::string_view provider_name);
 
 }  // namespace meshsync
 

@@ -277,8 +277,8 @@ class SqliteStore final : public MetadataStore {
   // store: every read sees the state of the moment it was opened, while the
   // replica's own connection goes on committing.
   Status InitSnapshot(const std::string& path, std::string_view provider_name) {
-    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                             nullptr);
+    int rc =
+        sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) return SqliteError(db_, rc, "opening metadata store " + path);
     sqlite3_busy_timeout(db_, 10'000);
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
@@ -474,7 +474,7 @@ class SqliteStore final : public MetadataStore {
   }
 
   sqlite3* db_ = nullptr;
-  bool reading_ = false;  // a read transaction is open (BeginRead)
+  bool reading_ = false;   // a read transaction is open (BeginRead)
   bool snapshot_ = false;  // read-only, one read transaction for its life
   bool closing_ = false;
   ReplicaState state_;
@@ -491,7 +491,7 @@ Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
 }
 
 Result<std::unique_ptr<MetadataStore>> OpenSqliteSnapshot(const std::string& path,
-                                                         std::string_view provider_name) {
+                                                          std::string_view provider_name) {
   return SqliteStore::OpenSnapshot(path, provider_name);
 }
 

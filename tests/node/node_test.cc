@@ -3,6 +3,8 @@
 // a truncated message, a change naming ../x, a chunk whose bytes do not
 // match its hash. Each is refused, the node keeps serving, nothing is
 // written.
+#include "node/node.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,7 +20,6 @@
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"
-#include "node/node.h"
 #include "node/wire.h"
 
 namespace meshsync::node {
@@ -163,8 +164,8 @@ TEST(WireTest, FramesRoundTripCompressedOrNot) {
     ASSERT_EQ(*body, frame->size() - kFrameHeaderSize);
     EXPECT_EQ((flags & kFlagCompressed) != 0, size > kCompressAbove);
     wire::Envelope decoded;
-    ASSERT_TRUE(DecodeFrameBody(std::string_view(*frame).substr(kFrameHeaderSize), flags, decoded)
-                    .ok());
+    ASSERT_TRUE(
+        DecodeFrameBody(std::string_view(*frame).substr(kFrameHeaderSize), flags, decoded).ok());
     EXPECT_EQ(decoded.close().reason(), envelope.close().reason());
   }
 }
@@ -285,7 +286,8 @@ class HostilePeerTest : public ::testing::Test {
     wire::Envelope request;
     request.mutable_request()->set_id(1);
     request.mutable_request()->mutable_open_session()->set_folder("docs");
-    request.mutable_request()->mutable_open_session()->set_known(Knowledge().Encode(ReplicaKeyMap()));
+    request.mutable_request()->mutable_open_session()->set_known(
+        Knowledge().Encode(ReplicaKeyMap()));
     peer.Send(request);
     while (true) {
       auto envelope = peer.Read();
@@ -319,8 +321,8 @@ class HostilePeerTest : public ::testing::Test {
     state.size = claimed.size();
     state.mtime_ns = 1'000'000'000;
     state.mode = 0644;
-    state.chunks.push_back(
-        files::Chunk{static_cast<uint32_t>(claimed.size()), files::HashBytes(claimed.data(), claimed.size())});
+    state.chunks.push_back(files::Chunk{static_cast<uint32_t>(claimed.size()),
+                                        files::HashBytes(claimed.data(), claimed.size())});
     std::string content = files::EncodeContent(state);
     std::string placement = files::EncodePlacement(ItemId::Min(), name);
     bool closed = false;
@@ -458,8 +460,8 @@ TEST_F(HostilePeerTest, FolderNotSharedIsRefused) {
 }
 
 TEST_F(HostilePeerTest, NameEscapingTheFolderIsRefused) {
-  for (const std::string& name : {std::string("../escaped"), std::string("a/b"),
-                                  std::string(".."), std::string("x\0y", 3)}) {
+  for (const std::string& name :
+       {std::string("../escaped"), std::string("a/b"), std::string(".."), std::string("x\0y", 3)}) {
     Attacker peer(attacker_, address_);
     peer.Hello({"docs"});
     ServeOneFile(peer, name, "payload", "payload");
