@@ -15,14 +15,13 @@
 #ifndef MESHSYNC_NODE_API_H_
 #define MESHSYNC_NODE_API_H_
 
-#include <boost/asio.hpp>
 #include <functional>
 #include <memory>
 #include <set>
 #include <string>
-#include <utility>  // before Boost.Asio 1.74, which uses std::exchange unincluded
 
 #include "meshsync/status.h"
+#include "node/asio.h"
 
 namespace meshsync::node {
 

@@ -15,8 +15,6 @@
 #define MESHSYNC_NODE_CONNECTION_H_
 
 #include <atomic>
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -25,9 +23,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <utility>  // before Boost.Asio 1.74, which uses std::exchange unincluded
 
 #include "meshsync/status.h"
+#include "node/asio.h"
 #include "node/identity.h"
 #include "node/wire.h"
 

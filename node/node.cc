@@ -2,8 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -19,6 +17,7 @@
 #include "files/folder.h"
 #include "meshsync/sync.h"
 #include "node/api.h"
+#include "node/asio.h"
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"

@@ -68,6 +68,7 @@ class Recorder final : public ChangeRecorder {
       return Keep(std::move(item));
     }
     Version version{0, replica_.hlc().Next()};
+    issued_ = true;
     ItemMetadata item;
     if (!existing.has_value()) {
       if (change.deleted)
@@ -103,11 +104,16 @@ class Recorder final : public ChangeRecorder {
     StoreBatch batch;
     batch.upserts.reserve(pending_.size());
     for (auto& [id, item] : pending_) batch.upserts.push_back(std::move(item));
-    Tick tick = replica_.hlc().last();
-    Knowledge knowledge = replica_.state().knowledge;
-    knowledge.RaiseEverywhere(Version{0, tick});
-    batch.knowledge = std::move(knowledge);
-    batch.tick = tick;
+    // Only new versions change what the replica knows: a pass that merely
+    // refreshed stat caches leaves its knowledge (and its peers) alone.
+    if (issued_) {
+      Tick tick = replica_.hlc().last();
+      Knowledge knowledge = replica_.state().knowledge;
+      knowledge.RaiseEverywhere(Version{0, tick});
+      batch.knowledge = std::move(knowledge);
+      batch.tick = tick;
+      issued_ = false;
+    }
     pending_.clear();
     pending_keys_.clear();
     return replica_.store().Commit(batch);
@@ -128,6 +134,7 @@ class Recorder final : public ChangeRecorder {
 
   Replica& replica_;
   std::map<ItemId, ItemMetadata> pending_;
+  bool issued_ = false;  // a new version was recorded since the last flush
   std::unordered_map<std::string, ItemId> pending_keys_;  // keys of pending_ items
 };
 

@@ -9,14 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "files/chunker.h"
 #include "files/file_provider.h"
+#include "node/asio.h"
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"
@@ -262,6 +261,7 @@ class HostilePeerTest : public ::testing::Test {
     Config config;
     config.name = "victim";
     config.listen = "127.0.0.1:0";
+    config.api = "127.0.0.1:0";
     config.peers.push_back(PeerConfig{attacker_.id, "attacker", "dynamic"});
     config.folders.push_back(FolderConfig{"docs", folder_, {attacker_.id}});
     ASSERT_TRUE(config.Save(home_ + "/config.toml").ok());
