@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -135,6 +136,7 @@ class Node::Impl {
   std::map<DeviceId, Link> links_;
   std::map<DeviceId, Dial> dials_;
   std::vector<std::unique_ptr<FolderRunner>> runners_;
+  std::vector<std::thread> retiring_;  // stopping removed folders' runners
 };
 
 // One folder: all its writes happen on this runner's thread.
@@ -196,10 +198,12 @@ class FolderRunner {
     ServedFolder served;
     served.metadata_path = folder_->metadata_path();
     served.provider_name = std::string(files::kProviderName);
-    files::Folder* folder = folder_.get();
-    served.open_provider = [folder](MetadataStore& store) -> Result<std::unique_ptr<Provider>> {
+    // By value: a session may outlive this runner (a folder removed from
+    // the configuration while a peer reads it).
+    served.open_provider =
+        [spec = folder_->reader_spec()](MetadataStore& store) -> Result<std::unique_ptr<Provider>> {
       MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<files::FileProvider> reader,
-                                folder->OpenReader(store));
+                                files::OpenFolderReader(spec, store));
       return std::unique_ptr<Provider>(std::move(reader));
     };
     return served;
@@ -285,7 +289,7 @@ class FolderRunner {
       SyncOptions options;
       options.direction = SyncDirection::kAToB;
       options.detect_changes = false;
-      options.should_cancel = [this] { return node_.stopping(); };
+      options.should_cancel = [this] { return node_.stopping() || stop_; };
       MESHSYNC_ASSIGN_OR_RETURN(report,
                                 Synchronize(remote->replica(), folder_->replica(), options));
       return Status::Ok();
@@ -350,7 +354,7 @@ class FolderRunner {
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};
   bool scan_ = true;
   std::map<DeviceId, SteadyClock::time_point> pulls_;  // peer -> not before
 };
@@ -358,11 +362,14 @@ class FolderRunner {
 Node::Impl::~Impl() {
   Stop();
   std::vector<std::unique_ptr<FolderRunner>> runners;
+  std::vector<std::thread> retiring;
   {
     std::lock_guard<std::mutex> lock(mu_);
     runners.swap(runners_);
+    retiring.swap(retiring_);
   }
   runners.clear();  // joins their threads
+  for (std::thread& thread : retiring) thread.join();
   pool_.join();
 }
 
@@ -890,7 +897,12 @@ void Node::Impl::ApplyConfig(Config config) {
     }
     config_ = std::move(config);
   }
-  removed.clear();  // stops them (outside the lock: they may call back)
+  // Stopped off the I/O thread: a runner in the middle of a pull waits for
+  // answers that only the I/O thread delivers.
+  if (!removed.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    retiring_.emplace_back([runners = std::move(removed)]() mutable { runners.clear(); });
+  }
   for (const FolderConfig& folder : added) {
     auto runner = std::make_unique<FolderRunner>(*this, folder);
     Status status = runner->Open();
@@ -1043,19 +1055,19 @@ Result<std::string> Node::Impl::ConflictsJson(const std::string& query) {
   if (query.starts_with("folder=")) folder_id = query.substr(7);
   if (folder_id.empty()) return InvalidArgumentError("name the folder: /api/conflicts?folder=ID");
   std::string metadata;
-  files::Folder* folder = nullptr;
+  files::Folder::ReaderSpec spec;
   {
     std::lock_guard<std::mutex> lock(mu_);
     FolderRunner* runner = RunnerFor(folder_id);
     if (runner == nullptr) return NotFoundError("no folder '" + folder_id + "'");
-    folder = &runner->folder();
-    metadata = folder->metadata_path();
+    metadata = runner->folder().metadata_path();
+    spec = runner->folder().reader_spec();
   }
   // From a snapshot, so the folder's own thread is not disturbed.
   MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<MetadataStore> snapshot,
                             OpenSqliteSnapshot(metadata, files::kProviderName));
   MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<files::FileProvider> reader,
-                            folder->OpenReader(*snapshot));
+                            files::OpenFolderReader(spec, *snapshot));
   MESHSYNC_ASSIGN_OR_RETURN(std::vector<ConflictRecord> conflicts, snapshot->ListConflicts());
   std::string out = "{\"folder\": " + JsonString(folder_id) + ", \"conflicts\": [";
   for (size_t i = 0; i < conflicts.size(); ++i) {

@@ -130,13 +130,14 @@ std::string Folder::metadata_path() const {
   return real_ + "/" + std::string(kMetaDirName) + "/meta.db";
 }
 
-Result<std::unique_ptr<FileProvider>> Folder::OpenReader(MetadataStore& store) const {
+Result<std::unique_ptr<FileProvider>> OpenFolderReader(const Folder::ReaderSpec& spec,
+                                                       MetadataStore& store) {
   FileProviderOptions options;
-  options.ignore = ignore_;
+  options.ignore = spec.ignore;
   options.dry_run = true;  // a reader never writes
   options.replica_name = store.state().id.ShortName();
   MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<FileProvider> reader,
-                            FileProvider::Open(real_, store, std::move(options)));
+                            FileProvider::Open(spec.real_path, store, std::move(options)));
   MESHSYNC_RETURN_IF_ERROR(reader->LoadItems());
   return reader;
 }

@@ -40,10 +40,13 @@ class Folder {
   const std::string& real_path() const { return real_; }  // canonical
   // The SQLite metadata store (DIR/.meshsync/meta.db).
   std::string metadata_path() const;
-  // A provider over `store` (a snapshot of this folder's metadata, see
-  // OpenSqliteSnapshot) that reads the folder for a peer: LoadChangeData
-  // and OpenData, with the same ignore rules. It must not be used to write.
-  Result<std::unique_ptr<FileProvider>> OpenReader(MetadataStore& store) const;
+  // What reads this folder for a peer (see OpenFolderReader); a copy, so
+  // it stays valid after the folder is closed.
+  struct ReaderSpec {
+    std::string real_path;
+    IgnoreRules ignore;
+  };
+  ReaderSpec reader_spec() const { return ReaderSpec{real_, ignore_}; }
 
  private:
   Folder() = default;
@@ -56,6 +59,12 @@ class Folder {
   std::unique_ptr<FileProvider> provider_;
   std::unique_ptr<Replica> replica_;
 };
+
+// A provider over `store` (a snapshot of the folder's metadata, see
+// OpenSqliteSnapshot) that reads the folder for a peer: LoadChangeData and
+// OpenData, with the folder's ignore rules. It must not be used to write.
+Result<std::unique_ptr<FileProvider>> OpenFolderReader(const Folder::ReaderSpec& spec,
+                                                       MetadataStore& store);
 
 // Whether two folders may be synced: not the same, neither inside the other.
 Status CheckPair(const Folder& a, const Folder& b);

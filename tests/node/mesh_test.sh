@@ -122,6 +122,12 @@ start b
 wait_for "the transfer completes after restart" same_tree "$T/fa" "$T/fb"
 wait_for "and reaches C" same_tree "$T/fa" "$T/fc"
 
+echo "== a folder removed from a running node stops syncing; the node goes on"
+"$M" folder remove music --home "$T/b" >/dev/null
+wait_for "B's API no longer lists it" sh -c "! curl -sf -H 'X-API-Key: $(key b)' http://$(cat "$T/b/api-listening")/api/folders | grep -q music"
+echo "after removal" >"$T/fa/after.txt"
+wait_for "docs still syncs through B" test -f "$T/fc/after.txt"
+
 echo "== the nodes still agree, and stop cleanly"
 for n in a b c d; do stop $n; done
 grep -q "refused" "$T/a.log" || fail "no refusal logged"
