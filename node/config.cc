@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "node/atomic_file.h"
+
 namespace meshsync::node {
 namespace {
 
@@ -37,26 +39,6 @@ Result<DeviceId> GetDevice(const std::string& path, const toml::node& node) {
   auto id = DeviceId::Parse(*node.value<std::string>());
   if (!id.ok()) return AtLine(path, node, id.status().message());
   return *id;
-}
-
-Status WriteAtomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return UnavailableError("cannot write " + tmp + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
-  bool ok = done == text.size() && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return UnavailableError("cannot write " + path + ": " + std::strerror(errno));
-  }
-  return Status::Ok();
 }
 
 Result<toml::table> ParseFile(const std::string& path, bool& missing) {
@@ -237,7 +219,7 @@ Status Config::Save(const std::string& path) const {
   if (!folder_list.empty()) root.insert("folder", folder_list);
   std::ostringstream out;
   out << "# meshsync node configuration; `meshsync peer|folder ...` edit it.\n" << root << "\n";
-  return WriteAtomically(path, out.str());
+  return WriteFileAtomically(path, out.str());
 }
 
 Result<std::vector<PendingFolder>> LoadPending(const std::string& path) {
@@ -274,7 +256,7 @@ Status SavePending(const std::string& path, const std::vector<PendingFolder>& pe
   std::ostringstream out;
   out << "# Folders offered by peers and not configured here (written by the daemon).\n"
       << toml::table{{"pending", list}} << "\n";
-  return WriteAtomically(path, out.str());
+  return WriteFileAtomically(path, out.str());
 }
 
 std::string DefaultHome() {

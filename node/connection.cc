@@ -17,13 +17,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kKeepalive = std::chrono::seconds(20);  // ping when idle this long
 constexpr auto kDeadPeer = std::chrono::seconds(70);   // close when silent this long
 
-Status FromWire(const wire::Error& error, std::string_view what) {
-  int code = error.code();
-  if (code <= 0 || code > static_cast<int>(StatusCode::kInternal))
-    code = static_cast<int>(StatusCode::kInternal);
-  return Status(static_cast<StatusCode>(code), std::string(what) + ": " + error.message());
-}
-
 }  // namespace
 
 Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const Identity& identity, bool server) {
@@ -183,7 +176,8 @@ void Connection::Dispatch(wire::Envelope&& envelope) {
     if (!promise.has_value()) {
       Shutdown(InvalidArgumentError("peer sent a response to no request"));
     } else if (envelope.response().has_error() && envelope.response().error().code() != 0) {
-      promise->set_value(FromWire(envelope.response().error(), "peer " + peer_.ShortName()));
+      promise->set_value(
+          StatusFromWire(envelope.response().error()).WithContext("peer " + peer_.ShortName()));
     } else {
       promise->set_value(std::move(*envelope.mutable_response()));
     }

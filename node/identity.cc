@@ -1,6 +1,7 @@
 #include "node/identity.h"
 
 #include <fcntl.h>
+#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -16,6 +17,8 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+
+#include "node/atomic_file.h"
 
 namespace meshsync::node {
 namespace {
@@ -70,23 +73,14 @@ struct FileCloser {
 };
 using File = std::unique_ptr<FILE, FileCloser>;
 
-// Writes a PEM file atomically, with `mode`.
-Status WritePem(const std::string& path, mode_t mode, const std::function<bool(FILE*)>& write) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return UnavailableError("cannot write " + tmp + ": " + std::strerror(errno));
-  File file(fdopen(fd, "w"));
-  if (file == nullptr) {
-    ::close(fd);
-    return UnavailableError("cannot write " + tmp);
-  }
-  bool ok = write(file.get()) && std::fflush(file.get()) == 0 && fsync(fd) == 0;
-  file.reset();
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return UnavailableError("cannot write " + path);
-  }
-  return Status::Ok();
+// Renders a PEM object to text with `write` (PEM_write_bio_*).
+Result<std::string> Pem(const std::function<bool(BIO*)>& write) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (bio == nullptr || !write(bio.get()))
+    return InternalError("cannot encode PEM: " + OpenSslError());
+  char* data = nullptr;
+  long size = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(size));
 }
 
 Status Create(const std::string& cert_path, const std::string& key_path) {
@@ -113,10 +107,15 @@ Status Create(const std::string& cert_path, const std::string& key_path) {
                                   0) == 1 &&
        X509_set_issuer_name(cert.get(), name) == 1 && X509_sign(cert.get(), key.get(), nullptr) > 0;
   if (!ok) return InternalError("cannot make a certificate: " + OpenSslError());
-  MESHSYNC_RETURN_IF_ERROR(WritePem(key_path, 0600, [&](FILE* f) {
-    return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
-  }));
-  return WritePem(cert_path, 0644, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
+  MESHSYNC_ASSIGN_OR_RETURN(std::string key_pem, Pem([&](BIO* bio) {
+                              return PEM_write_bio_PrivateKey(bio, key.get(), nullptr, nullptr, 0,
+                                                              nullptr, nullptr) == 1;
+                            }));
+  MESHSYNC_ASSIGN_OR_RETURN(std::string cert_pem, Pem([&](BIO* bio) {
+                              return PEM_write_bio_X509(bio, cert.get()) == 1;
+                            }));
+  MESHSYNC_RETURN_IF_ERROR(WriteFileAtomically(key_path, key_pem, 0600));
+  return WriteFileAtomically(cert_path, cert_pem, 0644);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "meshsync/sync.h"
 #include "node/api.h"
 #include "node/asio.h"
+#include "node/atomic_file.h"
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"
@@ -402,20 +403,12 @@ Status Node::Impl::Init() {
                                                    : bound.address().to_string()) +
                           ":" + std::to_string(bound.port());
   // Where peers (and tests, with port 0) find this node.
-  FILE* f = std::fopen((home_ + "/listening").c_str(), "w");
-  if (f != nullptr) {
-    std::fprintf(f, "%s\n", listening.c_str());
-    std::fclose(f);
-  }
+  MESHSYNC_RETURN_IF_ERROR(WriteFileAtomically(home_ + "/listening", listening + "\n", 0644));
   Log("node " + identity_.id.ToString() + " listening on " + listening);
   api_ = std::make_shared<ApiServer>(io_, config_.api_key);
   AddRoutes();
   MESHSYNC_ASSIGN_OR_RETURN(std::string api, api_->Listen(config_.api));
-  FILE* api_file = std::fopen((home_ + "/api-listening").c_str(), "w");
-  if (api_file != nullptr) {
-    std::fprintf(api_file, "%s\n", api.c_str());
-    std::fclose(api_file);
-  }
+  MESHSYNC_RETURN_IF_ERROR(WriteFileAtomically(home_ + "/api-listening", api + "\n", 0644));
   Log("API on http://" + api + "/api/status");
   for (const FolderConfig& folder : config_.folders) {
     auto runner = std::make_unique<FolderRunner>(*this, folder);

@@ -71,20 +71,6 @@ Result<ItemMetadata> FromWire(const wire::Item& item, size_t replicas) {
   return out;
 }
 
-void ToWire(const Status& status, wire::Error& out) {
-  out.set_code(static_cast<int>(status.code()));
-  out.set_message(std::string(status.message()));
-}
-
-Status FromWire(const wire::Error& error) {
-  if (error.code() == 0) return Status::Ok();
-  int code = error.code();
-  if (code < 0 || code > static_cast<int>(StatusCode::kInternal)) {
-    code = static_cast<int>(StatusCode::kInternal);
-  }
-  return Status(static_cast<StatusCode>(code), error.message());
-}
-
 Status Malformed(const std::string& what) {
   return InvalidArgumentError("peer sent a malformed " + what);
 }
@@ -163,7 +149,7 @@ class RemoteSource::Store final : public MetadataStore {
     for (const wire::Prefetched& data : items.data()) {
       MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(data.id()));
       Prefetch& entry = prefetched_[id];
-      entry.status = FromWire(data.error());
+      entry.status = StatusFromWire(data.error());
       for (const wire::UnitData& unit : data.units()) {
         entry.units.push_back(UnitData{unit.unit(), unit.data()});
       }
@@ -420,7 +406,7 @@ wire::Response SessionServer::Handle(const wire::Request& request) {
   if (result.ok())
     response = *std::move(result);
   else
-    ToWire(result.status(), *response.mutable_error());
+    StatusToWire(result.status(), *response.mutable_error());
   response.set_id(request.id());
   return response;
 }
@@ -485,7 +471,7 @@ Result<wire::Response> SessionServer::Dispatch(const wire::Request& request) {
         prefetched->set_id(IdBytes(item.id));
         Status status = session->provider->LoadChangeData(item, units, data);
         if (!status.ok()) {
-          ToWire(status, *prefetched->mutable_error());
+          StatusToWire(status, *prefetched->mutable_error());
           continue;
         }
         for (UnitData& unit : data) {

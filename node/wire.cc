@@ -30,6 +30,20 @@ Result<std::string> EncodeFrame(const wire::Envelope& envelope) {
   return frame;
 }
 
+void StatusToWire(const Status& status, wire::Error& out) {
+  out.set_code(static_cast<int>(status.code()));
+  out.set_message(std::string(status.message()));
+}
+
+Status StatusFromWire(const wire::Error& error) {
+  if (error.code() == 0) return Status::Ok();
+  int code = error.code();
+  if (code < 0 || code > static_cast<int>(StatusCode::kInternal)) {
+    code = static_cast<int>(StatusCode::kInternal);
+  }
+  return Status(static_cast<StatusCode>(code), error.message());
+}
+
 Result<size_t> DecodeFrameHeader(std::string_view header, uint8_t& flags) {
   if (header.size() != kFrameHeaderSize) return InvalidArgumentError("truncated frame header");
   uint32_t size = 0;

@@ -31,6 +31,11 @@ Result<std::string> EncodeFrame(const wire::Envelope& envelope);
 // Checks a frame header; returns the body length.
 Result<size_t> DecodeFrameHeader(std::string_view header, uint8_t& flags);
 
+// A Status as a wire Error, and back. An unknown code from a peer becomes
+// kInternal; code 0 is OK.
+void StatusToWire(const Status& status, wire::Error& out);
+Status StatusFromWire(const wire::Error& error);
+
 // Parses a frame body (after its header).
 Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out);
 
