@@ -21,12 +21,27 @@ cmake --preset debug -DMESHSYNC_PROPERTY_CASES="$cases" >/dev/null
 cmake --build --preset debug
 
 echo "== fuzz targets (clang, libFuzzer)"
+root=$(pwd)
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz
 for target in build/fuzz/fuzz/*_fuzzer; do
-  corpus="fuzz/corpus/$(basename "$target")"
+  name=$(basename "$target")
   work=$(mktemp -d)
-  "$target" -max_total_time="$fuzz_seconds" -print_final_stats=0 "$work" "$corpus" 2>&1 | tail -n 2
+  mkdir "$work/corpus"
+  echo "-- $name"
+  # A finding keeps its whole report and the input (od -c) in the log, so a
+  # CI failure can be reproduced from the log alone.
+  if ! (cd "$work" && "$root/$target" -max_total_time="$fuzz_seconds" -print_final_stats=0 \
+          corpus "$root/fuzz/corpus/$name" >log 2>&1); then
+    grep -v '^#[0-9]' "$work/log" | tail -n 60
+    for finding in "$work"/crash-* "$work"/leak-* "$work"/oom-* "$work"/timeout-*; do
+      [[ -e $finding ]] && { echo "input $(basename "$finding"):"; od -An -c "$finding" | head -n 40; }
+    done
+    rm -rf "$work"
+    echo "fuzz target $name found a failing input" >&2
+    exit 1
+  fi
+  tail -n 1 "$work/log"
   rm -rf "$work"
 done
 

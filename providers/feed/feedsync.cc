@@ -506,7 +506,17 @@ Result<Timestamp> Timestamp::Parse(std::string_view text) {
   if (pos != text.size()) return bad();
   if (second == 60) second = 59;  // a leap second: the last second of its minute
   int64_t seconds = DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
-  return Timestamp{seconds - offset, nanos};
+  seconds -= offset;
+  // An offset can carry the instant out of the four-digit years that UTC can
+  // be written in (0000-01-01T00:30:00+01:00); such a date could not be
+  // written back, so it is refused here rather than mangled later.
+  static const int64_t kFirst = DaysFromCivil(0, 1, 1) * 86400;
+  static const int64_t kLast = DaysFromCivil(10000, 1, 1) * 86400 - 1;
+  if (seconds < kFirst || seconds > kLast) {
+    return InvalidArgumentError("\"" + std::string(text.substr(0, 40)) +
+                                "\" falls outside the years 0000 to 9999 in UTC");
+  }
+  return Timestamp{seconds, nanos};
 }
 
 std::string Timestamp::ToString() const {
