@@ -774,6 +774,7 @@ Item MergeItem(Item local, Item incoming, bool* changed) {
 
   std::vector<Entry*> m;  // step 4
   Entry* w = nullptr;     // step 5
+  bool w_is_item = false;
   bool removed_local = false;
   // Step 7, for (outer, inner) = (L, I) and then (I, L): subsumed items
   // leave the outer collection for good, so the second pass sees L shrunk.
@@ -788,7 +789,14 @@ Item MergeItem(Item local, Item incoming, bool* changed) {
         continue;
       }
       m.push_back(&x);
-      if (w == nullptr || Wins(x.item, w->item)) w = &x;
+      // A full tie keeps the current winner: an item over a conflict, so
+      // that merging a merged feed again changes nothing.
+      bool is_item = &x == &outer.back();
+      if (w == nullptr || Wins(x.item, w->item) ||
+          (is_item && !w_is_item && !Wins(w->item, x.item))) {
+        w = &x;
+        w_is_item = is_item;
+      }
     }
   };
   pass(l, i);

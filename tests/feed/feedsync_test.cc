@@ -376,6 +376,32 @@ TEST(FeedSyncMerge, ByCollatesOrdinallyE7) {
   EXPECT_EQ(Title(MergeItem(x, y)), "from B");
 }
 
+TEST(FeedSyncMerge, FullTieKeepsTheItem) {
+  // A hand-made feed: the conflict ties with the item on updates, when and
+  // by. Merging the feed with itself settles after one merge instead of
+  // swapping item and conflict every time (a fuzzer finding).
+  auto sync = [](const char* title, int sequence) {
+    return std::string("<title>") + title + "</title><sx:sync id='x' updates='4'>" +
+           "<sx:history sequence='" + std::to_string(sequence) +
+           "' when='2006-01-01T11:00:00Z' by='EP1'/>";
+  };
+  Feed feed = MustParse(RssText("<title>t</title><item>" + sync("item", 2) +
+                                    "<sx:conflicts><item>" + sync("conflict", 4) +
+                                    "</sx:sync></item></sx:conflicts>" + "</sx:sync></item>",
+                                ""));
+  Feed once = feed;
+  ASSERT_TRUE(Merge(once, feed).ok());
+  std::string settled = WriteFeed(once);
+  for (int round = 0; round < 3; ++round) {
+    Feed copy = MustParse(settled);
+    Feed again = MustParse(settled);
+    auto stats = Merge(again, std::move(copy));
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->updated, 0u);
+    EXPECT_EQ(WriteFeed(again), settled);
+  }
+}
+
 TEST(FeedSyncMerge, WinnerRulesInOrder) {
   Item base = NewItem("i", "t", "a", "2008-01-01T00:00:00Z");
   Item more_updates = base;
