@@ -277,6 +277,7 @@ class FolderRunner {
     std::shared_ptr<Connection> connection = node_.PeerFor(config_.id, peer);
     if (connection == nullptr) return false;
     Knowledge before = folder_->replica().state().knowledge;
+    const files::FileCounters counted = folder_->provider().counters();
     auto started = SteadyClock::now();
     SyncReport report;
     Status status = [&]() -> Status {
@@ -296,6 +297,10 @@ class FolderRunner {
       return Status::Ok();
     }();
     std::string who = node_.PeerName(peer);
+    const files::FileCounters& counters = folder_->provider().counters();
+    const uint64_t fetched = counters.bytes_fetched - counted.bytes_fetched;
+    const uint64_t reused = counters.bytes_reused - counted.bytes_reused;
+    const uint64_t resumed = counters.bytes_resumed - counted.bytes_resumed;
     if (!status.ok()) {
       Log("folder " + config_.id + ": pull from " + who + " failed: " + status.ToString());
       if (status.IsTransient() && !connection->closed()) ScheduleRetry(peer);
@@ -308,7 +313,9 @@ class FolderRunner {
       Log("folder " + config_.id + ": pulled from " + who + ": " + std::to_string(r.created) +
           " created, " + std::to_string(r.updated) + " updated, " + std::to_string(r.deleted) +
           " deleted, " + std::to_string(r.conflicts) + " conflicts, " + std::to_string(r.bytes) +
-          " bytes in " + std::to_string(millis) + " ms");
+          " bytes (" + std::to_string(fetched) + " fetched, " + std::to_string(reused) +
+          " found here, " + std::to_string(resumed) + " of them resumed) in " +
+          std::to_string(millis) + " ms");
     }
     for (const ItemError& error : r.errors) {
       Log("folder " + config_.id + ": not applied (retrying): " + error.status.ToString());
@@ -327,6 +334,9 @@ class FolderRunner {
                                    ", \"deleted\": " + std::to_string(r.deleted) +
                                    ", \"conflicts\": " + std::to_string(r.conflicts) +
                                    ", \"bytes\": " + std::to_string(r.bytes) +
+                                   ", \"bytes_fetched\": " + std::to_string(fetched) +
+                                   ", \"bytes_reused\": " + std::to_string(reused) +
+                                   ", \"bytes_resumed\": " + std::to_string(resumed) +
                                    ", \"errors\": " + std::to_string(r.errors.size()) +
                                    ", \"changes\": [" + paths + "]");
       for (const files::FileAction& action : actions) {

@@ -1,8 +1,10 @@
 #include "node/remote.h"
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <set>
+#include <vector>
 
 namespace meshsync::node {
 namespace {
@@ -203,20 +205,35 @@ class RemoteReader final : public DataReader {
 
   uint64_t size() const override { return size_; }
 
+  void WillRead(std::span<const ByteRange> ranges) override {
+    blocks_.clear();
+    pieces_.clear();
+    next_ = 0;
+    planned_ = true;
+    uint64_t floor = 0;
+    for (const ByteRange& range : ranges) {
+      if (range.offset < floor || range.offset > size_ || range.length > size_ - range.offset) {
+        break;  // not ascending or past the end: what is planned so far stands
+      }
+      AddPieces(range.offset, range.length);
+      floor = range.offset + range.length;
+    }
+  }
+
   Status ReadAt(uint64_t offset, std::span<char> out) override {
     if (offset > size_ || out.size() > size_ - offset) {
       return InvalidArgumentError("read past the end of the data");
     }
+    if (!planned_) WillRead(std::array{ByteRange{0, size_}});
     size_t done = 0;
     while (done < out.size()) {
       uint64_t at = offset + done;
-      uint64_t block = at / kReadBlock;
-      // Drop blocks behind the reader; ask for the ones ahead.
-      while (!blocks_.empty() && blocks_.front().index < block) blocks_.pop_front();
-      if (blocks_.empty() || blocks_.front().index != block) blocks_.clear();
-      uint64_t next = blocks_.empty() ? block : blocks_.back().index + 1;
-      uint64_t end_block = (size_ + kReadBlock - 1) / kReadBlock;
-      while (blocks_.size() < kReadAhead && next < end_block) Request(next++);
+      // Drop blocks behind the reader; ask for the planned ones ahead.
+      while (!blocks_.empty() && blocks_.front().offset + blocks_.front().length <= at) {
+        blocks_.pop_front();
+      }
+      if (blocks_.empty() || blocks_.front().offset > at) Restart(at, out.size() - done);
+      while (blocks_.size() < kReadAhead && next_ < pieces_.size()) Request(pieces_[next_++]);
       Block& front = blocks_.front();
       if (!front.ready) {
         Result<wire::Response> response = front.pending.get();
@@ -224,12 +241,11 @@ class RemoteReader final : public DataReader {
         if (!response.ok()) return response.status();
         if (!response->has_data_read()) return Malformed("data answer");
         front.data = std::move(*response->mutable_data_read()->mutable_data());
-        uint64_t expected = std::min<uint64_t>(kReadBlock, size_ - front.index * kReadBlock);
-        if (front.data.size() != expected) {
+        if (front.data.size() != front.length) {
           return UnavailableError("the peer's data changed while it was being read");
         }
       }
-      size_t within = static_cast<size_t>(at - front.index * kReadBlock);
+      size_t within = static_cast<size_t>(at - front.offset);
       size_t n = std::min(out.size() - done, front.data.size() - within);
       std::copy_n(front.data.data() + within, n, out.data() + done);
       done += n;
@@ -247,23 +263,59 @@ class RemoteReader final : public DataReader {
   }
 
  private:
-  struct Block {
-    uint64_t index = 0;
+  // One read request: at most kReadBlock bytes.
+  struct Piece {
+    uint64_t offset = 0;
+    uint32_t length = 0;
+  };
+  struct Block : Piece {
     bool ready = false;
     std::future<Result<wire::Response>> pending;
     std::string data;
   };
 
-  void Request(uint64_t index) {
+  void AddPieces(uint64_t offset, uint64_t length) {
+    if (!pieces_.empty()) {  // continue a run that ends where this starts
+      Piece& last = pieces_.back();
+      if (last.offset + last.length == offset && last.length < kReadBlock) {
+        uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kReadBlock - last.length, length));
+        last.length += n;
+        offset += n;
+        length -= n;
+      }
+    }
+    while (length > 0) {
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kReadBlock, length));
+      pieces_.push_back(Piece{offset, n});
+      offset += n;
+      length -= n;
+    }
+  }
+
+  // A read the blocks in flight do not cover: go on from the planned piece
+  // holding `at`, or fetch an unplanned read on its own.
+  void Restart(uint64_t at, uint64_t wanted) {
+    blocks_.clear();
+    next_ = static_cast<size_t>(
+        std::partition_point(pieces_.begin(), pieces_.end(),
+                             [&](const Piece& p) { return p.offset + p.length <= at; }) -
+        pieces_.begin());
+    if (next_ == pieces_.size() || pieces_[next_].offset > at) {
+      uint64_t end = next_ == pieces_.size() ? size_ : pieces_[next_].offset;
+      uint64_t n = std::min<uint64_t>({kReadBlock, end - at, std::max<uint64_t>(wanted, 1)});
+      Request(Piece{at, static_cast<uint32_t>(n)});
+    }
+  }
+
+  void Request(const Piece& piece) {
     wire::Request request;
     wire::ReadData* read = request.mutable_read_data();
     read->set_session(session_);
     read->set_handle(handle_);
-    read->set_offset(index * kReadBlock);
-    read->set_length(
-        static_cast<uint32_t>(std::min<uint64_t>(kReadBlock, size_ - index * kReadBlock)));
+    read->set_offset(piece.offset);
+    read->set_length(piece.length);
     Block block;
-    block.index = index;
+    static_cast<Piece&>(block) = piece;
     block.pending = connection_->CallAsync(std::move(request));
     blocks_.push_back(std::move(block));
   }
@@ -272,7 +324,10 @@ class RemoteReader final : public DataReader {
   uint64_t session_;
   uint64_t handle_;
   uint64_t size_;
-  std::deque<Block> blocks_;
+  bool planned_ = false;
+  std::vector<Piece> pieces_;  // what WillRead announced, in order
+  size_t next_ = 0;            // the first piece not yet requested
+  std::deque<Block> blocks_;   // requested, in order
 };
 
 }  // namespace

@@ -79,6 +79,12 @@ class ChangeRecorder {
 
 enum class SaveAction { kCreate, kUpdate, kDelete };
 
+// A span of bytes of some bulk data.
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
 // Bulk data that a unit describes but does not contain: a file's bytes,
 // whose content unit holds only its size and chunk hashes. Units stay small
 // enough to hold in memory and compare; the bytes are streamed, and only
@@ -96,6 +102,11 @@ class DataReader {
   // A local file descriptor holding the data, for in-kernel copies
   // (copy_file_range), or -1. Owned by the reader.
   virtual int LocalFd() const { return -1; }
+  // The ranges the caller is about to read, in ascending order: a reader
+  // that fetches ahead (from a peer) then fetches only these, so bytes the
+  // caller found elsewhere (in its own files, in an interrupted transfer)
+  // never cross the network. Reads outside them still work.
+  virtual void WillRead(std::span<const ByteRange> ranges) { (void)ranges; }
   // kUnavailable if the data changed since the reader was opened (a file
   // edited while it was being copied): the copy must not be used.
   virtual Status Verify() { return Status::Ok(); }

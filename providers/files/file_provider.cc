@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -19,6 +20,51 @@ namespace meshsync::files {
 namespace {
 
 constexpr uint32_t kMaxDepth = 4096;
+
+// Files at least this large, fetched from another replica, are written to a
+// partial file named after their content (kPartialPrefix...) and kept there
+// if the transfer breaks, so that the next attempt resumes it.
+constexpr uint64_t kResumableBytes = 1u << 20;
+constexpr std::string_view kPartialPrefix = "p-";
+constexpr int64_t kPartialKeepSeconds = 24 * 3600;
+
+std::string PartialName(const std::vector<Chunk>& chunks, uint64_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  Sha256 digest = ContentDigest(chunks);
+  std::string name(kPartialPrefix);
+  for (size_t i = 0; i < 16; ++i) {
+    name.push_back(kHex[digest[i] >> 4]);
+    name.push_back(kHex[digest[i] & 15]);
+  }
+  return name + "-" + std::to_string(size);
+}
+
+uint64_t ChunkKey(const Sha256& hash) {
+  uint64_t key;
+  std::memcpy(&key, hash.data(), sizeof key);
+  return key;
+}
+
+bool ReadFull(int fd, std::span<char> out, uint64_t offset) {
+  for (size_t done = 0; done < out.size();) {
+    ssize_t n = pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool WriteFull(int fd, std::span<const char> data, uint64_t offset) {
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n =
+        pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
 
 std::string Errno(std::string_view what, int err) {
   return std::string(what) + ": " + std::strerror(err);
@@ -236,18 +282,34 @@ Result<std::unique_ptr<FileProvider>> FileProvider::Open(const std::string& root
     auto fd = p->OpenBeneath(tmp, O_RDONLY | O_DIRECTORY);
     if (!fd.ok()) return fd.status().WithContext(root + "/" + tmp);
     p->tmp_fd_ = *fd;
-    // Left by an interrupted run: never renamed into place, so never seen.
-    DIR* dir = fdopendir(dup(p->tmp_fd_));
-    if (dir != nullptr) {
-      while (struct dirent* e = readdir(dir)) {
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-          unlinkat(p->tmp_fd_, e->d_name, 0);
-        }
-      }
-      closedir(dir);
-    }
+    p->SweepTemp(true);
   }
   return p;
+}
+
+void FileProvider::SweepTemp(bool everything) {
+  // Temporary files left by an interrupted run were never renamed into
+  // place, so nothing refers to them. Partial fetches are kept a day for a
+  // transfer to resume, unless another process holds them.
+  DIR* dir = fdopendir(dup(tmp_fd_));
+  if (dir == nullptr) return;
+  const int64_t now = std::time(nullptr);
+  while (struct dirent* e = readdir(dir)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    bool partial = std::string_view(e->d_name).starts_with(kPartialPrefix);
+    if (!partial && !everything) continue;
+    if (partial) {
+      struct stat st;
+      if (fstatat(tmp_fd_, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+          now - st.st_mtime < kPartialKeepSeconds) {
+        continue;
+      }
+      Fd held(openat(tmp_fd_, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+      if (held.get() >= 0 && flock(held.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    }
+    unlinkat(tmp_fd_, e->d_name, 0);
+  }
+  closedir(dir);
 }
 
 Result<int> FileProvider::OpenBeneath(const std::string& rel, int flags) const {
@@ -881,6 +943,9 @@ class FileProvider::Walker {
 Status FileProvider::DetectChanges(ChangeRecorder& recorder) {
   problems_.clear();
   pending_rmdirs_.clear();
+  chunk_index_.clear();
+  chunk_index_loaded_ = false;
+  if (tmp_fd_ >= 0) SweepTemp(false);
   MESHSYNC_RETURN_IF_ERROR(LoadIndex());
   Walker walker(*this, recorder);
   return walker.Run();
@@ -989,6 +1054,108 @@ Status FileProvider::CheckUnchanged(int dir_fd, const std::string& name, const E
   return Status::Ok();
 }
 
+struct FileProvider::LocalSource {
+  ItemId item;
+  Fd fd;
+};
+
+Status FileProvider::LoadChunkIndex() {
+  chunk_index_.clear();
+  ItemId cursor = ItemId::Min();
+  constexpr size_t kBatch = 4096;
+  std::vector<ItemMetadata> batch;
+  while (true) {
+    batch.clear();
+    MESHSYNC_RETURN_IF_ERROR(store_.ScanItems(cursor, ItemId::Max(), kBatch, batch));
+    for (const ItemMetadata& item : batch) {
+      if (item.tombstone) continue;
+      auto state = DecodeState(item.provider_state);
+      if (!state.ok() || state->kind != Kind::kFile) continue;
+      uint64_t offset = 0;
+      for (const Chunk& chunk : state->chunks) {
+        chunk_index_.try_emplace(ChunkKey(chunk.hash), ChunkPlace{item.id, offset, chunk.length});
+        offset += chunk.length;
+      }
+    }
+    if (batch.size() < kBatch || batch.back().id == ItemId::Max()) break;
+    cursor = batch.back().id.Next();
+  }
+  chunk_index_loaded_ = true;
+  return Status::Ok();
+}
+
+bool FileProvider::ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, LocalSource& source) {
+  auto it = chunk_index_.find(ChunkKey(chunk.hash));
+  if (it == chunk_index_.end() || it->second.length != chunk.length) return false;
+  const ChunkPlace& place = it->second;
+  if (source.fd.get() < 0 || source.item != place.item) {
+    source.fd = Fd();
+    std::optional<std::string> rel = PathOf(place.item);
+    if (!rel.has_value()) return false;
+    auto fd = OpenBeneath(*rel, O_RDONLY | O_NONBLOCK);
+    if (!fd.ok()) return false;
+    source.fd = Fd(*fd);
+    source.item = place.item;
+  }
+  // The index may be stale (the file was edited since): the hash decides.
+  return ReadFull(source.fd.get(), buffer, place.offset) &&
+         HashBytes(buffer.data(), buffer.size()) == chunk.hash;
+}
+
+Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, int out,
+                               uint64_t have) {
+  // Data on this machine is as near as our own files: look no further.
+  const bool remote = reader.LocalFd() < 0;
+  if (remote && !chunk_index_loaded_) MESHSYNC_RETURN_IF_ERROR(LoadChunkIndex());
+  std::vector<char> buffer;
+  std::vector<size_t> wanted;
+  std::vector<ByteRange> ranges;
+  LocalSource source;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < content.chunks.size(); ++i) {
+    const Chunk& chunk = content.chunks[i];
+    buffer.resize(chunk.length);
+    if (offset + chunk.length <= have && ReadFull(out, buffer, offset) &&
+        HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
+      counters_.bytes_resumed += chunk.length;
+      counters_.bytes_reused += chunk.length;
+    } else if (remote && ReadLocalChunk(chunk, buffer, source)) {
+      if (!WriteFull(out, buffer, offset)) return UnavailableError(Errno("write", errno));
+      counters_.bytes_reused += chunk.length;
+    } else {
+      wanted.push_back(i);
+      if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
+        ranges.back().length += chunk.length;
+      } else {
+        ranges.push_back(ByteRange{offset, chunk.length});
+      }
+    }
+    offset += chunk.length;
+  }
+  source.fd = Fd();
+  reader.WillRead(ranges);
+  size_t next = 0;
+  offset = 0;
+  for (size_t i = 0; i < content.chunks.size() && next < wanted.size(); ++i) {
+    const Chunk& chunk = content.chunks[i];
+    if (wanted[next] == i) {
+      ++next;
+      buffer.resize(chunk.length);
+      MESHSYNC_RETURN_IF_ERROR(reader.ReadAt(offset, buffer));
+      if (HashBytes(buffer.data(), buffer.size()) != chunk.hash) {
+        return UnavailableError("received data does not match its hash");
+      }
+      if (!WriteFull(out, buffer, offset)) return UnavailableError(Errno("write", errno));
+      if (remote) counters_.bytes_fetched += chunk.length;
+    }
+    offset += chunk.length;
+  }
+  if (ftruncate(out, static_cast<off_t>(content.size)) != 0) {
+    return UnavailableError(Errno("temporary file", errno));
+  }
+  return Status::Ok();
+}
+
 Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
                                const DataOpener& open_data, std::string& temp_name) {
   if (!open_data) return FailedPreconditionError("no data to copy the file from");
@@ -996,15 +1163,29 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
   if (reader->size() != content.size) {
     return UnavailableError("the source file changed since it was scanned");
   }
-  temp_name = "t" + std::to_string(++temp_counter_) + "-" + pid_;
-  Fd out(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+  const bool local = reader->LocalFd() >= 0;
+  Fd out;
+  bool partial = false;
+  if (!local && content.size >= kResumableBytes) {
+    temp_name = PartialName(content.chunks, content.size);
+    out = Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // Another process fetching the same content holds it: use a file of our own.
+    if (out.get() >= 0 && flock(out.get(), LOCK_EX | LOCK_NB) != 0) out = Fd();
+    partial = out.get() >= 0;
+  }
+  if (!partial) {
+    temp_name = "t" + std::to_string(++temp_counter_) + "-" + pid_;
+    out = Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+  }
   if (out.get() < 0) return UnavailableError(Errno("cannot create a temporary file", errno));
   auto fail = [&](Status status) -> Status {
-    unlinkat(tmp_fd_, temp_name.c_str(), 0);
+    // What a broken transfer fetched stays for the next attempt; every
+    // chunk in it was checked against its hash.
+    if (!partial) unlinkat(tmp_fd_, temp_name.c_str(), 0);
     return status;
   };
   bool copied = false;
-  if (reader->LocalFd() >= 0) {
+  if (local) {
     // In the kernel (reflinks where the file system has them).
     uint64_t done = 0;
     loff_t in_off = 0;
@@ -1021,24 +1202,11 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
     }
   }
   if (!copied) {
-    // Chunk by chunk, each checked against its hash.
-    std::vector<char> buffer;
-    uint64_t offset = 0;
-    for (const Chunk& chunk : content.chunks) {
-      buffer.resize(chunk.length);
-      Status read = reader->ReadAt(offset, buffer);
-      if (!read.ok()) return fail(read);
-      if (HashBytes(buffer.data(), buffer.size()) != chunk.hash) {
-        return fail(UnavailableError("received data does not match its hash"));
-      }
-      for (size_t done = 0; done < buffer.size();) {
-        ssize_t n = write(out.get(), buffer.data() + done, buffer.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return fail(UnavailableError(Errno("write", errno)));
-        done += static_cast<size_t>(n);
-      }
-      offset += chunk.length;
-    }
+    uint64_t have = 0;
+    struct stat st;
+    if (partial && fstat(out.get(), &st) == 0) have = static_cast<uint64_t>(st.st_size);
+    Status fetched = FetchInto(content, *reader, out.get(), have);
+    if (!fetched.ok()) return fail(fetched);
   }
   Status verified = reader->Verify();
   if (!verified.ok()) return fail(verified);

@@ -118,7 +118,13 @@ struct FileAction {
 
 struct FileCounters {
   uint64_t moved = 0;
-  uint64_t bytes_copied = 0;
+  uint64_t bytes_copied = 0;  // all bytes written into files, from wherever
+  // Of those, from another replica: bytes found here instead (in files of
+  // this folder, or in an interrupted transfer of the same content), and
+  // bytes read from the other replica.
+  uint64_t bytes_reused = 0;
+  uint64_t bytes_resumed = 0;  // part of bytes_reused
+  uint64_t bytes_fetched = 0;
   uint64_t trashed = 0;
   uint64_t folders_kept = 0;  // deleted elsewhere, kept for what is still in them
 };
@@ -201,6 +207,14 @@ class FileProvider final : public Provider {
   Result<SaveResult> Delete(const ItemMetadata& local);
   Status WriteTemp(const EntryState& content, uint32_t mode, const DataOpener& open_data,
                    std::string& temp_name);
+  // Writes `content` from a reader on another replica into `out`: chunks
+  // already in `out` (an interrupted transfer) or in this folder's files are
+  // taken from here, only the rest is read.
+  Status FetchInto(const EntryState& content, DataReader& reader, int out, uint64_t have);
+  Status LoadChunkIndex();
+  struct LocalSource;
+  bool ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, LocalSource& source);
+  void SweepTemp(bool everything);
   Status MoveToTrash(int dir_fd, const std::string& name, const std::string& rel);
   Status CheckUnchanged(int dir_fd, const std::string& name, const EntryState& expected,
                         const std::string& rel) const;
@@ -217,6 +231,17 @@ class FileProvider final : public Provider {
   std::unordered_map<uint64_t, Node*> by_key_;  // hash of (parent, name) -> node
   std::unordered_multimap<uint64_t, Node*> key_overflow_;
   std::vector<ItemId> pending_rmdirs_;
+  // Where each chunk of this folder's files was, keyed by the first 8 bytes
+  // of its hash, for fetches to find bytes here; built when first needed,
+  // dropped by each scan. Entries may be stale: reads are checked against
+  // the hash.
+  struct ChunkPlace {
+    ItemId item;
+    uint64_t offset = 0;
+    uint32_t length = 0;
+  };
+  std::unordered_map<uint64_t, ChunkPlace> chunk_index_;
+  bool chunk_index_loaded_ = false;
   bool wrote_ = false;
   uint64_t temp_counter_ = 0;
   std::string pid_;  // in temporary names

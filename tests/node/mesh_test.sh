@@ -105,22 +105,57 @@ echo "$conflicts" | grep -q '"path": "docs/deep/f1.txt"' || fail "API conflicts:
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $(key b)" "http://$(cat "$T/b/api-listening")/api/conflicts?folder=nope")
 [ "$code" = 404 ] || fail "conflicts of an unknown folder answered $code"
 
-echo "== kill -9 during a transfer, then restart"
-head -c $((48 << 20)) /dev/urandom >"$T/big.bin"
-mv "$T/big.bin" "$T/fa/big.bin"
+echo "== kill -9 during a transfer, then restart: the transfer resumes"
+# The log line of each pull says how many bytes came over the network, how
+# many were found here, and how many of those an interrupted transfer kept.
+resumed_bytes() { sed -n 's/.* \([0-9]*\) of them resumed.*/\1/p' "$T/b.log" | awk '{s += $1} END {print s + 0}'; }
+fetched_last() { sed -n 's/.*(\([0-9]*\) fetched, .*/\1/p' "$T/b.log" | tail -n 1; }
+pulls() { grep -c ' fetched, ' "$T/b.log" || true; }
+more_pulls() { [ "$(pulls)" -gt "$1" ]; }
 caught=no
-for _ in $(seq 1 400); do
-  if [ -n "$(ls -A "$T/fb/.meshsync/tmp" 2>/dev/null)" ]; then caught=yes; break; fi
-  sleep 0.01
+for attempt in 1 2 3 4 5; do
+  head -c $((64 << 20)) /dev/urandom >"$T/big.bin"
+  mv "$T/big.bin" "$T/fa/big.bin"
+  # Kill B once its partial file holds at least 8 MiB, or when it is done.
+  for _ in $(seq 1 1000); do
+    size=$(stat -c %s "$T"/fb/.meshsync/tmp/p-* 2>/dev/null | head -n 1 || true)
+    if [ "${size:-0}" -ge $((8 << 20)) ]; then caught=yes; break; fi
+    cmp -s "$T/fa/big.bin" "$T/fb/big.bin" && break
+    sleep 0.01
+  done
+  kill -9 "${PIDS[b]}"; wait "${PIDS[b]}" 2>/dev/null || true; unset "PIDS[b]"
+  if [ -e "$T/fb/big.bin" ] && [ $caught = yes ]; then
+    cmp -s "$T/fa/big.bin" "$T/fb/big.bin" && fail "the file was complete when B was killed"
+  fi
+  before=$(resumed_bytes); n=$(pulls)
+  start b
+  wait_for "the transfer completes after restart" same_tree "$T/fa" "$T/fb"
+  wait_for "B logs the pull" more_pulls "$n"
+  [ $caught = yes ] && break
+  echo "   (attempt $attempt: the kill missed the transfer; again with new data)"
 done
-kill -9 "${PIDS[b]}"; wait "${PIDS[b]}" 2>/dev/null || true; unset "PIDS[b]"
-echo "   (killed $([ $caught = yes ] && echo "mid-transfer" || echo "before or after the transfer"))"
-if [ -e "$T/fb/big.bin" ]; then
-  cmp -s "$T/fa/big.bin" "$T/fb/big.bin" || fail "a partial file is visible after kill -9"
-fi
-start b
-wait_for "the transfer completes after restart" same_tree "$T/fa" "$T/fb"
+[ $caught = yes ] || fail "could not kill B during a transfer in 5 attempts"
+resumed=$(( $(resumed_bytes) - before ))
+echo "   killed mid-transfer; after restart $resumed bytes came from the partial file"
+[ "$resumed" -ge $((8 << 20)) ] || fail "the restarted transfer did not resume ($resumed bytes kept)"
 wait_for "and reaches C" same_tree "$T/fa" "$T/fc"
+
+echo "== only changed chunks cross the network; copies are found locally"
+n=$(pulls)
+printf 'x%.0s' $(seq 1 4096) | dd of="$T/fa/big.bin" bs=4096 seek=4000 conv=notrunc status=none
+wait_for "the edit reaches B" same_tree "$T/fa" "$T/fb"
+wait_for "B logs the pull" more_pulls "$n"
+fetched=$(fetched_last)
+echo "   a 4 KiB edit in 64 MiB fetched $fetched bytes"
+[ "$fetched" -le $((1 << 20)) ] || fail "an edit of 4 KiB fetched $fetched bytes"
+n=$(pulls)
+cp "$T/fa/big.bin" "$T/fa/big-copy.bin"
+wait_for "the copy reaches B" same_tree "$T/fa" "$T/fb"
+wait_for "B logs the pull" more_pulls "$n"
+fetched=$(fetched_last)
+echo "   a copy of a file B has fetched $fetched bytes"
+[ "$fetched" -eq 0 ] || fail "a copy of a file B has fetched $fetched bytes"
+wait_for "and C" same_tree "$T/fa" "$T/fc"
 
 echo "== a folder removed from a running node stops syncing; the node goes on"
 "$M" folder remove music --home "$T/b" >/dev/null
