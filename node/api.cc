@@ -100,22 +100,39 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
     }
     std::string_view target = Sv(request.target());
     std::string path(target.substr(0, target.find('?')));
-    std::string query = target.find('?') == std::string_view::npos
-                            ? std::string()
-                            : std::string(target.substr(target.find('?') + 1));
-    if (request.method() != http::verb::get) {
-      return Error(http::status::method_not_allowed, "only GET is served", keep_alive);
+    Request call;
+    if (target.find('?') != std::string_view::npos) {
+      call.query = std::string(target.substr(target.find('?') + 1));
     }
-    if (path == "/api/events") return StartStream();
-    auto route = server_->routes_.find(path);
+    if (request.method() == http::verb::get && path == "/api/events") return StartStream();
+    std::string method(Sv(request.method_string()));
+    auto route = server_->routes_.find(method + " " + path);
     if (route == server_->routes_.end()) {
+      for (const char* other : {"GET ", "POST "}) {
+        if (server_->routes_.contains(other + path)) {
+          return Error(http::status::method_not_allowed, method + " is not served at " + path,
+                       keep_alive);
+        }
+      }
       return Error(http::status::not_found, "no such endpoint: " + path, keep_alive);
     }
-    Result<std::string> body = route->second(query);
+    call.body = std::move(request.body());
+    // The reply may come from another thread: answer on the I/O thread.
+    route->second(call, [self = shared_from_this(), keep_alive](Result<std::string> body) {
+      asio::post(self->stream_.get_executor(),
+                 [self, keep_alive, body = std::move(body)]() mutable {
+                   self->Answer(std::move(body), keep_alive);
+                 });
+    });
+  }
+
+  void Answer(Result<std::string> body, bool keep_alive) {
     if (!body.ok()) {
-      http::status status = body.status().code() == StatusCode::kNotFound ? http::status::not_found
-                            : body.status().code() == StatusCode::kInvalidArgument
-                                ? http::status::bad_request
+      StatusCode code = body.status().code();
+      http::status status = code == StatusCode::kNotFound          ? http::status::not_found
+                            : code == StatusCode::kInvalidArgument ? http::status::bad_request
+                            : code == StatusCode::kFailedPrecondition
+                                ? http::status::conflict
                                 : http::status::internal_server_error;
       return Error(status, std::string(body.status().message()), keep_alive);
     }
@@ -161,7 +178,15 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
 ApiServer::ApiServer(asio::io_context& io, std::string key)
     : io_(io), key_(std::move(key)), acceptor_(io) {}
 
-void ApiServer::AddRoute(const std::string& path, Route route) { routes_[path] = std::move(route); }
+void ApiServer::AddRoute(const std::string& method, const std::string& path, Route route) {
+  routes_[method + " " + path] = std::move(route);
+}
+
+void ApiServer::AddRoute(const std::string& path, QuickRoute route) {
+  AddRoute("GET", path, [route = std::move(route)](const Request& request, Reply reply) {
+    reply(route(request.query));
+  });
+}
 
 Result<std::string> ApiServer::Listen(const std::string& address) {
   MESHSYNC_RETURN_IF_ERROR(CheckAddress(address));

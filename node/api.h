@@ -9,9 +9,10 @@
 //   GET /api/activity            the recent activity (newest last)
 //   GET /api/events              Server-Sent Events: each activity as it happens
 //
-// Runs on the node's I/O thread. Handlers run there too, so they must be
-// quick and must not touch a folder's store (conflicts are read from a
-// snapshot).
+//   POST /api/bundle/import      applies an offline bundle (body: {"path": ...})
+//
+// Runs on the node's I/O thread. Quick routes answer there; the others hand
+// their work to other threads and reply when it is done.
 #ifndef MESHSYNC_NODE_API_H_
 #define MESHSYNC_NODE_API_H_
 
@@ -27,13 +28,24 @@ namespace meshsync::node {
 
 class ApiServer : public std::enable_shared_from_this<ApiServer> {
  public:
+  struct Request {
+    std::string query;  // after '?'
+    std::string body;
+  };
   // A route answers with a JSON body, or an error (kNotFound is 404,
-  // kInvalidArgument 400, anything else 500).
-  using Route = std::function<Result<std::string>(const std::string& query)>;
+  // kInvalidArgument 400, kFailedPrecondition 409, anything else 500).
+  // Reply may be called later and from any thread, once: work that is not
+  // quick (reading a store, applying a bundle) is handed to other threads.
+  using Reply = std::function<void(Result<std::string>)>;
+  using Route = std::function<void(const Request& request, Reply reply)>;
+  using QuickRoute = std::function<Result<std::string>(const std::string& query)>;
 
   ApiServer(boost::asio::io_context& io, std::string key);
 
-  void AddRoute(const std::string& path, Route route);
+  // `method` is "GET" or "POST".
+  void AddRoute(const std::string& method, const std::string& path, Route route);
+  // A GET answered on the I/O thread at once.
+  void AddRoute(const std::string& path, QuickRoute route);
   // Binds a loopback address ("127.0.0.1:PORT", port 0 for any); returns
   // the bound one. A non-loopback address is refused: the key is sent in
   // clear.
@@ -51,7 +63,7 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
   boost::asio::io_context& io_;
   std::string key_;
   boost::asio::ip::tcp::acceptor acceptor_;
-  std::map<std::string, Route> routes_;
+  std::map<std::string, Route> routes_;         // "METHOD /path"
   std::set<std::shared_ptr<Session>> streams_;  // open event streams
   bool closed_ = false;
 };

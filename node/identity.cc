@@ -223,4 +223,72 @@ Result<Identity> Identity::LoadOrCreate(const std::string& home) {
   return identity;
 }
 
+namespace {
+
+Result<std::unique_ptr<X509, decltype(&X509_free)>> ReadCertificate(const std::string& path) {
+  File file(std::fopen(path.c_str(), "r"));
+  if (file == nullptr) return UnavailableError("cannot read " + path);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      PEM_read_X509(file.get(), nullptr, nullptr, nullptr), X509_free);
+  if (cert == nullptr) return DataLossError(path + " is not a PEM certificate");
+  return cert;
+}
+
+}  // namespace
+
+Result<std::string> Identity::Sign(std::string_view message) const {
+  File file(std::fopen(key_path.c_str(), "r"));
+  if (file == nullptr) return UnavailableError("cannot read " + key_path);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      PEM_read_PrivateKey(file.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
+  if (key == nullptr) return DataLossError(key_path + " is not a PEM private key");
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t size = 0;
+  const auto* data = reinterpret_cast<const unsigned char*>(message.data());
+  if (ctx == nullptr || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &size, data, message.size()) != 1) {
+    return InternalError("cannot sign: " + OpenSslError());
+  }
+  std::string signature(size, '\0');
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &size, data,
+                     message.size()) != 1) {
+    return InternalError("cannot sign: " + OpenSslError());
+  }
+  signature.resize(size);
+  return signature;
+}
+
+Result<std::string> Identity::CertificateDer() const {
+  MESHSYNC_ASSIGN_OR_RETURN(auto cert, ReadCertificate(cert_path));
+  unsigned char* der = nullptr;
+  int size = i2d_X509(cert.get(), &der);
+  if (size <= 0) return InternalError("cannot encode " + cert_path);
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(size));
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<DeviceId> VerifySignature(std::string_view cert_der, std::string_view message,
+                                 std::string_view signature) {
+  const auto* p = reinterpret_cast<const unsigned char*>(cert_der.data());
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      d2i_X509(nullptr, &p, static_cast<long>(cert_der.size())), X509_free);
+  if (cert == nullptr) return InvalidArgumentError("the certificate is malformed");
+  MESHSYNC_ASSIGN_OR_RETURN(DeviceId id, DeviceId::OfCertificate(cert.get()));
+  EVP_PKEY* key = X509_get0_pubkey(cert.get());
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (key == nullptr || ctx == nullptr ||
+      EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key) != 1) {
+    return InvalidArgumentError("the certificate's key cannot verify signatures");
+  }
+  if (EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                       signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                       message.size()) != 1) {
+    ERR_clear_error();
+    return DataLossError("the signature does not match (the data was altered, or is not " +
+                         id.ShortName() + "'s)");
+  }
+  return id;
+}
+
 }  // namespace meshsync::node

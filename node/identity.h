@@ -46,7 +46,19 @@ struct Identity {
   // Loads the identity in `home`, creating the directory, an Ed25519 key
   // and a certificate for it on first use.
   static Result<Identity> LoadOrCreate(const std::string& home);
+
+  // The node's Ed25519 signature of `message`.
+  Result<std::string> Sign(std::string_view message) const;
+  // The certificate, DER-encoded.
+  Result<std::string> CertificateDer() const;
 };
+
+// Checks that `signature` is the signature of `message` by the key of the
+// certificate `cert_der`, and returns that key's device id.
+// kDataLoss for a signature that does not match, kInvalidArgument for a bad
+// certificate.
+Result<DeviceId> VerifySignature(std::string_view cert_der, std::string_view message,
+                                 std::string_view signature);
 
 }  // namespace meshsync::node
 

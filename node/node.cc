@@ -20,6 +20,7 @@
 #include "node/api.h"
 #include "node/asio.h"
 #include "node/atomic_file.h"
+#include "node/bundle.h"
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"
@@ -75,6 +76,7 @@ class Node::Impl {
   std::shared_ptr<Connection> PeerFor(const std::string& folder, const DeviceId& peer);
   void Announce(const std::string& folder);
   bool stopping() const { return stopping_; }
+  const std::string& home() const { return home_; }
   std::string PeerName(const DeviceId& id);
   // Records an event for the activity feed and the event stream. `fields`
   // is the inside of a JSON object ("\"folder\": \"x\", ...").
@@ -114,6 +116,9 @@ class Node::Impl {
   Result<std::string> FoldersJson();
   Result<std::string> PeersJson();
   Result<std::string> ConflictsJson(const std::string& query);
+  void ImportBundleFile(const std::string& path, const ApiServer::Reply& reply);
+  Result<std::string> ExportBundleFile(const std::string& folder, const DeviceId& target,
+                                       const std::string& path);
 
   std::string home_;
   Identity identity_;
@@ -182,6 +187,49 @@ class FolderRunner {
     cv_.notify_all();
   }
 
+  // Runs `job` on this folder's thread, between scans and pulls; `job` is
+  // called with false instead if the folder stops first.
+  void Post(std::function<void(bool run)> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!stop_) {
+        jobs_.push_back(std::move(job));
+        job = nullptr;
+      }
+    }
+    if (job) job(false);
+    cv_.notify_all();
+  }
+
+  // Applies a bundle (see bundle.h), as a pull from its exporter would.
+  Result<std::string> Import(Bundle& bundle) {
+    Knowledge before = folder_->replica().state().knowledge;
+    const files::FileCounters counted = folder_->provider().counters();
+    auto report =
+        ImportBundle(bundle, *folder_, true, [this] { return node_.stopping() || stop_; });
+    folder_->provider().TakeActions();
+    if (!report.ok()) return report.status();
+    const DirectionReport& r = report->a_to_b;
+    Status recorded =
+        RecordKnown(node_.home(), config_.id, bundle.from(), bundle.exporter_knowledge());
+    if (!recorded.ok()) Log("cannot record what a peer knows: " + recorded.ToString());
+    uint64_t from_bundle = folder_->provider().counters().bytes_fetched - counted.bytes_fetched;
+    std::string summary = "\"folder\": " + JsonString(config_.id) +
+                          ", \"peer\": " + JsonString(bundle.from().ToString()) +
+                          ", \"created\": " + std::to_string(r.created) +
+                          ", \"updated\": " + std::to_string(r.updated) +
+                          ", \"deleted\": " + std::to_string(r.deleted) +
+                          ", \"conflicts\": " + std::to_string(r.conflicts) +
+                          ", \"errors\": " + std::to_string(r.errors.size()) +
+                          ", \"bytes_from_bundle\": " + std::to_string(from_bundle);
+    Log("folder " + config_.id + ": imported a bundle from " + node_.PeerName(bundle.from()) +
+        ": " + std::to_string(r.created) + " created, " + std::to_string(r.updated) + " updated, " +
+        std::to_string(r.deleted) + " deleted, " + std::to_string(r.conflicts) + " conflicts");
+    node_.Activity("bundle-imported", summary);
+    if (!(folder_->replica().state().knowledge == before)) node_.Announce(config_.id);
+    return "{" + summary + "}";
+  }
+
   void RequestPull(const DeviceId& peer) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -194,21 +242,10 @@ class FolderRunner {
   const std::string& path() const { return config_.path; }
   files::Folder& folder() { return *folder_; }
 
-  // For the session server: what a peer may read.
-  Result<ServedFolder> Serve() {
-    ServedFolder served;
-    served.metadata_path = folder_->metadata_path();
-    served.provider_name = std::string(files::kProviderName);
-    // By value: a session may outlive this runner (a folder removed from
-    // the configuration while a peer reads it).
-    served.open_provider =
-        [spec = folder_->reader_spec()](MetadataStore& store) -> Result<std::unique_ptr<Provider>> {
-      MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<files::FileProvider> reader,
-                                files::OpenFolderReader(spec, store));
-      return std::unique_ptr<Provider>(std::move(reader));
-    };
-    return served;
-  }
+  // For the session server: what a peer may read. By value: a session may
+  // outlive this runner (a folder removed from the configuration while a
+  // peer reads it).
+  ServedFolder Serve() { return ServeFolder(*folder_); }
 
  private:
   void Loop() {
@@ -221,13 +258,24 @@ class FolderRunner {
         auto wake = next_rescan;
         for (const auto& [peer, at] : pulls_) wake = std::min(wake, at);
         cv_.wait_until(lock, wake, [&] {
-          if (stop_ || scan_) return true;
+          if (stop_ || scan_ || !jobs_.empty()) return true;
           auto now = SteadyClock::now();
           for (const auto& [peer, at] : pulls_)
             if (at <= now) return true;
           return now >= next_rescan;
         });
-        if (stop_) return;
+        if (stop_) {
+          for (auto& job : jobs_) job(false);
+          jobs_.clear();
+          return;
+        }
+        if (!jobs_.empty()) {
+          auto jobs = std::move(jobs_);
+          jobs_.clear();
+          lock.unlock();
+          for (auto& job : jobs) job(true);
+          lock.lock();
+        }
         if (scan_) {
           // A burst of events (a save is several) is one scan.
           lock.unlock();
@@ -368,6 +416,7 @@ class FolderRunner {
   std::atomic<bool> stop_{false};
   bool scan_ = true;
   std::map<DeviceId, SteadyClock::time_point> pulls_;  // peer -> not before
+  std::vector<std::function<void(bool run)>> jobs_;
 };
 
 Node::Impl::~Impl() {
@@ -640,7 +689,12 @@ void Node::Impl::Established(std::unique_ptr<TlsStream> stream, const DeviceId& 
           }
           FolderRunner* runner = RunnerFor(folder);
           if (runner == nullptr) return UnavailableError("folder '" + folder + "' is not open yet");
-          return runner->Serve();
+          ServedFolder served = runner->Serve();
+          served.on_session = [home = home_, folder, peer](const std::string& known) {
+            Status recorded = RecordKnown(home, folder, peer, known);
+            if (!recorded.ok()) Log("cannot record what a peer knows: " + recorded.ToString());
+          };
+          return served;
         });
   }
   if (replaced != nullptr) replaced->Close(UnavailableError("replaced by a newer connection"));
@@ -981,7 +1035,36 @@ void Node::Impl::AddRoutes() {
   api_->AddRoute("/api/status", [this](const std::string&) { return StatusJson(); });
   api_->AddRoute("/api/folders", [this](const std::string&) { return FoldersJson(); });
   api_->AddRoute("/api/peers", [this](const std::string&) { return PeersJson(); });
-  api_->AddRoute("/api/conflicts", [this](const std::string& q) { return ConflictsJson(q); });
+  // Off the I/O thread: reading a store, or applying a bundle, takes time.
+  api_->AddRoute("GET", "/api/conflicts",
+                 [this](const ApiServer::Request& request, ApiServer::Reply reply) {
+                   asio::post(pool_, [this, query = request.query, reply = std::move(reply)] {
+                     reply(ConflictsJson(query));
+                   });
+                 });
+  api_->AddRoute("POST", "/api/bundle/import",
+                 [this](const ApiServer::Request& request, ApiServer::Reply reply) {
+                   auto path = JsonStringField(request.body, "path");
+                   if (!path.ok()) return reply(path.status());
+                   asio::post(pool_, [this, path = *path, reply = std::move(reply)] {
+                     ImportBundleFile(path, reply);
+                   });
+                 });
+  api_->AddRoute("POST", "/api/bundle/export",
+                 [this](const ApiServer::Request& request, ApiServer::Reply reply) {
+                   auto folder = JsonStringField(request.body, "folder");
+                   auto target = JsonStringField(request.body, "for");
+                   auto path = JsonStringField(request.body, "path");
+                   for (const Status& status : {folder.status(), target.status(), path.status()}) {
+                     if (!status.ok()) return reply(status);
+                   }
+                   auto device = DeviceId::Parse(*target);
+                   if (!device.ok()) return reply(device.status());
+                   asio::post(pool_, [this, folder = *folder, device = *device, path = *path,
+                                      reply = std::move(reply)] {
+                     reply(ExportBundleFile(folder, device, path));
+                   });
+                 });
   api_->AddRoute("/api/activity", [this](const std::string&) -> Result<std::string> {
     std::lock_guard<std::mutex> lock(activity_mu_);
     std::string out = "[";
@@ -1084,6 +1167,37 @@ Result<std::string> Node::Impl::ConflictsJson(const std::string& query) {
            ", \"detected\": " + std::to_string(record.detected_millis) + "}";
   }
   return out + "]}";
+}
+
+void Node::Impl::ImportBundleFile(const std::string& path, const ApiServer::Reply& reply) {
+  auto opened = Bundle::Open(path);  // reads and checks it all: not on a folder's thread
+  if (!opened.ok()) return reply(opened.status());
+  std::shared_ptr<Bundle> bundle = std::move(*opened);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto folder = CheckBundle(config_, *bundle);
+  if (!folder.ok()) return reply(folder.status());
+  FolderRunner* runner = RunnerFor(folder->id);
+  if (runner == nullptr) return reply(UnavailableError("folder '" + folder->id + "' is not open"));
+  runner->Post([runner, bundle, reply](bool run) {
+    if (!run) return reply(UnavailableError("the folder stopped before the bundle was applied"));
+    reply(runner->Import(*bundle));
+  });
+}
+
+Result<std::string> Node::Impl::ExportBundleFile(const std::string& folder, const DeviceId& target,
+                                                 const std::string& path) {
+  ServedFolder served;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    FolderRunner* runner = RunnerFor(folder);
+    if (runner == nullptr) return NotFoundError("no folder '" + folder + "'");
+    served = runner->Serve();
+  }
+  MESHSYNC_ASSIGN_OR_RETURN(std::string known, LoadKnown(home_, folder, target));
+  MESHSYNC_ASSIGN_OR_RETURN(BundleStats stats,
+                            ExportBundle(served, folder, identity_, target, known, path));
+  Log("folder " + folder + ": exported a bundle for " + PeerName(target) + " to " + path);
+  return BundleStatsJson(folder, stats);
 }
 
 Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

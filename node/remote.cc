@@ -84,7 +84,7 @@ Status Malformed(const std::string& what) {
 
 class RemoteSource::Store final : public MetadataStore {
  public:
-  Store(std::shared_ptr<Connection> connection, uint64_t session)
+  Store(std::shared_ptr<Transport> connection, uint64_t session)
       : connection_(std::move(connection)), session_(session) {}
 
   Status Init(const wire::SessionOpened& opened) {
@@ -177,7 +177,7 @@ class RemoteSource::Store final : public MetadataStore {
   }
 
  private:
-  std::shared_ptr<Connection> connection_;
+  std::shared_ptr<Transport> connection_;
   uint64_t session_;
   ReplicaState state_;
   uint64_t count_ = 0;
@@ -190,7 +190,7 @@ namespace {
 // reader that goes front to back (as a file copy does).
 class RemoteReader final : public DataReader {
  public:
-  RemoteReader(std::shared_ptr<Connection> connection, uint64_t session, uint64_t handle,
+  RemoteReader(std::shared_ptr<Transport> connection, uint64_t session, uint64_t handle,
                uint64_t size)
       : connection_(std::move(connection)), session_(session), handle_(handle), size_(size) {}
 
@@ -320,7 +320,7 @@ class RemoteReader final : public DataReader {
     blocks_.push_back(std::move(block));
   }
 
-  std::shared_ptr<Connection> connection_;
+  std::shared_ptr<Transport> connection_;
   uint64_t session_;
   uint64_t handle_;
   uint64_t size_;
@@ -334,7 +334,7 @@ class RemoteReader final : public DataReader {
 
 class RemoteSource::Source final : public Provider {
  public:
-  Source(std::shared_ptr<Connection> connection, uint64_t session, const Store& store,
+  Source(std::shared_ptr<Transport> connection, uint64_t session, const Store& store,
          std::string name, bool filtered)
       : connection_(std::move(connection)),
         session_(session),
@@ -395,14 +395,39 @@ class RemoteSource::Source final : public Provider {
   bool IsFiltered() const override { return filtered_; }
 
  private:
-  std::shared_ptr<Connection> connection_;
+  std::shared_ptr<Transport> connection_;
   uint64_t session_;
   const Store& store_;
   std::string name_;
   bool filtered_;
 };
 
+namespace {
+
+class ConnectionTransport final : public Transport {
+ public:
+  explicit ConnectionTransport(std::shared_ptr<Connection> connection)
+      : connection_(std::move(connection)) {}
+  Result<wire::Response> Call(wire::Request request) override {
+    return connection_->Call(std::move(request));
+  }
+  std::future<Result<wire::Response>> CallAsync(wire::Request request) override {
+    return connection_->CallAsync(std::move(request));
+  }
+
+ private:
+  std::shared_ptr<Connection> connection_;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<RemoteSource>> RemoteSource::Open(std::shared_ptr<Connection> connection,
+                                                         const std::string& folder,
+                                                         const ReplicaState& local_state) {
+  return Open(std::make_shared<ConnectionTransport>(std::move(connection)), folder, local_state);
+}
+
+Result<std::unique_ptr<RemoteSource>> RemoteSource::Open(std::shared_ptr<Transport> connection,
                                                          const std::string& folder,
                                                          const ReplicaState& local_state) {
   wire::Request request;
@@ -489,6 +514,7 @@ Result<wire::Response> SessionServer::Dispatch(const wire::Request& request) {
       auto known = Knowledge::Decode(request.open_session().known(), session->peer_keys);
       if (!known.ok()) return InvalidArgumentError("the session's knowledge is malformed");
       session->peer_known = *std::move(known);
+      if (folder.on_session) folder.on_session(request.open_session().known());
       wire::SessionOpened* opened = response.mutable_session_opened();
       uint64_t id = next_session_++;
       opened->set_session(id);

@@ -18,6 +18,7 @@
 #define MESHSYNC_NODE_REMOTE_H_
 
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,11 +31,25 @@
 
 namespace meshsync::node {
 
+// What carries a RemoteSource's requests to the replica that answers them:
+// a Connection to the peer, or an offline bundle (bundle.h) read from a file.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Sends `request` and waits for its answer (or the peer's error).
+  virtual Result<wire::Response> Call(wire::Request request) = 0;
+  // The same, without waiting.
+  virtual std::future<Result<wire::Response>> CallAsync(wire::Request request) = 0;
+};
+
 class RemoteSource {
  public:
   // Opens a session on `folder` of the peer behind `connection`, announcing
   // `local_state`'s knowledge (so the peer can send what it lacks up front).
   static Result<std::unique_ptr<RemoteSource>> Open(std::shared_ptr<Connection> connection,
+                                                    const std::string& folder,
+                                                    const ReplicaState& local_state);
+  static Result<std::unique_ptr<RemoteSource>> Open(std::shared_ptr<Transport> transport,
                                                     const std::string& folder,
                                                     const ReplicaState& local_state);
   ~RemoteSource();
@@ -45,7 +60,7 @@ class RemoteSource {
   class Store;
   class Source;
   RemoteSource() = default;
-  std::shared_ptr<Connection> connection_;
+  std::shared_ptr<Transport> connection_;
   uint64_t session_ = 0;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Source> provider_;
@@ -58,6 +73,9 @@ struct ServedFolder {
   std::string provider_name;
   // Opens a provider over `store` for reading (LoadChangeData, OpenData).
   std::function<Result<std::unique_ptr<Provider>>(MetadataStore& store)> open_provider;
+  // Told what the peer announced it knows when it opens a session (so a
+  // bundle for it can leave that out); may be empty.
+  std::function<void(const std::string& known)> on_session;
 };
 
 // Serves the sessions of one connection. Thread-safe (one request at a time).

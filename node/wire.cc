@@ -4,12 +4,12 @@
 
 namespace meshsync::node {
 
-Result<std::string> EncodeFrame(const wire::Envelope& envelope) {
+Result<std::string> EncodeMessageFrame(const google::protobuf::MessageLite& message,
+                                       bool compress) {
   std::string body;
-  if (!envelope.SerializeToString(&body)) return InternalError("cannot serialize a message");
+  if (!message.SerializeToString(&body)) return InternalError("cannot serialize a message");
   uint8_t flags = 0;
-  bool bulk = envelope.has_response() && envelope.response().has_data_read();
-  if (!bulk && body.size() > kCompressAbove) {
+  if (compress && body.size() > kCompressAbove) {
     std::string packed(ZSTD_compressBound(body.size()), '\0');
     size_t size = ZSTD_compress(packed.data(), packed.size(), body.data(), body.size(), 3);
     if (!ZSTD_isError(size) && size < body.size()) {
@@ -28,6 +28,11 @@ Result<std::string> EncodeFrame(const wire::Envelope& envelope) {
   frame[4] = static_cast<char>(flags);
   frame += body;
   return frame;
+}
+
+Result<std::string> EncodeFrame(const wire::Envelope& envelope) {
+  bool bulk = envelope.has_response() && envelope.response().has_data_read();
+  return EncodeMessageFrame(envelope, !bulk);
 }
 
 void StatusToWire(const Status& status, wire::Error& out) {
@@ -59,7 +64,7 @@ Result<size_t> DecodeFrameHeader(std::string_view header, uint8_t& flags) {
   return static_cast<size_t>(size);
 }
 
-Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out) {
+Status DecodeMessageBody(std::string_view body, uint8_t flags, google::protobuf::MessageLite& out) {
   std::string plain;
   if ((flags & kFlagCompressed) != 0) {
     unsigned long long size = ZSTD_getFrameContentSize(body.data(), body.size());
@@ -79,6 +84,11 @@ Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out
   if (!out.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
     return InvalidArgumentError("frame does not hold a valid message");
   }
+  return Status::Ok();
+}
+
+Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out) {
+  MESHSYNC_RETURN_IF_ERROR(DecodeMessageBody(body, flags, out));
   if (out.body_case() == wire::Envelope::BODY_NOT_SET) {
     return InvalidArgumentError("frame holds an empty or unknown message");
   }

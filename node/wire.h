@@ -24,6 +24,11 @@ inline constexpr uint8_t kFlagCompressed = 1;
 // Bodies smaller than this are sent as they are.
 inline constexpr size_t kCompressAbove = 512;
 
+// Serializes any message as one frame, compressed if asked and worth it.
+Result<std::string> EncodeMessageFrame(const google::protobuf::MessageLite& message, bool compress);
+// Parses a frame body (after its header) into any message.
+Status DecodeMessageBody(std::string_view body, uint8_t flags, google::protobuf::MessageLite& out);
+
 // Serializes `envelope` as one frame. Metadata is compressed; bulk data
 // (DataRead), already compressed or not worth it, is not.
 Result<std::string> EncodeFrame(const wire::Envelope& envelope);

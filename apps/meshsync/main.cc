@@ -43,6 +43,9 @@ constexpr const char* kUsage =
     "                               the folders this node syncs, and with whom\n"
     "  config show | config set name|listen|api|hub VALUE\n"
     "                               the node's own settings\n"
+    "  bundle export FOLDER_ID --for DEVICE_ID FILE\n"
+    "                               write the changes that device lacks into one signed file\n"
+    "  bundle import FILE           apply a bundle, as a sync with its sender would\n"
     "  daemon                       run the node: sync its folders with its peers, live\n"
     "                               (all node commands take --home HOME; default\n"
     "                               $MESHSYNC_HOME, else ~/.config/meshsync)\n"
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   if (command == "peer") return meshsync::cli::RunPeer(args);
   if (command == "folder") return meshsync::cli::RunFolder(args);
   if (command == "daemon") return meshsync::cli::RunDaemon(args);
+  if (command == "bundle") return meshsync::cli::RunBundle(args);
   if (command == "config") return meshsync::cli::RunConfig(args);
   if (command == "version" || command == "--version") {
     std::puts("meshsync 0.1.0");

@@ -11,8 +11,11 @@
 #include <optional>
 
 #include "cli_util.h"
+#include "node/api_client.h"
+#include "node/bundle.h"
 #include "node/config.h"
 #include "node/identity.h"
+#include "node/json.h"
 #include "node/node.h"
 
 namespace meshsync::cli {
@@ -26,6 +29,14 @@ constexpr const char* kPeerHelp =
     "       meshsync peer list [--home HOME]\n"
     "       meshsync peer remove DEVICE_ID [--home HOME]\n"
     "ADDRESS: HOST:PORT where the peer listens, or 'dynamic' (it connects to us)\n";
+constexpr const char* kBundleHelp =
+    "usage: meshsync bundle export FOLDER_ID --for DEVICE_ID FILE [--home HOME]\n"
+    "       meshsync bundle import FILE [--home HOME]\n"
+    "A bundle carries a folder's changes to a device that never connects to this one.\n"
+    "Export writes what the device lacks, as far as this node knows (everything the\n"
+    "first time), signed with this node's key; import checks the signature and that\n"
+    "the sender is a trusted device the folder is shared with, then applies it as a\n"
+    "sync with the sender would. With a daemon running on HOME, both go through it.\n";
 constexpr const char* kFolderHelp =
     "usage: meshsync folder add PATH --id FOLDER_ID [--home HOME]\n"
     "       meshsync folder share FOLDER_ID DEVICE_ID [--home HOME]\n"
@@ -286,6 +297,103 @@ int RunFolder(const std::vector<std::string>& args) {
   }
   std::fputs(kFolderHelp, stderr);
   return 2;
+}
+
+namespace {
+
+std::string Absolute(const std::string& path) {
+  if (path.starts_with("/")) return path;
+  char cwd[PATH_MAX];
+  if (getcwd(cwd, sizeof cwd) == nullptr) return path;
+  return std::string(cwd) + "/" + path;
+}
+
+int BundleExport(const Options& options, const std::string& folder_id, const std::string& target,
+                 const std::string& file) {
+  auto device = DeviceId::Parse(target);
+  if (!device.ok()) return Fail(device.status());
+  std::string path = Absolute(file);
+  if (node::DaemonRunning(options.home)) {
+    auto answer = node::CallApi(options.home, "POST", "/api/bundle/export",
+                                "{\"folder\": " + node::JsonString(folder_id) +
+                                    ", \"for\": " + node::JsonString(device->ToString()) +
+                                    ", \"path\": " + node::JsonString(path) + "}");
+    if (!answer.ok()) return Fail(answer.status());
+    std::printf("%s\n", answer->c_str());
+    return 0;
+  }
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  auto identity = node::Identity::LoadOrCreate(options.home);
+  if (!identity.ok()) return Fail(identity.status());
+  const node::FolderConfig* folder = config->FindFolder(folder_id);
+  if (folder == nullptr) return Fail(NotFoundError("no folder '" + folder_id + "'"));
+  // Opening the folder scans it, so the bundle carries its latest changes.
+  files::FolderOptions folder_options;
+  auto opened = files::Folder::Open(folder->path, folder_options);
+  if (!opened.ok()) return Fail(opened.status());
+  Status scanned = (*opened)->replica().DetectChanges();
+  if (!scanned.ok()) return Fail(scanned);
+  auto known = node::LoadKnown(options.home, folder_id, *device);
+  if (!known.ok()) return Fail(known.status());
+  auto stats =
+      node::ExportBundle(node::ServeFolder(**opened), folder_id, *identity, *device, *known, path);
+  if (!stats.ok()) return Fail(stats.status());
+  std::printf("%s\n", node::BundleStatsJson(folder_id, *stats).c_str());
+  return 0;
+}
+
+int BundleImport(const Options& options, const std::string& file) {
+  std::string path = Absolute(file);
+  if (node::DaemonRunning(options.home)) {
+    auto answer = node::CallApi(options.home, "POST", "/api/bundle/import",
+                                "{\"path\": " + node::JsonString(path) + "}");
+    if (!answer.ok()) return Fail(answer.status());
+    std::printf("%s\n", answer->c_str());
+    return 0;
+  }
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  auto bundle = node::Bundle::Open(path);
+  if (!bundle.ok()) return Fail(bundle.status());
+  auto folder = node::CheckBundle(*config, **bundle);
+  if (!folder.ok()) return Fail(folder.status());
+  files::FolderOptions folder_options;
+  auto opened = files::Folder::Open(folder->path, folder_options);
+  if (!opened.ok()) return Fail(opened.status());
+  auto report = node::ImportBundle(**bundle, **opened, true);
+  if (!report.ok()) return Fail(report.status());
+  Status recorded = node::RecordKnown(options.home, folder->id, (*bundle)->from(),
+                                      (*bundle)->exporter_knowledge());
+  if (!recorded.ok()) return Fail(recorded);
+  const DirectionReport& r = report->a_to_b;
+  std::printf(
+      "{\"folder\": %s, \"peer\": %s, \"created\": %llu, \"updated\": %llu, \"deleted\": "
+      "%llu, \"conflicts\": %llu, \"errors\": %zu}\n",
+      node::JsonString(folder->id).c_str(), node::JsonString((*bundle)->from().ToString()).c_str(),
+      static_cast<unsigned long long>(r.created), static_cast<unsigned long long>(r.updated),
+      static_cast<unsigned long long>(r.deleted), static_cast<unsigned long long>(r.conflicts),
+      r.errors.size());
+  for (const ItemError& error : r.errors) {
+    std::fprintf(stderr, "not applied: %s\n", error.status.ToString().c_str());
+  }
+  return r.errors.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+int RunBundle(const std::vector<std::string>& args) {
+  Options options;
+  if (auto error = Parse(args, {"--for"}, options)) return Usage(error->c_str());
+  const auto& pos = options.positional;
+  if (pos.size() == 3 && pos[0] == "export" && options.values.contains("--for")) {
+    return BundleExport(options, pos[1], options.values.at("--for"), pos[2]);
+  }
+  if (pos.size() == 2 && pos[0] == "import" && options.values.empty()) {
+    return BundleImport(options, pos[1]);
+  }
+  std::fputs(kBundleHelp, pos.size() == 1 && pos[0] == "help" ? stdout : stderr);
+  return pos.size() == 1 && pos[0] == "help" ? 0 : 2;
 }
 
 int RunDaemon(const std::vector<std::string>& args) {

@@ -12,6 +12,7 @@ int RunId(const std::vector<std::string>& args);
 int RunPeer(const std::vector<std::string>& args);
 int RunFolder(const std::vector<std::string>& args);
 int RunDaemon(const std::vector<std::string>& args);
+int RunBundle(const std::vector<std::string>& args);
 int RunConfig(const std::vector<std::string>& args);
 
 }  // namespace meshsync::cli
