@@ -17,7 +17,7 @@ void Log(std::string_view message) {
   time_t seconds = static_cast<time_t>(millis / 1000);
   struct tm utc;
   gmtime_r(&seconds, &utc);
-  char stamp[40];
+  char stamp[80];  // room for any int the format may see (-Wformat-truncation at -O3)
   std::snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
                 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
                 static_cast<int>(millis % 1000));

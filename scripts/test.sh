@@ -20,6 +20,10 @@ echo "== build (debug: ASan + UBSan)"
 cmake --preset debug -DMESHSYNC_PROPERTY_CASES="$cases" >/dev/null
 cmake --build --preset debug
 
+echo "== build (release: what the main job runs; -O3 warns differently)"
+cmake --preset release >/dev/null
+cmake --build --preset release --target meshsync
+
 echo "== fuzz targets (clang, libFuzzer)"
 root=$(pwd)
 cmake --preset fuzz >/dev/null
