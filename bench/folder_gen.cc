@@ -109,9 +109,9 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < 50; ++i) {
       Fill(rng, buf, rng.Range(1024, 16384));
-      WriteAt(
-          dir / ("d" + std::to_string(i % 100)) / ("new" + std::to_string(rng.Next() % 1000000)),
-          buf, 0, true);
+      fs::path folder = dir / ("d" + std::to_string(i % 100));
+      fs::create_directories(folder);  // scaled-down data has fewer folders
+      WriteAt(folder / ("new" + std::to_string(rng.Next() % 1000000)), buf, 0, true);
     }
     if (!large.empty()) {
       fs::path p = large[rng.Next() % large.size()];

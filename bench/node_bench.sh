@@ -53,14 +53,14 @@ declare -a PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${MESHSYNC_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
 # What a tree holds, for "done": names, sizes, whole-second mtimes.
 listing() {
   (cd "$1" && find . \( -name .meshsync -o -name .stfolder -o -name '.syncthing.*' \) -prune \
-    -o -type f -printf '%P %s %Ts\n' | sort)
+    -o -type f -printf '%P %s %Ts\n' 2>/dev/null | sort) || true  # files come and go
 }
 # wait_same A B: until B lists what A lists (cap 30 min).
 wait_same() {
