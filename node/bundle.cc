@@ -28,12 +28,6 @@ constexpr size_t kMaxListedItems = 50'000'000;  // items in one bundle
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-std::string IdBytes(const Id128& id) {
-  uint8_t bytes[16];
-  id.ToBytes(bytes);
-  return std::string(reinterpret_cast<char*>(bytes), 16);
-}
-
 std::string DeviceBytes(const DeviceId& id) {
   return std::string(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size());
 }
@@ -80,15 +74,10 @@ class Writer {
     return Write(kBundleMagic);
   }
 
+  // Writes `bytes`, hashed for the signature.
   Status Write(std::string_view bytes) {
     hash_.Add(bytes);
-    for (size_t done = 0; done < bytes.size();) {
-      ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return UnavailableError(Errno("cannot write " + temp_));
-      done += static_cast<size_t>(n);
-    }
-    return Status::Ok();
+    return WriteUnhashed(bytes);
   }
 
   Status Record(const wire::BundleRecord& record, bool compress = true) {
@@ -101,12 +90,7 @@ class Writer {
     MESHSYNC_ASSIGN_OR_RETURN(std::string signature, identity.Sign(hash_.Finish()));
     end.mutable_end()->set_signature(signature);
     MESHSYNC_ASSIGN_OR_RETURN(std::string frame, EncodeMessageFrame(end, false));
-    for (size_t done = 0; done < frame.size();) {
-      ssize_t n = ::write(fd_, frame.data() + done, frame.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return UnavailableError(Errno("cannot write " + temp_));
-      done += static_cast<size_t>(n);
-    }
+    MESHSYNC_RETURN_IF_ERROR(WriteUnhashed(frame));
     if (::fsync(fd_) != 0) return UnavailableError(Errno("cannot flush " + temp_));
     ::close(std::exchange(fd_, -1));
     if (::rename(temp_.c_str(), path_.c_str()) != 0) {
@@ -118,6 +102,16 @@ class Writer {
   }
 
  private:
+  Status WriteUnhashed(std::string_view bytes) {
+    for (size_t done = 0; done < bytes.size();) {
+      ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return UnavailableError(Errno("cannot write " + temp_));
+      done += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+
   std::string path_;
   std::string temp_;
   int fd_ = -1;
@@ -174,8 +168,6 @@ Result<BundleStats> ExportBundle(const ServedFolder& folder, const std::string& 
   BundleStats stats;
   std::vector<ItemMetadata> lacking;
   std::vector<ItemMetadata> window;
-  std::vector<ChangeUnitId> units;
-  std::vector<UnitData> data;
   ItemId cursor = ItemId::Min();
   while (true) {
     window.clear();
@@ -184,40 +176,14 @@ Result<BundleStats> ExportBundle(const ServedFolder& folder, const std::string& 
     wire::ItemsScanned* items = record.mutable_items();
     size_t bytes = 0;
     for (const ItemMetadata& item : window) {
-      wire::Item* out = items->add_items();
-      out->set_id(IdBytes(item.id));
-      out->mutable_created()->set_replica(item.created.replica);
-      out->mutable_created()->set_tick(item.created.tick);
-      out->mutable_updated()->set_replica(item.updated.replica);
-      out->mutable_updated()->set_tick(item.updated.tick);
-      out->set_tombstone(item.tombstone);
-      for (const UnitVersion& unit : item.units) {
-        wire::UnitVersion* entry = out->add_units();
-        entry->set_unit(unit.unit);
-        entry->mutable_version()->set_replica(unit.version.replica);
-        entry->mutable_version()->set_tick(unit.version.tick);
-      }
+      ToWire(item, *items->add_items());
       ++stats.items;
       bytes += 64;
       if (item.tombstone || KnowsAllOf(target_known, item)) continue;
-      units.clear();
-      data.clear();
-      for (const UnitVersion& unit : item.units) units.push_back(unit.unit);
-      wire::Prefetched* prefetched = items->add_data();
-      prefetched->set_id(IdBytes(item.id));
-      Status status = provider->LoadChangeData(item, units, data);
-      if (!status.ok()) {
-        // Carried as the error a peer would send: the importer retries it
-        // from the next bundle, as it would a file unreadable on a peer.
-        StatusToWire(status, *prefetched->mutable_error());
-        continue;
-      }
-      for (UnitData& unit : data) {
-        bytes += unit.data.size() + 16;
-        wire::UnitData* entry = prefetched->add_units();
-        entry->set_unit(unit.unit);
-        entry->set_data(std::move(unit.data));
-      }
+      // An item whose data cannot be read now is carried with the error; the
+      // importer retries it from the next bundle.
+      bytes += AddUnitData(*provider, item, *items);
+      if (items->data().rbegin()->has_error()) continue;
       lacking.push_back(item);
       ++stats.lacking;
       if (bytes >= kWindowBytes && items->items_size() < static_cast<int>(window.size())) {

@@ -17,32 +17,9 @@ constexpr size_t kPrefetchBudget = 8u << 20;  // unit data sent with one scan
 constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
 constexpr size_t kReadAhead = 4;              // blocks in flight
 
-std::string IdBytes(const Id128& id) {
-  uint8_t bytes[16];
-  id.ToBytes(bytes);
-  return std::string(reinterpret_cast<char*>(bytes), 16);
-}
-
 Result<ItemId> ParseItemId(const std::string& bytes) {
   if (bytes.size() != 16) return InvalidArgumentError("an item id has 16 bytes");
   return ItemId(Id128::FromBytes(reinterpret_cast<const uint8_t*>(bytes.data())));
-}
-
-void ToWire(const Version& version, wire::Version& out) {
-  out.set_replica(version.replica);
-  out.set_tick(version.tick);
-}
-
-void ToWire(const ItemMetadata& item, wire::Item& out) {
-  out.set_id(IdBytes(item.id));
-  ToWire(item.created, *out.mutable_created());
-  ToWire(item.updated, *out.mutable_updated());
-  out.set_tombstone(item.tombstone);
-  for (const UnitVersion& unit : item.units) {
-    wire::UnitVersion* entry = out.add_units();
-    entry->set_unit(unit.unit);
-    ToWire(unit.version, *entry->mutable_version());
-  }
 }
 
 Result<Version> FromWire(const wire::Version& version, size_t replicas) {
@@ -77,7 +54,53 @@ Status Malformed(const std::string& what) {
   return InvalidArgumentError("peer sent a malformed " + what);
 }
 
+void ToWire(const Version& version, wire::Version& out) {
+  out.set_replica(version.replica);
+  out.set_tick(version.tick);
+}
+
 }  // namespace
+
+std::string IdBytes(const Id128& id) {
+  uint8_t bytes[16];
+  id.ToBytes(bytes);
+  return std::string(reinterpret_cast<char*>(bytes), 16);
+}
+
+void ToWire(const ItemMetadata& item, wire::Item& out) {
+  out.set_id(IdBytes(item.id));
+  ToWire(item.created, *out.mutable_created());
+  ToWire(item.updated, *out.mutable_updated());
+  out.set_tombstone(item.tombstone);
+  for (const UnitVersion& unit : item.units) {
+    wire::UnitVersion* entry = out.add_units();
+    entry->set_unit(unit.unit);
+    ToWire(unit.version, *entry->mutable_version());
+  }
+}
+
+size_t AddUnitData(Provider& provider, const ItemMetadata& item, wire::ItemsScanned& out) {
+  std::vector<ChangeUnitId> units;
+  std::vector<UnitData> data;
+  for (const UnitVersion& unit : item.units) units.push_back(unit.unit);
+  wire::Prefetched* prefetched = out.add_data();
+  prefetched->set_id(IdBytes(item.id));
+  Status status = provider.LoadChangeData(item, units, data);
+  if (!status.ok()) {
+    // Sent as the error: the receiver retries the item later, as it would
+    // one that failed to load on its own side.
+    StatusToWire(status, *prefetched->mutable_error());
+    return 0;
+  }
+  size_t bytes = 0;
+  for (UnitData& unit : data) {
+    bytes += unit.data.size() + 16;
+    wire::UnitData* entry = prefetched->add_units();
+    entry->set_unit(unit.unit);
+    entry->set_data(std::move(unit.data));
+  }
+  return bytes;
+}
 
 // ---------------------------------------------------------------------------
 // Client
@@ -540,27 +563,10 @@ Result<wire::Response> SessionServer::Dispatch(const wire::Request& request) {
       MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(first, last, scan.limit(), items));
       wire::ItemsScanned* out = response.mutable_items_scanned();
       size_t budget = kPrefetchBudget;
-      std::vector<ChangeUnitId> units;
-      std::vector<UnitData> data;
       for (const ItemMetadata& item : items) {
         ToWire(item, *out->add_items());
         if (item.tombstone || budget == 0 || KnowsAllOf(session->peer_known, item)) continue;
-        units.clear();
-        data.clear();
-        for (const UnitVersion& unit : item.units) units.push_back(unit.unit);
-        wire::Prefetched* prefetched = out->add_data();
-        prefetched->set_id(IdBytes(item.id));
-        Status status = session->provider->LoadChangeData(item, units, data);
-        if (!status.ok()) {
-          StatusToWire(status, *prefetched->mutable_error());
-          continue;
-        }
-        for (UnitData& unit : data) {
-          budget -= std::min(budget, unit.data.size() + 16);
-          wire::UnitData* entry = prefetched->add_units();
-          entry->set_unit(unit.unit);
-          entry->set_data(std::move(unit.data));
-        }
+        budget -= std::min(budget, AddUnitData(*session->provider, item, *out));
       }
       return response;
     }

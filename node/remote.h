@@ -42,6 +42,14 @@ class Transport {
   virtual std::future<Result<wire::Response>> CallAsync(wire::Request request) = 0;
 };
 
+// The protocol's forms of ids and items, shared by the session server and
+// bundles.
+std::string IdBytes(const Id128& id);
+void ToWire(const ItemMetadata& item, wire::Item& out);
+// Appends the unit data of `item` (or the error loading it) to `out`;
+// returns about how many bytes that added.
+size_t AddUnitData(Provider& provider, const ItemMetadata& item, wire::ItemsScanned& out);
+
 class RemoteSource {
  public:
   // Opens a session on `folder` of the peer behind `connection`, announcing
