@@ -93,6 +93,14 @@ echo "data: $small small files in $dirs folders, 4 x $((large_bytes >> 20)) MiB"
 mkdir -p "$work/large-dir"
 
 declare -A T
+# converged CASE: waits until B matches A, records the time since $start as
+# T[$tool.CASE], and checks the trees byte for byte (untimed).
+converged() {
+  wait_same "$a" "$b"
+  T[$tool.$1]=$(since "$start")
+  verify "$a" "$b"
+  echo "  $tool $1: ${T[$tool.$1]} s"
+}
 # run TOOL: the four measurements for one tool. Sets T[TOOL.*].
 run() {
   local tool=$1 a=$work/$1/a b=$work/$1/b start
@@ -136,10 +144,8 @@ print(*[x.getsockname()[1] for x in s])')
     python3 "$st" unpause "$work/st"
     scan() { python3 "$st" scan "$work/st" A; }
   fi
-  wait_same "$a" "$b"
-  T[$tool.small]=$(since "$start")
-  verify "$a" "$b"
-  echo "  $tool small: ${T[$tool.small]} s"
+  converged small
+
 
   # Copied aside, then moved in: the files appear whole, at once, for both.
   cp -a "$work/large" "$work/$tool/large"
@@ -147,18 +153,12 @@ print(*[x.getsockname()[1] for x in s])')
   mv "$work/$tool/large" "$a/large"
   start=$(now)
   scan
-  wait_same "$a" "$b"
-  T[$tool.large]=$(since "$start")
-  verify "$a" "$b"
-  echo "  $tool large: ${T[$tool.large]} s"
+  converged large
 
   "$gen" mutate "$a" 3 >/dev/null
   start=$(now)
   scan
-  wait_same "$a" "$b"
-  T[$tool.incr]=$(since "$start")
-  verify "$a" "$b"
-  echo "  $tool incremental: ${T[$tool.incr]} s"
+  converged incr
 
   local samples=() i t0
   for i in $(seq 1 10); do
