@@ -258,60 +258,105 @@ Result<Sharing> ParseSharing(const xml::Element& element) {
   return sharing;
 }
 
-Result<Feed> ParseDocument(xml::Element root, const ReadLimits& limits) {
-  Feed feed;
-  if (root.name.Is(kAtomNamespace, "feed")) {
-    feed.format = Format::kAtom;
-  } else if (root.name.Is("", "rss")) {
-    feed.format = Format::kRss;
-    if (root.Child("", "channel") == nullptr)
-      return InvalidArgumentError("RSS feed has no channel");
-  } else {
+// Reads a feed as the XML parser streams it: items and sx:sharing are taken
+// out of the document as they end (ElementSink), so a large feed is never
+// held twice.
+class FeedReader {
+ public:
+  explicit FeedReader(const ReadLimits& limits) : limits_(limits) {}
+
+  xml::ElementSink Sink() {
+    return [this](xml::Element& element, const xml::Element& parent,
+                  const xml::Element& root) -> Result<bool> { return Take(element, parent, root); };
+  }
+
+  Result<Feed> Finish(xml::Element root) {
+    MESHSYNC_RETURN_IF_ERROR(CheckRoot(root));
+    feed_.format = root.name.Is(kAtomNamespace, "feed") ? Format::kAtom : Format::kRss;
+    feed_.document = std::move(root);
+    xml::Element& container = feed_.Container();
+    std::vector<xml::Node> kept;
+    kept.reserve(container.children.size() - taken_.size());
+    size_t next_taken = 0;
+    bool items_seen = false;
+    for (xml::Node& child : container.children) {
+      if (child.IsText() || !child.element().name.local.empty()) {
+        kept.push_back(std::move(child));
+        continue;
+      }
+      // A place an item or sx:sharing was taken from.
+      if (taken_[next_taken++] == Taken::kSharing) {
+        feed_.sharing_position = kept.size();
+      } else if (!items_seen) {
+        feed_.items_position = kept.size();
+        items_seen = true;
+      }
+    }
+    if (!items_seen) feed_.items_position = kept.size();
+    if (!feed_.sharing) feed_.sharing_position = feed_.items_position;
+    container.children = std::move(kept);
+    // Ids are unique.
+    std::vector<std::string_view> ids;
+    ids.reserve(feed_.items.size());
+    for (const Item& item : feed_.items) ids.push_back(item.sync.id);
+    std::sort(ids.begin(), ids.end());
+    auto twice = std::adjacent_find(ids.begin(), ids.end());
+    if (twice != ids.end()) {
+      return InvalidArgumentError("two items have sx:sync id " + Quoted(*twice));
+    }
+    return std::move(feed_);
+  }
+
+ private:
+  enum class Taken : uint8_t { kSharing, kItem };
+
+  static Status CheckRoot(const xml::Element& root) {
+    if (root.name.Is(kAtomNamespace, "feed")) return Status::Ok();
+    if (root.name.Is("", "rss")) {
+      if (root.Child("", "channel") == nullptr)
+        return InvalidArgumentError("RSS feed has no channel");
+      return Status::Ok();
+    }
     return InvalidArgumentError("not an Atom or RSS 2.0 feed (the root element is " +
                                 root.name.Clark() + ")");
   }
-  feed.document = std::move(root);
-  xml::Element& container = feed.Container();
-  std::vector<xml::Node> kept;
-  kept.reserve(container.children.size());
-  std::unordered_set<std::string> ids;
-  bool items_seen = false;
-  for (xml::Node& child : container.children) {
-    if (child.IsText()) {
-      kept.push_back(std::move(child));
-      continue;
+
+  Result<bool> Take(xml::Element& element, const xml::Element& parent, const xml::Element& root) {
+    Format format;
+    if (root.name.Is(kAtomNamespace, "feed") && &parent == &root) {
+      format = Format::kAtom;
+    } else if (root.name.Is("", "rss") && &parent != &root &&
+               &parent == root.Child("", "channel")) {
+      format = Format::kRss;
+    } else {
+      return false;  // not in the container
     }
-    xml::Element& element = child.element();
     if (element.name.Is(kNamespace, "sharing")) {
-      if (feed.sharing) return InvalidArgumentError("the feed has more than one sx:sharing");
+      if (feed_.sharing) return InvalidArgumentError("the feed has more than one sx:sharing");
       auto sharing = ParseSharing(element);
       if (!sharing.ok()) return sharing.status();
-      feed.sharing = std::move(*sharing);
-      feed.sharing_position = kept.size();
-      continue;
+      feed_.sharing = std::move(*sharing);
+      taken_.push_back(Taken::kSharing);
+      return true;
     }
-    if (IsItemElement(element, feed.format) && element.Child(kNamespace, "sync") != nullptr) {
-      if (feed.items.size() >= limits.max_items) {
-        return InvalidArgumentError("the feed has more than " + std::to_string(limits.max_items) +
-                                    " items");
-      }
-      auto item = ParseItemOwned(std::move(element), feed.format);
-      if (!item.ok()) return item.status();
-      if (!ids.insert(item->sync.id).second) {
-        return InvalidArgumentError("two items have sx:sync id " + Quoted(item->sync.id));
-      }
-      if (!items_seen) feed.items_position = kept.size();
-      items_seen = true;
-      feed.items.push_back(std::move(*item));
-      continue;
+    if (!IsItemElement(element, format) || element.Child(kNamespace, "sync") == nullptr) {
+      return false;
     }
-    kept.push_back(std::move(child));
+    if (feed_.items.size() >= limits_.max_items) {
+      return InvalidArgumentError("the feed has more than " + std::to_string(limits_.max_items) +
+                                  " items");
+    }
+    auto item = ParseItemOwned(std::move(element), format);
+    if (!item.ok()) return item.status();
+    feed_.items.push_back(std::move(*item));
+    taken_.push_back(Taken::kItem);
+    return true;
   }
-  if (!items_seen) feed.items_position = kept.size();
-  if (!feed.sharing) feed.sharing_position = feed.items_position;
-  container.children = std::move(kept);
-  return feed;
-}
+
+  const ReadLimits& limits_;
+  Feed feed_;
+  std::vector<Taken> taken_;  // in document order
+};
 
 // ---- Writing ----
 
@@ -594,15 +639,17 @@ const xml::Element& Feed::Container() const {
 }
 
 Result<Feed> ParseFeed(std::string_view document, const ReadLimits& limits) {
-  auto root = xml::Parse(document, limits.xml);
+  FeedReader reader(limits);
+  auto root = xml::Parse(document, limits.xml, reader.Sink());
   if (!root.ok()) return root.status();
-  return ParseDocument(std::move(*root), limits);
+  return reader.Finish(std::move(*root));
 }
 
 Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits) {
-  auto root = xml::ParseFile(path, limits.xml);
+  FeedReader reader(limits);
+  auto root = xml::ParseFile(path, limits.xml, reader.Sink());
   if (!root.ok()) return root.status();
-  auto feed = ParseDocument(std::move(*root), limits);
+  auto feed = reader.Finish(std::move(*root));
   if (!feed.ok()) return InvalidArgumentError(path + ": " + std::string(feed.status().message()));
   return feed;
 }

@@ -38,23 +38,18 @@ Name SplitName(const char* raw) {
   return name;
 }
 
-// Drops whitespace-only text from element-only content (see the header).
-void DropIndentation(Element& element) {
-  bool has_element = false;
-  for (const Node& child : element.children) {
-    if (!child.IsText()) {
-      has_element = true;
-    } else if (!IsWhitespace(child.text())) {
-      return;  // mixed content: keep every byte
-    }
-  }
-  if (!has_element) return;
-  std::erase_if(element.children, [](const Node& child) { return child.IsText(); });
-}
-
 class Parser {
+  // An open element; it points into its parent's children, which only
+  // grow at the back while it is open.
+  struct Frame {
+    Element* element;
+    size_t held_mark;  // where this element's entries in held_ start
+    bool has_element = false;
+    bool mixed = false;  // holds text other than whitespace
+  };
+
  public:
-  explicit Parser(const Limits& limits) : limits_(limits) {
+  Parser(const Limits& limits, const ElementSink& sink) : limits_(limits), sink_(sink) {
     parser_ = XML_ParserCreateNS(nullptr, kSeparator);
     XML_SetReturnNSTriplet(parser_, 1);
     XML_SetUserData(parser_, this);
@@ -118,32 +113,78 @@ class Parser {
     element.name = SplitName(raw_name);
     element.namespaces = std::move(self->pending_namespaces_);
     self->pending_namespaces_.clear();
-    for (int i = 0; attrs[i] != nullptr; i += 2) {
+    size_t count = 0;
+    while (attrs[count] != nullptr) count += 2;
+    element.attributes.reserve(count / 2);
+    for (size_t i = 0; i < count; i += 2) {
       element.attributes.push_back(Attribute{SplitName(attrs[i]), attrs[i + 1]});
     }
     if (self->stack_.empty()) {
       self->root_ = std::move(element);
-      self->stack_.push_back(&self->root_);
+      self->stack_.push_back(Frame{&self->root_, self->held_.size()});
     } else {
-      Element* parent = self->stack_.back();
-      parent->children.push_back(Node{std::move(element)});
-      self->stack_.push_back(&parent->children.back().element());
+      Frame& parent = self->stack_.back();
+      parent.has_element = true;
+      parent.element->children.push_back(Node{std::move(element)});
+      self->stack_.push_back(Frame{&parent.element->children.back().element(), self->held_.size()});
     }
   }
 
+  // Whitespace held back from an element that is neither mixed nor done
+  // becomes text only if the element turns out to be mixed or text-only;
+  // element-only content drops it (see the header).
   static void OnEnd(void* data, const XML_Char*) {
     auto* self = static_cast<Parser*>(data);
-    DropIndentation(*self->stack_.back());
+    Frame& frame = self->stack_.back();
+    if (!frame.mixed && !frame.has_element) self->Restore(frame);  // whitespace-only text
+    self->held_.resize(frame.held_mark);
+    Element* element = frame.element;
     self->stack_.pop_back();
-    if (self->stack_.empty()) self->done_ = true;
+    const size_t depth = self->stack_.size();
+    if (depth == 0) {
+      self->done_ = true;
+    } else if (depth <= 2 && self->sink_ && self->refusal_.empty()) {
+      Result<bool> taken = self->sink_(*element, *self->stack_.back().element, self->root_);
+      if (!taken.ok()) {
+        self->Refuse(std::string(taken.status().message()));
+      } else if (*taken) {
+        *element = Element{};
+      }
+    }
   }
 
   static void OnText(void* data, const XML_Char* text, int length) {
     auto* self = static_cast<Parser*>(data);
     if (self->stack_.empty()) return;
-    auto& children = self->stack_.back()->children;
+    Frame& frame = self->stack_.back();
+    std::string_view piece(text, static_cast<size_t>(length));
+    auto& children = frame.element->children;
+    if (!frame.mixed) {
+      if (IsWhitespace(piece)) {
+        auto& held = self->held_;
+        if (held.size() > frame.held_mark && held.back().first == children.size()) {
+          held.back().second.append(piece);
+        } else {
+          held.emplace_back(children.size(), std::string(piece));
+        }
+        return;
+      }
+      self->Restore(frame);
+      frame.mixed = true;
+    }
     if (children.empty() || !children.back().IsText()) children.push_back(Node{std::string()});
-    std::get<0>(children.back().value).append(text, static_cast<size_t>(length));
+    std::get<0>(children.back().value).append(piece);
+  }
+
+  // Puts the whitespace held for `frame` back where it was, as text.
+  void Restore(Frame& frame) {
+    auto& children = frame.element->children;
+    for (size_t i = frame.held_mark; i < held_.size(); ++i) {
+      const size_t at = held_[i].first + (i - frame.held_mark);
+      children.insert(children.begin() + static_cast<ptrdiff_t>(at),
+                      Node{std::move(held_[i].second)});
+    }
+    held_.resize(frame.held_mark);
   }
 
   static void OnNamespace(void* data, const XML_Char* prefix, const XML_Char* uri) {
@@ -161,10 +202,14 @@ class Parser {
   }
 
   const Limits limits_;
+  const ElementSink& sink_;
   XML_Parser parser_;
   uint64_t received_ = 0;
   Element root_;
-  std::vector<Element*> stack_;  // children vectors only grow at the back
+  std::vector<Frame> stack_;
+  // Whitespace-only text of the open elements that are not mixed: (position
+  // among the element's children, text).
+  std::vector<std::pair<size_t, std::string>> held_;
   std::vector<std::pair<std::string, std::string>> pending_namespaces_;
   std::string refusal_;
   bool done_ = false;
@@ -254,13 +299,13 @@ bool Element::IsTextOnly() const {
                      [](const Node& child) { return child.IsText(); });
 }
 
-Result<Element> Parse(std::string_view document, const Limits& limits) {
-  Parser parser(limits);
+Result<Element> Parse(std::string_view document, const Limits& limits, const ElementSink& sink) {
+  Parser parser(limits, sink);
   if (Status status = parser.Feed(document, true); !status.ok()) return status;
   return parser.Finish();
 }
 
-Result<Element> ParseFile(const std::string& path, const Limits& limits) {
+Result<Element> ParseFile(const std::string& path, const Limits& limits, const ElementSink& sink) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return NotFoundError("cannot open " + path + ": " + std::strerror(errno));
   std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { close(*f); });
@@ -271,7 +316,7 @@ Result<Element> ParseFile(const std::string& path, const Limits& limits) {
     return InvalidArgumentError(path + " is larger than the limit of " +
                                 std::to_string(limits.max_bytes) + " bytes");
   }
-  Parser parser(limits);
+  Parser parser(limits, sink);
   std::string buffer(1 << 20, '\0');
   while (true) {
     ssize_t n = read(fd, buffer.data(), buffer.size());

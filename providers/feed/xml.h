@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -84,12 +85,23 @@ struct Limits {
   int max_depth = 128;                // element nesting
 };
 
+// Called as each child or grandchild of the root ends (where feeds keep
+// their items), with its parent and the root, both still being built.
+// Returning true takes the element: the sink has moved away what it needs,
+// and the parent keeps an empty element (no name) in its place, so the
+// positions of the other children stay as they were. An error stops the
+// parse, and is returned with the line and column.
+using ElementSink =
+    std::function<Result<bool>(Element& element, const Element& parent, const Element& root)>;
+
 // Parses a whole document; returns its root element. kInvalidArgument, with
 // the line and column, for anything malformed or refused.
-Result<Element> Parse(std::string_view document, const Limits& limits = {});
+Result<Element> Parse(std::string_view document, const Limits& limits = {},
+                      const ElementSink& sink = nullptr);
 // Parses the file at `path`, streaming it (the limit applies before it is
 // read whole).
-Result<Element> ParseFile(const std::string& path, const Limits& limits = {});
+Result<Element> ParseFile(const std::string& path, const Limits& limits = {},
+                          const ElementSink& sink = nullptr);
 
 // Writes elements as they are given, so that a large document (a feed of
 // many items kept outside its DOM) is written without being assembled: Open

@@ -187,6 +187,32 @@ TEST(FeedSyncVectors, TextOutsideElementsIsKept) {
   EXPECT_EQ(WriteFeed(MustParse(written)), written);
 }
 
+TEST(XmlWhitespace, IndentationGoesMixedAndTextOnlyContentKeepsEveryByte) {
+  auto root = xml::Parse(
+      "<r>\n <p>  <b>x</b> <i>y</i> tail</p>\n <t>   </t>\n <e>\n  <a/>\n  <c/>\n </e>\n</r>");
+  ASSERT_TRUE(root.ok()) << root.status().message();
+  // Element-only content (r, e) loses its indentation; mixed content (p)
+  // keeps the whitespace before, between and after its elements; a
+  // whitespace-only text element (t) keeps its text.
+  EXPECT_EQ(xml::WriteFragment(*root),
+            "<r><p>  <b>x</b> <i>y</i> tail</p><t>   </t><e><a/><c/></e></r>");
+  auto taken =
+      xml::Parse("<r> <x>1</x>\n <y/> </r>", {},
+                 [](xml::Element& element, const xml::Element&,
+                    const xml::Element&) -> Result<bool> { return element.name.local == "x"; });
+  ASSERT_TRUE(taken.ok());
+  ASSERT_EQ(taken->children.size(), 2u);  // the place x was taken from, and y
+  EXPECT_TRUE(taken->children[0].element().name.local.empty());
+  EXPECT_EQ(taken->children[1].element().name.local, "y");
+  auto refused =
+      xml::Parse("<r>\n<x/></r>", {},
+                 [](xml::Element&, const xml::Element&, const xml::Element&) -> Result<bool> {
+                   return InvalidArgumentError("no x here");
+                 });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(), "no x here at line 2, column 5");
+}
+
 TEST(FeedSyncDates, Rfc3339) {
   EXPECT_EQ(At("1970-01-01T00:00:00Z").seconds, 0);
   EXPECT_EQ(At("2005-05-21T11:43:33Z"), At("2005-05-21T13:43:33+02:00"));
