@@ -98,8 +98,10 @@ int main(int argc, char** argv) {
   double best = 1e9;
   for (int run = 1; run <= runs; ++run) {
     auto start = std::chrono::steady_clock::now();
-    auto local = ReadFeedFile(local_path);
-    auto incoming = ReadFeedFile(incoming_path);
+    const std::string paths[] = {local_path, incoming_path};
+    auto feeds = ReadFeedFiles(paths);
+    auto& local = feeds[0];
+    auto& incoming = feeds[1];
     if (!local.ok() || !incoming.ok()) return 1;
     double read = Seconds(start);
     auto merge_start = std::chrono::steady_clock::now();

@@ -228,10 +228,12 @@ int RunShow(const EditOptions& options) {
 int RunMerge(const EditOptions& options) {
   if (options.positional.size() != 2) return Usage("feed merge needs LOCAL and INCOMING");
   const std::string& local_path = options.positional[0];
-  auto local = feedsync::ReadFeedFile(local_path);
-  if (!local.ok()) return Fail(local.status());
-  auto incoming = feedsync::ReadFeedFile(options.positional[1]);
-  if (!incoming.ok()) return Fail(incoming.status());
+  auto feeds = feedsync::ReadFeedFiles(options.positional);
+  for (const auto& feed : feeds) {
+    if (!feed.ok()) return Fail(feed.status());
+  }
+  Result<Feed>& local = feeds[0];
+  Result<Feed>& incoming = feeds[1];
   auto stats = feedsync::Merge(*local, std::move(*incoming));
   if (!stats.ok()) return Fail(stats.status());
   const std::string out = options.out.empty() ? local_path : options.out;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <span>
+#include <thread>
 #include <tuple>
 #include <unordered_set>
 #include <utility>
@@ -395,8 +396,24 @@ void WriteItem(xml::Writer& writer, const Item& item) {
       writer.Append(child.element());
     }
   }
-  writer.Open(SyncShell(item.sync));
-  for (const History& history : item.sync.history) writer.Append(HistoryElement(history));
+  {
+    const std::string updates = std::to_string(item.sync.updates);
+    xml::PlainAttribute attributes[4] = {{"id", item.sync.id}, {"updates", updates}};
+    size_t count = 2;
+    if (item.sync.deleted) attributes[count++] = {"deleted", "true"};
+    if (item.sync.noconflicts) attributes[count++] = {"noconflicts", "true"};
+    writer.Open(kSyncName, std::span(attributes, count), item.sync.extra);
+  }
+  for (const History& history : item.sync.history) {
+    const std::string sequence = std::to_string(history.sequence);
+    const std::string when = history.when ? history.when->ToString() : std::string();
+    xml::PlainAttribute attributes[3] = {{"sequence", sequence}};
+    size_t count = 1;
+    if (history.when) attributes[count++] = {"when", when};
+    if (history.by) attributes[count++] = {"by", *history.by};
+    writer.Open(kHistoryName, std::span(attributes, count), history.extra);
+    writer.Close();
+  }
   if (!item.sync.conflicts.empty()) {
     xml::Element conflicts;
     conflicts.name = kConflictsName;
@@ -654,8 +671,21 @@ Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits) {
   return feed;
 }
 
-std::string WriteFeed(const Feed& feed) {
-  xml::Writer writer(true);
+std::vector<Result<Feed>> ReadFeedFiles(std::span<const std::string> paths,
+                                        const ReadLimits& limits) {
+  std::vector<Result<Feed>> feeds(paths.size(), Result<Feed>(UnavailableError("not read")));
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < paths.size(); ++k) {
+    threads.emplace_back([&, k] { feeds[k] = ReadFeedFile(paths[k], limits); });
+  }
+  if (!paths.empty()) feeds[0] = ReadFeedFile(paths[0], limits);
+  for (std::thread& thread : threads) thread.join();
+  return feeds;
+}
+
+namespace {
+
+void WriteFeedTo(xml::Writer& writer, const Feed& feed) {
   writer.Declaration();
   if (feed.format == Format::kAtom) {
     WriteContainer(writer, feed);
@@ -672,11 +702,17 @@ std::string WriteFeed(const Feed& feed) {
     }
     writer.Close();
   }
+}
+
+}  // namespace
+
+std::string WriteFeed(const Feed& feed) {
+  xml::Writer writer(true);
+  WriteFeedTo(writer, feed);
   return writer.Take();
 }
 
 Status WriteFeedFile(const Feed& feed, const std::string& path) {
-  std::string bytes = WriteFeed(feed);
   std::string temp = path + ".tmp-XXXXXX";
   int fd = mkstemp(temp.data());
   if (fd < 0)
@@ -685,14 +721,21 @@ Status WriteFeedFile(const Feed& feed, const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) == 0) mode = st.st_mode & 07777;
   Status status = Status::Ok();
-  size_t done = 0;
-  while (done < bytes.size() && status.ok()) {
-    ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      status = UnavailableError("cannot write " + temp + ": " + std::strerror(errno));
-    else
-      done += static_cast<size_t>(n);
+  // The document goes to the file a piece at a time, never whole in memory.
+  auto write_all = [&](std::string_view bytes) {
+    while (!bytes.empty() && status.ok()) {
+      ssize_t n = write(fd, bytes.data(), bytes.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0)
+        status = UnavailableError("cannot write " + temp + ": " + std::strerror(errno));
+      else
+        bytes.remove_prefix(static_cast<size_t>(n));
+    }
+  };
+  {
+    xml::Writer writer(true, write_all);
+    WriteFeedTo(writer, feed);
+    write_all(writer.Take());
   }
   if (status.ok() && fchmod(fd, mode) != 0) status = UnavailableError("cannot chmod " + temp);
   if (status.ok() && fsync(fd) != 0) status = UnavailableError("cannot flush " + temp);

@@ -18,6 +18,7 @@
 #include <compare>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -121,6 +122,10 @@ struct ReadLimits {
 // with a bad number, boolean or date; two items with one id.
 Result<Feed> ParseFeed(std::string_view document, const ReadLimits& limits = {});
 Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits = {});
+// Reads the files at `paths` concurrently, one thread each (a merge reads
+// two feeds); the results are in the order of `paths`.
+std::vector<Result<Feed>> ReadFeedFiles(std::span<const std::string> paths,
+                                        const ReadLimits& limits = {});
 std::string WriteFeed(const Feed& feed);
 // Writes `feed` to `path` atomically: a temporary file next to it, flushed,
 // then renamed over `path`. On failure `path` is untouched.

@@ -125,6 +125,8 @@ class Parser {
     } else {
       Frame& parent = self->stack_.back();
       parent.has_element = true;
+      // Feed items hold a handful of elements: grow to four at once.
+      if (parent.element->children.capacity() == 0) parent.element->children.reserve(4);
       parent.element->children.push_back(Node{std::move(element)});
       self->stack_.push_back(Frame{&parent.element->children.back().element(), self->held_.size()});
     }
@@ -341,7 +343,8 @@ struct Writer::Impl {
     bool has_children;
   };
 
-  explicit Impl(bool indent_children) : indent(indent_children) {
+  Impl(bool indent_children, std::function<void(std::string_view)> spill_to)
+      : indent(indent_children), spill(std::move(spill_to)) {
     scope.emplace_back("xml", kXmlNamespace);
   }
 
@@ -411,28 +414,41 @@ struct Writer::Impl {
   }
 
   void OpenElement(const Element& element, bool element_only) {
+    OpenElement(element.name, element.namespaces, {}, element.attributes, element_only);
+  }
+
+  void OpenElement(const Name& name,
+                   std::span<const std::pair<std::string, std::string>> namespaces,
+                   std::span<const PlainAttribute> plain, std::span<const Attribute> attributes,
+                   bool element_only) {
     BeforeChild();
     const size_t mark = scope.size();
-    std::string decls;
-    for (const auto& [prefix, uri] : element.namespaces) {
-      if (Lookup(prefix) != uri) Declare(decls, prefix, uri);
+    tag_decls.clear();
+    for (const auto& [prefix, uri] : namespaces) {
+      if (Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
     }
-    std::string qname = PrefixFor(element.name.uri, element.name.prefix, false, decls);
+    std::string qname = PrefixFor(name.uri, name.prefix, false, tag_decls);
     if (!qname.empty()) qname.push_back(':');
-    qname.append(element.name.local);
-    std::string attrs;
-    for (const Attribute& attribute : element.attributes) {
-      attrs.push_back(' ');
+    qname.append(name.local);
+    tag_attrs.clear();
+    for (const auto& [local, value] : plain) {
+      tag_attrs.push_back(' ');
+      tag_attrs.append(local).append("=\"");
+      AppendEscaped(tag_attrs, value, true);
+      tag_attrs.push_back('"');
+    }
+    for (const Attribute& attribute : attributes) {
+      tag_attrs.push_back(' ');
       if (!attribute.name.uri.empty()) {
-        attrs.append(PrefixFor(attribute.name.uri, attribute.name.prefix, true, decls))
+        tag_attrs.append(PrefixFor(attribute.name.uri, attribute.name.prefix, true, tag_decls))
             .push_back(':');
       }
-      attrs.append(attribute.name.local).append("=\"");
-      AppendEscaped(attrs, attribute.value, true);
-      attrs.push_back('"');
+      tag_attrs.append(attribute.name.local).append("=\"");
+      AppendEscaped(tag_attrs, attribute.value, true);
+      tag_attrs.push_back('"');
     }
     out.push_back('<');
-    out.append(qname).append(decls).append(attrs);
+    out.append(qname).append(tag_decls).append(tag_attrs);
     bool indent_children =
         indent && element_only && (stack.empty() || stack.back().indent_children);
     stack.push_back(Open{std::move(qname), mark, indent_children, false});
@@ -448,6 +464,10 @@ struct Writer::Impl {
     }
     scope.resize(open.scope_mark);
     stack.pop_back();
+    if (spill && out.size() >= kSpillBytes) {
+      spill(out);
+      out.clear();
+    }
   }
 
   void WriteElement(const Element& element) {
@@ -465,19 +485,27 @@ struct Writer::Impl {
     CloseElement();
   }
 
+  static constexpr size_t kSpillBytes = 1 << 20;
   const bool indent;
+  const std::function<void(std::string_view)> spill;
   std::string out;
+  std::string tag_decls, tag_attrs;  // scratch for OpenElement
   std::vector<std::pair<std::string, std::string>> scope;
   std::vector<Open> stack;
 };
 
-Writer::Writer(bool indent) : impl_(std::make_unique<Impl>(indent)) {}
+Writer::Writer(bool indent, std::function<void(std::string_view)> spill)
+    : impl_(std::make_unique<Impl>(indent, std::move(spill))) {}
 Writer::~Writer() = default;
 
 void Writer::Declaration() { impl_->out.append("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"); }
 void Writer::Append(const xml::Element& element) { impl_->WriteElement(element); }
 void Writer::Open(const xml::Element& element, bool element_only) {
   impl_->OpenElement(element, element_only);
+}
+void Writer::Open(const Name& name, std::span<const PlainAttribute> plain,
+                  std::span<const Attribute> attributes, bool element_only) {
+  impl_->OpenElement(name, {}, plain, attributes, element_only);
 }
 void Writer::Close() { impl_->CloseElement(); }
 void Writer::Text(std::string_view text) {

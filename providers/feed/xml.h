@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -47,6 +48,9 @@ struct Attribute {
   Name name;
   std::string value;
 };
+
+// An attribute in no namespace, for writing: (local name, value).
+using PlainAttribute = std::pair<std::string_view, std::string_view>;
 
 struct Node;
 
@@ -109,7 +113,10 @@ Result<Element> ParseFile(const std::string& path, const Limits& limits = {},
 class Writer {
  public:
   // `indent`: put each child of element-only content on its own line.
-  explicit Writer(bool indent);
+  // `spill`, when given, is handed what has been written each time it
+  // passes 1 MiB, so that a large document never sits whole in memory; Take
+  // then returns only the rest.
+  explicit Writer(bool indent, std::function<void(std::string_view)> spill = nullptr);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -120,6 +127,10 @@ class Writer {
   // Writes the start tag of `element` (name, attributes, namespaces; not its
   // children). `element_only`: what follows holds no text, so it is indented.
   void Open(const xml::Element& element, bool element_only = true);
+  // The same from parts, without building an Element: `plain` attributes
+  // (in no namespace) first, then `attributes`.
+  void Open(const Name& name, std::span<const PlainAttribute> plain,
+            std::span<const Attribute> attributes = {}, bool element_only = true);
   void Close();
   // Writes text inside the open element.
   void Text(std::string_view text);
