@@ -16,6 +16,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
+constexpr uint64_t kMaxBody = 64 << 20;     // a posted feed (FolderFeed::kMaxPostedBytes)
 constexpr size_t kMaxStreamBacklog = 1000;  // events queued for a slow client before it is dropped
 
 std::string_view Sv(beast::string_view v) { return std::string_view(v.data(), v.size()); }
@@ -56,7 +57,7 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
  private:
   void Read() {
     parser_.emplace();
-    parser_->body_limit(64 * 1024);
+    parser_->body_limit(kMaxBody);
     stream_.expires_after(std::chrono::seconds(60));
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -65,9 +66,11 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
                      });
   }
 
-  void Reply(http::status status, std::string body, bool keep_alive) {
+  void Reply(http::status status, std::string body, bool keep_alive,
+             std::string_view content_type = "application/json") {
     auto response = std::make_shared<http::response<http::string_body>>(status, 11);
-    response->set(http::field::content_type, "application/json");
+    response->set(http::field::content_type,
+                  beast::string_view(content_type.data(), content_type.size()));
     response->set(http::field::cache_control, "no-store");
     response->keep_alive(keep_alive);
     response->body() = std::move(body) + "\n";
@@ -118,15 +121,16 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
     }
     call.body = std::move(request.body());
     // The reply may come from another thread: answer on the I/O thread.
-    route->second(call, [self = shared_from_this(), keep_alive](Result<std::string> body) {
+    route->second.route(call, [self = shared_from_this(), keep_alive,
+                               type = route->second.content_type](Result<std::string> body) {
       asio::post(self->stream_.get_executor(),
-                 [self, keep_alive, body = std::move(body)]() mutable {
-                   self->Answer(std::move(body), keep_alive);
+                 [self, keep_alive, type, body = std::move(body)]() mutable {
+                   self->Answer(std::move(body), keep_alive, type);
                  });
     });
   }
 
-  void Answer(Result<std::string> body, bool keep_alive) {
+  void Answer(Result<std::string> body, bool keep_alive, const std::string& content_type) {
     if (!body.ok()) {
       StatusCode code = body.status().code();
       http::status status = code == StatusCode::kNotFound          ? http::status::not_found
@@ -136,7 +140,7 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
                                 : http::status::internal_server_error;
       return Error(status, std::string(body.status().message()), keep_alive);
     }
-    Reply(http::status::ok, *std::move(body), keep_alive);
+    Reply(http::status::ok, *std::move(body), keep_alive, content_type);
   }
 
   void StartStream() {
@@ -178,8 +182,9 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
 ApiServer::ApiServer(asio::io_context& io, std::string key)
     : io_(io), key_(std::move(key)), acceptor_(io) {}
 
-void ApiServer::AddRoute(const std::string& method, const std::string& path, Route route) {
-  routes_[method + " " + path] = std::move(route);
+void ApiServer::AddRoute(const std::string& method, const std::string& path, Route route,
+                         std::string content_type) {
+  routes_[method + " " + path] = Endpoint{std::move(route), std::move(content_type)};
 }
 
 void ApiServer::AddRoute(const std::string& path, QuickRoute route) {
@@ -231,6 +236,36 @@ void ApiServer::Close() {
   acceptor_.close(ignored);
   auto streams = streams_;
   for (const auto& stream : streams) stream->Close();
+}
+
+std::optional<std::string> QueryParam(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    std::string_view pair = query.substr(0, query.find('&'));
+    query.remove_prefix(std::min(query.size(), pair.size() + 1));
+    std::string_view key = pair.substr(0, pair.find('='));
+    if (key != name) continue;
+    std::string_view raw = pair.size() > key.size() ? pair.substr(key.size() + 1) : "";
+    std::string value;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      auto hex = [](char c) {
+        return c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+      };
+      if (raw[i] == '+') {
+        value.push_back(' ');
+      } else if (raw[i] == '%' && i + 2 < raw.size() && hex(raw[i + 1]) >= 0 &&
+                 hex(raw[i + 2]) >= 0) {
+        value.push_back(static_cast<char>(hex(raw[i + 1]) * 16 + hex(raw[i + 2])));
+        i += 2;
+      } else {
+        value.push_back(raw[i]);
+      }
+    }
+    return value;
+  }
+  return std::nullopt;
 }
 
 }  // namespace meshsync::node

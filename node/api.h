@@ -10,6 +10,10 @@
 //   GET /api/events              Server-Sent Events: each activity as it happens
 //
 //   POST /api/bundle/import      applies an offline bundle (body: {"path": ...})
+//   POST /api/bundle/export      writes one (body: {"folder", "for", "path"})
+//   GET  /api/feed?folder=ID[&since=N]
+//                                the folder as a FeedSync Atom feed (folder_feed.h)
+//   POST /api/feed?folder=ID     merges a posted FeedSync feed into the folder
 //
 // Runs on the node's I/O thread. Quick routes answer there; the others hand
 // their work to other threads and reply when it is done.
@@ -17,7 +21,9 @@
 #define MESHSYNC_NODE_API_H_
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -42,8 +48,10 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
 
   ApiServer(boost::asio::io_context& io, std::string key);
 
-  // `method` is "GET" or "POST".
-  void AddRoute(const std::string& method, const std::string& path, Route route);
+  // `method` is "GET" or "POST". A successful reply is sent as
+  // `content_type`; errors are always JSON.
+  void AddRoute(const std::string& method, const std::string& path, Route route,
+                std::string content_type = "application/json");
   // A GET answered on the I/O thread at once.
   void AddRoute(const std::string& path, QuickRoute route);
   // Binds a loopback address ("127.0.0.1:PORT", port 0 for any); returns
@@ -63,10 +71,18 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
   boost::asio::io_context& io_;
   std::string key_;
   boost::asio::ip::tcp::acceptor acceptor_;
-  std::map<std::string, Route> routes_;         // "METHOD /path"
+  struct Endpoint {
+    Route route;
+    std::string content_type;
+  };
+  std::map<std::string, Endpoint> routes_;      // "METHOD /path"
   std::set<std::shared_ptr<Session>> streams_;  // open event streams
   bool closed_ = false;
 };
+
+// The value of `name` in a query string ("a=1&b=x%20y"), %-decoded; null
+// when absent.
+std::optional<std::string> QueryParam(std::string_view query, std::string_view name);
 
 }  // namespace meshsync::node
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include "node/bundle.h"
 #include "node/config.h"
 #include "node/connection.h"
+#include "node/folder_feed.h"
 #include "node/identity.h"
 #include "node/json.h"
 #include "node/log.h"
@@ -246,6 +248,14 @@ class FolderRunner {
   // outlive this runner (a folder removed from the configuration while a
   // peer reads it).
   ServedFolder Serve() { return ServeFolder(*folder_); }
+
+  // The folder as a FeedSync endpoint, for this folder's thread (Post).
+  FolderFeed FeedEndpoint(const std::string& by) {
+    files::Folder::ReaderSpec spec = folder_->reader_spec();
+    return FolderFeed(spec.real_path, std::move(spec.ignore),
+                      FeedMirrorPath(node_.home(), config_.id), by,
+                      "/api/feed?folder=" + FeedIdForPath(config_.id));
+  }
 
  private:
   void Loop() {
@@ -1065,6 +1075,34 @@ void Node::Impl::AddRoutes() {
                      reply(ExportBundleFile(folder, device, path));
                    });
                  });
+  // A folder as a FeedSync feed, read and merged on the folder's thread.
+  auto feed_route = [this](bool post) {
+    return [this, post](const ApiServer::Request& request, ApiServer::Reply reply) {
+      std::optional<std::string> folder = QueryParam(request.query, "folder");
+      if (!folder) return reply(InvalidArgumentError("name the folder: ?folder=ID"));
+      std::optional<uint64_t> since;
+      if (std::optional<std::string> text = QueryParam(request.query, "since")) {
+        uint64_t value = 0;
+        auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+        if (ec != std::errc() || end != text->data() + text->size()) {
+          return reply(InvalidArgumentError("since must be a number from sx:sharing until"));
+        }
+        since = value;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      FolderRunner* runner = RunnerFor(*folder);
+      if (runner == nullptr) return reply(NotFoundError("no folder '" + *folder + "'"));
+      runner->Post([runner, post, since, by = identity_.id.ToString(), body = request.body,
+                    reply](bool run) {
+        if (!run) return reply(UnavailableError("the folder stopped"));
+        FolderFeed feed = runner->FeedEndpoint(by);
+        reply(post ? feed.Accept(body) : feed.Publish(since));
+        if (post) runner->RequestScan();
+      });
+    };
+  };
+  api_->AddRoute("GET", "/api/feed", feed_route(false), "application/atom+xml");
+  api_->AddRoute("POST", "/api/feed", feed_route(true));
   api_->AddRoute("/api/activity", [this](const std::string&) -> Result<std::string> {
     std::lock_guard<std::mutex> lock(activity_mu_);
     std::string out = "[";
