@@ -1175,8 +1175,7 @@ Result<std::string> Node::Impl::PeersJson() {
 }
 
 Result<std::string> Node::Impl::ConflictsJson(const std::string& query) {
-  std::string folder_id;
-  if (query.starts_with("folder=")) folder_id = query.substr(7);
+  const std::string folder_id = QueryParam(query, "folder").value_or("");
   if (folder_id.empty()) return InvalidArgumentError("name the folder: /api/conflicts?folder=ID");
   std::string metadata;
   files::Folder::ReaderSpec spec;
