@@ -538,13 +538,7 @@ ServedFolder ServeFolder(const files::Folder& folder) {
 }
 
 std::string KnownPath(const std::string& home, const std::string& folder, const DeviceId& device) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string name;  // folder ids may hold anything a file name may not
-  for (unsigned char c : folder) {
-    name.push_back(kHex[c >> 4]);
-    name.push_back(kHex[c & 15]);
-  }
-  return home + "/known/" + name + "/" + device.ToString();
+  return home + "/known/" + FolderFileName(folder) + "/" + device.ToString();
 }
 
 Status RecordKnown(const std::string& home, const std::string& folder, const DeviceId& device,

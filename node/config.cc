@@ -259,6 +259,16 @@ Status SavePending(const std::string& path, const std::vector<PendingFolder>& pe
   return WriteFileAtomically(path, out.str());
 }
 
+std::string FolderFileName(std::string_view folder) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string name;
+  for (unsigned char c : folder) {
+    name.push_back(kHex[c >> 4]);
+    name.push_back(kHex[c & 15]);
+  }
+  return name;
+}
+
 std::string DefaultHome() {
   const char* xdg = std::getenv("XDG_CONFIG_HOME");
   if (xdg != nullptr && *xdg == '/') return std::string(xdg) + "/meshsync";

@@ -24,6 +24,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "meshsync/status.h"
@@ -83,6 +84,10 @@ void SplitAddress(const std::string& address, std::string& host, std::string& po
 
 // The default home: $XDG_CONFIG_HOME/meshsync, else ~/.config/meshsync.
 std::string DefaultHome();
+
+// A folder id as a file name under the home (ids may hold anything a file
+// name may not): its bytes in hex.
+std::string FolderFileName(std::string_view folder);
 
 }  // namespace meshsync::node
 

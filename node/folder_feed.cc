@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "feed/feedsync.h"
+#include "node/config.h"
 
 namespace meshsync::node {
 namespace {
@@ -114,7 +115,7 @@ void Walk(const std::string& root, const std::string& rel, const files::IgnoreRu
           std::map<std::string, FileState>& out) {
   DIR* dir = opendir((rel.empty() ? root : root + "/" + rel).c_str());
   if (dir == nullptr) return;
-  std::vector<std::pair<std::string, bool>> subdirs;
+  std::vector<std::string> subdirs;
   while (dirent* entry = readdir(dir)) {
     std::string name = entry->d_name;
     if (name == "." || name == ".." || (rel.empty() && name == kMeta)) continue;
@@ -127,10 +128,10 @@ void Walk(const std::string& root, const std::string& rel, const files::IgnoreRu
     FileState state{is_dir ? 'd' : 'f', is_dir ? 0 : static_cast<uint64_t>(st.st_size), MtimeNs(st),
                     static_cast<uint32_t>(st.st_mode & 07777)};
     out[path] = state;
-    if (is_dir) subdirs.emplace_back(path, true);
+    if (is_dir) subdirs.push_back(path);
   }
   closedir(dir);
-  for (const auto& [path, unused] : subdirs) Walk(root, path, ignore, out);
+  for (const std::string& path : subdirs) Walk(root, path, ignore, out);
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, uint64_t limit) {
@@ -368,13 +369,7 @@ std::string Quote(std::string_view text) {
 }  // namespace
 
 std::string FeedMirrorPath(const std::string& home, std::string_view folder) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string name;  // folder ids may hold anything a file name may not
-  for (unsigned char c : folder) {
-    name.push_back(kHex[c >> 4]);
-    name.push_back(kHex[c & 15]);
-  }
-  return home + "/feeds/" + name + ".atom";
+  return home + "/feeds/" + FolderFileName(folder) + ".atom";
 }
 
 std::string FeedIdForPath(std::string_view path) {
