@@ -111,17 +111,27 @@ int64_t MtimeNs(const struct stat& st) {
 
 // Files and directories under `root` (relative '/'-separated paths), not
 // following links; symlinks and special files are not carried by the feed.
-void Walk(const std::string& root, const std::string& rel, const files::IgnoreRules& ignore,
-          std::map<std::string, FileState>& out) {
-  DIR* dir = opendir((rel.empty() ? root : root + "/" + rel).c_str());
-  if (dir == nullptr) return;
+// A folder that cannot be read is an error, not an empty folder: its files
+// would otherwise be published as deleted.
+Status Walk(const std::string& root, const std::string& rel, const files::IgnoreRules& ignore,
+            std::map<std::string, FileState>& out) {
+  const std::string here = rel.empty() ? root : root + "/" + rel;
+  DIR* dir = opendir(here.c_str());
+  if (dir == nullptr) {
+    if (errno == ENOENT && !rel.empty()) return Status::Ok();  // gone since it was listed
+    return UnavailableError("cannot read " + here + ": " + std::strerror(errno));
+  }
   std::vector<std::string> subdirs;
   while (dirent* entry = readdir(dir)) {
     std::string name = entry->d_name;
     if (name == "." || name == ".." || (rel.empty() && name == kMeta)) continue;
     std::string path = rel.empty() ? name : rel + "/" + name;
     struct stat st;
-    if (lstat((root + "/" + path).c_str(), &st) != 0) continue;
+    if (lstat((root + "/" + path).c_str(), &st) != 0) {
+      if (errno == ENOENT) continue;  // gone since it was listed
+      closedir(dir);
+      return UnavailableError("cannot stat " + path + ": " + std::strerror(errno));
+    }
     const bool is_dir = S_ISDIR(st.st_mode);
     if ((!is_dir && !S_ISREG(st.st_mode)) || ignore.Ignored(path, is_dir)) continue;
     if (!xml::IsValidText(path)) continue;  // a name a feed cannot carry (not UTF-8)
@@ -131,7 +141,8 @@ void Walk(const std::string& root, const std::string& rel, const files::IgnoreRu
     if (is_dir) subdirs.push_back(path);
   }
   closedir(dir);
-  for (const std::string& path : subdirs) Walk(root, path, ignore, out);
+  for (const std::string& path : subdirs) MESHSYNC_RETURN_IF_ERROR(Walk(root, path, ignore, out));
+  return Status::Ok();
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, uint64_t limit) {
@@ -295,6 +306,28 @@ Status MakeParents(const std::string& root, const std::string& path) {
 class FolderWriter {
  public:
   FolderWriter(std::string root, Clock& clock) : root_(std::move(root)), clock_(clock) {}
+
+  // A delete: a file goes to the trash; a folder only once it is empty
+  // (files in it that the feed did not delete are live, so it stays, and
+  // the next refresh publishes it again). Whether anything was removed.
+  Result<bool> Remove(const std::string& path) {
+    const std::string full = root_ + "/" + path;
+    struct stat st;
+    if (lstat(full.c_str(), &st) != 0) return false;
+    if (S_ISDIR(st.st_mode)) {
+      DIR* dir = opendir(full.c_str());
+      if (dir == nullptr) return UnavailableError("cannot read " + path);
+      bool empty = true;
+      while (dirent* entry = readdir(dir)) {
+        std::string_view name = entry->d_name;
+        if (name != "." && name != "..") empty = false;
+      }
+      closedir(dir);
+      if (!empty) return false;
+    }
+    MESHSYNC_RETURN_IF_ERROR(Trash(path));
+    return true;
+  }
 
   // Moves what is at `path` to the trash (nothing there: nothing to do).
   Status Trash(const std::string& path) {
@@ -461,7 +494,7 @@ Result<Mirror> LoadMirror(const std::string& path) {
 Status Refresh(Mirror& mirror, const std::string& root, const files::IgnoreRules& ignore,
                const std::string& by, Clock& clock) {
   std::map<std::string, FileState> disk;
-  Walk(root, "", ignore, disk);
+  MESHSYNC_RETURN_IF_ERROR(Walk(root, "", ignore, disk));
   std::map<std::string, size_t> index;
   for (size_t k = 0; k < mirror.feed.items.size(); ++k) {
     index.emplace(mirror.feed.items[k].sync.id, k);
@@ -489,6 +522,7 @@ Status Refresh(Mirror& mirror, const std::string& root, const files::IgnoreRules
       item = &mirror.feed.items.back();
     } else {
       FillEntry(*item, path, state, carried ? &bytes : nullptr);
+      item->sync.deleted = false;  // a path deleted before and here again
       MESHSYNC_RETURN_IF_ERROR(feedsync::Update(*item, by, now));
     }
     SetFileElement(*item, state, ++mirror.seq);
@@ -594,12 +628,16 @@ Result<std::string> FolderFeed::Accept(std::string_view document) {
   });
   for (size_t k : order) {
     const Wanted& w = wanted[k];
-    Status status = w.deleted ? writer.Trash(w.path) : writer.Write(w);
-    if (!status.ok()) {
-      SaveMirror(mirror, mirror_).IgnoreError();
-      return status;
+    // On an error the mirror is not saved: what was written so far is then
+    // taken at the next refresh as the node's own edits, so no posted change
+    // that reached the folder is lost, and none that did not is recorded.
+    if (w.deleted) {
+      MESHSYNC_ASSIGN_OR_RETURN(bool removed, writer.Remove(w.path));
+      if (removed) ++deleted;
+    } else {
+      MESHSYNC_RETURN_IF_ERROR(writer.Write(w));
+      ++written;
     }
-    ++(w.deleted ? deleted : written);
     // The mirror holds what was written, so the next refresh does not
     // take it for a local edit.
     FileState state = RecordedState(*won[k]).value_or(FileState{});

@@ -18,8 +18,11 @@
 // feed is merged into the mirror (§3.3), and where the incoming version
 // won, the folder is changed as a user would change it: a file is written
 // to a temporary file and renamed into place, a deleted or overwritten file
-// goes to .meshsync/trash/. The node's watcher then syncs those changes to
-// its peers. FeedSync conflicts stay in the mirror, and are published.
+// goes to .meshsync/trash/, and a deleted folder that still holds files the
+// feed did not delete stays (the next refresh publishes it again). The
+// node's watcher then syncs those changes to its peers. FeedSync conflicts
+// stay in the mirror, and are published. A folder that cannot be read is an
+// error, never taken for deleted files.
 //
 // Thread-compatible: the node runs each call on the folder's own thread.
 #ifndef MESHSYNC_NODE_FOLDER_FEED_H_

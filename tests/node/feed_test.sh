@@ -113,6 +113,20 @@ get "" >"$T/after.atom"
 /usr/bin/python3 "$T/feed.py" "$T/after.atom" | grep -qx 'todo.txt|false|buy eggs' || fail "the feed after the post"
 grep -q 'by="phone"' "$T/after.atom" || fail "the phone's history is not kept"
 
+echo "== a deleted folder that still holds live files stays, and is published again"
+get "" >"$T/dirs.atom"
+/usr/bin/python3 "$T/edit.py" "$T/dirs.atom" "$T/rmdir.atom" phone "new=DELETE"
+post "$T/rmdir.atom" | grep -q '"deleted": 0' || fail "the folder delete: $(cat "$T/reply.json")"
+[ -f "$T/fa/new/note.txt" ] || fail "deleting a folder lost the files in it"
+get "" >"$T/dirs2.atom"
+/usr/bin/python3 "$T/feed.py" "$T/dirs2.atom" | grep -qx 'new|false|-' \
+  || fail "the folder that stayed is not live in the feed again"
+rm -f "$T/fa/sub/"* 2>/dev/null || true
+get "" >"$T/dirs3.atom"
+/usr/bin/python3 "$T/edit.py" "$T/dirs3.atom" "$T/rmdir2.atom" phone "sub=DELETE"
+post "$T/rmdir2.atom" | grep -q '"deleted": 1' || fail "an empty folder was not deleted"
+[ ! -e "$T/fa/sub" ] || fail "the empty folder is still there"
+
 echo "== a concurrent edit: one version wins the file, the other is an sx:conflict"
 /usr/bin/python3 "$T/edit.py" "$T/after.atom" "$T/post2.atom" phone "todo.txt=phone version"
 printf 'desktop version' >"$T/fa/todo.txt"
