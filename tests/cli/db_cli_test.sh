@@ -6,6 +6,7 @@
 # lock that keeps two processes off one database, writes made by another
 # process during a sync, and deprovision.
 set -euo pipefail
+source "$(dirname "$0")/../shell/matches.sh"
 meshsync=$1
 work=$(mktemp -d /tmp/meshsync-db-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -40,7 +41,7 @@ p=$(psql -tA "$pg" -c "SELECT body || (done::int) FROM notes WHERE id = 1")
 [[ "$a" == "oat milk1" || "$a" == "soy milk1" ]] || fail "columns did not merge: $a"
 { "$meshsync" conflicts sqlite:a.db --json; "$meshsync" conflicts "$pg" --json; } >conflicts.json
 grep -q '"row": "notes (1)", "column": "body"' conflicts.json || fail "conflict log: $(cat conflicts.json)"
-"$meshsync" db status sqlite:a.db | grep -q 'table:      notes' || fail "status"
+"$meshsync" db status sqlite:a.db | matches 'table:      notes' || fail "status"
 
 # Errors: one line, non-zero, nothing written.
 expect_error() {  # expect_error PATTERN COMMAND...

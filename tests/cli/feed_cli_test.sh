@@ -4,6 +4,7 @@
 # error and leave every file untouched; the feeds we write parse cleanly with
 # an independent reader (Debian's python3-feedparser); two feeds sync.
 set -euo pipefail
+source "$(dirname "$0")/../shell/matches.sh"
 meshsync=$1
 work=$(mktemp -d /tmp/meshsync-feed-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -29,7 +30,7 @@ grep -q '"Buy soy milk"' show.txt || fail "the later edit should win: $(cat show
 grep -q 'conflict 1: "Buy oat milk"' show.txt || fail "the loser should be a conflict: $(cat show.txt)"
 grep -q 'call-mum  updates 2  DELETED' show.txt || fail "delete not merged: $(cat show.txt)"
 # Merging again changes nothing; merging the other way agrees.
-"$meshsync" feed merge ep1.atom ep2.atom --json | grep -q '"updated":0' || fail "merge not idempotent"
+"$meshsync" feed merge ep1.atom ep2.atom --json | matches '"updated":0' || fail "merge not idempotent"
 "$meshsync" feed merge ep2.atom ep1.atom -o ep2-merged.atom >/dev/null
 "$meshsync" feed show ep2-merged.atom --json >a.json
 "$meshsync" feed show ep1.atom --json >b.json
@@ -47,8 +48,8 @@ grep -q '"Buy oat milk"' show.txt || fail "resolution did not keep conflict 1: $
 ! grep -q conflict show.txt || fail "conflicts remain: $(cat show.txt)"
 if "$meshsync" feed resolve ep1.atom "$id" --by EP1 2>err.txt; then fail "resolving nothing accepted"; fi
 "$meshsync" feed merge ep2.atom ep1.atom >/dev/null
-"$meshsync" feed show ep2.atom | grep -q '"Buy oat milk"' || fail "resolution did not spread"
-! "$meshsync" feed show ep2.atom | grep -q conflict || fail "resolution left conflicts on EP2"
+"$meshsync" feed show ep2.atom | matches '"Buy oat milk"' || fail "resolution did not spread"
+! "$meshsync" feed show ep2.atom | matches conflict || fail "resolution left conflicts on EP2"
 
 # Usage errors.
 if "$meshsync" feed update ep1.atom "$id" --title x 2>err.txt; then fail "--by missing accepted"; fi
@@ -82,7 +83,7 @@ for bad in xxe laughs no-history bad-date negative huge deep garbage huge-file; 
   [[ "$(sha256sum ep1.atom)" == "$before" ]] || fail "$bad: the local feed changed"
 done
 grep -q "DTD" <("$meshsync" feed merge ep1.atom xxe.xml 2>&1) || fail "XXE not explained"
-ls | grep -q tmp- && fail "a temporary file was left behind"
+ls | matches tmp- && fail "a temporary file was left behind"
 
 # An independent reader parses what we write, in both bindings.
 "$meshsync" feed create list.rss --by EP1 --title "Eggs" --content "a dozen" >/dev/null
@@ -102,10 +103,10 @@ PY
 # (call-mum is a tombstone in ep1.atom: nothing to create from it).
 "$meshsync" feed sync ep1.atom list.rss --json >sync.json
 grep -q '"a_to_b":{"created":2,' sync.json || fail "sync: $(cat sync.json)"
-"$meshsync" feed show list.rss | grep -q '"Buy oat milk"' || fail "sync did not carry items"
+"$meshsync" feed show list.rss | matches '"Buy oat milk"' || fail "sync did not carry items"
 "$meshsync" feed update list.rss "$id" --by EP3 --title "Buy milk, any"
 "$meshsync" feed sync ep1.atom list.rss >/dev/null
-"$meshsync" feed show ep1.atom | grep -q '"Buy milk, any"' || fail "sync did not carry the edit"
+"$meshsync" feed show ep1.atom | matches '"Buy milk, any"' || fail "sync did not carry the edit"
 if "$meshsync" feed sync ep1.atom ep1.atom 2>/dev/null; then fail "syncing a feed with itself accepted"; fi
 if "$meshsync" feed sync ep1.atom garbage.xml 2>/dev/null; then fail "syncing with garbage accepted"; fi
 echo "feed cli: ok"

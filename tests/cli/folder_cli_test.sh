@@ -2,6 +2,7 @@
 # The folder commands as a user runs them: exit codes, one-line errors,
 # --json, --preview, conflicts, trash restore, progress only on a terminal.
 set -euo pipefail
+source "$(dirname "$0")/../shell/matches.sh"
 meshsync=$1
 work=$(mktemp -d /tmp/meshsync-cli-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -36,20 +37,20 @@ grep -q '"in_sync": true' "$work/out" || fail "json: $(cat "$work/out")"
 echo "a's" >"$a/one.txt"
 echo "b's" >"$b/one.txt"
 "$meshsync" sync "$a" "$b" >/dev/null
-ls "$a" | grep -q '^one\.conflict-[0-9]\{8\}-[0-9]\{6\}-[0-9a-f]\{7\}\.txt$' || fail "no conflict copy: $(ls "$a")"
-"$meshsync" conflicts "$b" | grep -q "one.txt" || fail "conflicts does not list it"
-"$meshsync" conflicts "$b" --json | grep -q '"copy": "one.conflict-' || fail "conflicts --json"
+ls "$a" | matches '^one\.conflict-[0-9]\{8\}-[0-9]\{6\}-[0-9a-f]\{7\}\.txt$' || fail "no conflict copy: $(ls "$a")"
+"$meshsync" conflicts "$b" | matches "one.txt" || fail "conflicts does not list it"
+"$meshsync" conflicts "$b" --json | matches '"copy": "one.conflict-' || fail "conflicts --json"
 
 # Deleted files go to the trash and come back with `trash restore`.
 rm "$a/one.txt"
 "$meshsync" sync "$a" "$b" >/dev/null
 [[ ! -e "$b/one.txt" ]] || fail "delete not synced"
-"$meshsync" trash list "$b" | grep -q "one.txt" || fail "not in the trash"
+"$meshsync" trash list "$b" | matches "one.txt" || fail "not in the trash"
 "$meshsync" trash restore "$b" one.txt >/dev/null
 "$meshsync" sync "$a" "$b" >/dev/null
 [[ -e "$a/one.txt" ]] || fail "restored file not synced back"
 if "$meshsync" trash restore "$b" ../etc/passwd 2>/dev/null; then fail "restore outside the folder"; fi
 
 # status
-"$meshsync" status "$a" | grep -q "none since the last sync" || fail "status"
+"$meshsync" status "$a" | matches "none since the last sync" || fail "status"
 echo "PASS"

@@ -33,7 +33,7 @@ grep -q '"lacking": 35' "$T/export1.json" || fail "the first bundle does not car
 "$M" bundle import "$T/one.bundle" --home "$T/b" | tee "$T/import1.json"
 same_tree "$T/fa" "$T/fb" || fail "B does not match A after the import"
 [ -L "$T/fb/link" ] || fail "the symlink did not travel as a link"
-"$M" bundle import "$T/one.bundle" --home "$T/b" | grep -q '"created": 0, "updated": 0' \
+"$M" bundle import "$T/one.bundle" --home "$T/b" | matches '"created": 0, "updated": 0' \
   || fail "importing a bundle twice changed something"
 
 echo "== hostile bundles are refused and write nothing"
@@ -68,7 +68,7 @@ start b
 grep -q '"updated": 1' "$T/import2.json" || fail "the daemon's import: $(cat "$T/import2.json")"
 same_tree "$T/fa" "$T/fb" || fail "B does not match A after the second import"
 grep -q "imported a bundle from a" "$T/b.log" || fail "B's daemon did not log the import"
-api b /api/activity | grep -q '"bundle-imported"' || fail "no bundle-imported activity"
+api b /api/activity | matches '"bundle-imported"' || fail "no bundle-imported activity"
 
 echo "== B answers with a bundle of its own edit; A then sends only what B lacks"
 echo "edited on B" >"$T/fb/docs/deep/f1.txt"

@@ -27,7 +27,7 @@ for n in 1 2 3 4; do start s$n; done
 echo "== the hub accepts the folder and relays spoke 1's files to every spoke"
 wait_for "the hub stores the folder" test -f "$T/hub/folders/team/plans/q1.txt"
 for n in 2 3 4; do wait_for "spoke 1's files reach spoke $n" same_tree "$T/f1" "$T/f$n"; done
-api hub /api/folders | grep -q '"id": "team"' || fail "the hub's API does not list the folder"
+api hub /api/folders | matches '"id": "team"' || fail "the hub's API does not list the folder"
 
 echo "== a change on spoke 3 reaches spoke 1"
 echo "from spoke 3" >"$T/f3/notes.txt"

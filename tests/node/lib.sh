@@ -3,6 +3,7 @@
 # hanging; nothing asserts how fast anything is), and the API.
 # Sourced with the meshsync binary as $1.
 M=${1:?usage: TEST.sh path/to/meshsync}
+source "$(dirname "${BASH_SOURCE[0]}")/../shell/matches.sh"
 T=$(mktemp -d /tmp/meshsync-mesh-XXXXXX)
 declare -A PIDS
 

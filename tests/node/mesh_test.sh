@@ -47,9 +47,9 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://$(cat "$T/a/api-listening"
 [ "$code" = 401 ] || fail "API answered $code without a key"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: wrong" "http://$(cat "$T/a/api-listening")/api/status")
 [ "$code" = 401 ] || fail "API answered $code to a wrong key"
-api a /api/status | grep -q "\"id\": \"$A\"" || fail "status does not name the node"
-api a /api/peers | grep -q '"connected": true' || fail "peers do not show B connected"
-api a /api/folders | grep -q '"id": "docs"' || fail "folders do not list docs"
+api a /api/status | matches "\"id\": \"$A\"" || fail "status does not name the node"
+api a /api/peers | matches '"connected": true' || fail "peers do not show B connected"
+api a /api/folders | matches '"id": "docs"' || fail "folders do not list docs"
 curl -sN -H "X-API-Key: $(key a)" "http://$(cat "$T/a/api-listening")/api/events" >"$T/events-a.txt" &
 PIDS[events]=$!
 wait_for "the event stream opens" grep -q "meshsync events" "$T/events-a.txt"
@@ -60,7 +60,7 @@ wait_for "C's new file reaches A" test -f "$T/fa/live.txt"
 [ "$(cat "$T/fa/live.txt")" = "from c" ] || fail "live file content differs"
 wait_for "the event stream tells of it" grep -q '"path": "live.txt"' "$T/events-a.txt"
 grep -q "^event: pulled" "$T/events-a.txt" || fail "no pulled event"
-api a /api/activity | grep -q '"type": "pulled"' || fail "activity does not list the pull"
+api a /api/activity | matches '"type": "pulled"' || fail "activity does not list the pull"
 echo "edited on a" >>"$T/fa/readme.txt"
 wait_for "A's edit reaches C" same_tree "$T/fa" "$T/fc"
 rm "$T/fa/docs/deep/f7.txt"
@@ -79,9 +79,9 @@ mkdir -p "$T/music-b"
 "$M" folder add "$T/music-b" --id music --home "$T/b" >/dev/null
 "$M" folder share music "$A" --home "$T/b" >/dev/null
 wait_for "A records the invitation" grep -q "music" "$T/a/pending.toml"
-"$M" folder list --home "$T/a" | grep -q "pending: folder 'music' offered by $B" ||
+"$M" folder list --home "$T/a" | matches "pending: folder 'music' offered by $B" ||
   fail "folder list does not show the invitation"
-api a /api/folders | grep -q '"pending": \[{"folder": "music"' || fail "API does not show the invitation"
+api a /api/folders | matches '"pending": \[{"folder": "music"' || fail "API does not show the invitation"
 
 echo "== SIGTERM stops cleanly; a partition heals with concurrent edits"
 stop b
@@ -101,7 +101,7 @@ loser=$(cat "$T/fa/docs/deep/"f1.conflict-*)
   fail "the two edits are not both kept: '$winner' / '$loser'"
 [ -f "$T/fa/offline-c.txt" ] || fail "C's offline file did not reach A"
 conflicts=$(api b "/api/conflicts?folder=docs")
-echo "$conflicts" | grep -q '"path": "docs/deep/f1.txt"' || fail "API conflicts: $conflicts"
+echo "$conflicts" | matches '"path": "docs/deep/f1.txt"' || fail "API conflicts: $conflicts"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $(key b)" "http://$(cat "$T/b/api-listening")/api/conflicts?folder=nope")
 [ "$code" = 404 ] || fail "conflicts of an unknown folder answered $code"
 
