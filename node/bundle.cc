@@ -13,7 +13,7 @@
 #include <mutex>
 
 #include "meshsync/metadata_store.h"
-#include "node/atomic_file.h"
+#include "meshsync/atomic_file.h"
 #include "node/json.h"
 #include "node/wire.h"
 

@@ -11,7 +11,7 @@
 #include <set>
 #include <sstream>
 
-#include "node/atomic_file.h"
+#include "meshsync/atomic_file.h"
 
 namespace meshsync::node {
 namespace {

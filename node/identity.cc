@@ -18,7 +18,7 @@
 #include <functional>
 #include <memory>
 
-#include "node/atomic_file.h"
+#include "meshsync/atomic_file.h"
 
 namespace meshsync::node {
 namespace {

@@ -20,7 +20,7 @@
 #include "meshsync/sync.h"
 #include "node/api.h"
 #include "node/asio.h"
-#include "node/atomic_file.h"
+#include "meshsync/atomic_file.h"
 #include "node/bundle.h"
 #include "node/config.h"
 #include "node/connection.h"

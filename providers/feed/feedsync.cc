@@ -17,6 +17,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "meshsync/atomic_file.h"
+
 namespace meshsync::feedsync {
 namespace {
 
@@ -713,47 +715,19 @@ std::string WriteFeed(const Feed& feed) {
 }
 
 Status WriteFeedFile(const Feed& feed, const std::string& path) {
-  std::string temp = path + ".tmp-XXXXXX";
-  int fd = mkstemp(temp.data());
-  if (fd < 0)
-    return UnavailableError("cannot create a file next to " + path + ": " + std::strerror(errno));
   mode_t mode = 0644;
   struct stat st;
   if (stat(path.c_str(), &st) == 0) mode = st.st_mode & 07777;
-  Status status = Status::Ok();
+  auto file = AtomicFile::Create(path, mode);
+  if (!file.ok()) return file.status();
   // The document goes to the file a piece at a time, never whole in memory.
-  auto write_all = [&](std::string_view bytes) {
-    while (!bytes.empty() && status.ok()) {
-      ssize_t n = write(fd, bytes.data(), bytes.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0)
-        status = UnavailableError("cannot write " + temp + ": " + std::strerror(errno));
-      else
-        bytes.remove_prefix(static_cast<size_t>(n));
-    }
-  };
+  auto write = [&](std::string_view bytes) { (void)file->Append(bytes); };
   {
-    xml::Writer writer(true, write_all);
+    xml::Writer writer(true, write);
     WriteFeedTo(writer, feed);
-    write_all(writer.Take());
+    write(writer.Take());
   }
-  if (status.ok() && fchmod(fd, mode) != 0) status = UnavailableError("cannot chmod " + temp);
-  if (status.ok() && fsync(fd) != 0) status = UnavailableError("cannot flush " + temp);
-  close(fd);
-  if (status.ok() && rename(temp.c_str(), path.c_str()) != 0) {
-    status = UnavailableError("cannot replace " + path + ": " + std::strerror(errno));
-  }
-  if (!status.ok()) {
-    unlink(temp.c_str());
-    return status;
-  }
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
-  int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    fsync(dir_fd);
-    close(dir_fd);
-  }
-  return Status::Ok();
+  return file->Commit();  // reports the first failed write
 }
 
 xml::Element ItemElement(const Item& item, Format format) {

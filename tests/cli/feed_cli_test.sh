@@ -83,7 +83,7 @@ for bad in xxe laughs no-history bad-date negative huge deep garbage huge-file; 
   [[ "$(sha256sum ep1.atom)" == "$before" ]] || fail "$bad: the local feed changed"
 done
 grep -q "DTD" <("$meshsync" feed merge ep1.atom xxe.xml 2>&1) || fail "XXE not explained"
-ls | matches tmp- && fail "a temporary file was left behind"
+ls -A | matches tmp- && fail "a temporary file was left behind"
 
 # An independent reader parses what we write, in both bindings.
 "$meshsync" feed create list.rss --by EP1 --title "Eggs" --content "a dozen" >/dev/null
@@ -109,4 +109,31 @@ grep -q '"a_to_b":{"created":2,' sync.json || fail "sync: $(cat sync.json)"
 "$meshsync" feed show ep1.atom | matches '"Buy milk, any"' || fail "sync did not carry the edit"
 if "$meshsync" feed sync ep1.atom ep1.atom 2>/dev/null; then fail "syncing a feed with itself accepted"; fi
 if "$meshsync" feed sync ep1.atom garbage.xml 2>/dev/null; then fail "syncing with garbage accepted"; fi
+
+# A feed and a folder of items: one "name: value" file per item, edited by
+# hand and synced back; a file that is not a record is left alone, listed,
+# and the exit status says so.
+mkdir items
+"$meshsync" feed sync list.rss items --json >items.json
+grep -q '"a_to_b":{"created":[1-9][0-9]*,.*"errors":0}' items.json || fail "feed to folder: $(cat items.json)"
+file=$(grep -l '^title: Buy milk, any$' items/*.txt) || fail "no file holds the item: $(cat items/*)"
+sed -i 's/^title: Buy milk, any$/title: Buy milk, any kind/' "$file"
+printf 'title: Call the plumber\ndescription: the tap\n drips\n' >items/plumber
+"$meshsync" feed sync list.rss items >/dev/null
+"$meshsync" feed show list.rss --json >items-feed.json
+matches '"Buy milk, any kind"' <items-feed.json || fail "a hand edit did not reach the feed"
+matches '"Call the plumber"' <items-feed.json || fail "a new file did not reach the feed"
+/usr/bin/python3 - list.rss <<'PY' || fail "the feed after a folder sync does not parse"
+import sys, feedparser
+d = feedparser.parse(sys.argv[1])
+assert not d.bozo, d.bozo_exception
+assert "the tap\ndrips" in [e.get("description") for e in d.entries], d.entries
+PY
+rm items/plumber
+echo "just some notes" >items/README
+if "$meshsync" feed sync list.rss items 2>err.txt >/dev/null; then fail "a file that is not a record went unreported"; fi
+matches 'not a record: items/README: line 1' <err.txt || fail "the bad file is not named: $(cat err.txt)"
+[[ "$(cat items/README)" == "just some notes" ]] || fail "the bad file was changed"
+"$meshsync" feed show list.rss | matches 'DELETED  "Call the plumber"' || fail "a removed file did not delete the item"
+if "$meshsync" feed sync items/x.atom items 2>/dev/null; then fail "a feed inside the folder accepted"; fi
 echo "feed cli: ok"
