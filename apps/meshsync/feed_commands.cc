@@ -12,6 +12,7 @@
 #include "feed/feedsync.h"
 #include "meshsync/env.h"
 #include "meshsync/sync.h"
+#include "records/record_folder.h"
 
 namespace meshsync::cli {
 namespace {
@@ -35,8 +36,11 @@ constexpr const char* kFeedUsage =
     "                              resolve an item's conflicts, keeping conflict N's content\n"
     "                              (from 'show'; default: the current winner)\n"
     "  sync A B [--by EP] [--policy keep-both|a-wins|b-wins] [--json]\n"
-    "                              two-way sync of two feed files; metadata in\n"
-    "                              DIR/.meshsync/feeds/NAME.db next to each feed\n";
+    "                              two-way sync of two feeds, or of a feed and a\n"
+    "                              folder of items (one text file per item, as\n"
+    "                              \"name: value\" lines); metadata in\n"
+    "                              DIR/.meshsync/feeds/NAME.db next to a feed and in\n"
+    "                              FOLDER/.meshsync/records.db\n";
 
 feedsync::Timestamp Now() {
   return feedsync::Timestamp{static_cast<int64_t>(SystemClock().NowMillis() / 1000), 0};
@@ -321,18 +325,20 @@ int RunEdit(const std::string& command, const EditOptions& options) {
   return 0;
 }
 
-// The metadata of the replica a feed file is: DIR/.meshsync/feeds/NAME.db.
-Result<std::string> MetadataPath(const std::string& feed_path) {
-  fs::path path = fs::absolute(feed_path);
-  fs::path dir = path.parent_path() / ".meshsync" / "feeds";
+// The metadata of the replica a feed file is, DIR/.meshsync/feeds/NAME.db;
+// of a folder of items, FOLDER/.meshsync/records.db.
+Result<std::string> MetadataPath(const std::string& replica_path, bool folder) {
+  fs::path path = fs::absolute(replica_path);
+  fs::path dir = folder ? path / ".meshsync" : path.parent_path() / ".meshsync" / "feeds";
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return UnavailableError("cannot create " + dir.string() + ": " + ec.message());
-  return (dir / (path.filename().string() + ".db")).string();
+  return (dir / (folder ? std::string("records.db") : path.filename().string() + ".db")).string();
 }
 
 int RunFeedSync(const EditOptions& options) {
-  if (options.positional.size() != 2) return Usage("feed sync needs two feed files");
+  if (options.positional.size() != 2)
+    return Usage("feed sync needs two feeds (or a feed and a folder)");
   SyncOptions sync_options;
   sync_options.batch_size = 100000;  // each batch rewrites a feed file
   if (options.policy == "keep-both")
@@ -346,33 +352,64 @@ int RunFeedSync(const EditOptions& options) {
 
   struct Side {
     std::unique_ptr<MetadataStore> store;
-    std::unique_ptr<feedsync::FeedProvider> provider;
+    std::unique_ptr<Provider> provider;
+    RecordFolderProvider* folder = nullptr;
     std::unique_ptr<Replica> replica;
   };
   Side sides[2];
   std::error_code ec;
   if (fs::weakly_canonical(options.positional[0], ec) ==
       fs::weakly_canonical(options.positional[1], ec)) {
-    return Fail(InvalidArgumentError("both arguments name the same feed"));
+    return Fail(InvalidArgumentError("both arguments name the same replica"));
   }
   for (int k = 0; k < 2; ++k) {
     const std::string& path = options.positional[static_cast<size_t>(k)];
-    if (fs::is_directory(path, ec))
-      return Fail(InvalidArgumentError(path + " is a folder, not a feed file"));
-    auto db = MetadataPath(path);
+    const std::string& other = options.positional[static_cast<size_t>(1 - k)];
+    if (fs::is_directory(path, ec) &&
+        fs::weakly_canonical(other, ec).parent_path() == fs::weakly_canonical(path, ec)) {
+      return Fail(InvalidArgumentError(other + " is inside the folder " + path +
+                                       ", where every file is an item"));
+    }
+    const bool folder = fs::is_directory(path, ec);
+    auto db = MetadataPath(path, folder);
     if (!db.ok()) return Fail(db.status());
-    auto store = OpenSqliteStore(*db, std::string(feedsync::FeedProvider::kName), SystemRandom());
+    auto store = OpenSqliteStore(
+        *db, std::string(folder ? RecordFolderProvider::kName : feedsync::FeedProvider::kName),
+        SystemRandom());
     if (!store.ok()) return Fail(store.status());
     sides[k].store = std::move(*store);
-    std::string by =
-        options.by.empty() ? "meshsync-" + sides[k].store->state().id.ShortName() : options.by;
-    sides[k].provider = std::make_unique<feedsync::FeedProvider>(path, by, FormatForPath(path));
+    if (folder) {
+      auto provider = std::make_unique<RecordFolderProvider>(path);
+      sides[k].folder = provider.get();
+      sides[k].provider = std::move(provider);
+    } else {
+      std::string by =
+          options.by.empty() ? "meshsync-" + sides[k].store->state().id.ShortName() : options.by;
+      sides[k].provider = std::make_unique<feedsync::FeedProvider>(path, by, FormatForPath(path));
+    }
     auto replica = Replica::Open(*sides[k].store, *sides[k].provider);
     if (!replica.ok()) return Fail(replica.status());
     sides[k].replica = std::move(*replica);
   }
-  auto report = Synchronize(*sides[0].replica, *sides[1].replica, sync_options);
-  if (!report.ok()) return Fail(report.status());
+  // Rounds until nothing is left for the other side: a version a replica
+  // made while applying (the FeedSync history a feed wrote for a record
+  // that came from a folder) must reach the other replica now, or a later
+  // edit there would meet it as a concurrent change.
+  std::optional<SyncReport> report;
+  for (int round = 1;; ++round) {
+    auto session = Synchronize(*sides[0].replica, *sides[1].replica, sync_options);
+    if (!session.ok()) return Fail(session.status());
+    if (!report) {
+      report = std::move(*session);
+    } else {
+      report->a_to_b.Add(session->a_to_b);
+      report->b_to_a.Add(session->b_to_a);
+      report->a_to_b.errors = std::move(session->a_to_b.errors);
+      report->b_to_a.errors = std::move(session->b_to_a.errors);
+    }
+    uint64_t left = session->a_to_b.local_versions + session->b_to_a.local_versions;
+    if (left == 0 || round == 4) break;
+  }
   auto direction = [](const DirectionReport& d) {
     return "{\"created\":" + std::to_string(d.created) +
            ",\"updated\":" + std::to_string(d.updated) +
@@ -392,6 +429,14 @@ int RunFeedSync(const EditOptions& options) {
     }
   }
   int failed = 0;
+  for (const Side& side : sides) {
+    if (side.folder == nullptr) continue;
+    for (const std::string& problem : side.folder->problems()) {
+      std::fprintf(stderr, "meshsync: left alone, not a record: %s/%s\n",
+                   options.positional[static_cast<size_t>(&side - sides)].c_str(), problem.c_str());
+      failed = 1;
+    }
+  }
   for (const DirectionReport* d : {&report->a_to_b, &report->b_to_a}) {
     for (const ItemError& error : d->errors) {
       std::fprintf(stderr, "meshsync: item %s not synced: %s\n", error.item.ToHex().c_str(),
