@@ -4,6 +4,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 
@@ -252,7 +253,11 @@ int RunMerge(const EditOptions& options) {
                 " unchanged; %" PRIu64 " items with conflicts\n",
                 out.c_str(), stats->added, stats->updated, stats->unchanged, stats->conflicts);
   }
-  return 0;
+  // The merged feed is written and flushed to disk; freeing its hundreds of
+  // thousands of objects one by one would only make the user wait (a
+  // sixth of a 100,000-item merge). The process ends without it.
+  std::fflush(stdout);
+  std::_Exit(0);
 }
 
 // create, update, delete, resolve: read, edit one item, write back.

@@ -7,6 +7,7 @@
 #include "demo.h"
 #include "feed_commands.h"
 #include "folder_commands.h"
+#include "meshsync/env.h"
 #include "node_commands.h"
 
 namespace {
@@ -72,7 +73,10 @@ int main(int argc, char** argv) {
     return meshsync::cli::RunDbConflicts(args, 0);
   if (command == "conflicts") return meshsync::cli::RunConflicts(args);
   if (command == "db") return meshsync::cli::RunDb(args);
-  if (command == "feed") return meshsync::cli::RunFeed(args);
+  if (command == "feed") {
+    meshsync::ReexecWithHugePageHeap(argv);  // a feed is read whole: many small objects
+    return meshsync::cli::RunFeed(args);
+  }
   if (command == "trash") return meshsync::cli::RunTrash(args);
   if (command == "id") return meshsync::cli::RunId(args);
   if (command == "peer") return meshsync::cli::RunPeer(args);

@@ -328,10 +328,13 @@ class FeedReader {
     Format format;
     if (root.name.Is(kAtomNamespace, "feed") && &parent == &root) {
       format = Format::kAtom;
-    } else if (root.name.Is("", "rss") && &parent != &root &&
-               &parent == root.Child("", "channel")) {
-      format = Format::kRss;
+    } else if (root.name.Is("", "rss") && &parent != &root && parent.name.Is("", "channel") &&
+               !channel_done_) {
+      format = Format::kRss;  // in the first channel, the one the feed is
     } else {
+      if (root.name.Is("", "rss") && &parent == &root && element.name.Is("", "channel")) {
+        channel_done_ = true;
+      }
       return false;  // not in the container
     }
     if (element.name.Is(kNamespace, "sharing")) {
@@ -358,7 +361,8 @@ class FeedReader {
 
   const ReadLimits& limits_;
   Feed feed_;
-  std::vector<Taken> taken_;  // in document order
+  std::vector<Taken> taken_;   // in document order
+  bool channel_done_ = false;  // RSS: the first channel has ended
 };
 
 // ---- Writing ----

@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <memory>
 
 namespace meshsync::xml {
@@ -39,11 +40,14 @@ Name SplitName(const char* raw) {
 }
 
 class Parser {
-  // An open element; it points into its parent's children, which only
-  // grow at the back while it is open.
+  // An open element. Its children so far wait in pending_ (from
+  // children_mark on), and become its children, in a vector of exactly
+  // their number, when it ends: a document's many small elements cost one
+  // allocation each for their children, with no spare capacity.
   struct Frame {
-    Element* element;
-    size_t held_mark;  // where this element's entries in held_ start
+    Element element;
+    size_t children_mark;  // where this element's children in pending_ start
+    size_t held_mark;      // where this element's entries in held_ start
     bool has_element = false;
     bool mixed = false;  // holds text other than whitespace
   };
@@ -109,7 +113,8 @@ class Parser {
                    std::to_string(self->limits_.max_depth));
       return;
     }
-    Element element;
+    Frame frame{Element{}, self->pending_.size(), self->held_.size()};
+    Element& element = frame.element;
     element.name = SplitName(raw_name);
     element.namespaces = std::move(self->pending_namespaces_);
     self->pending_namespaces_.clear();
@@ -119,17 +124,8 @@ class Parser {
     for (size_t i = 0; i < count; i += 2) {
       element.attributes.push_back(Attribute{SplitName(attrs[i]), attrs[i + 1]});
     }
-    if (self->stack_.empty()) {
-      self->root_ = std::move(element);
-      self->stack_.push_back(Frame{&self->root_, self->held_.size()});
-    } else {
-      Frame& parent = self->stack_.back();
-      parent.has_element = true;
-      // Feed items hold a handful of elements: grow to four at once.
-      if (parent.element->children.capacity() == 0) parent.element->children.reserve(4);
-      parent.element->children.push_back(Node{std::move(element)});
-      self->stack_.push_back(Frame{&parent.element->children.back().element(), self->held_.size()});
-    }
+    if (!self->stack_.empty()) self->stack_.back().has_element = true;
+    self->stack_.push_back(std::move(frame));
   }
 
   // Whitespace held back from an element that is neither mixed nor done
@@ -140,19 +136,29 @@ class Parser {
     Frame& frame = self->stack_.back();
     if (!frame.mixed && !frame.has_element) self->Restore(frame);  // whitespace-only text
     self->held_.resize(frame.held_mark);
-    Element* element = frame.element;
+    auto& pending = self->pending_;
+    const auto first = pending.begin() + static_cast<ptrdiff_t>(frame.children_mark);
+    Element element = std::move(frame.element);
+    element.children.reserve(static_cast<size_t>(pending.end() - first));
+    std::move(first, pending.end(), std::back_inserter(element.children));
+    pending.erase(first, pending.end());
     self->stack_.pop_back();
     const size_t depth = self->stack_.size();
     if (depth == 0) {
+      self->root_ = std::move(element);
       self->done_ = true;
-    } else if (depth <= 2 && self->sink_ && self->refusal_.empty()) {
-      Result<bool> taken = self->sink_(*element, *self->stack_.back().element, self->root_);
+      return;
+    }
+    if (depth <= 2 && self->sink_ && self->refusal_.empty()) {
+      Result<bool> taken =
+          self->sink_(element, self->stack_.back().element, self->stack_.front().element);
       if (!taken.ok()) {
         self->Refuse(std::string(taken.status().message()));
       } else if (*taken) {
-        *element = Element{};
+        element = Element{};
       }
     }
+    pending.push_back(Node{std::move(element)});
   }
 
   static void OnText(void* data, const XML_Char* text, int length) {
@@ -160,30 +166,32 @@ class Parser {
     if (self->stack_.empty()) return;
     Frame& frame = self->stack_.back();
     std::string_view piece(text, static_cast<size_t>(length));
-    auto& children = frame.element->children;
+    auto& pending = self->pending_;
     if (!frame.mixed) {
       if (IsWhitespace(piece)) {
         auto& held = self->held_;
-        if (held.size() > frame.held_mark && held.back().first == children.size()) {
+        const size_t position = pending.size() - frame.children_mark;
+        if (held.size() > frame.held_mark && held.back().first == position) {
           held.back().second.append(piece);
         } else {
-          held.emplace_back(children.size(), std::string(piece));
+          held.emplace_back(position, std::string(piece));
         }
         return;
       }
       self->Restore(frame);
       frame.mixed = true;
     }
-    if (children.empty() || !children.back().IsText()) children.push_back(Node{std::string()});
-    std::get<0>(children.back().value).append(piece);
+    if (pending.size() == frame.children_mark || !pending.back().IsText()) {
+      pending.push_back(Node{std::string()});
+    }
+    pending.back().text().append(piece);
   }
 
   // Puts the whitespace held for `frame` back where it was, as text.
   void Restore(Frame& frame) {
-    auto& children = frame.element->children;
     for (size_t i = frame.held_mark; i < held_.size(); ++i) {
-      const size_t at = held_[i].first + (i - frame.held_mark);
-      children.insert(children.begin() + static_cast<ptrdiff_t>(at),
+      const size_t at = frame.children_mark + held_[i].first + (i - frame.held_mark);
+      pending_.insert(pending_.begin() + static_cast<ptrdiff_t>(at),
                       Node{std::move(held_[i].second)});
     }
     held_.resize(frame.held_mark);
@@ -209,6 +217,7 @@ class Parser {
   uint64_t received_ = 0;
   Element root_;
   std::vector<Frame> stack_;
+  std::vector<Node> pending_;  // the children of the open elements, in order
   // Whitespace-only text of the open elements that are not mixed: (position
   // among the element's children, text).
   std::vector<std::pair<size_t, std::string>> held_;
@@ -259,6 +268,15 @@ void AppendEscaped(std::string& out, std::string_view text, bool attribute) {
 }  // namespace
 
 std::string Name::Clark() const { return uri.empty() ? local : "{" + uri + "}" + local; }
+
+Node::Node(const Node& other)
+    : text_(other.text_),
+      element_(other.element_ ? std::make_unique<Element>(*other.element_) : nullptr) {}
+
+Node& Node::operator=(const Node& other) {
+  if (this != &other) *this = Node(other);
+  return *this;
+}
 
 const std::string* Element::Attr(std::string_view local) const {
   for (const Attribute& attribute : attributes) {

@@ -25,7 +25,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "meshsync/status.h"
@@ -52,7 +51,7 @@ struct Attribute {
 // An attribute in no namespace, for writing: (local name, value).
 using PlainAttribute = std::pair<std::string_view, std::string_view>;
 
-struct Node;
+class Node;
 
 struct Element {
   Name name;
@@ -74,14 +73,28 @@ struct Element {
   bool IsTextOnly() const;
 };
 
-// A child: text, or an element.
-struct Node {
-  std::variant<std::string, Element> value;
+// A child: text, or an element. An element child is held by pointer, so a
+// node is small: most children in a feed are text, or elements that hold
+// one text, and a document has millions of them. Copies are deep.
+class Node {
+ public:
+  explicit Node(std::string text) : text_(std::move(text)) {}
+  explicit Node(Element element) : element_(std::make_unique<Element>(std::move(element))) {}
+  Node(const Node& other);
+  Node& operator=(const Node& other);
+  Node(Node&&) noexcept = default;
+  Node& operator=(Node&&) noexcept = default;
+  ~Node() = default;
 
-  bool IsText() const { return value.index() == 0; }
-  const std::string& text() const { return std::get<0>(value); }
-  const Element& element() const { return std::get<1>(value); }
-  Element& element() { return std::get<1>(value); }
+  bool IsText() const { return element_ == nullptr; }
+  const std::string& text() const { return text_; }
+  std::string& text() { return text_; }
+  const Element& element() const { return *element_; }
+  Element& element() { return *element_; }
+
+ private:
+  std::string text_;                  // when a text
+  std::unique_ptr<Element> element_;  // when an element
 };
 
 struct Limits {
@@ -90,7 +103,8 @@ struct Limits {
 };
 
 // Called as each child or grandchild of the root ends (where feeds keep
-// their items), with its parent and the root, both still being built.
+// their items), with its parent and the root, both still open: their names,
+// attributes and namespaces are there, their children are not yet.
 // Returning true takes the element: the sink has moved away what it needs,
 // and the parent keeps an empty element (no name) in its place, so the
 // positions of the other children stay as they were. An error stops the

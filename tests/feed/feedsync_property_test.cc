@@ -60,7 +60,7 @@ void Edit(Feed& feed, int e, int op, int id, int64_t when, std::optional<size_t>
   }
   switch (op) {
     case 0: {
-      std::get<0>(item->element.Child("", "title")->children.at(0).value) = title;
+      item->element.Child("", "title")->children.at(0).text() = title;
       item->sync.deleted = false;
       RC_ASSERT(Update(*item, by, at).ok());
       break;

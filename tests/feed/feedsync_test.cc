@@ -59,7 +59,7 @@ Item NewItem(const std::string& id, const std::string& title, const std::string&
 }
 
 void SetTitle(Item& item, const std::string& title) {
-  std::get<0>(item.element.Child("", "title")->children.at(0).value) = title;
+  item.element.Child("", "title")->children.at(0).text() = title;
 }
 
 std::string Title(const Item& item) { return item.element.Child("", "title")->Text(); }
