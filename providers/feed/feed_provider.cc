@@ -21,7 +21,7 @@ std::string_view OwnNamespace(Format format) {
 
 std::string FieldBase(const xml::Name& name, Format format) {
   if (name.uri == OwnNamespace(format)) return name.local;
-  return "{" + name.uri + "}" + name.local;
+  return "{" + std::string(name.uri.view()) + "}" + name.local;
 }
 
 struct FieldName {

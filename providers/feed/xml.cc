@@ -22,8 +22,24 @@ bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 bool IsWhitespace(std::string_view text) { return std::all_of(text.begin(), text.end(), IsSpace); }
 
+// The namespaces of one document, each held once.
+class UriTable {
+ public:
+  Uri Get(std::string_view uri) {
+    for (const Uri& known : uris_) {
+      if (known == uri) return known;
+    }
+    if (uris_.size() >= kMaxShared) return Uri(uri);  // a hostile document: not held here
+    return uris_.emplace_back(uri);
+  }
+
+ private:
+  static constexpr size_t kMaxShared = 16;
+  std::vector<Uri> uris_;
+};
+
 // Splits expat's "uri SEP local SEP prefix" triplet.
-Name SplitName(const char* raw) {
+Name SplitName(const char* raw, UriTable& uris) {
   Name name;
   std::string_view rest(raw);
   size_t first = rest.find(kSeparator);
@@ -31,7 +47,7 @@ Name SplitName(const char* raw) {
     name.local = std::string(rest);
     return name;
   }
-  name.uri = std::string(rest.substr(0, first));
+  name.uri = uris.Get(rest.substr(0, first));
   rest.remove_prefix(first + 1);
   size_t second = rest.find(kSeparator);
   name.local = std::string(rest.substr(0, second));
@@ -115,14 +131,14 @@ class Parser {
     }
     Frame frame{Element{}, self->pending_.size(), self->held_.size()};
     Element& element = frame.element;
-    element.name = SplitName(raw_name);
+    element.name = SplitName(raw_name, self->uris_);
     element.namespaces = std::move(self->pending_namespaces_);
     self->pending_namespaces_.clear();
     size_t count = 0;
     while (attrs[count] != nullptr) count += 2;
     element.attributes.reserve(count / 2);
     for (size_t i = 0; i < count; i += 2) {
-      element.attributes.push_back(Attribute{SplitName(attrs[i]), attrs[i + 1]});
+      element.attributes.push_back(Attribute{SplitName(attrs[i], self->uris_), attrs[i + 1]});
     }
     if (!self->stack_.empty()) self->stack_.back().has_element = true;
     self->stack_.push_back(std::move(frame));
@@ -218,6 +234,7 @@ class Parser {
   Element root_;
   std::vector<Frame> stack_;
   std::vector<Node> pending_;  // the children of the open elements, in order
+  UriTable uris_;
   // Whitespace-only text of the open elements that are not mixed: (position
   // among the element's children, text).
   std::vector<std::pair<size_t, std::string>> held_;
@@ -267,7 +284,9 @@ void AppendEscaped(std::string& out, std::string_view text, bool attribute) {
 
 }  // namespace
 
-std::string Name::Clark() const { return uri.empty() ? local : "{" + uri + "}" + local; }
+std::string Name::Clark() const {
+  return uri.empty() ? local : "{" + std::string(uri.view()) + "}" + local;
+}
 
 Node::Node(const Node& other)
     : text_(other.text_),
@@ -384,7 +403,7 @@ struct Writer::Impl {
     return "";
   }
 
-  void Declare(std::string& decls, const std::string& prefix, const std::string& uri) {
+  void Declare(std::string& decls, const std::string& prefix, std::string_view uri) {
     scope.emplace_back(prefix, uri);
     decls.append(prefix.empty() ? " xmlns" : " xmlns:");
     decls.append(prefix).append("=\"");
@@ -399,7 +418,7 @@ struct Writer::Impl {
 
   // A prefix bound to `uri` here, declaring one if needed. Attributes need a
   // non-empty prefix for a namespace; elements may use the default.
-  std::string PrefixFor(const std::string& uri, const std::string& wanted, bool attribute,
+  std::string PrefixFor(std::string_view uri, const std::string& wanted, bool attribute,
                         std::string& decls) {
     if (uri.empty()) {
       if (!attribute && !Lookup("").empty()) Declare(decls, "", "");

@@ -31,10 +31,31 @@
 
 namespace meshsync::xml {
 
+// A namespace URI. A document uses a handful of namespaces on hundreds of
+// thousands of elements, so the parser gives the elements of one namespace
+// one shared, immutable copy. Compares and converts like a string.
+class Uri {
+ public:
+  Uri() = default;
+  Uri(std::string_view uri)  // NOLINT: implicit, as a std::string would be
+      : value_(uri.empty() ? nullptr : std::make_shared<const std::string>(uri)) {}
+  Uri(const std::string& uri) : Uri(std::string_view(uri)) {}  // NOLINT
+  Uri(const char* uri) : Uri(std::string_view(uri)) {}         // NOLINT
+
+  std::string_view view() const { return value_ ? std::string_view(*value_) : std::string_view(); }
+  operator std::string_view() const { return view(); }  // NOLINT
+  bool empty() const { return value_ == nullptr; }
+
+  friend bool operator==(const Uri& a, std::string_view b) { return a.view() == b; }
+
+ private:
+  std::shared_ptr<const std::string> value_;  // null: no namespace
+};
+
 // A namespace-qualified name. `prefix` is how the source wrote it; the
 // writer keeps it when it can and picks another when it must.
 struct Name {
-  std::string uri;  // empty: no namespace
+  Uri uri;  // empty: no namespace
   std::string local;
   std::string prefix;
 
