@@ -374,6 +374,10 @@ Result<SaveResult> RecordFolderProvider::SaveChange(const SaveRequest& request) 
   if (!before.ok()) return before.status();
   if (exists && !live)
     return FailedPreconditionError(PathOf(name) + " exists and is another record");
+  if (!exists && live) {
+    // Removed since it was detected: the next detection records the delete.
+    return UnavailableError(PathOf(name) + " was removed since it was read; it syncs next time");
+  }
   if (exists && *before != StampOfState(request.local->provider_state)) {
     return UnavailableError(PathOf(name) + " changed since it was read; it syncs next time");
   }

@@ -299,6 +299,12 @@ TEST_F(RecordFolderTest, AFileChangedSinceDetectionIsNeitherOverwrittenNorDelete
   SaveRequest erase{SaveAction::kDelete, (*meta)->id, &**meta, {}, {}, {}};
   EXPECT_FALSE(folder_->SaveChange(erase).ok());
   EXPECT_EQ(Read(milk), text);
+  // Removed after detection: an update does not bring back a partial file.
+  fs::remove(fs::path(dir_) / milk);
+  saved = folder_->SaveChange(update);
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(saved.status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(fs::exists(fs::path(dir_) / milk));
 }
 
 TEST_F(RecordFolderTest, AFileWrittenBeforeACrashIsTheSameItemAgain) {
