@@ -12,8 +12,8 @@
 #include <future>
 #include <mutex>
 
-#include "meshsync/metadata_store.h"
 #include "meshsync/atomic_file.h"
+#include "meshsync/metadata_store.h"
 #include "node/json.h"
 #include "node/wire.h"
 

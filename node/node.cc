@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "files/folder.h"
+#include "meshsync/atomic_file.h"
 #include "meshsync/sync.h"
 #include "node/api.h"
 #include "node/asio.h"
-#include "meshsync/atomic_file.h"
 #include "node/bundle.h"
 #include "node/config.h"
 #include "node/connection.h"
