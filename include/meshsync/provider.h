@@ -75,6 +75,11 @@ class ChangeRecorder {
   // Records a creation, update or deletion; returns the item's id. Updating
   // or deleting an unknown id, or deleting a tombstone, is kInvalidArgument.
   virtual Result<ItemId> Record(const LocalChange& change) = 0;
+
+  // Records the deletion of every live item for which `gone` is true: for
+  // providers that list their whole store and take what they did not find
+  // for deleted.
+  Status RecordDeletions(const std::function<bool(const ItemMetadata&)>& gone);
 };
 
 enum class SaveAction { kCreate, kUpdate, kDelete };

@@ -312,21 +312,8 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
     if (!recorded.ok()) return recorded.status();
   }
   // Items removed from the file by hand are deletions.
-  std::vector<ItemMetadata> gone;
-  Status status = recorder.ForEachLiveItem([&](const ItemMetadata& meta) {
-    if (!seen.contains(meta.key)) gone.push_back(meta);
-    return Status::Ok();
-  });
-  if (!status.ok()) return status;
-  for (const ItemMetadata& meta : gone) {
-    LocalChange change;
-    change.id = meta.id;
-    change.deleted = true;
-    change.key = meta.key;
-    auto recorded = recorder.Record(change);
-    if (!recorded.ok()) return recorded.status();
-  }
-  return Status::Ok();
+  return recorder.RecordDeletions(
+      [&](const ItemMetadata& meta) { return !seen.contains(meta.key); });
 }
 
 Status FeedProvider::LoadChangeData(const ItemMetadata& meta, std::span<const ChangeUnitId> units,

@@ -52,19 +52,8 @@ Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
     }
     MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
   }
-  std::vector<ItemId> gone;
-  MESHSYNC_RETURN_IF_ERROR(recorder.ForEachLiveItem([&](const ItemMetadata& item) {
-    if (records_.count(item.id) == 0) gone.push_back(item.id);
-    return Status::Ok();
-  }));
-  for (const ItemId& id : gone) {
-    LocalChange change;
-    change.id = id;
-    change.deleted = true;
-    change.key = id.ToHex();
-    MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
-  }
-  return Status::Ok();
+  return recorder.RecordDeletions(
+      [&](const ItemMetadata& item) { return !records_.contains(item.id); });
 }
 
 Status RecordProvider::LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,

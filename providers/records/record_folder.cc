@@ -324,21 +324,8 @@ Status RecordFolderProvider::DetectChanges(ChangeRecorder& recorder) {
     if (!recorded.ok()) return recorded.status();
   }
 
-  std::vector<ItemMetadata> gone;
-  Status status = recorder.ForEachLiveItem([&](const ItemMetadata& meta) {
-    if (!seen.contains(meta.key)) gone.push_back(meta);
-    return Status::Ok();
-  });
-  if (!status.ok()) return status;
-  for (const ItemMetadata& meta : gone) {
-    LocalChange change;
-    change.id = meta.id;
-    change.deleted = true;
-    change.key = meta.key;
-    auto recorded = recorder.Record(change);
-    if (!recorded.ok()) return recorded.status();
-  }
-  return Status::Ok();
+  return recorder.RecordDeletions(
+      [&](const ItemMetadata& meta) { return !seen.contains(meta.key); });
 }
 
 Status RecordFolderProvider::LoadChangeData(const ItemMetadata& item,

@@ -140,6 +140,22 @@ class Recorder final : public ChangeRecorder {
 
 }  // namespace
 
+Status ChangeRecorder::RecordDeletions(const std::function<bool(const ItemMetadata&)>& gone) {
+  std::vector<ItemMetadata> deleted;  // collected first: recording changes the live set
+  MESHSYNC_RETURN_IF_ERROR(ForEachLiveItem([&](const ItemMetadata& item) {
+    if (gone(item)) deleted.push_back(item);
+    return Status::Ok();
+  }));
+  for (const ItemMetadata& item : deleted) {
+    LocalChange change;
+    change.id = item.id;
+    change.deleted = true;
+    change.key = item.key;
+    MESHSYNC_RETURN_IF_ERROR(Record(change).status());
+  }
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<Replica>> Replica::Open(MetadataStore& store, Provider& provider,
                                                Clock& clock, Random& random) {
   if (store.state().provider_name != provider.Name()) {
