@@ -370,12 +370,11 @@ int RunFeedSync(const EditOptions& options) {
   for (int k = 0; k < 2; ++k) {
     const std::string& path = options.positional[static_cast<size_t>(k)];
     const std::string& other = options.positional[static_cast<size_t>(1 - k)];
-    if (fs::is_directory(path, ec) &&
-        fs::weakly_canonical(other, ec).parent_path() == fs::weakly_canonical(path, ec)) {
+    const bool folder = fs::is_directory(path, ec);
+    if (folder && fs::weakly_canonical(other, ec).parent_path() == fs::weakly_canonical(path, ec)) {
       return Fail(InvalidArgumentError(other + " is inside the folder " + path +
                                        ", where every file is an item"));
     }
-    const bool folder = fs::is_directory(path, ec);
     auto db = MetadataPath(path, folder);
     if (!db.ok()) return Fail(db.status());
     auto store = OpenSqliteStore(

@@ -154,6 +154,7 @@ Result<std::optional<RecordFile>> ReadRecord(const std::string& path) {
   if (!status.ok()) return status;
   auto fields = ParseRecordFile(text);
   if (!fields.ok()) return fields.status();
+  if (auto units = UnitsOf(*fields); !units.ok()) return units.status();  // every unit one field
   return std::optional<RecordFile>(
       RecordFile{StampOf(st), static_cast<mode_t>(st.st_mode & 07777), std::move(*fields)});
 }
@@ -281,10 +282,8 @@ Status RecordFolderProvider::DetectChanges(ChangeRecorder& recorder) {
     if (live && settled && StampOfState((*existing)->provider_state) == StampOf(st)) continue;
 
     auto record = ReadRecord(path);
-    if (!record.ok() || !record->has_value() || !UnitsOf((*record)->fields).ok()) {
-      Status why = !record.ok()           ? record.status()
-                   : !record->has_value() ? NotFoundError("vanished")
-                                          : UnitsOf((*record)->fields).status();
+    if (!record.ok() || !record->has_value()) {
+      Status why = record.ok() ? NotFoundError("vanished") : record.status();
       problems_.push_back(name + ": " + std::string(why.message()));
       continue;  // left alone, and not a deletion
     }
@@ -420,7 +419,7 @@ Result<SaveResult> RecordFolderProvider::SaveChange(const SaveRequest& request) 
                 [&](const auto& f) { return removed.contains(ChangeUnitIdFromName(f.first)); });
   auto text = FormatRecordFile(fields);
   if (!text.ok()) return text.status();
-  if (!UnitsOf(fields).ok()) return UnitsOf(fields).status();
+  if (auto units = UnitsOf(fields); !units.ok()) return units.status();
 
   auto file = AtomicFile::Create(PathOf(name), mode);
   if (!file.ok()) return file.status();
