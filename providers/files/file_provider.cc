@@ -651,14 +651,21 @@ class FileProvider::Walker {
     change.state.kind = f.kind;
     FillStat(f.st, change.state);
     change.attributes = node.mode != change.state.mode;
-    bool same_bytes = node.ino == change.state.ino && node.size == change.state.size &&
-                      node.mtime_ns == change.state.mtime_ns && node.dev == change.state.dev;
+    bool same_stat = node.size == change.state.size && node.mtime_ns == change.state.mtime_ns;
+    bool same_inode = node.ino == change.state.ino && node.dev == change.state.dev;
+    bool same_bytes = same_stat && same_inode;
     bool same_ctime = node.ctime_ns == change.state.ctime_ns;
     if (f.kind == Kind::kSymlink) {
       change.content = !same_bytes || !same_ctime;  // re-read the target, compare below
       change.verify_only = same_bytes;
-    } else if (!same_bytes) {
+    } else if (!same_stat) {
       change.content = true;
+    } else if (!same_inode) {
+      // Replaced by a file of the same size and mtime: a copy put back (a
+      // restore, `cp -p`, a save that kept the mtime). Hash it, and record
+      // a change only if the bytes differ, or a no-op would win conflicts.
+      change.content = true;
+      change.verify_only = true;
     } else if (!same_ctime && !change.attributes && !moved) {
       // Only ctime moved: something rewrote the file and kept its size and
       // mtime. Hash it again and record a change only if the bytes differ.

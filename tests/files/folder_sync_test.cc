@@ -114,6 +114,22 @@ TEST_F(FolderTest, AnEditBeatsAConcurrentDelete) {
   EXPECT_EQ(ReadFile(a_ / "x.txt"), "edited");
 }
 
+TEST_F(FolderTest, AFileReplacedByAnIdenticalCopyIsNotAnEdit) {
+  WriteFile(a_ / "x.txt", "base");
+  Sync();
+  // B's file is replaced by a copy with the same bytes and mtime (a backup
+  // restored, `cp -p`): a new inode, nothing changed for the user.
+  fs::copy_file(b_ / "x.txt", b_ / "copy.tmp");
+  fs::last_write_time(b_ / "copy.tmp", fs::last_write_time(b_ / "x.txt"));
+  fs::rename(b_ / "copy.tmp", b_ / "x.txt");
+  WriteFile(a_ / "x.txt", "edited on a");
+  FolderSyncReport report = Sync();
+  ExpectInSync();
+  EXPECT_EQ(ReadFile(b_ / "x.txt"), "edited on a");
+  EXPECT_TRUE(ConflictCopies(a_).empty());
+  EXPECT_EQ(report.a_to_b.engine.conflicts + report.b_to_a.engine.conflicts, 0u);
+}
+
 TEST_F(FolderTest, TwoNewFilesAtOnePathOneKeepsTheName) {
   WriteFile(a_ / "new.txt", "from a");
   WriteFile(b_ / "new.txt", "from b");
