@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -193,11 +194,19 @@ int RunSync(const std::vector<std::string>& args) {
       }
     }
   }
+  int code = 0;
   if (!report->problems.empty()) {
     std::fprintf(stderr, "meshsync: %zu item(s) could not be synced\n", report->problems.size());
-    return 1;
+    code = 1;
   }
-  return 0;
+  // Done. The metadata is closed and the locks released; the indexes of
+  // both folders are left to the end of the process rather than freed item
+  // by item (a tenth of a no-change sync of 100,000 files).
+  (*a)->Close();
+  (*b)->Close();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
 }
 
 int RunStatus(const std::vector<std::string>& args) {

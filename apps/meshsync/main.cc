@@ -67,8 +67,11 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "demo") return meshsync::cli::RunDemo(args);
-  if (command == "sync") return meshsync::cli::RunSync(args);
-  if (command == "status") return meshsync::cli::RunStatus(args);
+  if (command == "sync" || command == "status") {
+    // A folder's index is many small objects, made once and dropped at exit.
+    meshsync::ReexecWithHugePageHeap(argv);
+    return command == "sync" ? meshsync::cli::RunSync(args) : meshsync::cli::RunStatus(args);
+  }
   if (command == "conflicts" && !args.empty() && meshsync::cli::IsDatabaseUrl(args[0]))
     return meshsync::cli::RunDbConflicts(args, 0);
   if (command == "conflicts") return meshsync::cli::RunConflicts(args);

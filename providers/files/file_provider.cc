@@ -550,7 +550,13 @@ class FileProvider::Walker {
       return Status::Ok();
     }
     std::sort(names.begin(), names.end());
-    for (std::string& name : names) {
+    // What the index knows under these names, looked up in one tight loop:
+    // the lookups miss the cache, and here their misses overlap instead of
+    // waiting one by one between stat calls.
+    std::vector<Node*> known(names.size());
+    for (size_t i = 0; i < names.size(); ++i) known[i] = p_.FindChildNode(dir_id, names[i]);
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::string& name = names[i];
       Found f;
       f.parent = dir_id;
       f.rel = Join(rel, name);
@@ -582,7 +588,7 @@ class FileProvider::Walker {
         }
         MESHSYNC_RETURN_IF_ERROR(WalkDir(child.get(), id, f.rel, depth + 1));
       } else {
-        ResolveEntry(std::move(f));
+        ResolveEntry(std::move(f), known[i]);
       }
     }
     return Status::Ok();
@@ -632,8 +638,8 @@ class FileProvider::Walker {
 
   // Files and links are claimed at once when the name and inode match (the
   // common case); anything else waits until the whole tree has been seen.
-  void ResolveEntry(Found f) {
-    Node* node = p_.FindChildNode(f.parent, f.name);
+  // `node` is the index's entry at the same name, if any.
+  void ResolveEntry(Found f, Node* node) {
     if (node != nullptr && !node->seen && node->kind == f.kind && node->ino == f.st.st_ino &&
         node->dev == f.st.st_dev) {
       node->seen = true;

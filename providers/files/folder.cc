@@ -59,13 +59,19 @@ void PurgeTrash(const std::string& meta, int days) {
 }  // namespace
 
 Folder::~Folder() {
-  replica_.reset();
+  Close();
   provider_.reset();
+}
+
+void Folder::Close() {
+  replica_.reset();
   store_.reset();
   if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = -1;
   if (!preview_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(preview_dir_, ec);
+    preview_dir_.clear();
   }
 }
 

@@ -33,6 +33,12 @@ class Folder {
                                               const FolderOptions& options);
   ~Folder();
 
+  // Closes the metadata store, removes a preview's copy of it and releases
+  // the lock: everything that matters on disk. The in-memory index stays
+  // until destruction, so a process that ends right after (a command) need
+  // not free it item by item. Nothing but the destructor may follow.
+  void Close();
+
   Replica& replica() { return *replica_; }
   FileProvider& provider() { return *provider_; }
   MetadataStore& store() { return *store_; }
