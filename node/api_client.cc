@@ -26,10 +26,13 @@ std::string ReadLine(const std::string& path) {
 
 }  // namespace
 
-bool DaemonRunning(const std::string& home) { return CallApi(home, "GET", "/api/status").ok(); }
+bool DaemonRunning(const std::string& home) {
+  return CallApi(home, "GET", "/api/status", {}, std::chrono::seconds(5)).ok();
+}
 
 Result<std::string> CallApi(const std::string& home, const std::string& method,
-                            const std::string& target, const std::string& body) {
+                            const std::string& target, const std::string& body,
+                            std::chrono::seconds timeout) {
   std::string address = ReadLine(home + "/api-listening");
   if (address.empty()) return UnavailableError("no daemon is running on " + home);
   MESHSYNC_ASSIGN_OR_RETURN(Config config, Config::Load(home + "/config.toml"));
@@ -49,8 +52,7 @@ Result<std::string> CallApi(const std::string& home, const std::string& method,
     request.body() = body;
     request.prepare_payload();
     http::write(stream, request);
-    // Applying a bundle can take as long as the data takes to copy.
-    stream.expires_never();
+    stream.expires_after(timeout);
     beast::flat_buffer buffer;
     http::response<http::string_body> response;
     http::read(stream, buffer, response);

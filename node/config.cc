@@ -85,6 +85,67 @@ bool Config::SharedWith(const FolderConfig& folder, const DeviceId& device) cons
   return false;
 }
 
+Result<std::string> Config::AddPeer(PeerConfig peer, const DeviceId& self) {
+  if (peer.id == self) return InvalidArgumentError("that is this node's own device id");
+  if (peer.address != "dynamic") MESHSYNC_RETURN_IF_ERROR(CheckAddress(peer.address));
+  std::string verb = "added";
+  for (PeerConfig& existing : peers) {
+    if (existing.id == peer.id) {
+      if (peer.name.empty()) peer.name = existing.name;
+      existing = peer;
+      verb = "updated";
+    }
+  }
+  if (verb == "added") peers.push_back(peer);
+  return verb + " peer " + peer.id.ToString() + " at " + peer.address;
+}
+
+Result<std::string> Config::RemovePeer(const DeviceId& id) {
+  size_t before = peers.size();
+  std::erase_if(peers, [&](const PeerConfig& p) { return p.id == id; });
+  if (peers.size() == before) return NotFoundError("no peer " + id.ToString());
+  for (FolderConfig& folder : folders) std::erase(folder.shared_with, id);
+  return "removed peer " + id.ToString();
+}
+
+Result<std::string> Config::AddFolder(const std::string& id, const std::string& path) {
+  if (id.empty() || id.size() > 64) {
+    return InvalidArgumentError("a folder id has 1 to 64 characters");
+  }
+  if (!path.starts_with("/")) return InvalidArgumentError(path + " is not an absolute path");
+  if (FindFolder(id) != nullptr) {
+    return InvalidArgumentError("folder id '" + id + "' is already used");
+  }
+  for (const FolderConfig& folder : folders) {
+    std::string a = folder.path + "/", b = path + "/";
+    if (a.starts_with(b) || b.starts_with(a)) {
+      return InvalidArgumentError(path + " overlaps folder '" + folder.id + "' at " + folder.path);
+    }
+  }
+  folders.push_back(FolderConfig{id, path, {}});
+  return "added folder '" + id + "' at " + path;
+}
+
+Result<std::string> Config::ShareFolder(const std::string& folder, const DeviceId& device,
+                                        bool share) {
+  FolderConfig* entry = FindFolder(folder);
+  if (entry == nullptr) return NotFoundError("no folder '" + folder + "'");
+  if (FindPeer(device) == nullptr) {
+    return NotFoundError("no peer " + device.ToString() + " (add it with `meshsync peer add`)");
+  }
+  std::erase(entry->shared_with, device);
+  if (share) entry->shared_with.push_back(device);
+  return std::string(share ? "shared" : "unshared") + " folder '" + folder + "' with " +
+         device.ToString();
+}
+
+Result<std::string> Config::RemoveFolder(const std::string& id) {
+  size_t before = folders.size();
+  std::erase_if(folders, [&](const FolderConfig& f) { return f.id == id; });
+  if (folders.size() == before) return NotFoundError("no folder '" + id + "'");
+  return "removed folder '" + id + "' (its files and metadata are left in place)";
+}
+
 Status CheckAddress(const std::string& address) {
   size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0) {

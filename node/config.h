@@ -59,6 +59,23 @@ struct Config {
   // Whether folder `folder` is shared with `device`.
   bool SharedWith(const FolderConfig& folder, const DeviceId& device) const;
 
+  // The edits `meshsync peer` and `meshsync folder` make, here or in the
+  // daemon (through its API) when one runs on the home. Each checks its
+  // input, changes nothing on an error, and returns what it did, as the
+  // CLI prints it.
+  //
+  // Adds a peer, or updates its address (and name, if one is given).
+  // `self` is this node's id, which is refused.
+  Result<std::string> AddPeer(PeerConfig peer, const DeviceId& self);
+  // Removes a peer and unshares every folder from it.
+  Result<std::string> RemovePeer(const DeviceId& id);
+  // `path` must be absolute and resolved (realpath); it may not overlap
+  // another folder.
+  Result<std::string> AddFolder(const std::string& id, const std::string& path);
+  Result<std::string> ShareFolder(const std::string& folder, const DeviceId& device, bool share);
+  // The folder's files and metadata are left in place.
+  Result<std::string> RemoveFolder(const std::string& id);
+
   // Reads `path`; a missing file is an empty configuration. A syntax error
   // or a bad value is kInvalidArgument naming the file and line.
   static Result<Config> Load(const std::string& path);

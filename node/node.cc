@@ -112,6 +112,10 @@ class Node::Impl {
   // offer (under HOME/folders/ID) and shares each with all who offer it.
   bool HubAccept(const DeviceId& peer, const std::string& folder);
   void WatchConfig();
+  // An edit of the configuration asked for through the API (I/O thread):
+  // made on the file's current contents, saved, applied. Answers
+  // {"message": WHAT_WAS_DONE}.
+  Result<std::string> EditConfig(const std::function<Result<std::string>(Config&)>& edit);
   FolderRunner* RunnerFor(const std::string& folder);
   void AddRoutes();
   Result<std::string> StatusJson();
@@ -920,6 +924,22 @@ bool Node::Impl::HubAccept(const DeviceId& peer, const std::string& folder) {
   return true;
 }
 
+Result<std::string> Node::Impl::EditConfig(
+    const std::function<Result<std::string>(Config&)>& edit) {
+  // The file is the truth: a hand edit the watcher has not reloaded yet is
+  // kept, not overwritten with the older configuration in memory.
+  std::string path = home_ + "/config.toml";
+  MESHSYNC_ASSIGN_OR_RETURN(Config next, Config::Load(path));
+  MESHSYNC_ASSIGN_OR_RETURN(std::string done, edit(next));
+  MESHSYNC_RETURN_IF_ERROR(next.Save(path));
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) config_mtime_ = st.st_mtim;
+  Log("config: " + done);
+  Activity("config-changed", "\"change\": " + JsonString(done));
+  ApplyConfig(std::move(next));
+  return "{\"message\": " + JsonString(done) + "}";
+}
+
 void Node::Impl::WatchConfig() {
   config_timer_.expires_after(std::chrono::seconds(1));
   config_timer_.async_wait([this](boost::system::error_code ec) {
@@ -1045,6 +1065,58 @@ void Node::Impl::AddRoutes() {
   api_->AddRoute("/api/status", [this](const std::string&) { return StatusJson(); });
   api_->AddRoute("/api/folders", [this](const std::string&) { return FoldersJson(); });
   api_->AddRoute("/api/peers", [this](const std::string&) { return PeersJson(); });
+  // The CLI's `peer` and `folder` edits, while the daemon runs.
+  auto edit_route = [this](const std::string& path, auto edit) {
+    api_->AddRoute("POST", path,
+                   [this, edit](const ApiServer::Request& request, ApiServer::Reply reply) {
+                     reply(EditConfig([&](Config& config) { return edit(request.body, config); }));
+                   });
+  };
+  auto field = [](const std::string& body, const char* name) {
+    return JsonStringField(body, name);
+  };
+  auto device_field = [field](const std::string& body, const char* name) -> Result<DeviceId> {
+    MESHSYNC_ASSIGN_OR_RETURN(std::string text, field(body, name));
+    return DeviceId::Parse(text);
+  };
+  edit_route(
+      "/api/peers/add",
+      [this, field, device_field](const std::string& body, Config& config) -> Result<std::string> {
+        PeerConfig peer;
+        MESHSYNC_ASSIGN_OR_RETURN(peer.id, device_field(body, "id"));
+        MESHSYNC_ASSIGN_OR_RETURN(peer.address, field(body, "address"));
+        if (auto name = field(body, "name"); name.ok()) peer.name = *name;
+        return config.AddPeer(std::move(peer), identity_.id);
+      });
+  edit_route("/api/peers/remove",
+             [device_field](const std::string& body, Config& config) -> Result<std::string> {
+               MESHSYNC_ASSIGN_OR_RETURN(DeviceId id, device_field(body, "id"));
+               return config.RemovePeer(id);
+             });
+  edit_route("/api/folders/add",
+             [field](const std::string& body, Config& config) -> Result<std::string> {
+               MESHSYNC_ASSIGN_OR_RETURN(std::string id, field(body, "id"));
+               MESHSYNC_ASSIGN_OR_RETURN(std::string path, field(body, "path"));
+               struct stat st;
+               if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+                 return NotFoundError(path + ": no such folder");
+               }
+               return config.AddFolder(id, path);
+             });
+  for (bool share : {true, false}) {
+    edit_route(share ? "/api/folders/share" : "/api/folders/unshare",
+               [field, device_field, share](const std::string& body,
+                                            Config& config) -> Result<std::string> {
+                 MESHSYNC_ASSIGN_OR_RETURN(std::string folder, field(body, "folder"));
+                 MESHSYNC_ASSIGN_OR_RETURN(DeviceId id, device_field(body, "device"));
+                 return config.ShareFolder(folder, id, share);
+               });
+  }
+  edit_route("/api/folders/remove",
+             [field](const std::string& body, Config& config) -> Result<std::string> {
+               MESHSYNC_ASSIGN_OR_RETURN(std::string id, field(body, "id"));
+               return config.RemoveFolder(id);
+             });
   // Off the I/O thread: reading a store, or applying a bundle, takes time.
   api_->AddRoute("GET", "/api/conflicts",
                  [this](const ApiServer::Request& request, ApiServer::Reply reply) {

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <optional>
 
@@ -98,6 +99,29 @@ Result<Config> LoadHome(const Options& options) {
   return config;
 }
 
+// Makes one `peer` or `folder` edit: through the API of a daemon running on
+// the home (it applies the edit at once, and its own writes of the file
+// cannot race with ours), else in the file, which a daemon started later
+// reads.
+int EditConfig(const Options& options, const std::string& target, const std::string& body,
+               const std::function<Result<std::string>(Config&)>& edit) {
+  if (node::DaemonRunning(options.home)) {
+    auto answer = node::CallApi(options.home, "POST", target, body);
+    if (!answer.ok()) return Fail(answer.status());
+    auto message = node::JsonStringField(*answer, "message");
+    std::printf("%s\n", message.ok() ? message->c_str() : answer->c_str());
+    return 0;
+  }
+  auto config = LoadHome(options);
+  if (!config.ok()) return Fail(config.status());
+  auto done = edit(*config);
+  if (!done.ok()) return Fail(done.status());
+  Status saved = config->Save(ConfigPath(options));
+  if (!saved.ok()) return Fail(saved);
+  std::printf("%s\n", done->c_str());
+  return 0;
+}
+
 }  // namespace
 
 int RunConfig(const std::vector<std::string>& args) {
@@ -153,10 +177,10 @@ int RunPeer(const std::vector<std::string>& args) {
     std::fputs(kPeerHelp, pos.empty() ? stderr : stdout);
     return pos.empty() ? 2 : 0;
   }
-  auto config = LoadHome(options);
-  if (!config.ok()) return Fail(config.status());
   const std::string& verb = pos[0];
   if (verb == "list" && pos.size() == 1) {
+    auto config = LoadHome(options);
+    if (!config.ok()) return Fail(config.status());
     for (const node::PeerConfig& peer : config->peers) {
       std::printf("%s  %-20s %s\n", peer.id.ToString().c_str(),
                   peer.name.empty() ? "-" : peer.name.c_str(), peer.address.c_str());
@@ -166,46 +190,23 @@ int RunPeer(const std::vector<std::string>& args) {
   if (verb == "add" && pos.size() == 3) {
     auto id = DeviceId::Parse(pos[1]);
     if (!id.ok()) return Fail(id.status());
-    auto self = node::Identity::LoadOrCreate(options.home);
-    if (self.ok() && self->id == *id) {
-      return Fail(InvalidArgumentError("that is this node's own device id"));
-    }
-    if (pos[2] != "dynamic") {
-      Status status = node::CheckAddress(pos[2]);
-      if (!status.ok()) return Fail(status);
-    }
-    node::PeerConfig peer;
-    peer.id = *id;
-    peer.address = pos[2];
-    peer.name = options.values.count("--name") ? options.values["--name"] : "";
-    bool replaced = false;
-    for (node::PeerConfig& existing : config->peers) {
-      if (existing.id == *id) {
-        if (peer.name.empty()) peer.name = existing.name;
-        existing = peer;
-        replaced = true;
-      }
-    }
-    if (!replaced) config->peers.push_back(peer);
-    Status status = config->Save(ConfigPath(options));
-    if (!status.ok()) return Fail(status);
-    std::printf("%s peer %s at %s\n", replaced ? "updated" : "added", id->ToString().c_str(),
-                peer.address.c_str());
-    return 0;
+    node::PeerConfig peer{*id, options.values.count("--name") ? options.values["--name"] : "",
+                          pos[2]};
+    std::string body = "{\"id\": " + node::JsonString(id->ToString()) +
+                       ", \"address\": " + node::JsonString(peer.address) +
+                       (peer.name.empty() ? "" : ", \"name\": " + node::JsonString(peer.name)) +
+                       "}";
+    return EditConfig(options, "/api/peers/add", body, [&](Config& config) -> Result<std::string> {
+      MESHSYNC_ASSIGN_OR_RETURN(node::Identity self, node::Identity::LoadOrCreate(options.home));
+      return config.AddPeer(peer, self.id);
+    });
   }
   if (verb == "remove" && pos.size() == 2) {
     auto id = DeviceId::Parse(pos[1]);
     if (!id.ok()) return Fail(id.status());
-    size_t before = config->peers.size();
-    std::erase_if(config->peers, [&](const node::PeerConfig& p) { return p.id == *id; });
-    if (config->peers.size() == before) {
-      return Fail(NotFoundError("no peer " + id->ToString()));
-    }
-    for (node::FolderConfig& folder : config->folders) std::erase(folder.shared_with, *id);
-    Status status = config->Save(ConfigPath(options));
-    if (!status.ok()) return Fail(status);
-    std::printf("removed peer %s\n", id->ToString().c_str());
-    return 0;
+    return EditConfig(options, "/api/peers/remove",
+                      "{\"id\": " + node::JsonString(id->ToString()) + "}",
+                      [&](Config& config) { return config.RemovePeer(*id); });
   }
   std::fputs(kPeerHelp, stderr);
   return 2;
@@ -219,11 +220,10 @@ int RunFolder(const std::vector<std::string>& args) {
     std::fputs(kFolderHelp, pos.empty() ? stderr : stdout);
     return pos.empty() ? 2 : 0;
   }
-  auto config = LoadHome(options);
-  if (!config.ok()) return Fail(config.status());
   const std::string& verb = pos[0];
-  auto save = [&]() { return config->Save(ConfigPath(options)); };
   if (verb == "list" && pos.size() == 1) {
+    auto config = LoadHome(options);
+    if (!config.ok()) return Fail(config.status());
     for (const node::FolderConfig& folder : config->folders) {
       std::printf("%s  %s\n", folder.id.c_str(), folder.path.c_str());
       for (const DeviceId& id : folder.shared_with) {
@@ -247,53 +247,28 @@ int RunFolder(const std::vector<std::string>& args) {
   if (verb == "add" && pos.size() == 2) {
     if (options.values.count("--id") == 0) return Usage("folder add needs --id FOLDER_ID");
     const std::string& id = options.values["--id"];
-    if (id.empty() || id.size() > 64)
-      return Fail(InvalidArgumentError("a folder id has 1 to 64 characters"));
     char real[PATH_MAX];
     if (realpath(pos[1].c_str(), real) == nullptr) {
       return Fail(NotFoundError(pos[1] + ": no such folder"));
     }
-    if (config->FindFolder(id) != nullptr) {
-      return Fail(InvalidArgumentError("folder id '" + id + "' is already used"));
-    }
-    for (const node::FolderConfig& folder : config->folders) {
-      std::string a = folder.path + "/", b = std::string(real) + "/";
-      if (a.starts_with(b) || b.starts_with(a)) {
-        return Fail(InvalidArgumentError(std::string(real) + " overlaps folder '" + folder.id +
-                                         "' at " + folder.path));
-      }
-    }
-    config->folders.push_back(node::FolderConfig{id, real, {}});
-    Status status = save();
-    if (!status.ok()) return Fail(status);
-    std::printf("added folder '%s' at %s\n", id.c_str(), real);
-    return 0;
+    std::string path = real;
+    return EditConfig(
+        options, "/api/folders/add",
+        "{\"id\": " + node::JsonString(id) + ", \"path\": " + node::JsonString(path) + "}",
+        [&](Config& config) { return config.AddFolder(id, path); });
   }
   if ((verb == "share" || verb == "unshare") && pos.size() == 3) {
-    node::FolderConfig* folder = config->FindFolder(pos[1]);
-    if (folder == nullptr) return Fail(NotFoundError("no folder '" + pos[1] + "'"));
     auto id = DeviceId::Parse(pos[2]);
     if (!id.ok()) return Fail(id.status());
-    if (config->FindPeer(*id) == nullptr) {
-      return Fail(
-          NotFoundError("no peer " + id->ToString() + " (add it with `meshsync peer add`)"));
-    }
-    std::erase(folder->shared_with, *id);
-    if (verb == "share") folder->shared_with.push_back(*id);
-    Status status = save();
-    if (!status.ok()) return Fail(status);
-    std::printf("%s folder '%s' with %s\n", verb == "share" ? "shared" : "unshared", pos[1].c_str(),
-                id->ToString().c_str());
-    return 0;
+    bool share = verb == "share";
+    return EditConfig(options, share ? "/api/folders/share" : "/api/folders/unshare",
+                      "{\"folder\": " + node::JsonString(pos[1]) +
+                          ", \"device\": " + node::JsonString(id->ToString()) + "}",
+                      [&](Config& config) { return config.ShareFolder(pos[1], *id, share); });
   }
   if (verb == "remove" && pos.size() == 2) {
-    size_t before = config->folders.size();
-    std::erase_if(config->folders, [&](const node::FolderConfig& f) { return f.id == pos[1]; });
-    if (config->folders.size() == before) return Fail(NotFoundError("no folder '" + pos[1] + "'"));
-    Status status = save();
-    if (!status.ok()) return Fail(status);
-    std::printf("removed folder '%s' (its files and metadata are left in place)\n", pos[1].c_str());
-    return 0;
+    return EditConfig(options, "/api/folders/remove", "{\"id\": " + node::JsonString(pos[1]) + "}",
+                      [&](Config& config) { return config.RemoveFolder(pos[1]); });
   }
   std::fputs(kFolderHelp, stderr);
   return 2;
@@ -308,6 +283,10 @@ std::string Absolute(const std::string& path) {
   return std::string(cwd) + "/" + path;
 }
 
+// A bundle is written or applied while the CLI waits: as long as its data
+// takes to copy, but not for ever.
+constexpr std::chrono::seconds kBundleTimeout = std::chrono::hours(1);
+
 int BundleExport(const Options& options, const std::string& folder_id, const std::string& target,
                  const std::string& file) {
   auto device = DeviceId::Parse(target);
@@ -317,7 +296,8 @@ int BundleExport(const Options& options, const std::string& folder_id, const std
     auto answer = node::CallApi(options.home, "POST", "/api/bundle/export",
                                 "{\"folder\": " + node::JsonString(folder_id) +
                                     ", \"for\": " + node::JsonString(device->ToString()) +
-                                    ", \"path\": " + node::JsonString(path) + "}");
+                                    ", \"path\": " + node::JsonString(path) + "}",
+                                kBundleTimeout);
     if (!answer.ok()) return Fail(answer.status());
     std::printf("%s\n", answer->c_str());
     return 0;
@@ -347,7 +327,7 @@ int BundleImport(const Options& options, const std::string& file) {
   std::string path = Absolute(file);
   if (node::DaemonRunning(options.home)) {
     auto answer = node::CallApi(options.home, "POST", "/api/bundle/import",
-                                "{\"path\": " + node::JsonString(path) + "}");
+                                "{\"path\": " + node::JsonString(path) + "}", kBundleTimeout);
     if (!answer.ok()) return Fail(answer.status());
     std::printf("%s\n", answer->c_str());
     return 0;

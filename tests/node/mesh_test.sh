@@ -36,6 +36,15 @@ echo "== pairing A-B and B-C, folder 'docs' on all three"
 "$M" folder share docs "$C" --home "$T/b" >/dev/null
 "$M" folder share docs "$B" --home "$T/c" >/dev/null
 
+echo "== with a daemon running, the CLI's edits go through its API"
+api a /api/activity | matches '"type": "config-changed", "change": "shared folder .docs. with' ||
+  fail "folder share on A did not go through A's API"
+api b /api/activity | matches "\"change\": \"added peer $C at" || fail "peer add on B did not go through B's API"
+out=$("$M" folder share nosuch "$B" --home "$T/a" 2>&1) && fail "sharing a missing folder succeeded"
+echo "$out" | matches "no folder 'nosuch'" || fail "no clear error for a missing folder: $out"
+out=$("$M" peer add "$A" 127.0.0.1:1 --home "$T/a" 2>&1) && fail "A added itself as a peer"
+echo "$out" | matches "own device id" || fail "no clear error for adding oneself: $out"
+
 echo "== initial sync reaches C through B"
 wait_for "A's files reach B" same_tree "$T/fa" "$T/fb"
 wait_for "A's files reach C through B" same_tree "$T/fa" "$T/fc"
