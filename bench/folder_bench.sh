@@ -149,11 +149,29 @@ run_workload() {
 }
 
 declare -A meta_bytes meta_files
-walk=""
+walk="" w3_copy=""
 for w in $workloads; do
   case $w in
     w1 | w2) run_workload "$w" meshsync rsync unison cp ;;
-    w3 | w5) run_workload "$w" meshsync rsync unison ;;
+    w3)
+      run_workload w3 meshsync rsync unison
+      # The floor for W3 on a file system without reflinks: the edited large
+      # file must be written whole (to a temporary file renamed into place,
+      # the old one kept in the trash), so copying one large file is a cost
+      # no safe sync avoids.
+      data w2
+      cat "$work/data/w2/large0.bin" >/dev/null
+      copies=()
+      for ((r = 1; r <= runs; r++)); do
+        sync
+        start=$(date +%s%N)
+        cp "$work/data/w2/large0.bin" "$work/floor-copy"
+        copies+=("$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')")
+        rm -f "$work/floor-copy"
+      done
+      w3_copy=$(printf '%s\n' "${copies[@]}" | median)
+      ;;
+    w5) run_workload "$w" meshsync rsync unison ;;
     w4)
       run_workload w4 meshsync rsync unison
       data w4
@@ -192,7 +210,8 @@ for w in $workloads; do
         goal "W1 vs cp -a" "$(ratio "${wall[w1,meshsync]}" "${wall[w1,cp]}")" "" ;;
     w2) goal "W2 vs rsync" "$(ratio "${wall[w2,meshsync]}" "${wall[w2,rsync]}")" "<= 0.5"
         goal "W2 vs cp -a" "$(ratio "${wall[w2,meshsync]}" "${wall[w2,cp]}")" "" ;;
-    w3) goal "W3 vs rsync" "$(ratio "${wall[w3,meshsync]}" "${wall[w3,rsync]}")" "<= 0.3" ;;
+    w3) goal "W3 vs rsync" "$(ratio "${wall[w3,meshsync]}" "${wall[w3,rsync]}")" "<= 0.3"
+        goal "W3 vs copying the large file ($w3_copy s)" "$(ratio "${wall[w3,meshsync]}" "$w3_copy")" "" ;;
     w4) goal "W4 vs rsync" "$(ratio "${wall[w4,meshsync]}" "${wall[w4,rsync]}")" "<= 0.5"
         goal "W4 vs stat walk of both ($walk s)" "$(ratio "${wall[w4,meshsync]}" "$walk")" "<= 1.5"
         goal "W4 peak RSS (MiB)" "$(awk -v k="${rss[w4,meshsync]}" 'BEGIN { printf "%.1f", k / 1024 }')" "<= 100" ;;
