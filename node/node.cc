@@ -112,9 +112,9 @@ class Node::Impl {
   // offer (under HOME/folders/ID) and shares each with all who offer it.
   bool HubAccept(const DeviceId& peer, const std::string& folder);
   void WatchConfig();
-  // An edit of the configuration asked for through the API (I/O thread):
-  // made on the file's current contents, saved, applied. Answers
-  // {"message": WHAT_WAS_DONE}.
+  // An edit of the configuration (I/O thread), from the API or the hub:
+  // made on the file's current contents, saved, applied. Returns what
+  // `edit` says it did.
   Result<std::string> EditConfig(const std::function<Result<std::string>(Config&)>& edit);
   FolderRunner* RunnerFor(const std::string& folder);
   void AddRoutes();
@@ -883,11 +883,9 @@ void Node::Impl::RecordPending(const DeviceId& peer, const std::string& folder) 
 }
 
 bool Node::Impl::HubAccept(const DeviceId& peer, const std::string& folder) {
-  Config next;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!config_.hub) return false;
-    next = config_;
   }
   // The id becomes a directory name: only a safe alphabet is accepted.
   bool safe = !folder.empty() && folder != "." && folder != "..";
@@ -897,30 +895,26 @@ bool Node::Impl::HubAccept(const DeviceId& peer, const std::string& folder) {
     Log("hub: folder id '" + folder + "' is not a safe directory name; left pending");
     return false;
   }
-  FolderConfig* existing = next.FindFolder(folder);
-  if (existing == nullptr) {
-    std::string path = home_ + "/folders";
-    ::mkdir(path.c_str(), 0700);
-    path += "/" + folder;
-    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
-      Log("hub: cannot create " + path + ": " + std::strerror(errno));
-      return false;
+  auto done = EditConfig([&](Config& next) -> Result<std::string> {
+    if (FolderConfig* existing = next.FindFolder(folder)) {
+      existing->shared_with.push_back(peer);
+    } else {
+      std::string path = home_ + "/folders";
+      ::mkdir(path.c_str(), 0700);
+      path += "/" + folder;
+      if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+        return UnavailableError("cannot create " + path + ": " + std::strerror(errno));
+      }
+      next.folders.push_back(FolderConfig{folder, path, {peer}});
     }
-    next.folders.push_back(FolderConfig{folder, path, {peer}});
-  } else {
-    existing->shared_with.push_back(peer);
-  }
-  Status saved = next.Save(home_ + "/config.toml");
-  if (!saved.ok()) {
-    Log("hub: cannot save the configuration: " + saved.ToString());
+    return "hub: relaying folder '" + folder + "' for " + peer.ShortName();
+  });
+  if (!done.ok()) {
+    Log("hub: folder '" + folder + "' left pending: " + done.status().ToString());
     return false;
   }
-  Log("hub: relaying folder '" + folder + "' for " + peer.ShortName());
   Activity("hub-accepted",
            "\"folder\": " + JsonString(folder) + ", \"device\": " + JsonString(peer.ToString()));
-  struct stat st;
-  if (::stat((home_ + "/config.toml").c_str(), &st) == 0) config_mtime_ = st.st_mtim;
-  ApplyConfig(std::move(next));
   return true;
 }
 
@@ -931,13 +925,18 @@ Result<std::string> Node::Impl::EditConfig(
   std::string path = home_ + "/config.toml";
   MESHSYNC_ASSIGN_OR_RETURN(Config next, Config::Load(path));
   MESHSYNC_ASSIGN_OR_RETURN(std::string done, edit(next));
+  {
+    // A file removed by hand must not take the API key away from the CLI.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (next.api_key.empty()) next.api_key = config_.api_key;
+    if (next.name.empty()) next.name = config_.name;
+  }
   MESHSYNC_RETURN_IF_ERROR(next.Save(path));
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) config_mtime_ = st.st_mtim;
   Log("config: " + done);
-  Activity("config-changed", "\"change\": " + JsonString(done));
   ApplyConfig(std::move(next));
-  return "{\"message\": " + JsonString(done) + "}";
+  return done;
 }
 
 void Node::Impl::WatchConfig() {
@@ -1067,10 +1066,13 @@ void Node::Impl::AddRoutes() {
   api_->AddRoute("/api/peers", [this](const std::string&) { return PeersJson(); });
   // The CLI's `peer` and `folder` edits, while the daemon runs.
   auto edit_route = [this](const std::string& path, auto edit) {
-    api_->AddRoute("POST", path,
-                   [this, edit](const ApiServer::Request& request, ApiServer::Reply reply) {
-                     reply(EditConfig([&](Config& config) { return edit(request.body, config); }));
-                   });
+    api_->AddRoute(
+        "POST", path, [this, edit](const ApiServer::Request& request, ApiServer::Reply reply) {
+          auto done = EditConfig([&](Config& config) { return edit(request.body, config); });
+          if (!done.ok()) return reply(done.status());
+          Activity("config-changed", "\"change\": " + JsonString(*done));
+          reply("{\"message\": " + JsonString(*done) + "}");
+        });
   };
   auto field = [](const std::string& body, const char* name) {
     return JsonStringField(body, name);
