@@ -164,7 +164,9 @@ class FolderRunner {
     folder_ = std::move(*folder);
     // The metadata must exist before a peer asks for a snapshot of it.
     MESHSYNC_RETURN_IF_ERROR(folder_->replica().DetectChanges());
-    auto watcher = Watcher::Start(folder_->real_path(), ".meshsync", [this] { RequestScan(); });
+    auto watcher =
+        Watcher::Start(folder_->real_path(), ".meshsync",
+                       [this](Watcher::Changes changes) { Changed(std::move(changes)); });
     if (watcher.ok()) {
       watcher_ = std::move(*watcher);
     } else {
@@ -185,10 +187,24 @@ class FolderRunner {
     if (thread_.joinable()) thread_.join();
   }
 
+  // Asks for a full scan.
   void RequestScan() {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      scan_ = full_scan_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // From the watcher: a scan of where things changed.
+  void Changed(Watcher::Changes changes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
       scan_ = true;
+      full_scan_ |= changes.everything;
+      for (const ChangeScope::Place& place : changes.places) {
+        places_[place.path] |= place.recursive;
+      }
     }
     cv_.notify_all();
   }
@@ -214,7 +230,10 @@ class FolderRunner {
     auto report =
         ImportBundle(bundle, *folder_, true, [this] { return node_.stopping() || stop_; });
     folder_->provider().TakeActions();
-    if (!report.ok()) return report.status();
+    if (!report.ok()) {
+      index_trusted_ = false;
+      return report.status();
+    }
     const DirectionReport& r = report->a_to_b;
     Status recorded =
         RecordKnown(node_.home(), config_.id, bundle.from(), bundle.exporter_knowledge());
@@ -266,6 +285,8 @@ class FolderRunner {
     auto next_rescan = SteadyClock::now() + kRescan;
     while (true) {
       bool scan = false;
+      bool full = false;
+      ChangeScope scope;
       std::vector<DeviceId> pulls;
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -299,7 +320,7 @@ class FolderRunner {
           scan = true;
         }
         auto now = SteadyClock::now();
-        if (now >= next_rescan) scan = true;
+        if (now >= next_rescan) scan = full_scan_ = true;
         for (auto it = pulls_.begin(); it != pulls_.end();) {
           if (it->second <= now) {
             pulls.push_back(it->first);
@@ -310,12 +331,27 @@ class FolderRunner {
         }
       }
       bool changed = false;
-      if (scan || !pulls.empty()) {
-        // Pulls too: a local edit not yet scanned must be known before a
-        // peer's change to the same file is applied, or it would conflict late.
-        next_rescan = SteadyClock::now() + kRescan;
+      // Before a pull too: a local edit not yet scanned must be known
+      // before a peer's change to the same file is applied, or it would
+      // conflict late. A watcher that sees every directory has told us of
+      // any; without one, only a full scan can tell.
+      const bool watching = watcher_ != nullptr && watcher_->complete();
+      if (!pulls.empty() && !watching) scan = true;
+      if (scan) {
+        std::lock_guard<std::mutex> lock(mu_);
+        full = full_scan_ || !index_trusted_ || !watching;
+        for (auto& [path, recursive] : places_) scope.places.push_back({path, recursive});
+        places_.clear();
+        full_scan_ = false;
+      }
+      if (scan) {
+        if (full) next_rescan = SteadyClock::now() + kRescan;
         Knowledge before = folder_->replica().state().knowledge;
-        Status status = folder_->replica().DetectChanges();
+        // A scoped scan compares with the index the last one left, which
+        // holds only while every scan and pull since succeeded.
+        Status status =
+            full ? folder_->replica().DetectChanges() : folder_->replica().DetectChangesIn(scope);
+        index_trusted_ = status.ok();
         if (!status.ok()) Log("folder " + config_.id + ": scan failed: " + status.ToString());
         changed = !(folder_->replica().state().knowledge == before);
         for (const std::string& problem : folder_->provider().problems()) {
@@ -364,6 +400,7 @@ class FolderRunner {
     const uint64_t reused = counters.bytes_reused - counted.bytes_reused;
     const uint64_t resumed = counters.bytes_resumed - counted.bytes_resumed;
     if (!status.ok()) {
+      index_trusted_ = false;
       Log("folder " + config_.id + ": pull from " + who + " failed: " + status.ToString());
       if (status.IsTransient() && !connection->closed()) ScheduleRetry(peer);
       return !(folder_->replica().state().knowledge == before);
@@ -414,7 +451,7 @@ class FolderRunner {
 
   void ScheduleRetry(const DeviceId& peer) {
     std::lock_guard<std::mutex> lock(mu_);
-    scan_ = true;
+    scan_ = full_scan_ = true;
     auto at = SteadyClock::now() + kRetry;
     auto [it, inserted] = pulls_.emplace(peer, at);
     if (!inserted) it->second = std::max(it->second, at);
@@ -429,6 +466,9 @@ class FolderRunner {
   std::condition_variable cv_;
   std::atomic<bool> stop_{false};
   bool scan_ = true;
+  bool full_scan_ = true;                              // the next scan looks at everything
+  std::map<std::string, bool> places_;                 // where the watcher saw changes -> recursive
+  bool index_trusted_ = true;                          // (the Loop's) see the scan there
   std::map<DeviceId, SteadyClock::time_point> pulls_;  // peer -> not before
   std::vector<std::function<void(bool run)>> jobs_;
 };

@@ -20,7 +20,7 @@ constexpr uint32_t kEvents = IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE 
 }  // namespace
 
 Result<std::unique_ptr<Watcher>> Watcher::Start(const std::string& root, std::string skip,
-                                                std::function<void()> on_change) {
+                                                std::function<void(Changes)> on_change) {
   std::unique_ptr<Watcher> w(new Watcher());
   w->root_ = root;
   w->skip_ = std::move(skip);
@@ -69,6 +69,21 @@ void Watcher::AddTree(const std::string& path) {
   closedir(dir);
 }
 
+std::vector<int> Watcher::WatchesUnder(const std::string& path) const {
+  std::vector<int> wds;
+  for (const auto& [wd, dir] : dirs_) {
+    if (dir == path || (dir.size() > path.size() && dir.compare(0, path.size(), path) == 0 &&
+                        dir[path.size()] == '/')) {
+      wds.push_back(wd);
+    }
+  }
+  return wds;
+}
+
+std::string Watcher::Relative(const std::string& path) const {
+  return path.size() > root_.size() ? path.substr(root_.size() + 1) : std::string();
+}
+
 void Watcher::Loop() {
   alignas(inotify_event) char buffer[64 * 1024];
   while (true) {
@@ -78,6 +93,9 @@ void Watcher::Loop() {
     if (fds[1].revents != 0) return;
     if (ready <= 0 || fds[0].revents == 0) continue;
     bool changed = false;
+    Changes changes;
+    std::map<std::string, bool> places;              // relative path -> recursive
+    std::map<uint32_t, std::vector<int>> moved_out;  // a directory's watches, by move cookie
     while (true) {
       ssize_t n = ::read(fd_, buffer, sizeof(buffer));
       if (n <= 0) break;
@@ -86,6 +104,7 @@ void Watcher::Loop() {
         at += sizeof(inotify_event) + event->len;
         if (event->mask & IN_Q_OVERFLOW) {
           changed = true;
+          changes.everything = true;
           continue;
         }
         if (event->mask & IN_IGNORED) {
@@ -94,15 +113,45 @@ void Watcher::Loop() {
         }
         auto dir = dirs_.find(event->wd);
         if (dir == dirs_.end()) continue;
-        std::string name = event->len > 0 ? std::string(event->name) : std::string();
+        if (event->len == 0) {
+          // About the directory itself: its parent hears of it by name,
+          // except the root's.
+          if (dir->second == root_) {
+            changed = true;
+            places.try_emplace("", false);
+          }
+          continue;
+        }
+        std::string name(event->name);
         if (dir->second == root_ && name == skip_) continue;
         changed = true;
-        if ((event->mask & IN_ISDIR) && (event->mask & (IN_CREATE | IN_MOVED_TO))) {
-          AddTree(dir->second + "/" + name);
+        std::string path = dir->second + "/" + name;
+        places.try_emplace(Relative(dir->second), false);
+        if (event->mask & IN_ISDIR) {
+          if (event->mask & (IN_CREATE | IN_MOVED_TO)) {
+            moved_out.erase(event->cookie);
+            // Watched again under its new path (the same descriptors, if it
+            // was watched before: their paths are updated).
+            AddTree(path);
+            places[Relative(path)] = true;
+          } else if (event->mask & IN_MOVED_FROM) {
+            moved_out[event->cookie] = WatchesUnder(path);
+          }
         }
       }
     }
-    if (changed) on_change_();
+    // Directories moved out of the folder: their watches would report
+    // changes under paths that are no longer there.
+    for (const auto& [cookie, wds] : moved_out) {
+      for (int wd : wds) {
+        inotify_rm_watch(fd_, wd);
+        dirs_.erase(wd);
+      }
+    }
+    if (changed) {
+      for (auto& [path, recursive] : places) changes.places.push_back({path, recursive});
+      on_change_(std::move(changes));
+    }
   }
 }
 

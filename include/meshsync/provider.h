@@ -82,6 +82,19 @@ class ChangeRecorder {
   Status RecordDeletions(const std::function<bool(const ItemMetadata&)>& gone);
 };
 
+// Where a store changed, as a watcher saw it: places in the provider's own
+// terms (for a folder, directories relative to its root, "" for the root).
+// A place that is not `recursive` covers its direct entries only; a
+// recursive one, everything below it (a directory created or moved in).
+struct ChangeScope {
+  struct Place {
+    std::string path;
+    bool recursive = false;
+    friend bool operator==(const Place&, const Place&) = default;
+  };
+  std::vector<Place> places;
+};
+
 enum class SaveAction { kCreate, kUpdate, kDelete };
 
 // A span of bytes of some bulk data.
@@ -177,6 +190,15 @@ class Provider {
   // Reports every change since the last call. On failure, changes recorded
   // so far are kept and the rest are found by the next call.
   virtual Status DetectChanges(ChangeRecorder& recorder) = 0;
+
+  // Reports the changes in `scope` (see ChangeScope), where a watcher saw
+  // the store change since the last call: a pass that costs what changed
+  // rather than what the store holds. Changes elsewhere may go unreported
+  // until the next DetectChanges. The default detects everything.
+  virtual Status DetectChangesIn(ChangeRecorder& recorder, const ChangeScope& scope) {
+    (void)scope;
+    return DetectChanges(recorder);
+  }
 
   // Called once the changes DetectChanges reported are committed to the
   // metadata store. A provider that reads a change feed (triggers' tracking

@@ -40,6 +40,8 @@ class Replica {
 
   // Records the provider's local changes with new versions.
   Status DetectChanges();
+  // The same for the changes in `scope` only (Provider::DetectChangesIn).
+  Status DetectChangesIn(const ChangeScope& scope);
 
   // Forgets tombstones whose deletion is older than `cutoff_millis` (wall
   // clock), and raises forgotten knowledge so that a peer that has not seen
@@ -56,6 +58,8 @@ class Replica {
   HybridLogicalClock& hlc() { return hlc_; }
 
  private:
+  Status Detect(const ChangeScope* scope);
+
   Replica(MetadataStore& store, Provider& provider, Clock& clock, Random& random)
       : store_(store),
         provider_(provider),

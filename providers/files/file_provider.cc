@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <thread>
 #include <unordered_set>
 
@@ -488,18 +489,227 @@ void FileProvider::Record(std::string verb, std::string path, std::string detail
 
 class FileProvider::Walker {
  public:
+  // Node::mark. A full pass starts with every node unseen: what it does
+  // not claim was deleted. A scoped pass assumes every node outside its
+  // places is as it was.
+  static constexpr uint8_t kUnseen = 0;
+  static constexpr uint8_t kClaimed = 1;  // found (or protected) by this pass
+  static constexpr uint8_t kAssumed = 2;  // outside a scoped pass's places
+
   Walker(FileProvider& p, ChangeRecorder& recorder) : p_(p), recorder_(recorder) {}
 
+  // A scoped pass's directories to look at.
+  struct Place {
+    std::string rel;
+    uint32_t depth = 1;  // of its entries
+    bool recursive = false;
+  };
+  using Places = std::map<ItemId, Place>;
+
+  // A full pass, on an index fresh from the store.
   Status Run() {
     Fd root(dup(p_.root_fd_));
     if (root.get() < 0) return UnavailableError(Errno(p_.root_, errno));
     MESHSYNC_RETURN_IF_ERROR(WalkDir(root.get(), ItemId::Min(), "", 1));
+    return Finish();
+  }
+
+  // A pass over the places of `scope` only, on the index the last pass
+  // left. Sets *need_full, having recorded nothing, where only a full pass
+  // can be sure (see FileProvider::DetectChangesIn).
+  Status RunScoped(const ChangeScope& scope, bool* need_full) {
+    scoped_ = true;
+    Places places;
+    std::vector<std::string> unknown;  // places the index has no directory at
+    for (const ChangeScope::Place& place : scope.places) {
+      std::string rel = place.path;
+      while (!rel.empty() && rel.back() == '/') rel.pop_back();
+      std::vector<std::string_view> parts = SplitPath(rel);
+      if (std::any_of(parts.begin(), parts.end(),
+                      [](std::string_view part) { return part == "." || part == ".."; })) {
+        *need_full = true;
+        return Status::Ok();
+      }
+      if (!parts.empty() && parts[0] == kMetaDirName) continue;
+      if (UnderIgnored(parts)) continue;
+      std::optional<ItemId> id = DirAt(parts, parts.size());
+      if (!id.has_value()) {
+        unknown.push_back(std::move(rel));
+        continue;
+      }
+      Place& entry = places[*id];
+      entry.rel = std::move(rel);
+      entry.depth = static_cast<uint32_t>(parts.size()) + 1;
+      entry.recursive |= place.recursive;
+    }
+    // A place the index does not know is new (its nearest known ancestor's
+    // walk finds it and goes down it), or stale (something moved).
+    for (const std::string& rel : unknown) {
+      std::vector<std::string_view> parts = SplitPath(rel);
+      size_t known = parts.size();
+      std::optional<ItemId> ancestor;
+      while (!ancestor.has_value()) ancestor = DirAt(parts, --known);
+      if (places.count(*ancestor) == 0) {
+        *need_full = true;
+        return Status::Ok();
+      }
+    }
+    for (auto& [id, node] : p_.nodes_) node.mark = kAssumed;
+    BuildChildren();
+    for (const auto& [id, place] : places) Unmark(id, place.recursive);
+    // Recursive places first, so that no directory is walked twice.
+    std::vector<std::pair<ItemId, const Place*>> order;
+    for (const auto& [id, place] : places) order.emplace_back(id, &place);
+    std::stable_partition(order.begin(), order.end(),
+                          [](const auto& entry) { return entry.second->recursive; });
+    for (const auto& [id, place] : order) {
+      if (Covered(id, places) || walked_.count(id) > 0) continue;
+      auto fd = p_.OpenBeneath(place->rel, O_RDONLY | O_DIRECTORY);
+      if (!fd.ok()) {
+        // Gone: if its parent is looked at, the parent's walk tells.
+        const Node* node = Find(id);
+        if (node != nullptr && places.count(node->parent) > 0) {
+          Reassume(id);
+          continue;
+        }
+        *need_full = true;
+        return Status::Ok();
+      }
+      Fd dir(*fd);
+      recursive_ = place->recursive;
+      MESHSYNC_RETURN_IF_ERROR(WalkDir(dir.get(), id, place->rel, place->depth));
+      if (need_full_) {
+        *need_full = true;
+        return Status::Ok();
+      }
+    }
+    // A directory that is gone takes what it held with it.
+    std::vector<ItemId> stack;
+    for (const auto& [id, node] : p_.nodes_) {
+      if (node.mark == kUnseen && node.kind == Kind::kDirectory) stack.push_back(id);
+    }
+    while (!stack.empty()) {
+      ItemId id = stack.back();
+      stack.pop_back();
+      auto range = children_.equal_range(id);
+      for (auto it = range.first; it != range.second; ++it) {
+        Node& child = p_.nodes_.at(it->second);
+        if (child.mark != kAssumed) continue;
+        child.mark = kUnseen;
+        stack.push_back(it->second);
+      }
+    }
+    return Finish();
+  }
+
+ private:
+  Status Finish() {
     MESHSYNC_RETURN_IF_ERROR(ResolveDeferred());
     MESHSYNC_RETURN_IF_ERROR(HashAndMatch());
     return RecordAll();
   }
 
- private:
+  static std::vector<std::string_view> SplitPath(std::string_view rel) {
+    std::vector<std::string_view> parts;
+    while (!rel.empty()) {
+      size_t slash = rel.find('/');
+      std::string_view part = rel.substr(0, slash);
+      if (!part.empty()) parts.push_back(part);
+      if (slash == std::string_view::npos) break;
+      rel.remove_prefix(slash + 1);
+    }
+    return parts;
+  }
+
+  // The directory the index has at the first `count` parts, if any.
+  std::optional<ItemId> DirAt(const std::vector<std::string_view>& parts, size_t count) const {
+    ItemId id = ItemId::Min();
+    for (size_t i = 0; i < count; ++i) {
+      const Node* node = p_.FindChildNode(id, parts[i]);
+      if (node == nullptr || node->kind != Kind::kDirectory) return std::nullopt;
+      id = node->id;
+    }
+    return id;
+  }
+
+  bool UnderIgnored(const std::vector<std::string_view>& parts) const {
+    std::string prefix;
+    for (std::string_view part : parts) {
+      if (!prefix.empty()) prefix += '/';
+      prefix += part;
+      if (p_.options_.ignore.Ignored(prefix, true)) return true;
+    }
+    return false;
+  }
+
+  const Node* Find(const ItemId& id) const {
+    auto it = p_.nodes_.find(id);
+    return it == p_.nodes_.end() ? nullptr : &it->second;
+  }
+
+  // Whether a recursive place other than `id` holds it.
+  bool Covered(const ItemId& id, const Places& places) const {
+    const Node* node = Find(id);
+    for (size_t hops = 0; node != nullptr && hops <= kMaxDepth; ++hops) {
+      auto place = places.find(node->parent);
+      if (place != places.end() && place->second.recursive) return true;
+      node = Find(node->parent);
+    }
+    return false;
+  }
+
+  void BuildChildren() {
+    if (!children_.empty()) return;
+    for (const auto& [id, node] : p_.nodes_) children_.emplace(node.parent, id);
+  }
+
+  // A place's entries (all below it, if recursive) are to be looked at.
+  void Unmark(const ItemId& dir, bool recursive) {
+    std::vector<ItemId> stack{dir};
+    while (!stack.empty()) {
+      ItemId id = stack.back();
+      stack.pop_back();
+      auto range = children_.equal_range(id);
+      for (auto it = range.first; it != range.second; ++it) {
+        p_.nodes_.at(it->second).mark = kUnseen;
+        if (recursive) stack.push_back(it->second);
+      }
+    }
+  }
+
+  // Everything below `dir` that was assumed is to be looked at.
+  void Unassume(const ItemId& dir) {
+    BuildChildren();
+    std::vector<ItemId> stack{dir};
+    while (!stack.empty()) {
+      ItemId id = stack.back();
+      stack.pop_back();
+      auto range = children_.equal_range(id);
+      for (auto it = range.first; it != range.second; ++it) {
+        Node& child = p_.nodes_.at(it->second);
+        if (child.mark == kAssumed) child.mark = kUnseen;
+        stack.push_back(it->second);
+      }
+    }
+  }
+
+  // Undoes Unmark, but not below what this pass has claimed since (a
+  // directory moved elsewhere: what it held is looked at there).
+  void Reassume(const ItemId& dir) {
+    std::vector<ItemId> stack{dir};
+    while (!stack.empty()) {
+      ItemId id = stack.back();
+      stack.pop_back();
+      auto range = children_.equal_range(id);
+      for (auto it = range.first; it != range.second; ++it) {
+        Node& child = p_.nodes_.at(it->second);
+        if (child.mark != kUnseen) continue;
+        child.mark = kAssumed;
+        stack.push_back(it->second);
+      }
+    }
+  }
+
   struct Found {
     ItemId parent;
     std::string name;
@@ -521,6 +731,12 @@ class FileProvider::Walker {
   };
 
   Status WalkDir(int dir_fd, const ItemId& dir_id, const std::string& rel, uint32_t depth) {
+    if (scoped_ && !walked_.insert(dir_id).second) {
+      // Reached again (a place inside a folder moved here): a scoped pass
+      // would see its entries twice.
+      need_full_ = true;
+      return Status::Ok();
+    }
     if (depth > kMaxDepth) {
       p_.problems_.push_back(rel + ": folders nested too deep; not synced");
       ProtectSubtree(dir_id);
@@ -579,14 +795,23 @@ class FileProvider::Walker {
       f.kind = *kind;
       f.name = std::move(name);
       if (is_dir) {
-        MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ResolveDir(f));
+        bool descend = false;
+        MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ResolveDir(f, &descend));
+        // A scoped pass goes down a directory only if all below is in
+        // scope: a recursive place, or a directory new or moved here.
+        if (scoped_ && !recursive_ && !descend) continue;
         Fd child(openat(dir_fd, f.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (child.get() < 0) {
           p_.problems_.push_back(f.rel + ": " + std::strerror(errno));
           ProtectSubtree(id);
           continue;
         }
-        MESHSYNC_RETURN_IF_ERROR(WalkDir(child.get(), id, f.rel, depth + 1));
+        const bool was_recursive = recursive_;
+        recursive_ = true;
+        Status walked = WalkDir(child.get(), id, f.rel, depth + 1);
+        recursive_ = was_recursive;
+        MESHSYNC_RETURN_IF_ERROR(walked);
+        if (need_full_) return Status::Ok();
       } else {
         ResolveEntry(std::move(f), known[i]);
       }
@@ -597,7 +822,9 @@ class FileProvider::Walker {
   // Directories are resolved during the walk, since their children are
   // looked up by the directory's id: by name, else by inode (moved), else a
   // deleted directory at this path comes back, else a new item.
-  Result<ItemId> ResolveDir(const Found& f) {
+  // `*descend`: the directory is new here, or moved here (a scoped pass
+  // must look at everything below it).
+  Result<ItemId> ResolveDir(const Found& f, bool* descend) {
     Change change;
     change.found = f;
     change.state.kind = Kind::kDirectory;
@@ -608,7 +835,12 @@ class FileProvider::Walker {
     }
     if (!id.has_value()) {
       id = ByInode(f.st, Kind::kDirectory);
-      if (id.has_value()) change.placement = true;
+      if (id.has_value()) {
+        change.placement = true;
+        *descend = true;
+        // Moved: a scoped pass looks at all it holds, wherever that was.
+        if (scoped_) Unassume(*id);
+      }
     }
     if (!id.has_value()) {
       std::string key = EncodePlacement(f.parent, f.name);
@@ -620,6 +852,7 @@ class FileProvider::Walker {
       change.create = true;
     }
     if (!id.has_value()) id = NewId(f);
+    *descend |= change.create;
     change.id = *id;
     Claim(*id);
     if (!change.create) {
@@ -640,9 +873,9 @@ class FileProvider::Walker {
   // common case); anything else waits until the whole tree has been seen.
   // `node` is the index's entry at the same name, if any.
   void ResolveEntry(Found f, Node* node) {
-    if (node != nullptr && !node->seen && node->kind == f.kind && node->ino == f.st.st_ino &&
-        node->dev == f.st.st_dev) {
-      node->seen = true;
+    if (node != nullptr && node->mark == kUnseen && node->kind == f.kind &&
+        node->ino == f.st.st_ino && node->dev == f.st.st_dev) {
+      node->mark = kClaimed;
       Compare(node->id, *node, std::move(f), false);
       return;
     }
@@ -911,9 +1144,7 @@ class FileProvider::Walker {
   }
   void ProtectSubtree(const ItemId& root) {
     if (!(root == ItemId::Min())) Claim(root);
-    if (children_.empty()) {
-      for (const auto& [id, node] : p_.nodes_) children_.emplace(node.parent, id);
-    }
+    BuildChildren();
     std::vector<ItemId> stack{root};
     while (!stack.empty()) {
       ItemId id = stack.back();
@@ -934,12 +1165,12 @@ class FileProvider::Walker {
   // index does not hold (deleted folders coming back).
   bool Claimed(const ItemId& id) const {
     auto it = p_.nodes_.find(id);
-    return it != p_.nodes_.end() ? it->second.seen : claimed_extra_.count(id) > 0;
+    return it != p_.nodes_.end() ? it->second.mark != kUnseen : claimed_extra_.count(id) > 0;
   }
   void Claim(const ItemId& id) {
     auto it = p_.nodes_.find(id);
     if (it != p_.nodes_.end()) {
-      it->second.seen = true;
+      it->second.mark = kClaimed;
     } else {
       claimed_extra_.insert(id);
     }
@@ -951,6 +1182,10 @@ class FileProvider::Walker {
   bool inodes_built_ = false;
   std::unordered_multimap<uint64_t, ItemId> inodes_;
   std::unordered_multimap<ItemId, ItemId, Id128Hash> children_;
+  bool scoped_ = false;                           // RunScoped
+  std::unordered_set<ItemId, Id128Hash> walked_;  // by a scoped pass
+  bool recursive_ = true;                         // going down every directory
+  bool need_full_ = false;  // a scoped pass met what only a full pass can tell
 };
 
 Status FileProvider::DetectChanges(ChangeRecorder& recorder) {
@@ -960,8 +1195,23 @@ Status FileProvider::DetectChanges(ChangeRecorder& recorder) {
   chunk_index_loaded_ = false;
   if (tmp_fd_ >= 0) SweepTemp(false);
   MESHSYNC_RETURN_IF_ERROR(LoadIndex());
+  ++counters_.full_scans;
   Walker walker(*this, recorder);
   return walker.Run();
+}
+
+Status FileProvider::DetectChangesIn(ChangeRecorder& recorder, const ChangeScope& scope) {
+  if (!index_loaded_) return DetectChanges(recorder);
+  problems_.clear();
+  pending_rmdirs_.clear();
+  chunk_index_.clear();
+  chunk_index_loaded_ = false;
+  bool need_full = false;
+  Walker walker(*this, recorder);
+  MESHSYNC_RETURN_IF_ERROR(walker.RunScoped(scope, &need_full));
+  if (need_full) return DetectChanges(recorder);
+  ++counters_.scoped_scans;
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------

@@ -127,6 +127,10 @@ struct FileCounters {
   uint64_t bytes_fetched = 0;
   uint64_t trashed = 0;
   uint64_t folders_kept = 0;  // deleted elsewhere, kept for what is still in them
+  // Change detection passes: over the whole folder, or where a watcher saw
+  // changes (DetectChangesIn, when it did not have to look at everything).
+  uint64_t full_scans = 0;
+  uint64_t scoped_scans = 0;
 };
 
 class FileProvider final : public Provider {
@@ -138,6 +142,12 @@ class FileProvider final : public Provider {
 
   std::string_view Name() const override { return kProviderName; }
   Status DetectChanges(ChangeRecorder& recorder) override;
+  // A scope's places are directories, relative to the root. Uses the index
+  // the last pass left (a full pass first if there is none), and turns into
+  // a full pass where a scoped one cannot be sure: a place that vanished
+  // (or is not known) without its parent being looked at, a place inside a
+  // directory that moved.
+  Status DetectChangesIn(ChangeRecorder& recorder, const ChangeScope& scope) override;
   Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
                         std::vector<UnitData>& out) override;
   Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
@@ -185,7 +195,7 @@ class FileProvider final : public Provider {
     std::string name;
     uint32_t children = 0;
     uint64_t digest = 0;  // of the content, to find files moved across devices
-    bool seen = false;    // claimed by the current scan
+    uint8_t mark = 0;     // the current scan's: Walker::kUnseen, kClaimed, kAssumed
     ItemId id;
   };
   class Walker;

@@ -166,9 +166,14 @@ Result<std::unique_ptr<Replica>> Replica::Open(MetadataStore& store, Provider& p
   return std::unique_ptr<Replica>(new Replica(store, provider, clock, random));
 }
 
-Status Replica::DetectChanges() {
+Status Replica::DetectChanges() { return Detect(nullptr); }
+
+Status Replica::DetectChangesIn(const ChangeScope& scope) { return Detect(&scope); }
+
+Status Replica::Detect(const ChangeScope* scope) {
   Recorder recorder(*this);
-  Status detected = provider_.DetectChanges(recorder);
+  Status detected = scope != nullptr ? provider_.DetectChangesIn(recorder, *scope)
+                                     : provider_.DetectChanges(recorder);
   // Keep what was found even if detection stopped part-way.
   Status flushed = recorder.Flush();
   MESHSYNC_RETURN_IF_ERROR(detected.WithContext("detecting changes"));
