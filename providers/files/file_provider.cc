@@ -554,9 +554,14 @@ class FileProvider::Walker {
         return Status::Ok();
       }
     }
-    for (auto& [id, node] : p_.nodes_) node.mark = kAssumed;
-    BuildChildren();
-    for (const auto& [id, place] : places) Unmark(id, place.recursive);
+    // A place's entries are to be looked at (all below it, if recursive);
+    // everything else is assumed as it was.
+    for (auto& [id, node] : p_.nodes_) {
+      node.mark = places.count(node.parent) > 0 ? kUnseen : kAssumed;
+    }
+    for (const auto& [id, place] : places) {
+      if (place.recursive) Unassume(id);
+    }
     // Recursive places first, so that no directory is walked twice.
     std::vector<std::pair<ItemId, const Place*>> order;
     for (const auto& [id, place] : places) order.emplace_back(id, &place);
@@ -588,6 +593,7 @@ class FileProvider::Walker {
     for (const auto& [id, node] : p_.nodes_) {
       if (node.mark == kUnseen && node.kind == Kind::kDirectory) stack.push_back(id);
     }
+    if (!stack.empty()) BuildChildren();
     while (!stack.empty()) {
       ItemId id = stack.back();
       stack.pop_back();
@@ -663,20 +669,6 @@ class FileProvider::Walker {
     for (const auto& [id, node] : p_.nodes_) children_.emplace(node.parent, id);
   }
 
-  // A place's entries (all below it, if recursive) are to be looked at.
-  void Unmark(const ItemId& dir, bool recursive) {
-    std::vector<ItemId> stack{dir};
-    while (!stack.empty()) {
-      ItemId id = stack.back();
-      stack.pop_back();
-      auto range = children_.equal_range(id);
-      for (auto it = range.first; it != range.second; ++it) {
-        p_.nodes_.at(it->second).mark = kUnseen;
-        if (recursive) stack.push_back(it->second);
-      }
-    }
-  }
-
   // Everything below `dir` that was assumed is to be looked at.
   void Unassume(const ItemId& dir) {
     BuildChildren();
@@ -693,9 +685,11 @@ class FileProvider::Walker {
     }
   }
 
-  // Undoes Unmark, but not below what this pass has claimed since (a
-  // directory moved elsewhere: what it held is looked at there).
+  // Assumes again what a place left unseen, but not below what this pass
+  // has claimed since (a directory moved elsewhere: what it held is looked
+  // at there).
   void Reassume(const ItemId& dir) {
+    BuildChildren();
     std::vector<ItemId> stack{dir};
     while (!stack.empty()) {
       ItemId id = stack.back();
@@ -1076,6 +1070,7 @@ class FileProvider::Walker {
       local.provider_state = EncodeState(c.state);
       MESHSYNC_RETURN_IF_ERROR(recorder_.Record(local).status());
       p_.AddNode(c.id, NodeOf(c.found.parent, c.found.name, c.state));
+      if (c.content) p_.IndexChunks(c.id, c.state);
     }
     for (const ItemId& id : gone) {
       // Ignored now: its deletion is not synced either.
@@ -1204,8 +1199,8 @@ Status FileProvider::DetectChangesIn(ChangeRecorder& recorder, const ChangeScope
   if (!index_loaded_) return DetectChanges(recorder);
   problems_.clear();
   pending_rmdirs_.clear();
-  chunk_index_.clear();
-  chunk_index_loaded_ = false;
+  // The chunk index stays: a scoped pass adds what it hashes, and a stale
+  // entry costs a read (the hash decides, see ReadLocalChunk).
   bool need_full = false;
   Walker walker(*this, recorder);
   MESHSYNC_RETURN_IF_ERROR(walker.RunScoped(scope, &need_full));
@@ -1321,6 +1316,15 @@ struct FileProvider::LocalSource {
   ItemId item;
   Fd fd;
 };
+
+void FileProvider::IndexChunks(const ItemId& id, const EntryState& state) {
+  if (!chunk_index_loaded_ || state.kind != Kind::kFile) return;
+  uint64_t offset = 0;
+  for (const Chunk& chunk : state.chunks) {
+    chunk_index_.try_emplace(ChunkKey(chunk.hash), ChunkPlace{id, offset, chunk.length});
+    offset += chunk.length;
+  }
+}
 
 Status FileProvider::LoadChunkIndex() {
   chunk_index_.clear();
@@ -1769,6 +1773,7 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
   MarkRacy(next);
   result.provider_state = EncodeState(next);
   AddNode(request.id, NodeOf(parent, target, next));
+  IndexChunks(request.id, next);
   return result;
 }
 

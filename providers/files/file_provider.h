@@ -222,6 +222,8 @@ class FileProvider final : public Provider {
   // taken from here, only the rest is read.
   Status FetchInto(const EntryState& content, DataReader& reader, int out, uint64_t have);
   Status LoadChunkIndex();
+  // Adds a file's chunks to the chunk index, if it is loaded.
+  void IndexChunks(const ItemId& id, const EntryState& state);
   struct LocalSource;
   bool ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, LocalSource& source);
   void SweepTemp(bool everything);

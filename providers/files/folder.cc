@@ -142,10 +142,9 @@ Result<std::unique_ptr<FileProvider>> OpenFolderReader(const Folder::ReaderSpec&
   options.ignore = spec.ignore;
   options.dry_run = true;  // a reader never writes
   options.replica_name = store.state().id.ShortName();
-  MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<FileProvider> reader,
-                            FileProvider::Open(spec.real_path, store, std::move(options)));
-  MESHSYNC_RETURN_IF_ERROR(reader->LoadItems());
-  return reader;
+  // The index of paths is loaded when the first file is read (OpenData):
+  // a session that finds nothing new does without it.
+  return FileProvider::Open(spec.real_path, store, std::move(options));
 }
 
 }  // namespace meshsync::files
