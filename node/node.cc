@@ -1305,6 +1305,7 @@ Result<std::string> Node::Impl::ConflictsJson(const std::string& query) {
                             OpenSqliteSnapshot(metadata, files::kProviderName));
   MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<files::FileProvider> reader,
                             files::OpenFolderReader(spec, *snapshot));
+  MESHSYNC_RETURN_IF_ERROR(reader->LoadItems());  // for PathOf
   MESHSYNC_ASSIGN_OR_RETURN(std::vector<ConflictRecord> conflicts, snapshot->ListConflicts());
   std::string out = "{\"folder\": " + JsonString(folder_id) + ", \"conflicts\": [";
   for (size_t i = 0; i < conflicts.size(); ++i) {
