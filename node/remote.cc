@@ -12,6 +12,7 @@ namespace {
 constexpr size_t kMaxSessions = 8;            // per connection
 constexpr size_t kMaxReaders = 64;            // open data handles per session
 constexpr uint32_t kMaxScan = 4096;           // items per ScanItems
+constexpr uint64_t kMaxExamine = 65536;       // items one changes-only scan looks through
 constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
 constexpr size_t kPrefetchBudget = 8u << 20;  // unit data sent with one scan
 constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
@@ -146,40 +147,43 @@ class RemoteSource::Store final : public MetadataStore {
 
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                    std::vector<ItemMetadata>& out) override {
-    prefetched_.clear();
-    wire::Request request;
-    wire::ScanItems* scan = request.mutable_scan_items();
-    scan->set_session(session_);
-    scan->set_first(IdBytes(first));
-    scan->set_last(IdBytes(last));
     uint32_t asked = static_cast<uint32_t>(std::min<size_t>(limit, kMaxScan));
-    scan->set_limit(asked);
-    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection_->Call(std::move(request)));
-    if (!response.has_items_scanned()) return Malformed("scan answer");
+    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, Scan(first, last, asked, false));
     const wire::ItemsScanned& items = response.items_scanned();
-    if (static_cast<size_t>(items.items_size()) > asked) return Malformed("scan (too many items)");
     // A window shorter than asked means "the end": the engine stops there,
     // so a server that caps the scan must not be mistaken for one.
     if (asked < limit && static_cast<size_t>(items.items_size()) == asked) {
       return InternalError("scan window larger than the protocol allows");
     }
-    size_t start = out.size();
-    for (const wire::Item& wire_item : items.items()) {
-      MESHSYNC_ASSIGN_OR_RETURN(ItemMetadata item, FromWire(wire_item, state_.keys.size()));
-      if (item.id < first || item.id > last || (out.size() > start && !(out.back().id < item.id))) {
-        return Malformed("scan (items out of range or order)");
+    return Take(items, first, last, out);
+  }
+
+  // The server filters by the knowledge this session was opened with,
+  // which is what the engine asks with (`known`, the same in its keys).
+  Status ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
+                     std::vector<ItemMetadata>& out, ChangeScan& change_scan) override {
+    uint32_t asked = static_cast<uint32_t>(std::min<size_t>(std::max<size_t>(limit, 1), kMaxScan));
+    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, Scan(first, ItemId::Max(), asked, true));
+    const wire::ItemsScanned& items = response.items_scanned();
+    if (items.through().empty()) {
+      // A server that does not filter: a plain window, filtered here.
+      std::vector<ItemMetadata> window;
+      MESHSYNC_RETURN_IF_ERROR(Take(items, first, ItemId::Max(), window));
+      bool end = window.size() < asked || window.back().id == ItemId::Max();
+      change_scan.through = end ? ItemId::Max() : window.back().id;
+      change_scan.examined = window.size();
+      for (ItemMetadata& item : window) {
+        if (!KnowsAllOf(known, item)) out.push_back(std::move(item));
       }
-      out.push_back(std::move(item));
+      return Status::Ok();
     }
-    for (const wire::Prefetched& data : items.data()) {
-      MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(data.id()));
-      Prefetch& entry = prefetched_[id];
-      entry.status = StatusFromWire(data.error());
-      for (const wire::UnitData& unit : data.units()) {
-        entry.units.push_back(UnitData{unit.unit(), unit.data()});
-      }
+    MESHSYNC_ASSIGN_OR_RETURN(change_scan.through, ParseItemId(items.through()));
+    if (change_scan.through < first) return Malformed("scan (looked short of where it began)");
+    if (items.examined() < static_cast<uint64_t>(items.items_size())) {
+      return Malformed("scan (more items than examined)");
     }
-    return Status::Ok();
+    change_scan.examined = static_cast<size_t>(items.examined());
+    return Take(items, first, change_scan.through, out);
   }
 
   Result<size_t> CountItems() override { return static_cast<size_t>(count_); }
@@ -200,6 +204,47 @@ class RemoteSource::Store final : public MetadataStore {
   }
 
  private:
+  Result<wire::Response> Scan(const ItemId& first, const ItemId& last, uint32_t limit,
+                              bool changes_only) {
+    prefetched_.clear();
+    wire::Request request;
+    wire::ScanItems* scan = request.mutable_scan_items();
+    scan->set_session(session_);
+    scan->set_first(IdBytes(first));
+    scan->set_last(IdBytes(last));
+    scan->set_limit(limit);
+    scan->set_changes_only(changes_only);
+    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection_->Call(std::move(request)));
+    if (!response.has_items_scanned()) return Malformed("scan answer");
+    if (static_cast<size_t>(response.items_scanned().items_size()) > limit) {
+      return Malformed("scan (too many items)");
+    }
+    return response;
+  }
+
+  // Appends the scanned items (checked: in [first, last], in id order) and
+  // keeps the unit data sent with them.
+  Status Take(const wire::ItemsScanned& items, const ItemId& first, const ItemId& last,
+              std::vector<ItemMetadata>& out) {
+    size_t start = out.size();
+    for (const wire::Item& wire_item : items.items()) {
+      MESHSYNC_ASSIGN_OR_RETURN(ItemMetadata item, FromWire(wire_item, state_.keys.size()));
+      if (item.id < first || item.id > last || (out.size() > start && !(out.back().id < item.id))) {
+        return Malformed("scan (items out of range or order)");
+      }
+      out.push_back(std::move(item));
+    }
+    for (const wire::Prefetched& data : items.data()) {
+      MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(data.id()));
+      Prefetch& entry = prefetched_[id];
+      entry.status = StatusFromWire(data.error());
+      for (const wire::UnitData& unit : data.units()) {
+        entry.units.push_back(UnitData{unit.unit(), unit.data()});
+      }
+    }
+    return Status::Ok();
+  }
+
   std::shared_ptr<Transport> connection_;
   uint64_t session_;
   ReplicaState state_;
@@ -560,8 +605,38 @@ Result<wire::Response> SessionServer::Dispatch(const wire::Request& request) {
         return InvalidArgumentError("scan limit out of range");
       }
       std::vector<ItemMetadata> items;
-      MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(first, last, scan.limit(), items));
       wire::ItemsScanned* out = response.mutable_items_scanned();
+      if (scan.changes_only()) {
+        // What the puller lacks, looking through a bounded number of items.
+        ItemId cursor = first;
+        uint64_t examined = 0;
+        ItemId through = last;
+        std::vector<ItemMetadata> chunk;
+        while (items.size() < scan.limit() && examined < kMaxExamine) {
+          chunk.clear();
+          MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(cursor, last, kMaxScan, chunk));
+          bool end = chunk.size() < kMaxScan || chunk.back().id == last;
+          for (size_t k = 0; k < chunk.size(); ++k) {
+            ++examined;
+            if (!KnowsAllOf(session->peer_known, chunk[k])) items.push_back(std::move(chunk[k]));
+            if (items.size() == scan.limit() && k + 1 < chunk.size()) {
+              end = false;
+              through = chunk[k].id;
+              break;
+            }
+            through = chunk[k].id;
+          }
+          if (end) {
+            through = last;
+            break;
+          }
+          cursor = through.Next();
+        }
+        out->set_through(IdBytes(through));
+        out->set_examined(examined);
+      } else {
+        MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(first, last, scan.limit(), items));
+      }
       size_t budget = kPrefetchBudget;
       for (const ItemMetadata& item : items) {
         ToWire(item, *out->add_items());

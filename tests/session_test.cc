@@ -81,6 +81,70 @@ TEST(SessionTest, ASmallSourceDoesNotReadALargeDestinationWholesale) {
   EXPECT_LT((*large)->store->items_scanned() - scanned_before, 100u);
 }
 
+// A few changes among many items the destination has are one batch: the
+// source sends only what the destination lacks, however far apart, and
+// what the destination learns covers the whole range examined.
+TEST(SessionTest, FewChangesAmongManyItemsAreOneBatch) {
+  auto a = TestReplica::Make(1);
+  auto b = TestReplica::Make(2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (uint64_t n = 0; n < 5000; ++n) (*a)->provider.Put(ItemId(0, n + 1), "name", "v1");
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  options.batch_size = 100;
+  auto first = Synchronize(*(*a)->replica, *(*b)->replica, options);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->a_to_b.created, 5000u);
+  EXPECT_GE(first->a_to_b.batches, 50u);
+  for (uint64_t n : {7u, 2500u, 4999u}) (*a)->provider.Put(ItemId(0, n), "name", "v2");
+  std::vector<SyncProgress> seen;
+  options.on_progress = [&seen](const SyncProgress& progress) { seen.push_back(progress); };
+  auto second = Synchronize(*(*a)->replica, *(*b)->replica, options);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->a_to_b.updated, 3u);
+  EXPECT_EQ(second->a_to_b.batches, 1u);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().items_done, 5000u);  // every item examined, at the source
+  // Nothing is left to send: the destination learned the whole range.
+  auto third = Synchronize(*(*a)->replica, *(*b)->replica, options);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->a_to_b.batches, 0u);
+  EXPECT_EQ((*b)->provider.records().at(ItemId(0, 2500)).at("name"), "v2");
+}
+
+// The default ScanChanges: only what `known` lacks, at most `limit`, and
+// how far it looked.
+TEST(MetadataStoreTest, ScanChangesSaysHowFarItLooked) {
+  auto a = TestReplica::Make(1);
+  ASSERT_TRUE(a.ok());
+  for (uint64_t n = 0; n < 10; ++n) (*a)->provider.Put(ItemId(0, n + 1), "name", "v1");
+  ASSERT_TRUE((*a)->replica->DetectChanges().ok());
+  Knowledge known = (*a)->replica->state().knowledge;
+  for (uint64_t n : {3u, 6u, 9u}) (*a)->provider.Put(ItemId(0, n), "name", "v2");
+  ASSERT_TRUE((*a)->replica->DetectChanges().ok());
+  MetadataStore& store = *(*a)->store;
+  std::vector<ItemMetadata> out;
+  MetadataStore::ChangeScan scan;
+  ASSERT_TRUE(store.ScanChanges(ItemId::Min(), known, 2, out, scan).ok());
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].id, ItemId(0, 3));
+  EXPECT_EQ(out[1].id, ItemId(0, 6));
+  EXPECT_EQ(scan.through, ItemId(0, 6));
+  EXPECT_EQ(scan.examined, 6u);
+  out.clear();
+  ASSERT_TRUE(store.ScanChanges(scan.through.Next(), known, 2, out, scan).ok());
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].id, ItemId(0, 9));
+  EXPECT_EQ(scan.through, ItemId::Max());
+  EXPECT_EQ(scan.examined, 4u);
+  out.clear();
+  ASSERT_TRUE(
+      store.ScanChanges(ItemId::Min(), (*a)->replica->state().knowledge, 2, out, scan).ok());
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(scan.through, ItemId::Max());
+  EXPECT_EQ(scan.examined, 10u);
+}
+
 }  // namespace
 }  // namespace meshsync
 

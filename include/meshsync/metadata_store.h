@@ -132,6 +132,20 @@ class MetadataStore {
                            std::vector<ItemMetadata>& out) = 0;
   virtual Result<size_t> CountItems() = 0;
 
+  // What a session's source sends: the items with id >= `first` that a
+  // replica whose knowledge is `known` (in this store's keys) lacks (see
+  // KnowsAllOf), in id order. Appends at most `limit` of them to `out`, and
+  // says how far it looked: every item from `first` through `scan.through`
+  // was examined (ItemId::Max() once the end was reached), `scan.examined`
+  // of them. The default scans and filters; a remote store filters where
+  // the items are, so that what the destination has does not travel.
+  struct ChangeScan {
+    ItemId through;
+    size_t examined = 0;
+  };
+  virtual Status ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
+                             std::vector<ItemMetadata>& out, ChangeScan& scan);
+
   virtual Result<std::vector<ConflictRecord>> ListConflicts() = 0;
 
   // Applies `batch` atomically and durably. On failure nothing is applied

@@ -6,9 +6,10 @@
 //      deletions the source no longer remembers: run a recovery (full
 //      enumeration), which also deletes destination items the source knew
 //      and forgot.
-//   3. Enumerate source items in id order, a window of batch_size at a time.
-//      Each window is one batch: the changes in it the destination lacks,
-//      with the source's knowledge as made-with knowledge.
+//   3. Enumerate the source items the destination lacks, in id order, up to
+//      batch_size at a time (MetadataStore::ScanChanges; every item in a
+//      recovery). Each window, the id range examined, is one batch: those
+//      changes, with the source's knowledge as made-with knowledge.
 //   4. For each change, compare it with the destination's item: apply it,
 //      detect a conflict (the destination's version is not in the made-with
 //      knowledge) and resolve it by policy, or keep the destination's state.
@@ -88,11 +89,26 @@ class DirectionRun {
     while (true) {
       if (options_.should_cancel && options_.should_cancel()) return false;
       std::vector<ItemMetadata> window;
-      MESHSYNC_RETURN_IF_ERROR(source_.store().ScanItems(first, ItemId::Max(), batch_size, window));
-      bool last_window = window.size() < batch_size || window.back().id == ItemId::Max();
-      ItemId last = last_window ? ItemId::Max() : window.back().id;
-      MESHSYNC_RETURN_IF_ERROR(ApplyWindow(first, last, window));
-      progress_.items_done += window.size();
+      ItemId last;
+      size_t examined;
+      if (recovery_) {
+        // Every item: the destination deletes what the source does not have.
+        MESHSYNC_RETURN_IF_ERROR(
+            source_.store().ScanItems(first, ItemId::Max(), batch_size, window));
+        bool end = window.size() < batch_size || window.back().id == ItemId::Max();
+        last = end ? ItemId::Max() : window.back().id;
+        examined = window.size();
+      } else {
+        // Only what the destination lacks, however far apart.
+        MetadataStore::ChangeScan scan;
+        MESHSYNC_RETURN_IF_ERROR(
+            source_.store().ScanChanges(first, dest_known_, batch_size, window, scan));
+        last = scan.through;
+        examined = scan.examined;
+      }
+      const bool last_window = last == ItemId::Max();
+      MESHSYNC_RETURN_IF_ERROR(ApplyWindow(first, last, window, examined));
+      progress_.items_done += examined;
       progress_.bytes_done = report_.bytes;
       if (options_.on_progress) options_.on_progress(progress_);
       if (last_window) break;
@@ -116,8 +132,10 @@ class DirectionRun {
     Knowledge learned;
   };
 
+  // `window`: the source's items from `first` through `last` that the
+  // destination may lack (all of them in a recovery), of `examined` items.
   Status ApplyWindow(const ItemId& first, const ItemId& last,
-                     const std::vector<ItemMetadata>& window) {
+                     const std::vector<ItemMetadata>& window, size_t examined) {
     Batch batch;
     bool source_filtered = source_.provider().IsFiltered();
     // A filtered source cannot vouch for items it does not hold, so the
@@ -129,7 +147,7 @@ class DirectionRun {
     for (const ItemMetadata& item : window) {
       if (recovery_ || Lacks(dest_known_, item)) changes.push_back(&item);
     }
-    MESHSYNC_ASSIGN_OR_RETURN(auto local, LoadLocal(first, last, window.size(), changes));
+    MESHSYNC_ASSIGN_OR_RETURN(auto local, LoadLocal(first, last, examined, changes));
     for (const ItemMetadata* change : changes) {
       if (source_filtered) batch.learned.UnionWith(made_with_.ProjectOnto(change->id));
       auto it = local.find(change->id);

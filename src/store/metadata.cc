@@ -22,6 +22,30 @@ void ItemMetadata::SetUnit(ChangeUnitId unit, const Version& version) {
   }
 }
 
+Status MetadataStore::ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
+                                  std::vector<ItemMetadata>& out, ChangeScan& scan) {
+  constexpr size_t kChunk = 4096;
+  scan = ChangeScan{};
+  const size_t wanted = out.size() + std::max<size_t>(limit, 1);
+  ItemId cursor = first;
+  std::vector<ItemMetadata> chunk;
+  while (true) {
+    chunk.clear();
+    MESHSYNC_RETURN_IF_ERROR(ScanItems(cursor, ItemId::Max(), kChunk, chunk));
+    for (ItemMetadata& item : chunk) {
+      ++scan.examined;
+      scan.through = item.id;
+      if (!KnowsAllOf(known, item)) out.push_back(std::move(item));
+      if (out.size() == wanted) return Status::Ok();
+    }
+    if (chunk.size() < kChunk || chunk.back().id == ItemId::Max()) {
+      scan.through = ItemId::Max();
+      return Status::Ok();
+    }
+    cursor = chunk.back().id.Next();
+  }
+}
+
 bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item) {
   if (item.tombstone) return known.Contains(item.id, item.updated);
   if (!known.Contains(item.id, item.created)) return false;
