@@ -182,7 +182,7 @@ Result<BundleStats> ExportBundle(const ServedFolder& folder, const std::string& 
       if (item.tombstone || KnowsAllOf(target_known, item)) continue;
       // An item whose data cannot be read now is carried with the error; the
       // importer retries it from the next bundle.
-      bytes += AddUnitData(*provider, item, *items);
+      bytes += AddUnitData(*provider, item, 0, *items);  // bulk data goes in records of its own
       if (items->data().rbegin()->has_error()) continue;
       lacking.push_back(item);
       ++stats.lacking;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <deque>
 #include <set>
 #include <vector>
@@ -13,6 +14,7 @@ constexpr size_t kMaxSessions = 8;            // per connection
 constexpr size_t kMaxReaders = 64;            // open data handles per session
 constexpr uint32_t kMaxScan = 4096;           // items per ScanItems
 constexpr uint64_t kMaxExamine = 65536;       // items one changes-only scan looks through
+constexpr uint64_t kInlineBulk = 64u << 10;   // bulk data this small travels with the scan
 constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
 constexpr size_t kPrefetchBudget = 8u << 20;  // unit data sent with one scan
 constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
@@ -80,7 +82,28 @@ void ToWire(const ItemMetadata& item, wire::Item& out) {
   }
 }
 
-size_t AddUnitData(Provider& provider, const ItemMetadata& item, wire::ItemsScanned& out) {
+// Adds to `prefetched` the bulk data of `item`'s units that fit in
+// kInlineBulk and `budget`; returns the bytes added.
+size_t AddBulkData(Provider& provider, const ItemMetadata& item, size_t budget,
+                   wire::Prefetched& prefetched) {
+  size_t bytes = 0;
+  for (const UnitVersion& unit : item.units) {
+    auto reader = provider.OpenData(item, unit.unit);
+    if (!reader.ok()) continue;  // no bulk data, or not now: fetched on its own
+    const uint64_t size = (*reader)->size();
+    if (size > kInlineBulk || size > budget - bytes) continue;
+    std::string data(size, '\0');
+    if (!(*reader)->ReadAt(0, data).ok() || !(*reader)->Verify().ok()) continue;
+    wire::UnitData* entry = prefetched.add_bulk();
+    entry->set_unit(unit.unit);
+    entry->set_data(std::move(data));
+    bytes += size + 16;
+  }
+  return bytes;
+}
+
+size_t AddUnitData(Provider& provider, const ItemMetadata& item, size_t bulk_budget,
+                   wire::ItemsScanned& out) {
   std::vector<ChangeUnitId> units;
   std::vector<UnitData> data;
   for (const UnitVersion& unit : item.units) units.push_back(unit.unit);
@@ -100,6 +123,7 @@ size_t AddUnitData(Provider& provider, const ItemMetadata& item, wire::ItemsScan
     entry->set_unit(unit.unit);
     entry->set_data(std::move(unit.data));
   }
+  if (bytes < bulk_budget) bytes += AddBulkData(provider, item, bulk_budget - bytes, *prefetched);
   return bytes;
 }
 
@@ -197,6 +221,7 @@ class RemoteSource::Store final : public MetadataStore {
   struct Prefetch {
     Status status;
     std::vector<UnitData> units;
+    std::map<ChangeUnitId, std::shared_ptr<const std::string>> bulk;
   };
   const Prefetch* FindPrefetched(const ItemId& id) const {
     auto it = prefetched_.find(id);
@@ -241,6 +266,10 @@ class RemoteSource::Store final : public MetadataStore {
       for (const wire::UnitData& unit : data.units()) {
         entry.units.push_back(UnitData{unit.unit(), unit.data()});
       }
+      for (const wire::UnitData& unit : data.bulk()) {
+        if (unit.data().size() > kInlineBulk) return Malformed("scan (inline data too large)");
+        entry.bulk[unit.unit()] = std::make_shared<const std::string>(unit.data());
+      }
     }
     return Status::Ok();
   }
@@ -253,6 +282,23 @@ class RemoteSource::Store final : public MetadataStore {
 };
 
 namespace {
+
+// A unit's bytes that came with the scan.
+class InlineReader final : public DataReader {
+ public:
+  explicit InlineReader(std::shared_ptr<const std::string> data) : data_(std::move(data)) {}
+  uint64_t size() const override { return data_->size(); }
+  Status ReadAt(uint64_t offset, std::span<char> out) override {
+    if (offset > data_->size() || out.size() > data_->size() - offset) {
+      return InvalidArgumentError("read past the end");
+    }
+    std::memcpy(out.data(), data_->data() + offset, out.size());
+    return Status::Ok();
+  }
+
+ private:
+  std::shared_ptr<const std::string> data_;
+};
 
 // Reads a remote unit's bytes in blocks, several requests in flight, for a
 // reader that goes front to back (as a file copy does).
@@ -445,6 +491,12 @@ class RemoteSource::Source final : public Provider {
 
   Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
                                                ChangeUnitId unit) override {
+    if (const Store::Prefetch* prefetched = store_.FindPrefetched(item.id)) {
+      auto bulk = prefetched->bulk.find(unit);
+      if (bulk != prefetched->bulk.end()) {
+        return std::unique_ptr<DataReader>(std::make_unique<InlineReader>(bulk->second));
+      }
+    }
     wire::Request request;
     wire::OpenData* open = request.mutable_open_data();
     open->set_session(session_);
@@ -604,44 +656,48 @@ Result<wire::Response> SessionServer::Dispatch(const wire::Request& request) {
       if (scan.limit() == 0 || scan.limit() > kMaxScan) {
         return InvalidArgumentError("scan limit out of range");
       }
-      std::vector<ItemMetadata> items;
       wire::ItemsScanned* out = response.mutable_items_scanned();
+      size_t budget = kPrefetchBudget;
+      // An item's metadata, and the data the puller will want of it.
+      auto add = [&](const ItemMetadata& item) {
+        ToWire(item, *out->add_items());
+        if (item.tombstone || budget == 0 || KnowsAllOf(session->peer_known, item)) return;
+        budget -= std::min(budget, AddUnitData(*session->provider, item, budget, *out));
+      };
       if (scan.changes_only()) {
-        // What the puller lacks, looking through a bounded number of items.
+        // What the puller lacks, looking through a bounded number of items,
+        // until the answer is full (in items, or in data to send with them).
         ItemId cursor = first;
         uint64_t examined = 0;
+        uint32_t added = 0;
         ItemId through = last;
         std::vector<ItemMetadata> chunk;
-        while (items.size() < scan.limit() && examined < kMaxExamine) {
+        bool full = false;
+        while (!full && examined < kMaxExamine) {
           chunk.clear();
           MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(cursor, last, kMaxScan, chunk));
-          bool end = chunk.size() < kMaxScan || chunk.back().id == last;
-          for (size_t k = 0; k < chunk.size(); ++k) {
+          const bool end = chunk.size() < kMaxScan || (!chunk.empty() && chunk.back().id == last);
+          for (const ItemMetadata& item : chunk) {
             ++examined;
-            if (!KnowsAllOf(session->peer_known, chunk[k])) items.push_back(std::move(chunk[k]));
-            if (items.size() == scan.limit() && k + 1 < chunk.size()) {
-              end = false;
-              through = chunk[k].id;
-              break;
+            through = item.id;
+            if (!KnowsAllOf(session->peer_known, item)) {
+              add(item);
+              full = ++added == scan.limit() || budget == 0;
+              if (full) break;
             }
-            through = chunk[k].id;
           }
-          if (end) {
+          if (end && (!full || through == chunk.back().id)) {
             through = last;
             break;
           }
-          cursor = through.Next();
+          if (!full) cursor = through.Next();
         }
         out->set_through(IdBytes(through));
         out->set_examined(examined);
       } else {
+        std::vector<ItemMetadata> items;
         MESHSYNC_RETURN_IF_ERROR(session->snapshot->ScanItems(first, last, scan.limit(), items));
-      }
-      size_t budget = kPrefetchBudget;
-      for (const ItemMetadata& item : items) {
-        ToWire(item, *out->add_items());
-        if (item.tombstone || budget == 0 || KnowsAllOf(session->peer_known, item)) continue;
-        budget -= std::min(budget, AddUnitData(*session->provider, item, *out));
+        for (const ItemMetadata& item : items) add(item);
       }
       return response;
     }

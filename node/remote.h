@@ -46,9 +46,11 @@ class Transport {
 // bundles.
 std::string IdBytes(const Id128& id);
 void ToWire(const ItemMetadata& item, wire::Item& out);
-// Appends the unit data of `item` (or the error loading it) to `out`;
+// Appends the unit data of `item` (or the error loading it) to `out`, and
+// the bulk data of its small units while that fits in `bulk_budget` bytes;
 // returns about how many bytes that added.
-size_t AddUnitData(Provider& provider, const ItemMetadata& item, wire::ItemsScanned& out);
+size_t AddUnitData(Provider& provider, const ItemMetadata& item, size_t bulk_budget,
+                   wire::ItemsScanned& out);
 
 class RemoteSource {
  public:

@@ -2,6 +2,9 @@
 
 #include <zstd.h>
 
+#include <memory>
+#include <string_view>
+
 namespace meshsync::node {
 
 Result<std::string> EncodeMessageFrame(const google::protobuf::MessageLite& message,
@@ -9,24 +12,29 @@ Result<std::string> EncodeMessageFrame(const google::protobuf::MessageLite& mess
   std::string body;
   if (!message.SerializeToString(&body)) return InternalError("cannot serialize a message");
   uint8_t flags = 0;
+  std::string_view payload = body;
+  // Uninitialised: a large message's compression buffer is megabytes, and
+  // zeroing it cost as much as compressing into it.
+  std::unique_ptr<char[]> packed;
   if (compress && body.size() > kCompressAbove) {
-    std::string packed(ZSTD_compressBound(body.size()), '\0');
-    size_t size = ZSTD_compress(packed.data(), packed.size(), body.data(), body.size(), 3);
+    const size_t bound = ZSTD_compressBound(body.size());
+    packed = std::make_unique_for_overwrite<char[]>(bound);
+    size_t size = ZSTD_compress(packed.get(), bound, body.data(), body.size(), 3);
     if (!ZSTD_isError(size) && size < body.size()) {
-      packed.resize(size);
-      body.swap(packed);
+      payload = std::string_view(packed.get(), size);
       flags |= kFlagCompressed;
     }
   }
-  if (body.size() > kMaxFrameBody) {
-    return InvalidArgumentError("message of " + std::to_string(body.size()) +
+  if (payload.size() > kMaxFrameBody) {
+    return InvalidArgumentError("message of " + std::to_string(payload.size()) +
                                 " bytes is over the frame limit");
   }
-  std::string frame(kFrameHeaderSize, '\0');
-  uint32_t size = static_cast<uint32_t>(body.size());
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>(size >> (24 - 8 * i));
-  frame[4] = static_cast<char>(flags);
-  frame += body;
+  std::string frame;
+  frame.reserve(kFrameHeaderSize + payload.size());
+  uint32_t size = static_cast<uint32_t>(payload.size());
+  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>(size >> (24 - 8 * i)));
+  frame.push_back(static_cast<char>(flags));
+  frame.append(payload);
   return frame;
 }
 
