@@ -310,8 +310,11 @@ class HostilePeerTest : public ::testing::Test {
 
   // Plays a source replica holding one file, `name`, whose chunk list says
   // `claimed` and whose bytes are `sent`; answers the node's pull.
+  // Serves one file whose chunk list promises `claimed` and whose bytes
+  // are `sent`: read with OpenData/ReadData, or `inline` with the scan (as
+  // a server that filters and sends small files along does).
   void ServeOneFile(Attacker& peer, const std::string& name, const std::string& claimed,
-                    const std::string& sent) {
+                    const std::string& sent, bool inline_bytes = false) {
     ReplicaId replica(Id128{0x1234, 0x5678});
     ReplicaKeyMap keys(replica);
     ItemId item(0x42, 0x42);
@@ -371,9 +374,21 @@ class HostilePeerTest : public ::testing::Test {
           unit = data->add_units();
           unit->set_unit(files::kPlacementUnit);
           unit->set_data(placement);
+          if (inline_bytes) {
+            ItemId::Max().ToBytes(id_bytes);
+            items->set_through(std::string(reinterpret_cast<char*>(id_bytes), 16));
+            items->set_examined(1);
+            unit = data->add_bulk();
+            unit->set_unit(files::kContentUnit);
+            unit->set_data(sent);
+          }
           break;
         }
         case wire::Request::kOpenData:
+          if (inline_bytes) {  // the bytes came with the scan: nothing else to read
+            StatusToWire(NotFoundError("no reads here"), *response->mutable_error());
+            break;
+          }
           response->mutable_data_opened()->set_handle(1);
           response->mutable_data_opened()->set_size(sent.size());
           break;
@@ -484,6 +499,23 @@ TEST_F(HostilePeerTest, ChunkNotMatchingItsHashIsRefused) {
     Attacker peer(attacker_, address_);
     peer.Hello({"docs"});
     ServeOneFile(peer, "good.txt", "honest bytes", "honest bytes");
+  }
+  EXPECT_EQ(ReadFile(folder_ + "/good.txt"), "honest bytes");
+}
+
+TEST_F(HostilePeerTest, InlineBytesNotMatchingTheirHashAreRefused) {
+  {
+    Attacker peer(attacker_, address_);
+    peer.Hello({"docs"});
+    ServeOneFile(peer, "evil.txt", "the bytes that were promised", "other bytes, same length!!!!",
+                 true);
+  }
+  EXPECT_FALSE(fs::exists(folder_ + "/evil.txt"));
+  EXPECT_TRUE(FolderEntries().empty());
+  {
+    Attacker peer(attacker_, address_);
+    peer.Hello({"docs"});
+    ServeOneFile(peer, "good.txt", "honest bytes", "honest bytes", true);
   }
   EXPECT_EQ(ReadFile(folder_ + "/good.txt"), "honest bytes");
 }
