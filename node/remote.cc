@@ -16,7 +16,7 @@ constexpr uint32_t kMaxScan = 4096;           // items per ScanItems
 constexpr uint64_t kMaxExamine = 65536;       // items one changes-only scan looks through
 constexpr uint64_t kInlineBulk = 64u << 10;   // bulk data this small travels with the scan
 constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
-constexpr size_t kPrefetchBudget = 8u << 20;  // unit data sent with one scan
+constexpr size_t kPrefetchBudget = 4u << 20;  // unit data sent with one scan
 constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
 constexpr size_t kReadAhead = 4;              // blocks in flight
 

@@ -1,6 +1,7 @@
 #include "node_commands.h"
 
 #include <limits.h>
+#include <malloc.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -380,6 +381,12 @@ int RunDaemon(const std::vector<std::string>& args) {
   Options options;
   if (auto error = Parse(args, {}, options)) return Usage(error->c_str());
   if (!options.positional.empty()) return Usage("usage: meshsync daemon [--home HOME]");
+  // A long-running process that passes megabyte messages between threads:
+  // a fixed mmap threshold gives every large buffer back when it is freed
+  // (glibc otherwise raises the threshold and keeps them in its heaps), and
+  // two arenas keep the threads' freed memory from piling up apart.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  mallopt(M_ARENA_MAX, 2);
   // A first start writes the config (name, API key) so the CLI and the API agree.
   auto config = LoadHome(options);
   if (!config.ok()) return Fail(config.status());
