@@ -16,7 +16,7 @@ constexpr uint32_t kMaxScan = 4096;           // items per ScanItems
 constexpr uint64_t kMaxExamine = 65536;       // items one changes-only scan looks through
 constexpr uint64_t kInlineBulk = 64u << 10;   // bulk data this small travels with the scan
 constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
-constexpr size_t kPrefetchBudget = 4u << 20;  // unit data sent with one scan
+constexpr size_t kPrefetchBudget = 3u << 20;  // unit data sent with one scan
 constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
 constexpr size_t kReadAhead = 4;              // blocks in flight
 
@@ -173,7 +173,7 @@ class RemoteSource::Store final : public MetadataStore {
                    std::vector<ItemMetadata>& out) override {
     uint32_t asked = static_cast<uint32_t>(std::min<size_t>(limit, kMaxScan));
     MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, Scan(first, last, asked, false));
-    const wire::ItemsScanned& items = response.items_scanned();
+    wire::ItemsScanned& items = *response.mutable_items_scanned();
     // A window shorter than asked means "the end": the engine stops there,
     // so a server that caps the scan must not be mistaken for one.
     if (asked < limit && static_cast<size_t>(items.items_size()) == asked) {
@@ -188,7 +188,7 @@ class RemoteSource::Store final : public MetadataStore {
                      std::vector<ItemMetadata>& out, ChangeScan& change_scan) override {
     uint32_t asked = static_cast<uint32_t>(std::min<size_t>(std::max<size_t>(limit, 1), kMaxScan));
     MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, Scan(first, ItemId::Max(), asked, true));
-    const wire::ItemsScanned& items = response.items_scanned();
+    wire::ItemsScanned& items = *response.mutable_items_scanned();
     if (items.through().empty()) {
       // A server that does not filter: a plain window, filtered here.
       std::vector<ItemMetadata> window;
@@ -248,8 +248,8 @@ class RemoteSource::Store final : public MetadataStore {
   }
 
   // Appends the scanned items (checked: in [first, last], in id order) and
-  // keeps the unit data sent with them.
-  Status Take(const wire::ItemsScanned& items, const ItemId& first, const ItemId& last,
+  // keeps the unit data sent with them (moved out of `items`).
+  Status Take(wire::ItemsScanned& items, const ItemId& first, const ItemId& last,
               std::vector<ItemMetadata>& out) {
     size_t start = out.size();
     for (const wire::Item& wire_item : items.items()) {
@@ -259,16 +259,17 @@ class RemoteSource::Store final : public MetadataStore {
       }
       out.push_back(std::move(item));
     }
-    for (const wire::Prefetched& data : items.data()) {
+    for (wire::Prefetched& data : *items.mutable_data()) {
       MESHSYNC_ASSIGN_OR_RETURN(ItemId id, ParseItemId(data.id()));
       Prefetch& entry = prefetched_[id];
       entry.status = StatusFromWire(data.error());
-      for (const wire::UnitData& unit : data.units()) {
-        entry.units.push_back(UnitData{unit.unit(), unit.data()});
+      for (wire::UnitData& unit : *data.mutable_units()) {
+        entry.units.push_back(UnitData{unit.unit(), std::move(*unit.mutable_data())});
       }
-      for (const wire::UnitData& unit : data.bulk()) {
+      for (wire::UnitData& unit : *data.mutable_bulk()) {
         if (unit.data().size() > kInlineBulk) return Malformed("scan (inline data too large)");
-        entry.bulk[unit.unit()] = std::make_shared<const std::string>(unit.data());
+        entry.bulk[unit.unit()] =
+            std::make_shared<const std::string>(std::move(*unit.mutable_data()));
       }
     }
     return Status::Ok();

@@ -2,39 +2,54 @@
 
 #include <zstd.h>
 
+#include <cstring>
 #include <memory>
-#include <string_view>
 
 namespace meshsync::node {
 
+namespace {
+
+void PutHeader(char* at, size_t size, uint8_t flags) {
+  for (int i = 0; i < 4; ++i) at[i] = static_cast<char>(size >> (24 - 8 * i));
+  at[4] = static_cast<char>(flags);
+}
+
+}  // namespace
+
+// A large message (a scan with file data) is megabytes: it is serialized
+// and compressed straight into the frame, so that it is held at most twice.
 Result<std::string> EncodeMessageFrame(const google::protobuf::MessageLite& message,
                                        bool compress) {
-  std::string body;
-  if (!message.SerializeToString(&body)) return InternalError("cannot serialize a message");
-  uint8_t flags = 0;
-  std::string_view payload = body;
-  // Uninitialised: a large message's compression buffer is megabytes, and
-  // zeroing it cost as much as compressing into it.
-  std::unique_ptr<char[]> packed;
-  if (compress && body.size() > kCompressAbove) {
-    const size_t bound = ZSTD_compressBound(body.size());
-    packed = std::make_unique_for_overwrite<char[]>(bound);
-    size_t size = ZSTD_compress(packed.get(), bound, body.data(), body.size(), 3);
-    if (!ZSTD_isError(size) && size < body.size()) {
-      payload = std::string_view(packed.get(), size);
-      flags |= kFlagCompressed;
-    }
-  }
-  if (payload.size() > kMaxFrameBody) {
-    return InvalidArgumentError("message of " + std::to_string(payload.size()) +
+  const size_t size = message.ByteSizeLong();
+  auto too_large = [](size_t bytes) {
+    return InvalidArgumentError("message of " + std::to_string(bytes) +
                                 " bytes is over the frame limit");
-  }
+  };
   std::string frame;
-  frame.reserve(kFrameHeaderSize + payload.size());
-  uint32_t size = static_cast<uint32_t>(payload.size());
-  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>(size >> (24 - 8 * i)));
-  frame.push_back(static_cast<char>(flags));
-  frame.append(payload);
+  if (!compress || size <= kCompressAbove) {
+    if (size > kMaxFrameBody) return too_large(size);
+    frame.resize(kFrameHeaderSize + size);
+    PutHeader(frame.data(), size, 0);
+    message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(frame.data()) +
+                                            kFrameHeaderSize);
+    return frame;
+  }
+  // Uninitialised: zeroing megabytes cost as much as compressing them.
+  std::unique_ptr<char[]> body = std::make_unique_for_overwrite<char[]>(size);
+  message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(body.get()));
+  frame.resize(kFrameHeaderSize + ZSTD_compressBound(size));
+  size_t packed = ZSTD_compress(frame.data() + kFrameHeaderSize, frame.size() - kFrameHeaderSize,
+                                body.get(), size, 3);
+  if (!ZSTD_isError(packed) && packed < size) {
+    if (packed > kMaxFrameBody) return too_large(packed);
+    frame.resize(kFrameHeaderSize + packed);
+    PutHeader(frame.data(), packed, kFlagCompressed);
+    return frame;
+  }
+  if (size > kMaxFrameBody) return too_large(size);
+  frame.resize(kFrameHeaderSize + size);
+  PutHeader(frame.data(), size, 0);
+  std::memcpy(frame.data() + kFrameHeaderSize, body.get(), size);
   return frame;
 }
 
