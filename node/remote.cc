@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -207,7 +208,15 @@ class RemoteSource::Store final : public MetadataStore {
       return Malformed("scan (more items than examined)");
     }
     change_scan.examined = static_cast<size_t>(items.examined());
-    return Take(items, first, change_scan.through, out);
+    MESHSYNC_RETURN_IF_ERROR(Take(items, first, change_scan.through, out));
+    if (!(change_scan.through == ItemId::Max())) {
+      // The engine asks for the next window once it has applied this one:
+      // ask now, so that the peer reads it while this one is written here.
+      const ItemId next = change_scan.through.Next();
+      next_scan_ = NextScan{next, asked,
+                            connection_->CallAsync(ScanRequest(next, ItemId::Max(), asked, true))};
+    }
+    return Status::Ok();
   }
 
   Result<size_t> CountItems() override { return static_cast<size_t>(count_); }
@@ -229,9 +238,8 @@ class RemoteSource::Store final : public MetadataStore {
   }
 
  private:
-  Result<wire::Response> Scan(const ItemId& first, const ItemId& last, uint32_t limit,
-                              bool changes_only) {
-    prefetched_.clear();
+  wire::Request ScanRequest(const ItemId& first, const ItemId& last, uint32_t limit,
+                            bool changes_only) const {
     wire::Request request;
     wire::ScanItems* scan = request.mutable_scan_items();
     scan->set_session(session_);
@@ -239,7 +247,20 @@ class RemoteSource::Store final : public MetadataStore {
     scan->set_last(IdBytes(last));
     scan->set_limit(limit);
     scan->set_changes_only(changes_only);
-    MESHSYNC_ASSIGN_OR_RETURN(wire::Response response, connection_->Call(std::move(request)));
+    return request;
+  }
+
+  Result<wire::Response> Scan(const ItemId& first, const ItemId& last, uint32_t limit,
+                              bool changes_only) {
+    prefetched_.clear();
+    std::optional<NextScan> next = std::move(next_scan_);
+    next_scan_.reset();
+    const bool asked_already =
+        next.has_value() && changes_only && next->first == first && next->limit == limit;
+    MESHSYNC_ASSIGN_OR_RETURN(
+        wire::Response response,
+        asked_already ? next->answer.get()
+                      : connection_->Call(ScanRequest(first, last, limit, changes_only)));
     if (!response.has_items_scanned()) return Malformed("scan answer");
     if (static_cast<size_t>(response.items_scanned().items_size()) > limit) {
       return Malformed("scan (too many items)");
@@ -280,6 +301,12 @@ class RemoteSource::Store final : public MetadataStore {
   ReplicaState state_;
   uint64_t count_ = 0;
   std::map<ItemId, Prefetch> prefetched_;  // for the last scanned window
+  struct NextScan {
+    ItemId first;
+    uint32_t limit;
+    std::future<Result<wire::Response>> answer;
+  };
+  std::optional<NextScan> next_scan_;  // asked before the engine asks
 };
 
 namespace {
