@@ -589,22 +589,11 @@ class FileProvider::Walker {
       }
     }
     // A directory that is gone takes what it held with it.
-    std::vector<ItemId> stack;
+    std::vector<ItemId> gone;
     for (const auto& [id, node] : p_.nodes_) {
-      if (node.mark == kUnseen && node.kind == Kind::kDirectory) stack.push_back(id);
+      if (node.mark == kUnseen && node.kind == Kind::kDirectory) gone.push_back(id);
     }
-    if (!stack.empty()) BuildChildren();
-    while (!stack.empty()) {
-      ItemId id = stack.back();
-      stack.pop_back();
-      auto range = children_.equal_range(id);
-      for (auto it = range.first; it != range.second; ++it) {
-        Node& child = p_.nodes_.at(it->second);
-        if (child.mark != kAssumed) continue;
-        child.mark = kUnseen;
-        stack.push_back(it->second);
-      }
-    }
+    if (!gone.empty()) Remark(std::move(gone), kAssumed, kUnseen, false);
     return Finish();
   }
 
@@ -669,40 +658,31 @@ class FileProvider::Walker {
     for (const auto& [id, node] : p_.nodes_) children_.emplace(node.parent, id);
   }
 
-  // Everything below `dir` that was assumed is to be looked at.
-  void Unassume(const ItemId& dir) {
+  // Marks `to` what is marked `from` below `roots`: below everything, or
+  // (`everywhere` false) only below what it marks.
+  void Remark(std::vector<ItemId> roots, uint8_t from, uint8_t to, bool everywhere) {
     BuildChildren();
-    std::vector<ItemId> stack{dir};
+    std::vector<ItemId> stack = std::move(roots);
     while (!stack.empty()) {
       ItemId id = stack.back();
       stack.pop_back();
       auto range = children_.equal_range(id);
       for (auto it = range.first; it != range.second; ++it) {
         Node& child = p_.nodes_.at(it->second);
-        if (child.mark == kAssumed) child.mark = kUnseen;
-        stack.push_back(it->second);
+        const bool marked = child.mark == from;
+        if (marked) child.mark = to;
+        if (marked || everywhere) stack.push_back(it->second);
       }
     }
   }
 
+  // Everything below `dir` that was assumed is to be looked at.
+  void Unassume(const ItemId& dir) { Remark({dir}, kAssumed, kUnseen, true); }
+
   // Assumes again what a place left unseen, but not below what this pass
   // has claimed since (a directory moved elsewhere: what it held is looked
   // at there).
-  void Reassume(const ItemId& dir) {
-    BuildChildren();
-    std::vector<ItemId> stack{dir};
-    while (!stack.empty()) {
-      ItemId id = stack.back();
-      stack.pop_back();
-      auto range = children_.equal_range(id);
-      for (auto it = range.first; it != range.second; ++it) {
-        Node& child = p_.nodes_.at(it->second);
-        if (child.mark != kUnseen) continue;
-        child.mark = kAssumed;
-        stack.push_back(it->second);
-      }
-    }
-  }
+  void Reassume(const ItemId& dir) { Remark({dir}, kUnseen, kAssumed, false); }
 
   struct Found {
     ItemId parent;
