@@ -98,7 +98,8 @@ class Node::Impl {
   };
 
   Status LoadConfig();
-  void ApplyConfig(Config config);  // I/O thread
+  // Returns the folders it could not open: (id, why).
+  std::vector<std::pair<std::string, Status>> ApplyConfig(Config config);  // I/O thread
   void Accept();
   void OnAccepted(std::shared_ptr<TlsStream> stream);
   void DialPeers();
@@ -963,20 +964,38 @@ Result<std::string> Node::Impl::EditConfig(
   // The file is the truth: a hand edit the watcher has not reloaded yet is
   // kept, not overwritten with the older configuration in memory.
   std::string path = home_ + "/config.toml";
+  auto save = [&](Config& config) -> Status {
+    {
+      // A file removed by hand must not take the API key away from the CLI.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (config.api_key.empty()) config.api_key = config_.api_key;
+      if (config.name.empty()) config.name = config_.name;
+    }
+    MESHSYNC_RETURN_IF_ERROR(config.Save(path));
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) config_mtime_ = st.st_mtim;
+    return Status::Ok();
+  };
   MESHSYNC_ASSIGN_OR_RETURN(Config next, Config::Load(path));
   MESHSYNC_ASSIGN_OR_RETURN(std::string done, edit(next));
-  {
-    // A file removed by hand must not take the API key away from the CLI.
-    std::lock_guard<std::mutex> lock(mu_);
-    if (next.api_key.empty()) next.api_key = config_.api_key;
-    if (next.name.empty()) next.name = config_.name;
+  Config undo = next;
+  MESHSYNC_RETURN_IF_ERROR(save(next));
+  auto failed = ApplyConfig(std::move(next));
+  if (failed.empty()) {
+    Log("config: " + done);
+    return done;
   }
-  MESHSYNC_RETURN_IF_ERROR(next.Save(path));
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0) config_mtime_ = st.st_mtim;
-  Log("config: " + done);
-  ApplyConfig(std::move(next));
-  return done;
+  // A folder the node cannot open is not added: the edit fails whole, with
+  // the reason, rather than leave a folder in the file that nothing syncs.
+  std::string why;
+  for (const auto& [id, status] : failed) {
+    (void)undo.RemoveFolder(id);
+    why += (why.empty() ? "" : "; ") + status.ToString();
+  }
+  MESHSYNC_RETURN_IF_ERROR(save(undo));
+  ApplyConfig(std::move(undo));
+  Log("config: not changed: " + why);
+  return FailedPreconditionError(why);
 }
 
 void Node::Impl::WatchConfig() {
@@ -999,7 +1018,8 @@ void Node::Impl::WatchConfig() {
   });
 }
 
-void Node::Impl::ApplyConfig(Config config) {
+std::vector<std::pair<std::string, Status>> Node::Impl::ApplyConfig(Config config) {
+  std::vector<std::pair<std::string, Status>> failed;
   std::vector<std::shared_ptr<Connection>> drop, keep;
   std::vector<FolderConfig> added;
   std::vector<std::unique_ptr<FolderRunner>> removed;
@@ -1034,6 +1054,7 @@ void Node::Impl::ApplyConfig(Config config) {
     Status status = runner->Open();
     if (!status.ok()) {
       Log("cannot open folder: " + status.ToString());
+      failed.emplace_back(folder.id, std::move(status));
       continue;
     }
     Log("folder " + folder.id + " at " + folder.path + " added");
@@ -1058,6 +1079,7 @@ void Node::Impl::ApplyConfig(Config config) {
   }
   for (auto& [runner, peer] : pulls) runner->RequestPull(peer);
   Log("configuration reloaded");
+  return failed;
 }
 
 FolderRunner* Node::Impl::RunnerFor(const std::string& folder) {

@@ -44,6 +44,11 @@ out=$("$M" folder share nosuch "$B" --home "$T/a" 2>&1) && fail "sharing a missi
 echo "$out" | matches "no folder 'nosuch'" || fail "no clear error for a missing folder: $out"
 out=$("$M" peer add "$A" 127.0.0.1:1 --home "$T/a" 2>&1) && fail "A added itself as a peer"
 echo "$out" | matches "own device id" || fail "no clear error for adding oneself: $out"
+# A folder the daemon cannot open (its .meshsync is a file) is refused, and not kept.
+mkdir -p "$T/broken" && echo "not a folder" >"$T/broken/.meshsync"
+out=$("$M" folder add "$T/broken" --id broken --home "$T/a" 2>&1) && fail "a folder that cannot open was added"
+echo "$out" | matches "folder 'broken'.*is not a folder" || fail "no clear error for a folder that cannot open: $out"
+"$M" folder list --home "$T/a" | matches "broken" && fail "the refused folder stayed in the configuration"
 
 echo "== initial sync reaches C through B"
 wait_for "A's files reach B" same_tree "$T/fa" "$T/fb"
