@@ -6,6 +6,10 @@ namespace meshsync::store {
 namespace {
 
 constexpr uint8_t kTombstoneFlag = 1;
+// Ticks are written as they are, not as gaps below the update tick: set when
+// a creation or unit tick is above it (a version made by a replica whose
+// clock was ahead, kept by a merge), which a gap cannot express.
+constexpr uint8_t kAbsoluteTicksFlag = 2;
 
 Status Corrupt(const char* what) {
   return DataLossError(std::string("corrupt item metadata: ") + what);
@@ -14,18 +18,23 @@ Status Corrupt(const char* what) {
 }  // namespace
 
 std::string EncodeItemVersions(const ItemMetadata& item) {
+  // Created and unit ticks rarely exceed the update tick: then each is
+  // stored as its gap below it (small varints); otherwise as it is.
+  bool absolute = item.created.tick > item.updated.tick;
+  for (const UnitVersion& unit : item.units) absolute |= unit.version.tick > item.updated.tick;
+  auto tick = [&](uint64_t t) { return absolute ? t : item.updated.tick - t; };
   std::string out;
-  out.push_back(static_cast<char>(item.tombstone ? kTombstoneFlag : 0));
+  out.push_back(static_cast<char>((item.tombstone ? kTombstoneFlag : 0) |
+                                  (absolute ? kAbsoluteTicksFlag : 0)));
   coding::PutVarint(out, item.updated.replica);
   coding::PutVarint(out, item.updated.tick);
-  // Created and unit ticks never exceed the update tick; store the gap.
   coding::PutVarint(out, item.created.replica);
-  coding::PutVarint(out, item.updated.tick - item.created.tick);
+  coding::PutVarint(out, tick(item.created.tick));
   coding::PutVarint(out, item.units.size());
   for (const UnitVersion& unit : item.units) {
     coding::PutVarint(out, unit.unit);
     coding::PutVarint(out, unit.version.replica);
-    coding::PutVarint(out, item.updated.tick - unit.version.tick);
+    coding::PutVarint(out, tick(unit.version.tick));
   }
   if (!item.provider_state.empty()) coding::PutBytes(out, item.provider_state);
   return out;
@@ -35,27 +44,29 @@ Status DecodeItemVersions(std::string_view bytes, ItemMetadata& item) {
   coding::Reader in(bytes);
   uint8_t flags;
   uint64_t updated_replica, updated_tick, created_replica, created_gap, unit_count;
-  if (!in.GetByte(flags) || flags > kTombstoneFlag) return Corrupt("flags");
+  if (!in.GetByte(flags) || flags > (kTombstoneFlag | kAbsoluteTicksFlag)) return Corrupt("flags");
+  const bool absolute = flags & kAbsoluteTicksFlag;
   if (!in.GetVarint(updated_replica) || !in.GetVarint(updated_tick) ||
       !in.GetVarint(created_replica) || !in.GetVarint(created_gap) ||
-      updated_replica > UINT32_MAX || created_replica > UINT32_MAX || created_gap > updated_tick) {
+      updated_replica > UINT32_MAX || created_replica > UINT32_MAX ||
+      (!absolute && created_gap > updated_tick)) {
     return Corrupt("versions");
   }
+  auto tick = [&](uint64_t stored) { return absolute ? stored : updated_tick - stored; };
   if (!in.GetVarint(unit_count) || unit_count > in.remaining() / 3) return Corrupt("unit count");
   item.tombstone = flags & kTombstoneFlag;
   item.updated = Version{static_cast<ReplicaKey>(updated_replica), updated_tick};
-  item.created = Version{static_cast<ReplicaKey>(created_replica), updated_tick - created_gap};
+  item.created = Version{static_cast<ReplicaKey>(created_replica), tick(created_gap)};
   item.units.clear();
   item.units.reserve(unit_count);
   for (uint64_t idx = 0; idx < unit_count; ++idx) {
     uint64_t unit, replica, gap;
     if (!in.GetVarint(unit) || !in.GetVarint(replica) || !in.GetVarint(gap) || unit > UINT32_MAX ||
-        replica > UINT32_MAX || gap > updated_tick) {
+        replica > UINT32_MAX || (!absolute && gap > updated_tick)) {
       return Corrupt("unit");
     }
-    item.units.push_back(
-        UnitVersion{static_cast<ChangeUnitId>(unit),
-                    Version{static_cast<ReplicaKey>(replica), updated_tick - gap}});
+    item.units.push_back(UnitVersion{static_cast<ChangeUnitId>(unit),
+                                     Version{static_cast<ReplicaKey>(replica), tick(gap)}});
   }
   item.provider_state.clear();
   if (!in.done()) {
