@@ -339,13 +339,13 @@ class FolderRunner {
       const bool watching = watcher_ != nullptr && watcher_->complete();
       if (!pulls.empty() && !watching) scan = true;
       if (scan) {
-        std::lock_guard<std::mutex> lock(mu_);
-        full = full_scan_ || !index_trusted_ || !watching;
-        for (auto& [path, recursive] : places_) scope.places.push_back({path, recursive});
-        places_.clear();
-        full_scan_ = false;
-      }
-      if (scan) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          full = full_scan_ || !index_trusted_ || !watching;
+          for (auto& [path, recursive] : places_) scope.places.push_back({path, recursive});
+          places_.clear();
+          full_scan_ = false;
+        }
         if (full) next_rescan = SteadyClock::now() + kRescan;
         Knowledge before = folder_->replica().state().knowledge;
         // A scoped scan compares with the index the last one left, which
@@ -467,9 +467,9 @@ class FolderRunner {
   std::condition_variable cv_;
   std::atomic<bool> stop_{false};
   bool scan_ = true;
-  bool full_scan_ = true;                              // the next scan looks at everything
-  std::map<std::string, bool> places_;                 // where the watcher saw changes -> recursive
-  bool index_trusted_ = true;                          // (the Loop's) see the scan there
+  bool full_scan_ = true;               // the next scan looks at everything
+  std::map<std::string, bool> places_;  // where the watcher saw changes -> recursive
+  bool index_trusted_ = true;  // Loop's own: no scan, pull or import failed since the last scan
   std::map<DeviceId, SteadyClock::time_point> pulls_;  // peer -> not before
   std::vector<std::function<void(bool run)>> jobs_;
 };
@@ -977,20 +977,24 @@ Result<std::string> Node::Impl::EditConfig(
     return Status::Ok();
   };
   MESHSYNC_ASSIGN_OR_RETURN(Config next, Config::Load(path));
+  const Config before = next;
   MESHSYNC_ASSIGN_OR_RETURN(std::string done, edit(next));
   Config undo = next;
   MESHSYNC_RETURN_IF_ERROR(save(next));
   auto failed = ApplyConfig(std::move(next));
-  if (failed.empty()) {
-    Log("config: " + done);
-    return done;
-  }
-  // A folder the node cannot open is not added: the edit fails whole, with
-  // the reason, rather than leave a folder in the file that nothing syncs.
+  // A folder this edit adds that the node cannot open is not added: the
+  // edit fails, with the reason, rather than leave a folder in the file that
+  // nothing syncs. (A folder added by hand that fails is logged, as on a
+  // reload, and not this edit's error.)
   std::string why;
   for (const auto& [id, status] : failed) {
-    (void)undo.RemoveFolder(id);
+    if (before.FindFolder(id) != nullptr) continue;
+    if (!undo.RemoveFolder(id).ok()) continue;
     why += (why.empty() ? "" : "; ") + status.ToString();
+  }
+  if (why.empty()) {
+    Log("config: " + done);
+    return done;
   }
   MESHSYNC_RETURN_IF_ERROR(save(undo));
   ApplyConfig(std::move(undo));
