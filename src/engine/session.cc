@@ -368,9 +368,18 @@ class DirectionRun {
         // up): a concurrent edit brings it back, but we can no longer tell
         // which units our deletion superseded. So it comes back as a new
         // incarnation; replicas that still hold units it does not have drop
-        // them when they receive it (see Update).
-        change.created = Version{0, dest_.hlc().Next()};
-        RaiseLocal(change.created);
+        // them when they receive it (see Update). Every unit whose version we
+        // already knew may have been superseded by a value our deletion knew
+        // and the source never saw (our knowledge still claims that value),
+        // so each gets a new version of ours, as Supersede does when the
+        // tombstone is still here: replicas holding the superseded value then
+        // take the survivor's, instead of each side keeping what it had.
+        Version restamp{0, dest_.hlc().Next()};
+        RaiseLocal(restamp);
+        change.created = restamp;
+        for (UnitVersion& unit : change.units) {
+          if (dest_knowledge_.Contains(change.id, unit.unit, unit.version)) unit.version = restamp;
+        }
         change.updated = LatestOf(change, dest_keys_);
       }
       return Create(source_item, std::move(change), nullptr, batch);
