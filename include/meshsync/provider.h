@@ -222,6 +222,13 @@ class Provider {
   // metadata of a batch.
   virtual Status CommitChanges() { return Status::Ok(); }
 
+  // Called once the metadata of the changes CommitChanges made durable is
+  // committed too: the metadata store now knows the provider's own writes,
+  // so a provider that reads a change feed may skip them from here on
+  // (never earlier, for the reason ChangesRecorded gives). A failure fails
+  // the session, with every committed batch kept.
+  virtual Status ChangesCommitted() { return Status::Ok(); }
+
   // For the merge conflict policy: combines two concurrent values of one
   // unit into the value both replicas will keep.
   virtual Result<std::string> MergeUnit(const ItemId& item, ChangeUnitId unit,

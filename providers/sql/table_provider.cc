@@ -227,6 +227,7 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
   std::vector<std::string> pk(k);
   int64_t max_seq = ParseInteger(from).value_or(0);
   Status status = db_.Query(t.detect_sql, std::span(&since, 1), [&](Row row) -> Status {
+    ++rows_scanned_;
     if (!pg) max_seq = std::max(max_seq, ParseInteger(Payload(row[0])).value_or(0));
     bool present = row[1 + n] == "v1";
     for (size_t i = 0; i < k; ++i) pk[i] = row[2 + n + i];
@@ -400,6 +401,7 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
     return DataLossError("a key that does not fit table " + table_name);
   std::string key = MakeKey(table_name, pk);
   rows_.erase(key);
+  MESHSYNC_RETURN_IF_ERROR(NoteWrite(*t));
   FieldHashes state;
   if (request.local != nullptr) state = DecodeFieldHashes(request.local->provider_state);
   SaveResult result;
@@ -481,10 +483,88 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
   return result;
 }
 
+Status TableProvider::NoteWrite(const Table& t) {
+  if (written_.count(t.schema.name)) return Status::Ok();
+  int64_t before = 0;
+  if (db_.dialect() == Dialect::kSqlite) {
+    MESHSYNC_ASSIGN_OR_RETURN(
+        auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " + TrackingTable(t.number)));
+    before = last ? ParseInteger(Payload(*last)).value_or(-1) : -1;
+  } else if (xid_.empty()) {
+    MESHSYNC_ASSIGN_OR_RETURN(auto xid, QueryValue(db_, "SELECT pg_current_xact_id()::text"));
+    if (!xid) return DataLossError(db_.name() + ": no transaction id");
+    xid_ = std::string(Payload(*xid));
+  }
+  written_[t.schema.name] = before;
+  return Status::Ok();
+}
+
 Status TableProvider::CommitChanges() {
   if (!in_transaction_) return Status::Ok();
+  std::vector<OwnWrites> committed;
+  for (const auto& [table, before] : written_) {
+    OwnWrites own{table, before, 0, xid_};
+    if (db_.dialect() == Dialect::kSqlite) {
+      MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(table));
+      MESHSYNC_ASSIGN_OR_RETURN(auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " +
+                                                               TrackingTable(t->number)));
+      own.after = last ? ParseInteger(Payload(*last)).value_or(-1) : -1;
+      if (before < 0 || own.after <= before) continue;
+    }
+    committed.push_back(std::move(own));
+  }
+  written_.clear();
+  xid_.clear();
+  own_.clear();  // an earlier batch whose metadata failed to commit: read back
   in_transaction_ = false;
-  return db_.Exec("COMMIT");
+  MESHSYNC_RETURN_IF_ERROR(db_.Exec("COMMIT"));
+  own_ = std::move(committed);
+  return Status::Ok();
+}
+
+Status TableProvider::ChangesCommitted() {
+  for (const OwnWrites& own : own_) MESHSYNC_RETURN_IF_ERROR(SkipOwnWrites(own));
+  own_.clear();
+  return Status::Ok();
+}
+
+// Moves the anchor over our own writes only where nothing else waits before
+// them: a change the application made that no scan has read yet keeps the
+// anchor where it is, to be found.
+Status TableProvider::SkipOwnWrites(const OwnWrites& own) {
+  auto set_anchor = [&](const std::string& from, const std::string& to) {
+    Param params[] = {{Text(to)}, {Text(anchor_owner_)}, {Text(own.table)}, {Text(from)}};
+    return db_.Query("UPDATE meshsync_anchors SET anchor = " + db_.Placeholder(1) +
+                         " WHERE replica = " + db_.Placeholder(2) +
+                         " AND tbl = " + db_.Placeholder(3) + " AND anchor = " + db_.Placeholder(4),
+                     params, [](Row) { return Status::Ok(); });
+  };
+  if (db_.dialect() == Dialect::kSqlite) {
+    return set_anchor(std::to_string(own.before), std::to_string(own.after));
+  }
+  // PostgreSQL: every transaction below the snapshot's xmin has ended, so
+  // the anchor may move there if the rows from it up to there are ours.
+  MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(own.table));
+  Param owner[] = {{Text(anchor_owner_)}, {Text(own.table)}};
+  MESHSYNC_ASSIGN_OR_RETURN(auto anchor,
+                            QueryValue(db_,
+                                       "SELECT anchor FROM meshsync_anchors WHERE replica = $1 "
+                                       "AND tbl = $2",
+                                       owner));
+  if (!anchor) return Status::Ok();
+  MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
+                            QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
+  if (!xmin) return DataLossError(db_.name() + ": no snapshot");
+  std::string from(Payload(*anchor)), to(Payload(*xmin));
+  Param range[] = {{Text(from)}, {Text(to)}, {Text(own.xid)}};
+  MESHSYNC_ASSIGN_OR_RETURN(auto other,
+                            QueryValue(db_,
+                                       "SELECT 1 FROM " + TrackingTable(t->number) +
+                                           " WHERE xid >= $1::xid8 AND xid < $2::xid8 AND xid <> "
+                                           "$3::xid8 LIMIT 1",
+                                       range));
+  if (other) return Status::Ok();
+  return set_anchor(from, to);
 }
 
 }  // namespace meshsync::sql

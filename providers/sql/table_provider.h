@@ -15,7 +15,10 @@
 // Change detection reads the tracking rows that the triggers wrote since the
 // replica's anchor (schema.h), compares each tracked row with its saved
 // hashes, and advances the anchor once the engine has committed what it
-// found (ChangesRecorded).
+// found (ChangesRecorded). The triggers track the provider's own writes too;
+// once their metadata is committed (ChangesCommitted), the anchor moves past
+// them when no other change is waiting before them, so the next scan does
+// not read back what a sync wrote.
 //
 // Writes happen in one transaction per batch (CommitChanges commits it),
 // each item in a savepoint so that a failing row leaves no trace. A row that
@@ -57,6 +60,8 @@ class TableProvider final : public Provider {
   ~TableProvider() override;
 
   const std::vector<TableSchema>& schemas() const { return schemas_; }
+  // Tracking rows read by change detection since the provider was opened.
+  uint64_t rows_scanned() const { return rows_scanned_; }
   // "table (k1, k2)" for an item's key, for messages and the conflict log.
   static std::string DescribeKey(std::string_view key);
 
@@ -68,6 +73,7 @@ class TableProvider final : public Provider {
                         std::vector<UnitData>& out) override;
   Result<SaveResult> SaveChange(const SaveRequest& request) override;
   Status CommitChanges() override;
+  Status ChangesCommitted() override;
 
  private:
   struct Table;
@@ -98,7 +104,26 @@ class TableProvider final : public Provider {
   };
   std::unordered_map<std::string, CachedRow> rows_;
   size_t cached_bytes_ = 0;
+  uint64_t rows_scanned_ = 0;
   bool in_transaction_ = false;
+  // Our own writes, so that the next scan need not read them back.
+  // SQLite: a write transaction holds the database's write lock, so the
+  // tracking rows numbered (before, after] when it commits are all ours.
+  // PostgreSQL: ours are the rows of our transaction id (`xid`).
+  // `written_` holds, for each table this transaction wrote, its last number
+  // before the first write (SQLite); `own_` what the last CommitChanges
+  // committed, waiting for its metadata (ChangesCommitted).
+  struct OwnWrites {
+    std::string table;
+    int64_t before = 0;
+    int64_t after = 0;
+    std::string xid;
+  };
+  Status NoteWrite(const Table& t);
+  Status SkipOwnWrites(const OwnWrites& own);
+  std::map<std::string, int64_t> written_;
+  std::string xid_;
+  std::vector<OwnWrites> own_;
 };
 
 }  // namespace meshsync::sql

@@ -171,6 +171,7 @@ class DirectionRun {
     batch.store.tick = dest_.hlc().last();
     MESHSYNC_RETURN_IF_ERROR(dest_.store().Commit(batch.store));
     ++report_.batches;
+    MESHSYNC_RETURN_IF_ERROR(dest_.provider().ChangesCommitted());
     return Status::Ok();
   }
 

@@ -210,6 +210,49 @@ TEST_P(SqlSyncTest, ApplicationWriteBetweenScanAndApplyIsNeverOverwritten) {
   ExpectSame("contacts");
 }
 
+TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWrote) {
+  MakeContacts();
+  std::string values;
+  for (int i = 1; i <= 40; ++i) {
+    values += (i > 1 ? "," : "") + std::string("(") + std::to_string(i) + ", 'n" +
+              std::to_string(i) + "', NULL, NULL, " + std::to_string(i) + ")";
+  }
+  Exec(*a_, "INSERT INTO contacts VALUES " + values);
+  Sync();
+  {
+    // B's next scan has nothing to read: the 40 rows are the sync's own.
+    auto rb = OpenReplica(url_b_);
+    ASSERT_TRUE(rb->replica().DetectChanges().ok());
+    EXPECT_EQ(rb->provider().rows_scanned(), 0u);
+  }
+  // An application write that lands after B's scan and before the sync's
+  // writes keeps the anchor in front of it: it is found, and so are the
+  // sync's writes after it (read back, harmlessly).
+  Exec(*a_, "UPDATE contacts SET phone = 'from a' WHERE id <= 5");
+  {
+    auto ra = OpenReplica(url_a_);
+    auto rb = OpenReplica(url_b_);
+    ASSERT_TRUE(ra->replica().DetectChanges().ok());
+    ASSERT_TRUE(rb->replica().DetectChanges().ok());
+    Exec(*b_, "UPDATE contacts SET email = 'from b' WHERE id = 20");
+    SyncOptions once;
+    once.detect_changes = false;
+    once.direction = SyncDirection::kAToB;
+    auto r = Synchronize(ra->replica(), rb->replica(), once);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->a_to_b.updated, 5u);
+  }
+  {
+    auto rb = OpenReplica(url_b_);
+    ASSERT_TRUE(rb->replica().DetectChanges().ok());
+    EXPECT_GE(rb->provider().rows_scanned(), 1u);
+  }
+  DbSyncReport r = Sync();
+  EXPECT_EQ(r.b_to_a.updated, 1u);
+  ExpectSame("contacts");
+  EXPECT_EQ(Dump(*a_, "contacts")[19][3], "vfrom b");
+}
+
 TEST_P(SqlSyncTest, InterruptedSyncResumesWithoutDuplicates) {
   MakeContacts();
   std::string values;
