@@ -204,13 +204,8 @@ Status TableProvider::DetectChanges(ChangeRecorder& recorder) {
 Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
   const TableSchema& schema = t.schema;
   bool pg = db_.dialect() == Dialect::kPostgres;
-  Param owner[] = {{Text(anchor_owner_)}, {Text(schema.name)}};
-  MESHSYNC_ASSIGN_OR_RETURN(auto anchor,
-                            QueryValue(db_,
-                                       "SELECT anchor FROM meshsync_anchors WHERE replica = " +
-                                           db_.Placeholder(1) + " AND tbl = " + db_.Placeholder(2),
-                                       owner));
-  std::string from = anchor ? std::string(Payload(*anchor)) : "0";
+  MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> anchor, ReadAnchor(schema.name));
+  std::string from = anchor.value_or("0");
   std::string next = from;
   if (pg) {
     // Transactions still running now may commit tracking rows with smaller
@@ -483,13 +478,28 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
   return result;
 }
 
+Result<int64_t> TableProvider::LastSeq(const Table& t) {
+  MESHSYNC_ASSIGN_OR_RETURN(
+      auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " + TrackingTable(t.number)));
+  return last ? ParseInteger(Payload(*last)).value_or(-1) : -1;
+}
+
+Result<std::optional<std::string>> TableProvider::ReadAnchor(std::string_view table) {
+  Param owner[] = {{Text(anchor_owner_)}, {Text(std::string(table))}};
+  MESHSYNC_ASSIGN_OR_RETURN(auto anchor,
+                            QueryValue(db_,
+                                       "SELECT anchor FROM meshsync_anchors WHERE replica = " +
+                                           db_.Placeholder(1) + " AND tbl = " + db_.Placeholder(2),
+                                       owner));
+  if (!anchor) return std::optional<std::string>();
+  return std::optional<std::string>(Payload(*anchor));
+}
+
 Status TableProvider::NoteWrite(const Table& t) {
   if (written_.count(t.schema.name)) return Status::Ok();
   int64_t before = 0;
   if (db_.dialect() == Dialect::kSqlite) {
-    MESHSYNC_ASSIGN_OR_RETURN(
-        auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " + TrackingTable(t.number)));
-    before = last ? ParseInteger(Payload(*last)).value_or(-1) : -1;
+    MESHSYNC_ASSIGN_OR_RETURN(before, LastSeq(t));
   } else if (xid_.empty()) {
     MESHSYNC_ASSIGN_OR_RETURN(auto xid, QueryValue(db_, "SELECT pg_current_xact_id()::text"));
     if (!xid) return DataLossError(db_.name() + ": no transaction id");
@@ -506,9 +516,7 @@ Status TableProvider::CommitChanges() {
     OwnWrites own{table, before, 0, xid_};
     if (db_.dialect() == Dialect::kSqlite) {
       MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(table));
-      MESHSYNC_ASSIGN_OR_RETURN(auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " +
-                                                               TrackingTable(t->number)));
-      own.after = last ? ParseInteger(Payload(*last)).value_or(-1) : -1;
+      MESHSYNC_ASSIGN_OR_RETURN(own.after, LastSeq(*t));
       if (before < 0 || own.after <= before) continue;
     }
     committed.push_back(std::move(own));
@@ -545,17 +553,12 @@ Status TableProvider::SkipOwnWrites(const OwnWrites& own) {
   // PostgreSQL: every transaction below the snapshot's xmin has ended, so
   // the anchor may move there if the rows from it up to there are ours.
   MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(own.table));
-  Param owner[] = {{Text(anchor_owner_)}, {Text(own.table)}};
-  MESHSYNC_ASSIGN_OR_RETURN(auto anchor,
-                            QueryValue(db_,
-                                       "SELECT anchor FROM meshsync_anchors WHERE replica = $1 "
-                                       "AND tbl = $2",
-                                       owner));
+  MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> anchor, ReadAnchor(own.table));
   if (!anchor) return Status::Ok();
   MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
                             QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
   if (!xmin) return DataLossError(db_.name() + ": no snapshot");
-  std::string from(Payload(*anchor)), to(Payload(*xmin));
+  std::string from = std::move(*anchor), to(Payload(*xmin));
   Param range[] = {{Text(from)}, {Text(to)}, {Text(own.xid)}};
   MESHSYNC_ASSIGN_OR_RETURN(auto other,
                             QueryValue(db_,

@@ -33,7 +33,9 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -120,6 +122,10 @@ class TableProvider final : public Provider {
     std::string xid;
   };
   Status NoteWrite(const Table& t);
+  // The largest tracking sequence of `t` (SQLite), -1 if unreadable.
+  Result<int64_t> LastSeq(const Table& t);
+  // This replica's anchor for `table`, if it has one.
+  Result<std::optional<std::string>> ReadAnchor(std::string_view table);
   Status SkipOwnWrites(const OwnWrites& own);
   std::map<std::string, int64_t> written_;
   std::string xid_;
