@@ -16,6 +16,7 @@
 
 #include "files/folder.h"
 #include "gtest/gtest.h"
+#include "testing/scratch_dir.h"
 
 namespace meshsync::files::testing {
 
@@ -77,17 +78,9 @@ inline std::vector<std::string> TrashContents(const fs::path& root) {
 class FolderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/meshsync-folder-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    a_ = dir_ / "A";
-    b_ = dir_ / "B";
+    ASSERT_FALSE(dir_.empty()) << "no temporary directory";
     fs::create_directories(a_);
     fs::create_directories(b_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
   }
 
   Result<FolderSyncReport> TrySync(const FolderSyncOptions& options = {},
@@ -123,7 +116,10 @@ class FolderTest : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_, a_, b_;
+  meshsync::testing::ScratchDir scratch_{"folder-test"};
+  const fs::path dir_ = scratch_.path();
+  const fs::path a_ = dir_ / "A";
+  const fs::path b_ = dir_ / "B";
 };
 
 }  // namespace meshsync::files::testing

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "files/folder.h"
+#include "testing/scratch_dir.h"
 
 namespace meshsync::node {
 namespace {
@@ -64,15 +65,7 @@ class Collector {
 
 class ScopedScanTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/meshsync-watch-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
+  void SetUp() override { ASSERT_FALSE(root_.empty()) << "no temporary directory"; }
 
   static void Write(const fs::path& path, const std::string& text, bool append = false) {
     std::ofstream(path, std::ios::binary | (append ? std::ios::app : std::ios::trunc)) << text;
@@ -94,7 +87,8 @@ class ScopedScanTest : public ::testing::Test {
     std::sort(files.begin(), files.end());
   }
 
-  fs::path root_;
+  meshsync::testing::ScratchDir scratch_{"watch-test"};
+  const fs::path root_ = scratch_.path();
 };
 
 TEST_F(ScopedScanTest, FindsWhatAFullScanFinds) {

@@ -69,6 +69,21 @@ class SqlSyncTest : public ::testing::TestWithParam<Pair> {
     return c.ok() ? *c : std::vector<ConflictRecord>{};
   }
 
+  // One session from A to B, after both sides scanned and then the
+  // application ran `write_b` on B: a write the session cannot know about.
+  Result<SyncReport> SyncAfterScans(const std::string& write_b,
+                                    SyncDirection direction = SyncDirection::kTwoWay) {
+    auto ra = OpenReplica(url_a_);
+    auto rb = OpenReplica(url_b_);
+    MESHSYNC_RETURN_IF_ERROR(ra->replica().DetectChanges());
+    MESHSYNC_RETURN_IF_ERROR(rb->replica().DetectChanges());
+    Exec(*b_, write_b);
+    SyncOptions once;
+    once.detect_changes = false;
+    once.direction = direction;
+    return Synchronize(ra->replica(), rb->replica(), once);
+  }
+
   void ExpectSame(const std::string& table) {
     auto da = Dump(*a_, table);
     auto db = Dump(*b_, table);
@@ -190,20 +205,11 @@ TEST_P(SqlSyncTest, ApplicationWriteBetweenScanAndApplyIsNeverOverwritten) {
   Exec(*a_, "INSERT INTO contacts VALUES (1, 'Ann', '111', NULL, 1)");
   Sync();
   Exec(*a_, "UPDATE contacts SET phone = 'remote' WHERE id = 1");
-  auto ra = OpenReplica(url_a_);
-  auto rb = OpenReplica(url_b_);
-  ASSERT_TRUE(ra->replica().DetectChanges().ok());
-  ASSERT_TRUE(rb->replica().DetectChanges().ok());
   // The application writes B after B's scan, before the change arrives.
-  Exec(*b_, "UPDATE contacts SET phone = 'local' WHERE id = 1");
-  SyncOptions once;
-  once.detect_changes = false;
-  auto r = Synchronize(ra->replica(), rb->replica(), once);
-  ASSERT_TRUE(r.ok());
+  auto r = SyncAfterScans("UPDATE contacts SET phone = 'local' WHERE id = 1");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->a_to_b.errors.size(), 1u);  // refused, not overwritten
   EXPECT_EQ(Dump(*b_, "contacts")[0][2], "vlocal");
-  ra.reset();
-  rb.reset();
   // The next sync sees both edits as what they are: a conflict.
   DbSyncReport again = Sync();
   EXPECT_EQ(again.a_to_b.conflicts + again.b_to_a.conflicts, 1u);
@@ -229,19 +235,10 @@ TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWro
   // writes keeps the anchor in front of it: it is found, and so are the
   // sync's writes after it (read back, harmlessly).
   Exec(*a_, "UPDATE contacts SET phone = 'from a' WHERE id <= 5");
-  {
-    auto ra = OpenReplica(url_a_);
-    auto rb = OpenReplica(url_b_);
-    ASSERT_TRUE(ra->replica().DetectChanges().ok());
-    ASSERT_TRUE(rb->replica().DetectChanges().ok());
-    Exec(*b_, "UPDATE contacts SET email = 'from b' WHERE id = 20");
-    SyncOptions once;
-    once.detect_changes = false;
-    once.direction = SyncDirection::kAToB;
-    auto r = Synchronize(ra->replica(), rb->replica(), once);
-    ASSERT_TRUE(r.ok());
-    EXPECT_EQ(r->a_to_b.updated, 5u);
-  }
+  auto once =
+      SyncAfterScans("UPDATE contacts SET email = 'from b' WHERE id = 20", SyncDirection::kAToB);
+  ASSERT_TRUE(once.ok()) << once.status().ToString();
+  EXPECT_EQ(once->a_to_b.updated, 5u);
   {
     auto rb = OpenReplica(url_b_);
     ASSERT_TRUE(rb->replica().DetectChanges().ok());
