@@ -84,7 +84,9 @@ double RunProcess(std::vector<std::string> args, bool quiet) {
 int Phases(const std::string& dir) {
   auto start = std::chrono::steady_clock::now();
   const std::string paths[] = {dir + "/local.atom", dir + "/incoming.atom"};
-  auto feeds = ReadFeedFiles(paths);
+  ReadOptions options;  // as the command reads them
+  options.keep_item_source = true;
+  auto feeds = ReadFeedFiles(paths, options);
   if (!feeds[0].ok() || !feeds[1].ok()) return 1;
   double read = Seconds(start);
   auto merge_start = std::chrono::steady_clock::now();

@@ -573,7 +573,7 @@ Result<std::string> FolderFeed::Accept(std::string_view document) {
   if (document.size() > kMaxPostedBytes) {
     return InvalidArgumentError("the posted feed is larger than 64 MiB");
   }
-  feedsync::ReadLimits limits;
+  feedsync::ReadOptions limits;
   limits.xml.max_bytes = kMaxPostedBytes;
   MESHSYNC_ASSIGN_OR_RETURN(Feed incoming, feedsync::ParseFeed(document, limits));
   std::set<std::string> ids;

@@ -233,7 +233,11 @@ int RunShow(const EditOptions& options) {
 int RunMerge(const EditOptions& options) {
   if (options.positional.size() != 2) return Usage("feed merge needs LOCAL and INCOMING");
   const std::string& local_path = options.positional[0];
-  auto feeds = feedsync::ReadFeedFiles(options.positional);
+  // A merge never looks inside an item (§3.3 reads only sx:sync): the
+  // items' content stays as the files wrote it, and is written back so.
+  feedsync::ReadOptions read;
+  read.keep_item_source = true;
+  auto feeds = feedsync::ReadFeedFiles(options.positional, read);
   for (const auto& feed : feeds) {
     if (!feed.ok()) return Fail(feed.status());
   }

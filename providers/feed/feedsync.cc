@@ -270,15 +270,26 @@ class FeedReader {
   // moves every item parsed so far, again and again (a tenth of reading a
   // large feed). Capacity that no item fills is never touched, so an
   // estimate on the generous side costs address space, not memory.
-  explicit FeedReader(const ReadLimits& limits, uint64_t document_bytes = 0) : limits_(limits) {
+  explicit FeedReader(const ReadOptions& options, uint64_t document_bytes = 0) : options_(options) {
     feed_.items.reserve(
-        static_cast<size_t>(std::min<uint64_t>(limits.max_items, document_bytes / kMinItemBytes)));
+        static_cast<size_t>(std::min<uint64_t>(options.max_items, document_bytes / kMinItemBytes)));
+    if (options.keep_item_source) {
+      policy_.keep = [this](const xml::Element& element, const xml::Element& parent,
+                            const xml::Element& root) {
+        auto format = ContainerFormat(parent, root);
+        return format && IsItemElement(element, *format);
+      };
+      policy_.built_uri = kNamespace;
+      policy_.built_local = "sync";
+    }
   }
 
   xml::ElementSink Sink() {
     return [this](xml::Element& element, const xml::Element& parent,
                   const xml::Element& root) -> Result<bool> { return Take(element, parent, root); };
   }
+  // Which elements keep their content as source; null for none.
+  const xml::SourcePolicy* Policy() const { return policy_.keep ? &policy_ : nullptr; }
 
   Result<Feed> Finish(xml::Element root) {
     MESHSYNC_RETURN_IF_ERROR(CheckRoot(root));
@@ -331,19 +342,27 @@ class FeedReader {
                                 root.name.Clark() + ")");
   }
 
+  // The format of a feed whose items are children of `parent`, or nothing
+  // if `parent` is not the feed's container.
+  std::optional<Format> ContainerFormat(const xml::Element& parent,
+                                        const xml::Element& root) const {
+    if (root.name.Is(kAtomNamespace, "feed") && &parent == &root) return Format::kAtom;
+    if (root.name.Is("", "rss") && &parent != &root && parent.name.Is("", "channel") &&
+        !channel_done_) {
+      return Format::kRss;  // in the first channel, the one the feed is
+    }
+    return std::nullopt;
+  }
+
   Result<bool> Take(xml::Element& element, const xml::Element& parent, const xml::Element& root) {
-    Format format;
-    if (root.name.Is(kAtomNamespace, "feed") && &parent == &root) {
-      format = Format::kAtom;
-    } else if (root.name.Is("", "rss") && &parent != &root && parent.name.Is("", "channel") &&
-               !channel_done_) {
-      format = Format::kRss;  // in the first channel, the one the feed is
-    } else {
+    const std::optional<Format> container = ContainerFormat(parent, root);
+    if (!container) {
       if (root.name.Is("", "rss") && &parent == &root && element.name.Is("", "channel")) {
         channel_done_ = true;
       }
-      return false;  // not in the container
+      return false;
     }
+    const Format format = *container;
     if (element.name.Is(kNamespace, "sharing")) {
       if (feed_.sharing) return InvalidArgumentError("the feed has more than one sx:sharing");
       auto sharing = ParseSharing(element);
@@ -355,8 +374,8 @@ class FeedReader {
     if (!IsItemElement(element, format) || element.Child(kNamespace, "sync") == nullptr) {
       return false;
     }
-    if (feed_.items.size() >= limits_.max_items) {
-      return InvalidArgumentError("the feed has more than " + std::to_string(limits_.max_items) +
+    if (feed_.items.size() >= options_.max_items) {
+      return InvalidArgumentError("the feed has more than " + std::to_string(options_.max_items) +
                                   " items");
     }
     auto item = ParseItemOwned(std::move(element), format);
@@ -370,7 +389,8 @@ class FeedReader {
   // history is about 200).
   static constexpr uint64_t kMinItemBytes = 160;
 
-  const ReadLimits& limits_;
+  const ReadOptions& options_;
+  xml::SourcePolicy policy_;
   Feed feed_;
   std::vector<Taken> taken_;   // in document order
   bool channel_done_ = false;  // RSS: the first channel has ended
@@ -672,20 +692,21 @@ const xml::Element& Feed::Container() const {
   return *document.Child("", "channel");
 }
 
-Result<Feed> ParseFeed(std::string_view document, const ReadLimits& limits) {
-  FeedReader reader(limits);
-  auto root = xml::Parse(document, limits.xml, reader.Sink());
+Result<Feed> ParseFeed(std::string_view document, const ReadOptions& options) {
+  FeedReader reader(options);
+  auto root = xml::Parse(document, options.xml, reader.Sink(), reader.Policy());
   if (!root.ok()) return root.status();
   return reader.Finish(std::move(*root));
 }
 
-Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits) {
+Result<Feed> ReadFeedFile(const std::string& path, const ReadOptions& options) {
   struct stat st;
-  uint64_t bytes = stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)
-                       ? std::min<uint64_t>(static_cast<uint64_t>(st.st_size), limits.xml.max_bytes)
-                       : 0;
-  FeedReader reader(limits, bytes);
-  auto root = xml::ParseFile(path, limits.xml, reader.Sink());
+  uint64_t bytes =
+      stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)
+          ? std::min<uint64_t>(static_cast<uint64_t>(st.st_size), options.xml.max_bytes)
+          : 0;
+  FeedReader reader(options, bytes);
+  auto root = xml::ParseFile(path, options.xml, reader.Sink(), reader.Policy());
   if (!root.ok()) return root.status();
   auto feed = reader.Finish(std::move(*root));
   if (!feed.ok()) return InvalidArgumentError(path + ": " + std::string(feed.status().message()));
@@ -693,13 +714,13 @@ Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits) {
 }
 
 std::vector<Result<Feed>> ReadFeedFiles(std::span<const std::string> paths,
-                                        const ReadLimits& limits) {
+                                        const ReadOptions& options) {
   std::vector<Result<Feed>> feeds(paths.size(), Result<Feed>(UnavailableError("not read")));
   std::vector<std::thread> threads;
   for (size_t k = 1; k < paths.size(); ++k) {
-    threads.emplace_back([&, k] { feeds[k] = ReadFeedFile(paths[k], limits); });
+    threads.emplace_back([&, k] { feeds[k] = ReadFeedFile(paths[k], options); });
   }
-  if (!paths.empty()) feeds[0] = ReadFeedFile(paths[0], limits);
+  if (!paths.empty()) feeds[0] = ReadFeedFile(paths[0], options);
   for (std::thread& thread : threads) thread.join();
   return feeds;
 }

@@ -112,20 +112,26 @@ struct Feed {
   const xml::Element& Container() const;
 };
 
-struct ReadLimits {
+struct ReadOptions {
   xml::Limits xml;
   uint64_t max_items = 10'000'000;
+  // Keep each item's content (all but its sx:sync) as the source bytes
+  // (xml::Source) rather than as nodes: for a reader that passes items
+  // through without looking inside them, such as a merge of two files.
+  // Item::element then has its name, attributes and source only; call
+  // xml::ExpandSource to look inside.
+  bool keep_item_source = false;
 };
 
 // Parses a feed. Refuses, with a message naming the item: a document that
 // is not Atom or RSS 2.0; an sx:sync without sx:history, without `id`, or
 // with a bad number, boolean or date; two items with one id.
-Result<Feed> ParseFeed(std::string_view document, const ReadLimits& limits = {});
-Result<Feed> ReadFeedFile(const std::string& path, const ReadLimits& limits = {});
+Result<Feed> ParseFeed(std::string_view document, const ReadOptions& options = {});
+Result<Feed> ReadFeedFile(const std::string& path, const ReadOptions& options = {});
 // Reads the files at `paths` concurrently, one thread each (a merge reads
 // two feeds); the results are in the order of `paths`.
 std::vector<Result<Feed>> ReadFeedFiles(std::span<const std::string> paths,
-                                        const ReadLimits& limits = {});
+                                        const ReadOptions& options = {});
 std::string WriteFeed(const Feed& feed);
 // Writes `feed` to `path` atomically: a temporary file next to it, flushed,
 // then renamed over `path`. On failure `path` is untouched.

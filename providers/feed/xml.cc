@@ -22,6 +22,43 @@ bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 bool IsWhitespace(std::string_view text) { return std::all_of(text.begin(), text.end(), IsSpace); }
 
+std::string_view TrimSpace(std::string_view text) {
+  while (!text.empty() && IsSpace(text.front())) text.remove_prefix(1);
+  while (!text.empty() && IsSpace(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+// Whether a document's bytes are UTF-8 as far as its start tells: no
+// UTF-16 or UTF-32 byte order mark or zero byte where a '<' would be.
+bool LooksUtf8(std::string_view document) {
+  if (document.size() < 2) return true;
+  auto b0 = static_cast<uint8_t>(document[0]), b1 = static_cast<uint8_t>(document[1]);
+  return !((b0 == 0xFE && b1 == 0xFF) || (b0 == 0xFF && b1 == 0xFE) || b0 == 0 || b1 == 0);
+}
+
+bool IsUtf8Name(std::string_view encoding) {
+  auto equal = [&](std::string_view name) {
+    return encoding.size() == name.size() &&
+           std::equal(encoding.begin(), encoding.end(), name.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a)) == b;
+           });
+  };
+  return equal("utf-8") || equal("us-ascii");
+}
+
+// Calls fn(prefix, uri) for the binding of each prefix in `bindings` that
+// is in effect (the last one), in order.
+template <typename Fn>
+void ForEachEffective(const Bindings& bindings, Fn&& fn) {
+  for (size_t i = 0; i < bindings.size(); ++i) {
+    bool hidden = false;
+    for (size_t j = i + 1; j < bindings.size() && !hidden; ++j) {
+      hidden = bindings[j].first == bindings[i].first;
+    }
+    if (!hidden) fn(bindings[i].first, bindings[i].second);
+  }
+}
+
 // The namespaces of one document, each held once.
 class UriTable {
  public:
@@ -62,14 +99,25 @@ class Parser {
   // allocation each for their children, with no spare capacity.
   struct Frame {
     Element element;
-    size_t children_mark;  // where this element's children in pending_ start
-    size_t held_mark;      // where this element's entries in held_ start
+    size_t children_mark = 0;  // where this element's children in pending_ start
+    size_t held_mark = 0;      // where this element's entries in held_ start
     bool has_element = false;
     bool mixed = false;  // holds text other than whitespace
+    // Content kept as source (SourcePolicy): what is kept so far, and where
+    // the piece being read started.
+    std::shared_ptr<Source> source;
+    size_t piece_start = 0;
   };
 
  public:
-  Parser(const Limits& limits, const ElementSink& sink) : limits_(limits), sink_(sink) {
+  // With `policy`, `document` is the whole input, and Feed gets it whole.
+  Parser(const Limits& limits, const ElementSink& sink, const SourcePolicy* policy = nullptr,
+         std::shared_ptr<const std::string> document = nullptr)
+      : limits_(limits), sink_(sink), document_(std::move(document)) {
+    if (policy != nullptr && policy->keep && document_ != nullptr && LooksUtf8(*document_)) {
+      policy_ = policy;
+      built_prefix_ = policy->built_uri + kSeparator + policy->built_local;
+    }
     parser_ = XML_ParserCreateNS(nullptr, kSeparator);
     XML_SetReturnNSTriplet(parser_, 1);
     XML_SetUserData(parser_, this);
@@ -79,6 +127,7 @@ class Parser {
     XML_SetStartDoctypeDeclHandler(parser_, &Parser::OnDoctype);
     XML_SetEntityDeclHandler(parser_, &Parser::OnEntity);
     XML_SetParamEntityParsing(parser_, XML_PARAM_ENTITY_PARSING_NEVER);
+    XML_SetXmlDeclHandler(parser_, &Parser::OnXmlDeclaration);
   }
   ~Parser() { XML_ParserFree(parser_); }
   Parser(const Parser&) = delete;
@@ -122,14 +171,59 @@ class Parser {
     XML_StopParser(parser_, XML_FALSE);
   }
 
+  // Where the current event starts in the document, and where it ends.
+  size_t EventStart() const { return static_cast<size_t>(XML_GetCurrentByteIndex(parser_)); }
+  size_t EventEnd() const {
+    return EventStart() + static_cast<size_t>(XML_GetCurrentByteCount(parser_));
+  }
+
+  // Whether expat's name triplet `raw_name` is SourcePolicy::built.
+  bool IsBuilt(std::string_view raw_name) const {
+    return raw_name.starts_with(built_prefix_) && (raw_name.size() == built_prefix_.size() ||
+                                                   raw_name[built_prefix_.size()] == kSeparator);
+  }
+
+  // The bindings in scope in `frame`'s content: its ancestors' declarations
+  // and its own. Elements under one parent share them.
+  std::shared_ptr<const Bindings> ScopeOf(const Frame& frame) {
+    if (ancestor_scope_ == nullptr || ancestor_depth_ != stack_.size()) {
+      ancestor_depth_ = stack_.size();
+      Bindings bindings;
+      for (const Frame& open : stack_) {
+        bindings.insert(bindings.end(), open.element.namespaces.begin(),
+                        open.element.namespaces.end());
+      }
+      ancestor_scope_ = std::make_shared<const Bindings>(std::move(bindings));
+    }
+    if (frame.element.namespaces.empty()) return ancestor_scope_;
+    Bindings bindings = *ancestor_scope_;
+    bindings.insert(bindings.end(), frame.element.namespaces.begin(),
+                    frame.element.namespaces.end());
+    return std::make_shared<const Bindings>(std::move(bindings));
+  }
+
   static void OnStart(void* data, const XML_Char* raw_name, const XML_Char** attrs) {
     auto* self = static_cast<Parser*>(data);
-    if (static_cast<int>(self->stack_.size()) >= self->limits_.max_depth) {
+    if (static_cast<int>(self->stack_.size() + self->skipped_) >= self->limits_.max_depth) {
       self->Refuse("XML nesting is deeper than the limit of " +
                    std::to_string(self->limits_.max_depth));
       return;
     }
-    Frame frame{Element{}, self->pending_.size(), self->held_.size()};
+    // Inside content kept as source, only the built children become nodes.
+    if (self->skipped_ > 0 ||
+        (!self->stack_.empty() && self->stack_.back().source && !self->IsBuilt(raw_name))) {
+      if (self->skipped_ == 0) self->stack_.back().has_element = true;
+      ++self->skipped_;
+      self->pending_namespaces_.clear();
+      return;
+    }
+    if (!self->stack_.empty() && self->stack_.back().source) {
+      Frame& parent = self->stack_.back();
+      parent.source->pieces.push_back(self->Piece(parent.piece_start, self->EventStart()));
+    }
+    Frame frame;
+    frame.children_mark = self->pending_.size();
+    frame.held_mark = self->held_.size();
     Element& element = frame.element;
     element.name = SplitName(raw_name, self->uris_);
     element.namespaces = std::move(self->pending_namespaces_);
@@ -141,7 +235,33 @@ class Parser {
       element.attributes.push_back(Attribute{SplitName(attrs[i], self->uris_), attrs[i + 1]});
     }
     if (!self->stack_.empty()) self->stack_.back().has_element = true;
+    const size_t depth = self->stack_.size();
+    if (self->policy_ != nullptr && (depth == 1 || depth == 2) &&
+        self->policy_->keep(element, self->stack_.back().element, self->stack_.front().element)) {
+      frame.source = std::make_shared<Source>();
+      frame.source->document = self->document_;
+      frame.source->scope = self->ScopeOf(frame);
+      frame.piece_start = self->EventEnd();
+    }
     self->stack_.push_back(std::move(frame));
+  }
+
+  std::string_view Piece(size_t from, size_t to) const {
+    return std::string_view(*document_).substr(from, to - from);
+  }
+
+  // The last piece of `frame`'s kept content ends where its end tag starts.
+  void FinishSource(Frame& frame) {
+    Source& source = *frame.source;
+    source.pieces.push_back(Piece(frame.piece_start, EventStart()));
+    // As for nodes: whitespace without elements is text.
+    source.element_only = !frame.mixed && frame.has_element;
+    if (source.element_only) {
+      for (std::string_view& piece : source.pieces) piece = TrimSpace(piece);
+    }
+    std::erase_if(source.pieces, [](std::string_view piece) { return piece.empty(); });
+    source.pieces.shrink_to_fit();
+    frame.element.source = std::move(frame.source);
   }
 
   // Whitespace held back from an element that is neither mixed nor done
@@ -149,7 +269,12 @@ class Parser {
   // element-only content drops it (see the header).
   static void OnEnd(void* data, const XML_Char*) {
     auto* self = static_cast<Parser*>(data);
+    if (self->skipped_ > 0) {
+      --self->skipped_;
+      return;
+    }
     Frame& frame = self->stack_.back();
+    if (frame.source) self->FinishSource(frame);
     if (!frame.mixed && !frame.has_element) self->Restore(frame);  // whitespace-only text
     self->held_.resize(frame.held_mark);
     auto& pending = self->pending_;
@@ -160,6 +285,8 @@ class Parser {
     pending.erase(first, pending.end());
     self->stack_.pop_back();
     const size_t depth = self->stack_.size();
+    if (depth > 0 && self->stack_.back().source) self->stack_.back().piece_start = self->EventEnd();
+    if (depth < self->ancestor_depth_) self->ancestor_scope_ = nullptr;  // an ancestor ended
     if (depth == 0) {
       self->root_ = std::move(element);
       self->done_ = true;
@@ -179,9 +306,13 @@ class Parser {
 
   static void OnText(void* data, const XML_Char* text, int length) {
     auto* self = static_cast<Parser*>(data);
-    if (self->stack_.empty()) return;
+    if (self->stack_.empty() || self->skipped_ > 0) return;
     Frame& frame = self->stack_.back();
     std::string_view piece(text, static_cast<size_t>(length));
+    if (frame.source) {  // the text is in the source pieces
+      if (!frame.mixed && !IsWhitespace(piece)) frame.mixed = true;
+      return;
+    }
     auto& pending = self->pending_;
     if (!frame.mixed) {
       if (IsWhitespace(piece)) {
@@ -218,6 +349,12 @@ class Parser {
     self->pending_namespaces_.emplace_back(prefix ? prefix : "", uri ? uri : "");
   }
 
+  // Content is kept as source only in a UTF-8 document.
+  static void OnXmlDeclaration(void* data, const XML_Char*, const XML_Char* encoding, int) {
+    auto* self = static_cast<Parser*>(data);
+    if (encoding != nullptr && !IsUtf8Name(encoding)) self->policy_ = nullptr;
+  }
+
   static void OnDoctype(void* data, const XML_Char*, const XML_Char*, const XML_Char*, int) {
     static_cast<Parser*>(data)->Refuse("XML document type declarations (DTDs) are not accepted");
   }
@@ -229,6 +366,13 @@ class Parser {
 
   const Limits limits_;
   const ElementSink& sink_;
+  const SourcePolicy* policy_ = nullptr;  // null: no content kept as source
+  std::shared_ptr<const std::string> document_;
+  std::string built_prefix_;  // SourcePolicy::built as expat names it
+  // The bindings of the first ancestor_depth_ open elements; null: not known.
+  std::shared_ptr<const Bindings> ancestor_scope_;
+  size_t ancestor_depth_ = 0;
+  size_t skipped_ = 0;  // open elements inside kept content, not made nodes
   XML_Parser parser_;
   uint64_t received_ = 0;
   Element root_;
@@ -338,13 +482,53 @@ bool Element::IsTextOnly() const {
                      [](const Node& child) { return child.IsText(); });
 }
 
-Result<Element> Parse(std::string_view document, const Limits& limits, const ElementSink& sink) {
+namespace {
+
+Result<Element> ParseShared(std::shared_ptr<const std::string> document, const Limits& limits,
+                            const ElementSink& sink, const SourcePolicy* source) {
+  Parser parser(limits, sink, source, document);
+  if (Status status = parser.Feed(*document, true); !status.ok()) return status;
+  return parser.Finish();
+}
+
+// Reads what is left of `fd` whole, refusing more than `limit` bytes.
+Result<std::string> ReadWhole(int fd, const std::string& path, uint64_t size_hint, uint64_t limit) {
+  // One byte more than the size, so that the end is found without growing.
+  std::string bytes(static_cast<size_t>(std::min(size_hint, limit)) + 1, '\0');
+  size_t length = 0;
+  while (true) {
+    if (length == bytes.size())
+      bytes.resize(bytes.size() + std::max<size_t>(bytes.size(), 1 << 20));
+    ssize_t n = read(fd, bytes.data() + length, bytes.size() - length);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return UnavailableError("cannot read " + path + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    length += static_cast<size_t>(n);
+    if (length > limit) {
+      return InvalidArgumentError(path + " is larger than the limit of " + std::to_string(limit) +
+                                  " bytes");
+    }
+  }
+  bytes.resize(length);
+  return bytes;
+}
+
+}  // namespace
+
+Result<Element> Parse(std::string_view document, const Limits& limits, const ElementSink& sink,
+                      const SourcePolicy* source) {
+  if (source != nullptr) {
+    return ParseShared(std::make_shared<const std::string>(document), limits, sink, source);
+  }
   Parser parser(limits, sink);
   if (Status status = parser.Feed(document, true); !status.ok()) return status;
   return parser.Finish();
 }
 
-Result<Element> ParseFile(const std::string& path, const Limits& limits, const ElementSink& sink) {
+Result<Element> ParseFile(const std::string& path, const Limits& limits, const ElementSink& sink,
+                          const SourcePolicy* source) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return NotFoundError("cannot open " + path + ": " + std::strerror(errno));
   std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { close(*f); });
@@ -354,6 +538,14 @@ Result<Element> ParseFile(const std::string& path, const Limits& limits, const E
   if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > limits.max_bytes) {
     return InvalidArgumentError(path + " is larger than the limit of " +
                                 std::to_string(limits.max_bytes) + " bytes");
+  }
+  if (source != nullptr) {
+    auto bytes = ReadWhole(fd, path, static_cast<uint64_t>(st.st_size), limits.max_bytes);
+    if (!bytes.ok()) return bytes.status();
+    auto root =
+        ParseShared(std::make_shared<const std::string>(std::move(*bytes)), limits, sink, source);
+    if (!root.ok()) return InvalidArgumentError(path + ": " + std::string(root.status().message()));
+    return root;
   }
   Parser parser(limits, sink);
   std::string buffer(1 << 20, '\0');
@@ -370,6 +562,34 @@ Result<Element> ParseFile(const std::string& path, const Limits& limits, const E
   auto root = parser.Finish();
   if (!root.ok()) return InvalidArgumentError(path + ": " + std::string(root.status().message()));
   return root;
+}
+
+Result<std::vector<Node>> ParseSource(const Source& source) {
+  std::string text = "<s";
+  ForEachEffective(*source.scope, [&](const std::string& prefix, const std::string& uri) {
+    if (prefix == "xml") return;
+    text.append(prefix.empty() ? " xmlns" : " xmlns:").append(prefix).append("=\"");
+    AppendEscaped(text, uri, true);
+    text.push_back('"');
+  });
+  text.push_back('>');
+  for (std::string_view piece : source.pieces) text.append(piece);
+  text.append("</s>");
+  Limits limits;
+  limits.max_bytes = std::max<uint64_t>(limits.max_bytes, text.size());
+  auto root = Parse(text, limits);
+  if (!root.ok()) return root.status();
+  return std::move(root->children);
+}
+
+Status ExpandSource(Element& element) {
+  if (element.source == nullptr) return Status::Ok();
+  auto nodes = ParseSource(*element.source);
+  if (!nodes.ok()) return nodes.status();
+  std::move(element.children.begin(), element.children.end(), std::back_inserter(*nodes));
+  element.children = std::move(*nodes);
+  element.source.reset();
+  return Status::Ok();
 }
 
 struct Writer::Impl {
@@ -450,19 +670,49 @@ struct Writer::Impl {
     if (parent.indent_children) NewLine(stack.size());
   }
 
+  // Opens `element`, and writes its source content if it has any.
   void OpenElement(const Element& element, bool element_only) {
-    OpenElement(element.name, element.namespaces, {}, element.attributes, element_only);
+    if (element.source == nullptr) {
+      OpenElement(element.name, element.namespaces, {}, element.attributes, element_only);
+      return;
+    }
+    if (OpenElement(element.name, element.namespaces, {}, element.attributes,
+                    element_only && element.source->element_only, element.source.get())) {
+      return;
+    }
+    // The start tag cannot be written in the bindings the source content
+    // needs (its name was changed to one they hide): write the content as
+    // nodes. It parsed in those bindings, so it parses again.
+    auto nodes = ParseSource(*element.source);
+    bool nodes_element_only =
+        nodes.ok() && std::none_of(nodes->begin(), nodes->end(),
+                                   [](const Node& child) { return child.IsText(); });
+    OpenElement(element.name, element.namespaces, {}, element.attributes,
+                element_only && nodes_element_only);
+    if (nodes.ok()) WriteNodes(*nodes);
   }
 
-  void OpenElement(const Name& name,
+  // Writes the start tag. With `source`, first puts in scope the bindings
+  // its content was written in, then writes the content; returns false,
+  // having written nothing, if the start tag would hide one of them.
+  bool OpenElement(const Name& name,
                    std::span<const std::pair<std::string, std::string>> namespaces,
                    std::span<const PlainAttribute> plain, std::span<const Attribute> attributes,
-                   bool element_only) {
-    BeforeChild();
+                   bool element_only, const Source* source = nullptr) {
     const size_t mark = scope.size();
     tag_decls.clear();
-    for (const auto& [prefix, uri] : namespaces) {
-      if (Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
+    if (source != nullptr) {
+      // Its own declarations are in source->scope, in their place.
+      bool default_bound = false;
+      ForEachEffective(*source->scope, [&](const std::string& prefix, const std::string& uri) {
+        default_bound |= prefix.empty();
+        if (prefix != "xml" && Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
+      });
+      if (!default_bound && !Lookup("").empty()) Declare(tag_decls, "", "");
+    } else {
+      for (const auto& [prefix, uri] : namespaces) {
+        if (Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
+      }
     }
     std::string qname = PrefixFor(name.uri, name.prefix, false, tag_decls);
     if (!qname.empty()) qname.push_back(':');
@@ -484,11 +734,32 @@ struct Writer::Impl {
       AppendEscaped(tag_attrs, attribute.value, true);
       tag_attrs.push_back('"');
     }
+    if (source != nullptr && !Holds(*source->scope)) {
+      scope.resize(mark);
+      return false;
+    }
+    BeforeChild();
     out.push_back('<');
     out.append(qname).append(tag_decls).append(tag_attrs);
     bool indent_children =
         indent && element_only && (stack.empty() || stack.back().indent_children);
     stack.push_back(Open{std::move(qname), mark, indent_children, false});
+    if (source != nullptr) {
+      for (std::string_view piece : source->pieces) {
+        BeforeChild();
+        out.append(piece);
+      }
+    }
+    return true;
+  }
+
+  // Whether every binding in `bindings` is in effect here.
+  bool Holds(const Bindings& bindings) const {
+    bool holds = true;
+    ForEachEffective(bindings, [&](const std::string& prefix, const std::string& uri) {
+      holds = holds && (prefix == "xml" || Lookup(prefix) == uri);
+    });
+    return holds;
   }
 
   void CloseElement() {
@@ -511,7 +782,12 @@ struct Writer::Impl {
     bool element_only = std::none_of(element.children.begin(), element.children.end(),
                                      [](const Node& child) { return child.IsText(); });
     OpenElement(element, element_only);
-    for (const Node& child : element.children) {
+    WriteNodes(element.children);
+    CloseElement();
+  }
+
+  void WriteNodes(std::span<const Node> nodes) {
+    for (const Node& child : nodes) {
       if (child.IsText()) {
         BeforeChild();
         AppendEscaped(out, child.text(), false);
@@ -519,7 +795,6 @@ struct Writer::Impl {
         WriteElement(child.element());
       }
     }
-    CloseElement();
   }
 
   static constexpr size_t kSpillBytes = 1 << 20;

@@ -544,6 +544,142 @@ TEST(FeedSyncMerge, RssItemsMergedIntoAtomBecomeEntries) {
   EXPECT_TRUE(again.items[0].element.name.Is(kAtomNamespace, "entry"));
 }
 
+// ---- Items kept as source (ReadOptions::keep_item_source) ----
+
+Feed MustParseSource(std::string_view text) {
+  ReadOptions options;
+  options.keep_item_source = true;
+  auto feed = ParseFeed(text, options);
+  EXPECT_TRUE(feed.ok()) << feed.status().ToString();
+  return feed.ok() ? std::move(*feed) : Feed{};
+}
+
+// The feed `text` in the writer's form: read as nodes, written.
+std::string Meaning(std::string_view text) { return WriteFeed(MustParse(text)); }
+
+// An element as a tree of {uri}local names, attributes and text: what it
+// means, whatever prefixes and declarations it is written with.
+std::string Tree(const xml::Element& element) {
+  std::vector<std::string> attributes;
+  for (const xml::Attribute& a : element.attributes)
+    attributes.push_back(a.name.Clark() + "=" + a.value);
+  std::sort(attributes.begin(), attributes.end());
+  std::string out = element.name.Clark() + "[";
+  for (const std::string& a : attributes) out += a + ";";
+  out += "](";
+  for (const xml::Node& child : element.children) {
+    out += child.IsText() ? "'" + child.text() + "'" : Tree(child.element());
+  }
+  return out + ")";
+}
+
+std::string Tree(std::string_view document) {
+  auto root = xml::Parse(document);
+  EXPECT_TRUE(root.ok()) << root.status().ToString();
+  return root.ok() ? Tree(*root) : std::string();
+}
+
+// Feeds with namespaces bound in different ways, mixed content, CDATA,
+// character references, empty entries and entries without sx:sync.
+const std::string kAtomPrefixed =
+    "<a:feed xmlns:a='http://www.w3.org/2005/Atom' xmlns:s='http://feedsync.org/2007/feedsync'"
+    " xmlns:x='urn:example:one'><a:title>prefixed</a:title>"
+    "<a:entry x:flag='1'><a:title>one &amp; <![CDATA[<two>]]> &#xe9;</a:title>"
+    "<x:note xmlns:x='urn:example:two' xmlns='urn:example:default'><y>in default</y></x:note>"
+    "<s:sync id='p1' updates='1'><s:history sequence='1' by='ep'/></s:sync></a:entry>"
+    "<a:entry><a:title>no sync</a:title></a:entry><a:entry/><a:entry>\n </a:entry>"
+    "<a:entry><s:sync id='p2' updates='2'><s:history sequence='2' by='ep'/>"
+    "<s:history sequence='1' by='ep'/></s:sync>text around  <a:title>mixed</a:title>\n</a:entry>"
+    "</a:feed>";
+const std::string kAtomDefault =
+    "<feed xmlns='http://www.w3.org/2005/Atom' xmlns:sx='http://feedsync.org/2007/feedsync'"
+    " xmlns:x='urn:example:other'>\n <title>default</title>\n"
+    " <entry>\n  <title>local</title>\n  <x:z/>\n  <sx:sync id='p1' updates='1'>"
+    "<sx:history sequence='1' by='other'/></sx:sync>\n </entry>\n</feed>";
+
+TEST(FeedSyncSource, AFeedInTheWritersFormIsWrittenBackByteForByte) {
+  for (const std::string& text : {Vector("spec_rss.xml"), Vector("spec_atom.xml"),
+                                  Vector("rss_conflicts.xml"), kAtomPrefixed, kAtomDefault}) {
+    const std::string canonical = Meaning(text);
+    Feed feed = MustParseSource(canonical);
+    ASSERT_FALSE(feed.items.empty());
+    EXPECT_NE(feed.items[0].element.source, nullptr) << "the item's content is kept as source";
+    EXPECT_EQ(WriteFeed(feed), canonical);
+    // Any form: what is written means what the source meant.
+    EXPECT_EQ(Meaning(WriteFeed(MustParseSource(text))), canonical) << text;
+  }
+}
+
+TEST(FeedSyncSource, ContentKeepsItsBytesAndExpandsToTheSameNodes) {
+  Feed feed = MustParseSource(kAtomPrefixed);
+  ASSERT_EQ(feed.items.size(), 2u);
+  const std::string written = WriteFeed(feed);
+  // Written as the source wrote it: CDATA, references and all.
+  EXPECT_NE(written.find("<a:title>one &amp; <![CDATA[<two>]]> &#xe9;</a:title>"),
+            std::string::npos)
+      << written;
+  Feed nodes = MustParse(kAtomPrefixed);
+  for (size_t k = 0; k < feed.items.size(); ++k) {
+    xml::Element element = feed.items[k].element;
+    ASSERT_TRUE(xml::ExpandSource(element).ok());
+    EXPECT_EQ(element.source, nullptr);
+    EXPECT_EQ(xml::WriteFragment(element), xml::WriteFragment(nodes.items[k].element));
+  }
+  // The mixed item keeps its text, and no indentation is added to it.
+  EXPECT_NE(written.find("text around  <a:title>mixed</a:title>\n<s:sync"), std::string::npos)
+      << written;
+}
+
+// Merges `incoming` into `local` with items as nodes and as source: both
+// results mean the same feed.
+void ExpectMergeAgrees(const std::string& local, const std::string& incoming) {
+  Feed as_nodes = MustParse(local);
+  auto nodes_stats = Merge(as_nodes, MustParse(incoming));
+  Feed as_source = MustParseSource(local);
+  auto source_stats = Merge(as_source, MustParseSource(incoming));
+  ASSERT_TRUE(nodes_stats.ok() && source_stats.ok());
+  EXPECT_EQ(source_stats->updated, nodes_stats->updated);
+  EXPECT_EQ(source_stats->conflicts, nodes_stats->conflicts);
+  EXPECT_EQ(Tree(WriteFeed(as_source)), Tree(WriteFeed(as_nodes)));
+}
+
+TEST(FeedSyncSource, MergingItemsKeptAsSourceMeansWhatMergingNodesMeans) {
+  // Different prefixes and default namespaces on each side; a conflict (p1
+  // on both sides); an item moved between formats, whose name the bindings
+  // of its content would hide (an RSS item under Atom's default namespace).
+  ExpectMergeAgrees(kAtomDefault, kAtomPrefixed);
+  ExpectMergeAgrees(kAtomPrefixed, kAtomDefault);
+  // The incoming items are written as their source wrote them, in the
+  // bindings they were written in, under a feed that binds others.
+  Feed local = MustParseSource(kAtomDefault);
+  ASSERT_TRUE(Merge(local, MustParseSource(kAtomPrefixed)).ok());
+  const std::string written = WriteFeed(local);
+  EXPECT_NE(written.find("<a:entry xmlns:a=\"http://www.w3.org/2005/Atom\" "
+                         "xmlns:s=\"http://feedsync.org/2007/feedsync\" "
+                         "xmlns:x=\"urn:example:one\" xmlns=\"\" x:flag=\"1\">"),
+            std::string::npos)
+      << written;
+  EXPECT_NE(written.find("<a:title>one &amp; <![CDATA[<two>]]> &#xe9;</a:title>"),
+            std::string::npos);
+  EXPECT_NE(written.find("text around  <a:title>mixed</a:title>\n<sx:sync"), std::string::npos);
+  ExpectMergeAgrees(Vector("rss_conflicts.xml"), kAtomDefault);
+  ExpectMergeAgrees(kAtomDefault, Vector("spec_rss.xml"));
+  ExpectMergeAgrees(Vector("spec_atom.xml"), Vector("spec_rss.xml"));
+}
+
+TEST(FeedSyncSource, AFeedNotInUtf8IsReadAsNodes) {
+  const std::string latin1 =
+      "<?xml version='1.0' encoding='ISO-8859-1'?>"
+      "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync'><channel><title>t</title>"
+      "<item><title>caf\xe9</title><sx:sync id='i' updates='1'><sx:history sequence='1' "
+      "by='e'/></sx:sync></item></channel></rss>";
+  Feed feed = MustParseSource(latin1);
+  ASSERT_EQ(feed.items.size(), 1u);
+  EXPECT_EQ(feed.items[0].element.source, nullptr);
+  EXPECT_EQ(Title(feed.items[0]), "caf\xc3\xa9");
+  EXPECT_EQ(WriteFeed(feed), Meaning(latin1));
+}
+
 // ---- Hostile input ----
 
 void ExpectRefused(std::string_view text, std::string_view reason) {
