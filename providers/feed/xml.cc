@@ -110,11 +110,12 @@ class Parser {
   };
 
  public:
-  // With `policy`, `document` is the whole input, and Feed gets it whole.
+  // With `policy`, `document` (held by `owner`) is the whole input, and
+  // Feed gets it whole.
   Parser(const Limits& limits, const ElementSink& sink, const SourcePolicy* policy = nullptr,
-         std::shared_ptr<const std::string> document = nullptr)
-      : limits_(limits), sink_(sink), document_(std::move(document)) {
-    if (policy != nullptr && policy->keep && document_ != nullptr && LooksUtf8(*document_)) {
+         std::shared_ptr<const char[]> owner = nullptr, std::string_view document = {})
+      : limits_(limits), sink_(sink), owner_(std::move(owner)), document_(document) {
+    if (policy != nullptr && policy->keep && owner_ != nullptr && LooksUtf8(document_)) {
       policy_ = policy;
       built_prefix_ = policy->built_uri + kSeparator + policy->built_local;
     }
@@ -139,8 +140,10 @@ class Parser {
       return InvalidArgumentError("XML document is larger than the limit of " +
                                   std::to_string(limits_.max_bytes) + " bytes");
     }
-    // expat takes an int length; feed large inputs in pieces.
-    constexpr size_t kPiece = 1 << 30;
+    // expat copies what it is given into a buffer of its own first: in
+    // pieces, that buffer stays small and is reused, rather than a second
+    // copy of the whole document in fresh memory.
+    constexpr size_t kPiece = 1 << 20;
     do {
       size_t n = std::min(bytes.size(), kPiece);
       bool final_piece = last && n == bytes.size();
@@ -239,16 +242,14 @@ class Parser {
     if (self->policy_ != nullptr && (depth == 1 || depth == 2) &&
         self->policy_->keep(element, self->stack_.back().element, self->stack_.front().element)) {
       frame.source = std::make_shared<Source>();
-      frame.source->document = self->document_;
+      frame.source->document = self->owner_;
       frame.source->scope = self->ScopeOf(frame);
       frame.piece_start = self->EventEnd();
     }
     self->stack_.push_back(std::move(frame));
   }
 
-  std::string_view Piece(size_t from, size_t to) const {
-    return std::string_view(*document_).substr(from, to - from);
-  }
+  std::string_view Piece(size_t from, size_t to) const { return document_.substr(from, to - from); }
 
   // The last piece of `frame`'s kept content ends where its end tag starts.
   void FinishSource(Frame& frame) {
@@ -367,7 +368,8 @@ class Parser {
   const Limits limits_;
   const ElementSink& sink_;
   const SourcePolicy* policy_ = nullptr;  // null: no content kept as source
-  std::shared_ptr<const std::string> document_;
+  std::shared_ptr<const char[]> owner_;   // holds document_, when content is kept
+  std::string_view document_;
   std::string built_prefix_;  // SourcePolicy::built as expat names it
   // The bindings of the first ancestor_depth_ open elements; null: not known.
   std::shared_ptr<const Bindings> ancestor_scope_;
@@ -484,35 +486,51 @@ bool Element::IsTextOnly() const {
 
 namespace {
 
-Result<Element> ParseShared(std::shared_ptr<const std::string> document, const Limits& limits,
+// A document in memory, held by a shared buffer (not zero-filled first: the
+// bytes are written once, by read or a copy).
+struct SharedDocument {
+  std::shared_ptr<char[]> bytes;
+  size_t size = 0;
+  size_t capacity = 0;
+
+  explicit SharedDocument(size_t reserve)
+      : bytes(std::make_shared_for_overwrite<char[]>(reserve)), capacity(reserve) {}
+  std::string_view view() const { return std::string_view(bytes.get(), size); }
+  void Grow() {
+    SharedDocument bigger(capacity + std::max<size_t>(capacity, 1 << 20));
+    std::memcpy(bigger.bytes.get(), bytes.get(), size);
+    bigger.size = size;
+    *this = std::move(bigger);
+  }
+};
+
+Result<Element> ParseShared(const SharedDocument& document, const Limits& limits,
                             const ElementSink& sink, const SourcePolicy* source) {
-  Parser parser(limits, sink, source, document);
-  if (Status status = parser.Feed(*document, true); !status.ok()) return status;
+  Parser parser(limits, sink, source, document.bytes, document.view());
+  if (Status status = parser.Feed(document.view(), true); !status.ok()) return status;
   return parser.Finish();
 }
 
 // Reads what is left of `fd` whole, refusing more than `limit` bytes.
-Result<std::string> ReadWhole(int fd, const std::string& path, uint64_t size_hint, uint64_t limit) {
+Result<SharedDocument> ReadWhole(int fd, const std::string& path, uint64_t size_hint,
+                                 uint64_t limit) {
   // One byte more than the size, so that the end is found without growing.
-  std::string bytes(static_cast<size_t>(std::min(size_hint, limit)) + 1, '\0');
-  size_t length = 0;
+  SharedDocument document(static_cast<size_t>(std::min(size_hint, limit)) + 1);
   while (true) {
-    if (length == bytes.size())
-      bytes.resize(bytes.size() + std::max<size_t>(bytes.size(), 1 << 20));
-    ssize_t n = read(fd, bytes.data() + length, bytes.size() - length);
+    if (document.size == document.capacity) document.Grow();
+    ssize_t n = read(fd, document.bytes.get() + document.size, document.capacity - document.size);
     if (n < 0) {
       if (errno == EINTR) continue;
       return UnavailableError("cannot read " + path + ": " + std::strerror(errno));
     }
     if (n == 0) break;
-    length += static_cast<size_t>(n);
-    if (length > limit) {
+    document.size += static_cast<size_t>(n);
+    if (document.size > limit) {
       return InvalidArgumentError(path + " is larger than the limit of " + std::to_string(limit) +
                                   " bytes");
     }
   }
-  bytes.resize(length);
-  return bytes;
+  return document;
 }
 
 }  // namespace
@@ -520,7 +538,10 @@ Result<std::string> ReadWhole(int fd, const std::string& path, uint64_t size_hin
 Result<Element> Parse(std::string_view document, const Limits& limits, const ElementSink& sink,
                       const SourcePolicy* source) {
   if (source != nullptr) {
-    return ParseShared(std::make_shared<const std::string>(document), limits, sink, source);
+    SharedDocument copy(document.size());
+    std::memcpy(copy.bytes.get(), document.data(), document.size());
+    copy.size = document.size();
+    return ParseShared(copy, limits, sink, source);
   }
   Parser parser(limits, sink);
   if (Status status = parser.Feed(document, true); !status.ok()) return status;
@@ -540,10 +561,9 @@ Result<Element> ParseFile(const std::string& path, const Limits& limits, const E
                                 std::to_string(limits.max_bytes) + " bytes");
   }
   if (source != nullptr) {
-    auto bytes = ReadWhole(fd, path, static_cast<uint64_t>(st.st_size), limits.max_bytes);
-    if (!bytes.ok()) return bytes.status();
-    auto root =
-        ParseShared(std::make_shared<const std::string>(std::move(*bytes)), limits, sink, source);
+    auto document = ReadWhole(fd, path, static_cast<uint64_t>(st.st_size), limits.max_bytes);
+    if (!document.ok()) return document.status();
+    auto root = ParseShared(*document, limits, sink, source);
     if (!root.ok()) return InvalidArgumentError(path + ": " + std::string(root.status().message()));
     return root;
   }

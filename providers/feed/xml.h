@@ -88,7 +88,7 @@ using Bindings = std::vector<std::pair<std::string, std::string>>;
 // SourcePolicy). The text is well-formed content under the namespace
 // bindings `scope`, which include the element's own declarations.
 struct Source {
-  std::shared_ptr<const std::string> document;  // holds the pieces' bytes
+  std::shared_ptr<const char[]> document;  // holds the pieces' bytes
   std::shared_ptr<const Bindings> scope;
   // The content in document order, less the children that were parsed into
   // nodes (SourcePolicy::built). In element-only content each piece is a
