@@ -19,7 +19,7 @@ constexpr uint64_t kInlineBulk = 64u << 10;   // bulk data this small travels wi
 constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
 constexpr size_t kPrefetchBudget = 3u << 20;  // unit data sent with one scan
 constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
-constexpr size_t kReadAhead = 4;              // blocks in flight
+constexpr size_t kReadAhead = 8;              // blocks in flight
 
 Result<ItemId> ParseItemId(const std::string& bytes) {
   if (bytes.size() != 16) return InvalidArgumentError("an item id has 16 bytes");
