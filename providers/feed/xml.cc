@@ -46,18 +46,17 @@ bool IsUtf8Name(std::string_view encoding) {
   return equal("utf-8") || equal("us-ascii");
 }
 
-// Calls fn(prefix, uri) for the binding of each prefix in `bindings` that
-// is in effect (the last one), in order.
-template <typename Fn>
-void ForEachEffective(const Bindings& bindings, Fn&& fn) {
-  for (size_t i = 0; i < bindings.size(); ++i) {
-    bool hidden = false;
-    for (size_t j = i + 1; j < bindings.size() && !hidden; ++j) {
-      hidden = bindings[j].first == bindings[i].first;
-    }
-    if (!hidden) fn(bindings[i].first, bindings[i].second);
-  }
+// The prefix of expat's "uri SEP local SEP prefix" triplet: "" when the
+// name has none (in the default namespace, or in none).
+std::string_view PrefixOf(std::string_view raw) {
+  size_t first = raw.find(kSeparator);
+  if (first == std::string_view::npos) return {};
+  size_t second = raw.find(kSeparator, first + 1);
+  return second == std::string_view::npos ? std::string_view() : raw.substr(second + 1);
 }
+
+// Whether a triplet names an attribute in a namespace (which needs a prefix).
+bool HasNamespace(std::string_view raw) { return raw.find(kSeparator) != std::string_view::npos; }
 
 // The namespaces of one document, each held once.
 class UriTable {
@@ -107,6 +106,8 @@ class Parser {
     // the piece being read started.
     std::shared_ptr<Source> source;
     size_t piece_start = 0;
+    // The prefixes the kept content's names use (bound outside it, or in it).
+    std::vector<std::string> used;
   };
 
  public:
@@ -186,23 +187,50 @@ class Parser {
                                                    raw_name[built_prefix_.size()] == kSeparator);
   }
 
-  // The bindings in scope in `frame`'s content: its ancestors' declarations
-  // and its own. Elements under one parent share them.
-  std::shared_ptr<const Bindings> ScopeOf(const Frame& frame) {
-    if (ancestor_scope_ == nullptr || ancestor_depth_ != stack_.size()) {
-      ancestor_depth_ = stack_.size();
-      Bindings bindings;
-      for (const Frame& open : stack_) {
-        bindings.insert(bindings.end(), open.element.namespaces.begin(),
-                        open.element.namespaces.end());
-      }
-      ancestor_scope_ = std::make_shared<const Bindings>(std::move(bindings));
+  // Notes that kept content uses `prefix`.
+  static void Use(Frame& frame, std::string_view prefix) {
+    if (prefix == "xml") return;
+    for (const std::string& known : frame.used) {
+      if (known == prefix) return;
     }
-    if (frame.element.namespaces.empty()) return ancestor_scope_;
-    Bindings bindings = *ancestor_scope_;
-    bindings.insert(bindings.end(), frame.element.namespaces.begin(),
-                    frame.element.namespaces.end());
-    return std::make_shared<const Bindings>(std::move(bindings));
+    frame.used.emplace_back(prefix);
+  }
+
+  // The bindings `frame`'s kept content needs from outside: for each prefix
+  // it uses, the binding in scope at `frame` (a prefix bound only inside the
+  // content needs none; the default namespace, unbound, is bound to "").
+  // Consecutive items that use the same prefixes under the same parent
+  // share one copy.
+  std::shared_ptr<const Bindings> ScopeOf(const Frame& frame) {
+    if (last_scope_ != nullptr && frame.element.namespaces.empty() &&
+        last_scope_generation_ == namespace_generation_ && last_used_ == frame.used) {
+      return last_scope_;
+    }
+    Bindings bindings;
+    for (const std::string& prefix : frame.used) {
+      const std::string* uri = nullptr;
+      for (size_t f = stack_.size(); f-- > 0 && uri == nullptr;) {
+        const auto& declared = stack_[f].element.namespaces;
+        for (size_t d = declared.size(); d-- > 0;) {
+          if (declared[d].first == prefix) {
+            uri = &declared[d].second;
+            break;
+          }
+        }
+      }
+      if (uri != nullptr) {
+        bindings.emplace_back(prefix, *uri);
+      } else if (prefix.empty()) {
+        bindings.emplace_back("", "");
+      }
+    }
+    auto scope = std::make_shared<const Bindings>(std::move(bindings));
+    if (frame.element.namespaces.empty()) {
+      last_scope_ = scope;
+      last_used_ = frame.used;
+      last_scope_generation_ = namespace_generation_;
+    }
+    return scope;
   }
 
   static void OnStart(void* data, const XML_Char* raw_name, const XML_Char** attrs) {
@@ -210,20 +238,27 @@ class Parser {
     if (static_cast<int>(self->stack_.size() + self->skipped_) >= self->limits_.max_depth) {
       self->Refuse("XML nesting is deeper than the limit of " +
                    std::to_string(self->limits_.max_depth));
+      ++self->skipped_;  // expat reports an empty element's end with its start
       return;
     }
     // Inside content kept as source, only the built children become nodes.
     if (self->skipped_ > 0 ||
         (!self->stack_.empty() && self->stack_.back().source && !self->IsBuilt(raw_name))) {
-      if (self->skipped_ == 0) self->stack_.back().has_element = true;
+      Frame& kept = self->stack_.back();
+      if (self->skipped_ == 0) kept.has_element = true;
       ++self->skipped_;
       self->pending_namespaces_.clear();
+      Use(kept, PrefixOf(raw_name));
+      for (size_t i = 0; attrs[i] != nullptr; i += 2) {
+        if (HasNamespace(attrs[i])) Use(kept, PrefixOf(attrs[i]));
+      }
       return;
     }
     if (!self->stack_.empty() && self->stack_.back().source) {
       Frame& parent = self->stack_.back();
       parent.source->pieces.push_back(self->Piece(parent.piece_start, self->EventStart()));
     }
+    if (!self->pending_namespaces_.empty()) ++self->namespace_generation_;
     Frame frame;
     frame.children_mark = self->pending_.size();
     frame.held_mark = self->held_.size();
@@ -231,6 +266,13 @@ class Parser {
     element.name = SplitName(raw_name, self->uris_);
     element.namespaces = std::move(self->pending_namespaces_);
     self->pending_namespaces_.clear();
+    self->namespaces_in_scope_ += element.namespaces.size();
+    if (self->namespaces_in_scope_ > self->limits_.max_namespaces) {
+      self->Refuse("XML element has more than " + std::to_string(self->limits_.max_namespaces) +
+                   " namespaces in scope");
+      ++self->skipped_;  // as above
+      return;
+    }
     size_t count = 0;
     while (attrs[count] != nullptr) count += 2;
     element.attributes.reserve(count / 2);
@@ -243,7 +285,6 @@ class Parser {
         self->policy_->keep(element, self->stack_.back().element, self->stack_.front().element)) {
       frame.source = std::make_shared<Source>();
       frame.source->document = self->owner_;
-      frame.source->scope = self->ScopeOf(frame);
       frame.piece_start = self->EventEnd();
     }
     self->stack_.push_back(std::move(frame));
@@ -254,6 +295,7 @@ class Parser {
   // The last piece of `frame`'s kept content ends where its end tag starts.
   void FinishSource(Frame& frame) {
     Source& source = *frame.source;
+    source.scope = ScopeOf(frame);
     source.pieces.push_back(Piece(frame.piece_start, EventStart()));
     // As for nodes: whitespace without elements is text.
     source.element_only = !frame.mixed && frame.has_element;
@@ -280,6 +322,8 @@ class Parser {
     self->held_.resize(frame.held_mark);
     auto& pending = self->pending_;
     const auto first = pending.begin() + static_cast<ptrdiff_t>(frame.children_mark);
+    if (!frame.element.namespaces.empty()) ++self->namespace_generation_;
+    self->namespaces_in_scope_ -= frame.element.namespaces.size();
     Element element = std::move(frame.element);
     element.children.reserve(static_cast<size_t>(pending.end() - first));
     std::move(first, pending.end(), std::back_inserter(element.children));
@@ -287,7 +331,6 @@ class Parser {
     self->stack_.pop_back();
     const size_t depth = self->stack_.size();
     if (depth > 0 && self->stack_.back().source) self->stack_.back().piece_start = self->EventEnd();
-    if (depth < self->ancestor_depth_) self->ancestor_scope_ = nullptr;  // an ancestor ended
     if (depth == 0) {
       self->root_ = std::move(element);
       self->done_ = true;
@@ -371,10 +414,16 @@ class Parser {
   std::shared_ptr<const char[]> owner_;   // holds document_, when content is kept
   std::string_view document_;
   std::string built_prefix_;  // SourcePolicy::built as expat names it
-  // The bindings of the first ancestor_depth_ open elements; null: not known.
-  std::shared_ptr<const Bindings> ancestor_scope_;
-  size_t ancestor_depth_ = 0;
-  size_t skipped_ = 0;  // open elements inside kept content, not made nodes
+  // Counts the elements with namespace declarations that started or ended:
+  // while it stands still, the bindings in scope do too.
+  uint64_t namespace_generation_ = 0;
+  // The last scope ScopeOf made, for the prefixes `last_used_`.
+  std::shared_ptr<const Bindings> last_scope_;
+  std::vector<std::string> last_used_;
+  uint64_t last_scope_generation_ = 0;
+  size_t skipped_ = 0;
+  uint64_t namespaces_in_scope_ = 0;  // declared by the open elements that are nodes  // open
+                                      // elements inside kept content, not made nodes
   XML_Parser parser_;
   uint64_t received_ = 0;
   Element root_;
@@ -586,12 +635,11 @@ Result<Element> ParseFile(const std::string& path, const Limits& limits, const E
 
 Result<std::vector<Node>> ParseSource(const Source& source) {
   std::string text = "<s";
-  ForEachEffective(*source.scope, [&](const std::string& prefix, const std::string& uri) {
-    if (prefix == "xml") return;
+  for (const auto& [prefix, uri] : *source.scope) {
     text.append(prefix.empty() ? " xmlns" : " xmlns:").append(prefix).append("=\"");
     AppendEscaped(text, uri, true);
     text.push_back('"');
-  });
+  }
   text.push_back('>');
   for (std::string_view piece : source.pieces) text.append(piece);
   text.append("</s>");
@@ -721,16 +769,11 @@ struct Writer::Impl {
                    bool element_only, const Source* source = nullptr) {
     const size_t mark = scope.size();
     tag_decls.clear();
-    if (source != nullptr) {
-      // Its own declarations are in source->scope, in their place.
-      bool default_bound = false;
-      ForEachEffective(*source->scope, [&](const std::string& prefix, const std::string& uri) {
-        default_bound |= prefix.empty();
-        if (prefix != "xml" && Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
-      });
-      if (!default_bound && !Lookup("").empty()) Declare(tag_decls, "", "");
-    } else {
-      for (const auto& [prefix, uri] : namespaces) {
+    for (const auto& [prefix, uri] : namespaces) {
+      if (Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
+    }
+    if (source != nullptr) {  // what the content needs, where it differs here
+      for (const auto& [prefix, uri] : *source->scope) {
         if (Lookup(prefix) != uri) Declare(tag_decls, prefix, uri);
       }
     }
@@ -775,11 +818,9 @@ struct Writer::Impl {
 
   // Whether every binding in `bindings` is in effect here.
   bool Holds(const Bindings& bindings) const {
-    bool holds = true;
-    ForEachEffective(bindings, [&](const std::string& prefix, const std::string& uri) {
-      holds = holds && (prefix == "xml" || Lookup(prefix) == uri);
+    return std::all_of(bindings.begin(), bindings.end(), [&](const auto& binding) {
+      return Lookup(binding.first) == binding.second;
     });
-    return holds;
   }
 
   void CloseElement() {

@@ -5,8 +5,10 @@
 //
 // Parsing is for untrusted input. A document type declaration (and with it
 // every entity, external or internal: XXE, billion laughs) is refused, as
-// are documents deeper than XmlLimits::max_depth or larger than
-// XmlLimits::max_bytes. Comments and processing instructions are dropped.
+// are documents deeper than Limits::max_depth, with more than
+// Limits::max_namespaces namespaces in scope, or larger than
+// Limits::max_bytes. Comments and processing
+// instructions are dropped.
 //
 // Whitespace: text that is only whitespace between child elements (element-
 // only content, such as the indentation of a feed) is dropped on parse, and
@@ -79,14 +81,14 @@ using PlainAttribute = std::pair<std::string_view, std::string_view>;
 
 class Node;
 
-// Namespace bindings: (prefix, uri), outermost first; a later binding of a
-// prefix hides an earlier one. The prefix "" is the default namespace, and
-// the uri "" unbinds it.
+// Namespace bindings: (prefix, uri), one per prefix. The prefix "" is the
+// default namespace, and the uri "" leaves it unbound.
 using Bindings = std::vector<std::pair<std::string, std::string>>;
 
 // An element's content kept as the source document wrote it (see
 // SourcePolicy). The text is well-formed content under the namespace
-// bindings `scope`, which include the element's own declarations.
+// bindings `scope`: those in effect at the element for the prefixes its
+// content uses, so no more are ever declared for it than it needs.
 struct Source {
   std::shared_ptr<const char[]> document;  // holds the pieces' bytes
   std::shared_ptr<const Bindings> scope;
@@ -147,6 +149,10 @@ class Node {
 struct Limits {
   uint64_t max_bytes = 512ull << 20;  // input size
   int max_depth = 128;                // element nesting
+  // Namespace declarations in scope at any element. A feed uses a handful;
+  // each name is looked up among those in scope, so thousands would make
+  // reading and writing quadratic.
+  uint64_t max_namespaces = 256;
 };
 
 // Called as each child or grandchild of the root ends (where feeds keep

@@ -651,16 +651,18 @@ TEST(FeedSyncSource, MergingItemsKeptAsSourceMeansWhatMergingNodesMeans) {
   // of its content would hide (an RSS item under Atom's default namespace).
   ExpectMergeAgrees(kAtomDefault, kAtomPrefixed);
   ExpectMergeAgrees(kAtomPrefixed, kAtomDefault);
-  // The incoming items are written as their source wrote them, in the
-  // bindings they were written in, under a feed that binds others.
+  // The incoming items are written as their source wrote them, under a
+  // start tag that declares what their content and name use and the feed
+  // binds otherwise (not s:, which neither uses), under a feed that binds
+  // others.
   Feed local = MustParseSource(kAtomDefault);
   ASSERT_TRUE(Merge(local, MustParseSource(kAtomPrefixed)).ok());
   const std::string written = WriteFeed(local);
   EXPECT_NE(written.find("<a:entry xmlns:a=\"http://www.w3.org/2005/Atom\" "
-                         "xmlns:s=\"http://feedsync.org/2007/feedsync\" "
                          "xmlns:x=\"urn:example:one\" xmlns=\"\" x:flag=\"1\">"),
             std::string::npos)
       << written;
+  EXPECT_EQ(written.find("xmlns:s="), std::string::npos);
   EXPECT_NE(written.find("<a:title>one &amp; <![CDATA[<two>]]> &#xe9;</a:title>"),
             std::string::npos);
   EXPECT_NE(written.find("text around  <a:title>mixed</a:title>\n<sx:sync"), std::string::npos);
@@ -754,6 +756,28 @@ TEST(FeedSyncHostile, DeepNestingIsRefused) {
   std::string deep = std::string(kHead) + "<item>";
   for (int i = 0; i < 10000; ++i) deep += "<x>";
   ExpectRefused(deep, "nesting");
+  std::string empty_at_limit = std::string(kHead) + "<item>";
+  for (int i = 0; i < 200; ++i) empty_at_limit += i < 130 ? "<x>" : "<x/>";
+  ExpectRefused(empty_at_limit, "nesting");
+}
+
+TEST(FeedSyncHostile, HundredsOfNamespacesInScopeAreRefused) {
+  // Each name is looked up among the bindings in scope: thousands of them
+  // would make reading and writing quadratic.
+  std::string many = "<rss version='2.0' xmlns:sx='http://feedsync.org/2007/feedsync'";
+  for (int i = 0; i < 300; ++i) many += " xmlns:p" + std::to_string(i) + "='urn:p'";
+  ExpectRefused(many + "><channel><title>t</title></channel></rss>",
+                "more than 256 namespaces in scope");
+  ExpectRefused(many + "/>", "more than 256 namespaces in scope");  // an empty root
+  // One on each of many items is fine: only a few are in scope at once
+  // (a merged feed declares the namespaces of foreign items on each).
+  std::string items(kHead);
+  for (int i = 0; i < 300; ++i) {
+    items += "<item xmlns:q='urn:q'><q:x/><sx:sync id='i" + std::to_string(i) +
+             "' updates='1'><sx:history sequence='1' by='e'/></sx:sync></item>";
+  }
+  EXPECT_EQ(MustParse(items + std::string(kTail)).items.size(), 300u);
+  EXPECT_EQ(MustParseSource(items + std::string(kTail)).items.size(), 300u);
 }
 
 TEST(FeedSyncHostile, OversizedFileIsRefusedBeforeReading) {
