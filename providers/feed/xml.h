@@ -17,7 +17,7 @@
 //
 // A reader that only passes some elements through (a merge of two feeds
 // never looks inside an item) can keep their content as the source wrote it
-// instead of as nodes (SourcePolicy, Element::source): a tenth of the
+// instead of as nodes (SourcePolicy, Element::source): less than half the
 // memory and time, and the content is written back byte for byte.
 //
 // Values are plain, thread-compatible data.
