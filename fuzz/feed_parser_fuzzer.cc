@@ -15,26 +15,26 @@ using namespace meshsync::feedsync;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
-  ReadOptions limits;
-  limits.xml.max_bytes = 1 << 20;
-  ReadOptions as_source = limits;
+  ReadOptions as_nodes;
+  as_nodes.xml.max_bytes = 1 << 20;
+  ReadOptions as_source = as_nodes;
   as_source.keep_item_source = true;
-  auto feed = ParseFeed(input, limits);
+  auto feed = ParseFeed(input, as_nodes);
   auto kept = ParseFeed(input, as_source);
   if (feed.ok() != kept.ok()) std::abort();
   if (!feed.ok()) return 0;
   std::string written = WriteFeed(*feed);
-  auto again = ParseFeed(written, limits);
+  auto again = ParseFeed(written, as_nodes);
   if (!again.ok()) std::abort();
   if (WriteFeed(*again) != written) std::abort();
-  auto kept_again = ParseFeed(WriteFeed(*kept), limits);
+  auto kept_again = ParseFeed(WriteFeed(*kept), as_nodes);
   if (!kept_again.ok() || WriteFeed(*kept_again) != written) std::abort();
   auto canonical = ParseFeed(written, as_source);
   if (!canonical.ok() || WriteFeed(*canonical) != written) std::abort();
   // A hand-made feed may name a winner the rules would not pick, so one
   // merge with itself may change it; after that, merging is a fixed point.
   if (!Merge(*again, std::move(*feed)).ok()) std::abort();
-  auto copy = ParseFeed(WriteFeed(*again), limits);
+  auto copy = ParseFeed(WriteFeed(*again), as_nodes);
   if (!copy.ok()) std::abort();
   auto stats = Merge(*again, std::move(*copy));
   if (!stats.ok() || stats->added != 0 || stats->updated != 0) std::abort();

@@ -573,9 +573,9 @@ Result<std::string> FolderFeed::Accept(std::string_view document) {
   if (document.size() > kMaxPostedBytes) {
     return InvalidArgumentError("the posted feed is larger than 64 MiB");
   }
-  feedsync::ReadOptions limits;
-  limits.xml.max_bytes = kMaxPostedBytes;
-  MESHSYNC_ASSIGN_OR_RETURN(Feed incoming, feedsync::ParseFeed(document, limits));
+  feedsync::ReadOptions options;
+  options.xml.max_bytes = kMaxPostedBytes;
+  MESHSYNC_ASSIGN_OR_RETURN(Feed incoming, feedsync::ParseFeed(document, options));
   std::set<std::string> ids;
   for (const Item& item : incoming.items) {
     MESHSYNC_ASSIGN_OR_RETURN(std::string path, PathForFeedId(item.sync.id));

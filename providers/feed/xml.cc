@@ -244,14 +244,16 @@ class Parser {
     // Inside content kept as source, only the built children become nodes.
     if (self->skipped_ > 0 ||
         (!self->stack_.empty() && self->stack_.back().source && !self->IsBuilt(raw_name))) {
-      Frame& kept = self->stack_.back();
-      if (self->skipped_ == 0) kept.has_element = true;
-      ++self->skipped_;
       self->pending_namespaces_.clear();
-      Use(kept, PrefixOf(raw_name));
-      for (size_t i = 0; attrs[i] != nullptr; i += 2) {
-        if (HasNamespace(attrs[i])) Use(kept, PrefixOf(attrs[i]));
+      if (self->refusal_.empty()) {  // else skipped because refused, not kept
+        Frame& kept = self->stack_.back();
+        if (self->skipped_ == 0) kept.has_element = true;
+        Use(kept, PrefixOf(raw_name));
+        for (size_t i = 0; attrs[i] != nullptr; i += 2) {
+          if (HasNamespace(attrs[i])) Use(kept, PrefixOf(attrs[i]));
+        }
       }
+      ++self->skipped_;
       return;
     }
     if (!self->stack_.empty() && self->stack_.back().source) {
@@ -303,7 +305,6 @@ class Parser {
       for (std::string_view& piece : source.pieces) piece = TrimSpace(piece);
     }
     std::erase_if(source.pieces, [](std::string_view piece) { return piece.empty(); });
-    source.pieces.shrink_to_fit();
     frame.element.source = std::move(frame.source);
   }
 
@@ -750,14 +751,26 @@ struct Writer::Impl {
     }
     // The start tag cannot be written in the bindings the source content
     // needs (its name was changed to one they hide): write the content as
-    // nodes. It parsed in those bindings, so it parses again.
+    // nodes. It parsed in those bindings, so it parses again; should it
+    // not, its bytes are written as they are rather than lost.
     auto nodes = ParseSource(*element.source);
     bool nodes_element_only =
         nodes.ok() && std::none_of(nodes->begin(), nodes->end(),
                                    [](const Node& child) { return child.IsText(); });
     OpenElement(element.name, element.namespaces, {}, element.attributes,
                 element_only && nodes_element_only);
-    if (nodes.ok()) WriteNodes(*nodes);
+    if (nodes.ok()) {
+      WriteNodes(*nodes);
+    } else {
+      WritePieces(*element.source);
+    }
+  }
+
+  void WritePieces(const Source& source) {
+    for (std::string_view piece : source.pieces) {
+      BeforeChild();
+      out.append(piece);
+    }
   }
 
   // Writes the start tag. With `source`, first puts in scope the bindings
@@ -807,12 +820,7 @@ struct Writer::Impl {
     bool indent_children =
         indent && element_only && (stack.empty() || stack.back().indent_children);
     stack.push_back(Open{std::move(qname), mark, indent_children, false});
-    if (source != nullptr) {
-      for (std::string_view piece : source->pieces) {
-        BeforeChild();
-        out.append(piece);
-      }
-    }
+    if (source != nullptr) WritePieces(*source);
     return true;
   }
 

@@ -54,6 +54,16 @@ class SqlSyncTest : public ::testing::TestWithParam<Pair> {
     ASSERT_TRUE(Provision(*b_, t).ok());
   }
 
+  // Rows 1..count of contacts in `db`: name "nI", no phone or email.
+  void InsertContacts(Connection& db, int count) {
+    std::string values;
+    for (int i = 1; i <= count; ++i) {
+      values += (i > 1 ? "," : "") + std::string("(") + std::to_string(i) + ", 'n" +
+                std::to_string(i) + "', NULL, NULL, " + std::to_string(i) + ")";
+    }
+    Exec(db, "INSERT INTO contacts VALUES " + values);
+  }
+
   DbSyncReport Sync(DbSyncOptions options = {}) {
     auto r = SyncUrls(url_a_, url_b_, options);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -218,12 +228,7 @@ TEST_P(SqlSyncTest, ApplicationWriteBetweenScanAndApplyIsNeverOverwritten) {
 
 TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWrote) {
   MakeContacts();
-  std::string values;
-  for (int i = 1; i <= 40; ++i) {
-    values += (i > 1 ? "," : "") + std::string("(") + std::to_string(i) + ", 'n" +
-              std::to_string(i) + "', NULL, NULL, " + std::to_string(i) + ")";
-  }
-  Exec(*a_, "INSERT INTO contacts VALUES " + values);
+  InsertContacts(*a_, 40);
   Sync();
   {
     // B's next scan has nothing to read: the 40 rows are the sync's own.
@@ -252,12 +257,7 @@ TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWro
 
 TEST_P(SqlSyncTest, InterruptedSyncResumesWithoutDuplicates) {
   MakeContacts();
-  std::string values;
-  for (int i = 1; i <= 250; ++i) {
-    values += (i > 1 ? "," : "") + std::string("(") + std::to_string(i) + ", 'n" +
-              std::to_string(i) + "', NULL, NULL, " + std::to_string(i) + ")";
-  }
-  Exec(*a_, "INSERT INTO contacts VALUES " + values);
+  InsertContacts(*a_, 250);
   {
     auto ra = OpenReplica(url_a_);
     auto rb = OpenReplica(url_b_);
