@@ -218,6 +218,19 @@ class Provider {
   // item; the engine skips it and tries again next session.
   virtual Result<SaveResult> SaveChange(const SaveRequest& request) = 0;
 
+  // Applies several changes, each as SaveChange would: each succeeds or
+  // fails on its own, and `results` gets one entry per request, in request
+  // order. The requests name different items. The engine gives a batch's
+  // plain creations, updates and deletions here together, so a provider
+  // whose items are independent of each other (rows) may apply them in the
+  // order its store prefers, or several per statement. The default applies
+  // them one at a time, in order, which any provider whose items depend on
+  // each other (a file and its directory) relies on.
+  virtual void SaveChanges(std::span<const SaveRequest> requests,
+                           std::vector<Result<SaveResult>>& results) {
+    for (const SaveRequest& request : requests) results.push_back(SaveChange(request));
+  }
+
   // Makes every saved change durable. Called before the engine commits the
   // metadata of a batch.
   virtual Status CommitChanges() { return Status::Ok(); }

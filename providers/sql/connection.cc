@@ -185,8 +185,11 @@ Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
   sqlite3_extended_result_codes(db, 1);
   auto connection = std::make_unique<SqliteConnection>(db, "sqlite:" + path);
   // A file that is not a database fails on the first read, so read now.
-  MESHSYNC_RETURN_IF_ERROR(
-      connection->Exec("SELECT count(*) FROM sqlite_schema; PRAGMA foreign_keys = ON;"));
+  // Savepoints' journals and RETURNING's result tables stay in memory (the
+  // default puts them in temporary files: several writes per row saved).
+  // Both settings last as long as this connection.
+  MESHSYNC_RETURN_IF_ERROR(connection->Exec(
+      "SELECT count(*) FROM sqlite_schema; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"));
   return std::unique_ptr<Connection>(std::move(connection));
 }
 

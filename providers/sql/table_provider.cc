@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
@@ -73,17 +74,55 @@ uint64_t UnitHash(std::string_view name, std::string_view value) {
 
 }  // namespace
 
-ItemId RowItemId(std::string_view table, std::span<const std::string> pk) {
-  std::string input = "meshsync/sql-row";
-  input += '\0';
-  input += MakeKey(table, pk);
+namespace {
+
+std::array<unsigned char, EVP_MAX_MD_SIZE> Sha256(std::string_view input) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest;
   unsigned int size = 0;
   EVP_Digest(input.data(), input.size(), digest.data(), &size, EVP_sha256(), nullptr);
-  uint64_t hi = 0, lo = 0;
-  for (int i = 0; i < 8; ++i) hi = (hi << 8) | digest[static_cast<size_t>(i)];
-  for (int i = 8; i < 16; ++i) lo = (lo << 8) | digest[static_cast<size_t>(i)];
-  return ItemId(hi, lo);
+  return digest;
+}
+
+uint64_t Word(const unsigned char* bytes) {
+  uint64_t word = 0;
+  for (int i = 0; i < 8; ++i) word = (word << 8) | bytes[i];
+  return word;
+}
+
+// A key that is one integer in canonical decimal ("v-42", not "v042").
+std::optional<int64_t> IntegerKey(std::span<const std::string> pk) {
+  if (pk.size() != 1 || !IsText(pk[0])) return std::nullopt;
+  std::string_view text = Payload(pk[0]);
+  std::optional<int64_t> n = ParseInteger(text);
+  if (!n || std::to_string(*n) != text) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+uint64_t TableIdPrefix(std::string_view table) {
+  std::string input = "meshsync/sql-table";
+  input += '\0';
+  AppendEscaped(input, table);
+  return Word(Sha256(input).data());
+}
+
+ItemId RowItemId(uint64_t table_prefix, std::string_view table, std::span<const std::string> pk) {
+  if (std::optional<int64_t> n = IntegerKey(pk)) {
+    // In key order, so that rows written in key order are items written in
+    // id order, and the other way round: the metadata store's pages and the
+    // table's fill in sequence instead of one random page per row.
+    return ItemId(table_prefix, static_cast<uint64_t>(*n) ^ (uint64_t{1} << 63));
+  }
+  std::string input = "meshsync/sql-row";
+  input += '\0';
+  input += MakeKey(table, pk);
+  auto digest = Sha256(input);
+  return ItemId(Word(digest.data()), Word(digest.data() + 8));
+}
+
+ItemId RowItemId(std::string_view table, std::span<const std::string> pk) {
+  return RowItemId(TableIdPrefix(table), table, pk);
 }
 
 struct TableProvider::Table {
@@ -93,8 +132,10 @@ struct TableProvider::Table {
   std::vector<ChangeUnitId> units;  // unit of each column
   std::map<std::string, size_t, std::less<>> column_by_name;
   std::string quoted_table;
+  uint64_t id_prefix = 0;  // TableIdPrefix of the table's name
   std::string select_sql;  // all columns of one row by key
   std::string delete_sql;
+  std::string insert_sql;  // a new row with every column, returning them
   std::string detect_sql;
   std::string pk_where;  // "pk1 = ?1 AND ..." (parameters 1..k)
 
@@ -128,6 +169,7 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
     }
     auto t = std::make_unique<Table>();
     t->number = enrolled.number;
+    t->id_prefix = TableIdPrefix(enrolled.name);
     MESHSYNC_ASSIGN_OR_RETURN(t->quoted_table, QuoteIdent(schema.name));
     for (size_t i = 0; i < schema.columns.size(); ++i) {
       MESHSYNC_ASSIGN_OR_RETURN(std::string q, QuoteIdent(schema.columns[i].name));
@@ -147,6 +189,10 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
     std::string columns = Join(t->quoted, ", ");
     t->select_sql = "SELECT " + columns + " FROM " + t->quoted_table + " WHERE " + t->pk_where;
     t->delete_sql = "DELETE FROM " + t->quoted_table + " WHERE " + t->pk_where;
+    std::vector<std::string> placeholders;
+    for (size_t i = 1; i <= t->quoted.size(); ++i) placeholders.push_back(db.Placeholder(i));
+    t->insert_sql = "INSERT INTO " + t->quoted_table + "(" + columns + ") VALUES (" +
+                    Join(placeholders, ", ") + ") ON CONFLICT DO NOTHING RETURNING " + columns;
     std::string tracking = TrackingTable(enrolled.number);
     t->detect_sql = "SELECT " + std::string(pg ? "tr.xid::text" : "tr.seq") + ", " +
                     Join(selected, ", ") + ", t." + t->quoted[schema.pk[0]] + " IS NOT NULL, " +
@@ -232,7 +278,7 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
     if (existing) {
       id = existing->id;
     } else {
-      ItemId derived = RowItemId(schema.name, pk);
+      ItemId derived = RowItemId(t.id_prefix, schema.name, pk);
       MESHSYNC_ASSIGN_OR_RETURN(existing, recorder.FindItem(derived));
       // A derived id held by another live row (a hash collision) is left
       // to the engine to replace with a random one.
@@ -330,30 +376,114 @@ Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const C
   return Status::Ok();
 }
 
+Status TableProvider::BeginBatch() {
+  if (in_transaction_) return Status::Ok();
+  MESHSYNC_RETURN_IF_ERROR(
+      db_.Exec(db_.dialect() == Dialect::kSqlite ? "BEGIN IMMEDIATE" : "BEGIN"));
+  in_transaction_ = true;
+  return Status::Ok();
+}
+
+// Statements without parameters or results, prepared once (Query caches
+// them) rather than parsed per row.
+Status TableProvider::Run(const char* sql) {
+  return db_.Query(sql, {}, [](Row) { return Status::Ok(); });
+}
+
 Result<SaveResult> TableProvider::SaveChange(const SaveRequest& request) {
-  if (!in_transaction_) {
-    MESHSYNC_RETURN_IF_ERROR(
-        db_.Exec(db_.dialect() == Dialect::kSqlite ? "BEGIN IMMEDIATE" : "BEGIN"));
-    in_transaction_ = true;
-  }
-  // Prepared once (Query caches them), not parsed per row.
-  auto run = [this](const char* sql) {
-    return db_.Query(sql, {}, [](Row) { return Status::Ok(); });
-  };
-  MESHSYNC_RETURN_IF_ERROR(run("SAVEPOINT meshsync_item"));
-  Result<SaveResult> result = Save(request);
-  Status end = result.ok() ? run("RELEASE meshsync_item") : run("ROLLBACK TO meshsync_item");
-  if (!result.ok() && end.ok()) end = run("RELEASE meshsync_item");
+  MESHSYNC_RETURN_IF_ERROR(BeginBatch());
+  Result<Target> target = Resolve(request);
+  if (!target.ok()) return target.status();
+  return SaveAlone(request, *target);
+}
+
+Result<SaveResult> TableProvider::SaveAlone(const SaveRequest& request, const Target& target) {
+  MESHSYNC_RETURN_IF_ERROR(Run("SAVEPOINT meshsync_item"));
+  Result<SaveResult> result = Save(request, target);
+  Status end = result.ok() ? Run("RELEASE meshsync_item") : Run("ROLLBACK TO meshsync_item");
+  if (!result.ok() && end.ok()) end = Run("RELEASE meshsync_item");
   if (!end.ok()) return end;
   return result;
 }
 
-Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
-  // Which table and row.
-  const Table* t = nullptr;
-  std::vector<std::string> pk;
+// Rows are independent items, so a batch is applied in the order of each
+// table's key, whatever the order of item ids (hashes) it came in: each
+// write lands next to the last one, where a random order touches a page of
+// the table, its indexes and its tracking table per row. And a group of rows
+// shares one savepoint; if any row fails, the group is rolled back and
+// applied again a row at a time, each in its own savepoint as SaveChange
+// does, so that a failing row still leaves no trace and the others land.
+void TableProvider::SaveChanges(std::span<const SaveRequest> requests,
+                                std::vector<Result<SaveResult>>& results) {
+  constexpr size_t kGroup = 256;
+  std::vector<std::optional<Result<SaveResult>>> out(requests.size());
+  if (Status begun = BeginBatch(); !begun.ok()) {
+    for (size_t i = 0; i < requests.size(); ++i) results.push_back(begun);
+    return;
+  }
+  struct Ordered {
+    size_t index;
+    Target target;
+    std::optional<int64_t> number;  // a single integer key, ordered as a number
+  };
+  std::vector<Ordered> order;
+  order.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Result<Target> target = Resolve(requests[i]);
+    if (!target.ok()) {
+      out[i] = target.status();
+      continue;
+    }
+    std::optional<int64_t> number;
+    const TableSchema& schema = target->table->schema;
+    if (schema.pk.size() == 1 && schema.columns[schema.pk[0]].kind == Kind::kInteger &&
+        IsText(target->pk[0])) {
+      number = ParseInteger(Payload(target->pk[0]));
+    }
+    order.push_back(Ordered{i, *std::move(target), number});
+  }
+  std::stable_sort(order.begin(), order.end(), [](const Ordered& a, const Ordered& b) {
+    if (a.target.table->number != b.target.table->number)
+      return a.target.table->number < b.target.table->number;
+    if (a.number && b.number) return *a.number < *b.number;
+    if (a.number.has_value() != b.number.has_value()) return a.number.has_value();
+    return a.target.pk < b.target.pk;
+  });
+  for (size_t from = 0; from < order.size(); from += kGroup) {
+    size_t to = std::min(order.size(), from + kGroup);
+    bool grouped = false;
+    if (to - from > 1 && Run("SAVEPOINT meshsync_group").ok()) {
+      grouped = true;
+      for (size_t i = from; i < to && grouped; ++i) {
+        Result<SaveResult> saved = Save(requests[order[i].index], order[i].target);
+        if (saved.ok()) {
+          out[order[i].index] = std::move(saved);
+        } else {
+          grouped = false;
+        }
+      }
+      if (grouped) grouped = Run("RELEASE meshsync_group").ok();
+      if (!grouped) {
+        // Undo the group; its rows go again one at a time.
+        Status undone = Run("ROLLBACK TO meshsync_group");
+        if (undone.ok()) undone = Run("RELEASE meshsync_group");
+        if (!undone.ok()) {
+          for (size_t i = from; i < order.size(); ++i) out[order[i].index] = undone;
+          break;
+        }
+      }
+    }
+    if (grouped) continue;
+    for (size_t i = from; i < to; ++i) {
+      out[order[i].index] = SaveAlone(requests[order[i].index], order[i].target);
+    }
+  }
+  for (auto& result : out) results.push_back(*std::move(result));
+}
+
+Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request) const {
+  Target target;
   std::string table_name;
-  std::vector<std::pair<size_t, std::string>> given;  // column, value
   std::vector<std::pair<std::string, std::string>> fields;
   for (const UnitData& u : request.units) {
     std::string name, value;
@@ -369,32 +499,44 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
   if (request.local != nullptr && !request.local->key.empty()) {
     std::vector<std::string> parts = SplitKey(request.local->key);
     table_name = parts[0];
-    pk.assign(parts.begin() + 1, parts.end());
+    target.pk.assign(parts.begin() + 1, parts.end());
   }
   if (table_name.empty()) return InvalidArgumentError("a row without its table (#table)");
-  MESHSYNC_ASSIGN_OR_RETURN(t, TableOf(table_name));
+  MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(table_name));
+  target.table = t;
   for (auto& [name, value] : fields) {
     auto it = t->column_by_name.find(name);
     if (it == t->column_by_name.end()) {
       return InvalidArgumentError("column " + name + " is not in table " + table_name + " of " +
                                   db_.name());
     }
-    given.emplace_back(it->second, std::move(value));
+    target.given.emplace_back(it->second, std::move(value));
   }
+  std::stable_sort(target.given.begin(), target.given.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   const TableSchema& schema = t->schema;
   if (request.action == SaveAction::kCreate) {
-    pk.assign(schema.pk.size(), std::string());
+    target.pk.assign(schema.pk.size(), std::string());
     for (size_t k = 0; k < schema.pk.size(); ++k) {
-      auto it = std::find_if(given.begin(), given.end(),
+      auto it = std::find_if(target.given.begin(), target.given.end(),
                              [&](const auto& g) { return g.first == schema.pk[k]; });
-      if (it == given.end())
+      if (it == target.given.end())
         return InvalidArgumentError("a new row of " + table_name + " without its key columns");
-      pk[k] = it->second;
+      target.pk[k] = it->second;
     }
   }
-  if (pk.size() != schema.pk.size())
+  if (target.pk.size() != schema.pk.size())
     return DataLossError("a key that does not fit table " + table_name);
-  std::string key = MakeKey(table_name, pk);
+  target.key = MakeKey(table_name, target.pk);
+  return target;
+}
+
+Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target& target) {
+  const Table* t = target.table;
+  const TableSchema& schema = t->schema;
+  const std::vector<std::pair<size_t, std::string>>& given = target.given;
+  const std::vector<std::string>& pk = target.pk;
+  const std::string& key = target.key;
   rows_.erase(key);
   MESHSYNC_RETURN_IF_ERROR(NoteWrite(*t));
   FieldHashes state;
@@ -404,20 +546,26 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
 
   std::optional<std::vector<std::string>> stored;
   if (request.action == SaveAction::kCreate) {
-    std::vector<std::string> columns, placeholders;
     std::vector<Param> params;
-    for (const auto& [c, value] : given) {
-      columns.push_back(t->quoted[c]);
-      placeholders.push_back(db_.Placeholder(params.size() + 1));
-      params.push_back(Param{value, schema.columns[c].kind});
+    params.reserve(given.size());
+    for (const auto& [c, value] : given) params.push_back(Param{value, schema.columns[c].kind});
+    bool every_column = given.size() == schema.columns.size();  // given is in column order
+    std::string built;
+    if (!every_column) {
+      std::vector<std::string> columns, placeholders;
+      for (const auto& [c, value] : given) {
+        columns.push_back(t->quoted[c]);
+        placeholders.push_back(db_.Placeholder(columns.size()));
+      }
+      built = "INSERT INTO " + t->quoted_table + "(" + Join(columns, ", ") + ") VALUES (" +
+              Join(placeholders, ", ") + ") ON CONFLICT DO NOTHING RETURNING " +
+              Join(t->quoted, ", ");
     }
-    std::string sql = "INSERT INTO " + t->quoted_table + "(" + Join(columns, ", ") + ") VALUES (" +
-                      Join(placeholders, ", ") + ") ON CONFLICT DO NOTHING RETURNING " +
-                      Join(t->quoted, ", ");
-    MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
-      stored.emplace(r.begin(), r.end());
-      return Status::Ok();
-    }));
+    MESHSYNC_RETURN_IF_ERROR(
+        db_.Query(every_column ? t->insert_sql : built, params, [&stored](Row r) {
+          stored.emplace(r.begin(), r.end());
+          return Status::Ok();
+        }));
     if (!stored) {
       return UnavailableError(DescribeKey(key) +
                               " was added here since the last scan (or a unique value is taken); "
@@ -469,7 +617,7 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request) {
     for (const auto& [c, value] : given)
       state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
   }
-  state[kTableUnit] = UnitHash(kTableField, table_name);
+  state[kTableUnit] = UnitHash(kTableField, schema.name);
   // The database normalised a value (value.h): the stored one spreads.
   for (const auto& [c, value] : given) {
     if ((*stored)[c] != value) result.rewritten_units.push_back(t->units[c]);

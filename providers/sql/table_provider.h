@@ -46,8 +46,15 @@
 namespace meshsync::sql {
 
 // The item id of the row of `table` whose primary key values (encoded,
-// value.h) are `pk`.
+// value.h) are `pk`: for a key that is one integer, the high half names the
+// table and the low half is the integer, so ids follow the key's order; for
+// any other key, the first 128 bits of a SHA-256 of the table and the key.
+// A derived id that happens to be taken by another row is replaced with a
+// random one (see DetectChanges), so the two forms never mix up rows.
 ItemId RowItemId(std::string_view table, std::span<const std::string> pk);
+// The same, with TableIdPrefix(table) computed once per table.
+ItemId RowItemId(uint64_t table_prefix, std::string_view table, std::span<const std::string> pk);
+uint64_t TableIdPrefix(std::string_view table);
 
 class TableProvider final : public Provider {
  public:
@@ -74,6 +81,8 @@ class TableProvider final : public Provider {
   Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
                         std::vector<UnitData>& out) override;
   Result<SaveResult> SaveChange(const SaveRequest& request) override;
+  void SaveChanges(std::span<const SaveRequest> requests,
+                   std::vector<Result<SaveResult>>& results) override;
   Status CommitChanges() override;
   Status ChangesCommitted() override;
 
@@ -87,7 +96,20 @@ class TableProvider final : public Provider {
                                                           std::span<const std::string> pk,
                                                           bool for_update);
   Status DetectTable(const Table& t, ChangeRecorder& recorder);
-  Result<SaveResult> Save(const SaveRequest& request);
+
+  // The row a save request is about.
+  struct Target {
+    const Table* table = nullptr;
+    std::vector<std::string> pk;  // encoded key values
+    std::string key;
+    std::vector<std::pair<size_t, std::string>> given;  // column, value; column order
+  };
+  Result<Target> Resolve(const SaveRequest& request) const;
+  Status BeginBatch();
+  Status Run(const char* sql);
+  // Saves in a savepoint of its own, so that a failure leaves no trace.
+  Result<SaveResult> SaveAlone(const SaveRequest& request, const Target& target);
+  Result<SaveResult> Save(const SaveRequest& request, const Target& target);
 
   Connection& db_;
   std::string anchor_owner_;

@@ -16,7 +16,16 @@
 //   5. Make the provider's data durable, then commit the items' metadata,
 //      conflicts and learned knowledge (the source's knowledge projected on
 //      the window, less anything skipped) in one transaction.
+//
+// Plain creations, updates and deletions are handed to the destination's
+// provider together (Provider::SaveChanges), so that a provider can apply a
+// batch in the order its store prefers; what the engine does with each
+// result waits until then. Any other call that reads or writes the
+// destination's store (a conflict, a deletion that beats an edit) first
+// settles the saves handed over so far, so the provider sees its changes in
+// the order the engine decided them.
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 #include <tuple>
@@ -132,6 +141,58 @@ class DirectionRun {
     Knowledge learned;
   };
 
+  // A change handed to the destination's provider (Defer) whose result the
+  // engine has yet to record: `done` runs once the provider saved it.
+  struct PendingSave {
+    SaveRequest request;
+    std::function<void(SaveResult)> done;
+  };
+  // Saves handed over at most at once, and their units' bytes: a window's
+  // worth, within bounded memory.
+  static constexpr size_t kMaxPendingSaves = 100'000;
+  static constexpr size_t kMaxPendingBytes = size_t{64} << 20;
+
+  // The item is not applied: not learned, so the next session offers it
+  // again.
+  void Skip(const ItemId& id, Status status, Batch& batch) {
+    batch.learned = batch.learned.Exclude(id);
+    ++report_.skipped;
+    report_.errors.push_back(ItemError{id, std::move(status)});
+  }
+
+  void Defer(SaveRequest request, std::function<void(SaveResult)> done) {
+    for (const UnitData& unit : request.units) pending_bytes_ += unit.data.size();
+    pending_.push_back(PendingSave{std::move(request), std::move(done)});
+  }
+
+  // Has the destination's provider apply the deferred saves, and records
+  // each result; a save that failed skips its item.
+  Status Settle(Batch& batch) {
+    if (pending_.empty()) return Status::Ok();
+    std::vector<PendingSave> pending = std::move(pending_);
+    pending_.clear();
+    pending_bytes_ = 0;
+    std::vector<SaveRequest> requests;
+    requests.reserve(pending.size());
+    for (PendingSave& save : pending) requests.push_back(std::move(save.request));
+    std::vector<Result<SaveResult>> results;
+    results.reserve(requests.size());
+    dest_.provider().SaveChanges(requests, results);
+    if (results.size() != requests.size()) {
+      return InternalError("provider " + std::string(dest_.provider().Name()) + " returned " +
+                           std::to_string(results.size()) + " results for " +
+                           std::to_string(requests.size()) + " changes");
+    }
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (results[i].ok()) {
+        pending[i].done(*std::move(results[i]));
+      } else {
+        Skip(requests[i].id, results[i].status(), batch);
+      }
+    }
+    return Status::Ok();
+  }
+
   // `window`: the source's items from `first` through `last` that the
   // destination may lack (all of them in a recovery), of `examined` items.
   Status ApplyWindow(const ItemId& first, const ItemId& last,
@@ -154,13 +215,12 @@ class DirectionRun {
       Status status = ApplyChange(*change, it == local.end() ? nullptr : &it->second, batch);
       // The store failing ends the session; a provider failing skips the item.
       MESHSYNC_RETURN_IF_ERROR(store_failure_);
-      if (!status.ok()) {
-        // Not learned, so the next session offers it again.
-        batch.learned = batch.learned.Exclude(change->id);
-        ++report_.skipped;
-        report_.errors.push_back(ItemError{change->id, status});
+      if (!status.ok()) Skip(change->id, std::move(status), batch);
+      if (pending_.size() >= kMaxPendingSaves || pending_bytes_ >= kMaxPendingBytes) {
+        MESHSYNC_RETURN_IF_ERROR(Settle(batch));
       }
     }
+    MESHSYNC_RETURN_IF_ERROR(Settle(batch));
     if (recovery_ && !source_filtered) {
       MESHSYNC_RETURN_IF_ERROR(DeleteForgottenItems(first, last, window, batch));
     }
@@ -409,16 +469,17 @@ class DirectionRun {
     }
     if (change.tombstone) {
       if (KnowsAllOf(made_with_, *local)) {
-        SaveRequest request{SaveAction::kDelete, change.id, local, {}, {}, {}};
-        MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
         ItemMetadata deleted = *local;
         deleted.tombstone = true;
         deleted.updated = change.updated;
         deleted.units = MergedUnits(local->units, change.units, dest_keys_);
-        deleted.key = std::move(saved.key);
-        deleted.provider_state = std::move(saved.provider_state);
-        batch.store.upserts.push_back(std::move(deleted));
-        ++report_.deleted;
+        Defer(SaveRequest{SaveAction::kDelete, change.id, local, {}, {}, {}},
+              [this, &batch, deleted = std::move(deleted)](SaveResult saved) mutable {
+                deleted.key = std::move(saved.key);
+                deleted.provider_state = std::move(saved.provider_state);
+                batch.store.upserts.push_back(std::move(deleted));
+                ++report_.deleted;
+              });
         return Status::Ok();
       }
       if (options_.policy == ConflictPolicy::kSourceWins)
@@ -478,6 +539,7 @@ class DirectionRun {
 
   // The source deleted an item that this replica edited; the source wins.
   Status DeleteEdited(const ItemMetadata& change, const ItemMetadata& local, Batch& batch) {
+    MESHSYNC_RETURN_IF_ERROR(Settle(batch));
     std::vector<ChangeUnitId> edited;
     for (const UnitVersion& unit : local.units) {
       if (!made_with_.Contains(local.id, unit.unit, unit.version)) edited.push_back(unit.unit);
@@ -558,12 +620,13 @@ class DirectionRun {
     }
     SaveRequest request{SaveAction::kCreate, change.id, local, {}, {}, SourceData(source_item)};
     SplitRemovals(UnitIds(change), std::move(data), request);
-    MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
-    change.key = std::move(saved.key);
-    change.provider_state = std::move(saved.provider_state);
-    Restamp(saved.rewritten_units, change);
-    batch.store.upserts.push_back(std::move(change));
-    ++report_.created;
+    Defer(std::move(request), [this, &batch, change = std::move(change)](SaveResult saved) mutable {
+      change.key = std::move(saved.key);
+      change.provider_state = std::move(saved.provider_state);
+      Restamp(saved.rewritten_units, change);
+      batch.store.upserts.push_back(std::move(change));
+      ++report_.created;
+    });
     return Status::Ok();
   }
 
@@ -619,15 +682,19 @@ class DirectionRun {
         request.removed_units.push_back(unit);
       }
     }
-    if (!request.units.empty() || !request.removed_units.empty()) {
-      MESHSYNC_ASSIGN_OR_RETURN(SaveResult saved, dest_.provider().SaveChange(request));
+    if (request.units.empty() && request.removed_units.empty()) {
+      result.updated = LatestOf(result, dest_keys_);
+      batch.store.upserts.push_back(std::move(result));
+      return Status::Ok();
+    }
+    Defer(std::move(request), [this, &batch, result = std::move(result)](SaveResult saved) mutable {
       result.key = std::move(saved.key);
       result.provider_state = std::move(saved.provider_state);
       Restamp(saved.rewritten_units, result);
       ++report_.updated;
-    }
-    result.updated = LatestOf(result, dest_keys_);
-    batch.store.upserts.push_back(std::move(result));
+      result.updated = LatestOf(result, dest_keys_);
+      batch.store.upserts.push_back(std::move(result));
+    });
     return Status::Ok();
   }
 
@@ -637,6 +704,7 @@ class DirectionRun {
                          const UnitVersion& unit, const Version& mine, ItemMetadata& result,
                          std::map<ChangeUnitId, std::optional<std::string>>& decided,
                          Batch& batch) {
+    MESHSYNC_RETURN_IF_ERROR(Settle(batch));
     ChangeUnitId unit_ids[] = {unit.unit};
     std::vector<UnitData> theirs;
     std::vector<UnitData> ours;
@@ -766,12 +834,14 @@ class DirectionRun {
   SyncProgress progress_;
 
   bool recovery_ = false;
-  Knowledge dest_known_;      // destination knowledge at the start, source keys
-  ReplicaKeyMap dest_keys_;   // destination keys, grown by the source's replicas
-  KeyTranslator to_dest_;     // source keys -> dest_keys_
-  Knowledge made_with_;       // source knowledge, destination keys
-  Knowledge dest_knowledge_;  // destination knowledge for the current batch
-  Status store_failure_;      // set when a store write inside ApplyChange fails
+  Knowledge dest_known_;              // destination knowledge at the start, source keys
+  ReplicaKeyMap dest_keys_;           // destination keys, grown by the source's replicas
+  KeyTranslator to_dest_;             // source keys -> dest_keys_
+  Knowledge made_with_;               // source knowledge, destination keys
+  Knowledge dest_knowledge_;          // destination knowledge for the current batch
+  Status store_failure_;              // set when a store write inside ApplyChange fails
+  std::vector<PendingSave> pending_;  // handed to the provider by Settle
+  size_t pending_bytes_ = 0;
   bool logged_loaded_ = false;
   std::set<std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick, bool>> logged_;
 };

@@ -4,6 +4,7 @@
 // PostgreSQL and PostgreSQL <-> PostgreSQL.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "meshsync/record.h"
@@ -226,6 +227,35 @@ TEST_P(SqlSyncTest, ApplicationWriteBetweenScanAndApplyIsNeverOverwritten) {
   ExpectSame("contacts");
 }
 
+// Rows are saved in groups that share a savepoint: one refused row in a
+// group must not take the others down with it, nor be overwritten.
+TEST_P(SqlSyncTest, ARefusedRowInABatchLeavesTheOthersApplied) {
+  MakeContacts();
+  InsertContacts(*a_, 600);
+  auto r = SyncAfterScans("INSERT INTO contacts VALUES (300, 'local', NULL, NULL, 300)",
+                          SyncDirection::kAToB);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->a_to_b.created, 599u);
+  ASSERT_EQ(r->a_to_b.errors.size(), 1u);
+  auto rows = Dump(*b_, "contacts");
+  ASSERT_EQ(rows.size(), 600u);
+  EXPECT_EQ(rows[299][1], "vlocal");
+  EXPECT_EQ(rows[298][1], "vn299");
+  EXPECT_EQ(rows[300][1], "vn301");
+
+  Sync();
+  ExpectSame("contacts");
+  Exec(*a_, "UPDATE contacts SET phone = 'remote'");
+  r = SyncAfterScans("UPDATE contacts SET phone = 'local' WHERE id = 450", SyncDirection::kAToB);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->a_to_b.updated, 599u);
+  EXPECT_EQ(r->a_to_b.errors.size(), 1u);
+  rows = Dump(*b_, "contacts");
+  EXPECT_EQ(rows[449][2], "vlocal");
+  EXPECT_EQ(rows[448][2], "vremote");
+  EXPECT_EQ(rows[599][2], "vremote");
+}
+
 TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWrote) {
   MakeContacts();
   InsertContacts(*a_, 40);
@@ -396,6 +426,32 @@ TEST(SqlKeyTest, KeysReadFromMetadataNeverThrow) {
   // A malformed escape is kept as it is.
   EXPECT_EQ(TableProvider::DescribeKey("t|v%ZZ|v%4"), "t (%ZZ, %4)");
   EXPECT_EQ(TableProvider::DescribeKey(""), " ()");
+}
+
+TEST(SqlKeyTest, RowIdsOfIntegerKeysFollowTheKeysOrder) {
+  auto id = [](std::string_view table, std::string key) {
+    std::vector<std::string> pk = {std::move(key)};
+    return RowItemId(table, pk);
+  };
+  std::vector<ItemId> ids = {id("t", "v-9223372036854775808"),
+                             id("t", "v-5"),
+                             id("t", "v0"),
+                             id("t", "v2"),
+                             id("t", "v10"),
+                             id("t", "v9223372036854775807")};
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
+  EXPECT_EQ(id("t", "v2").hi, id("t", "v3").hi);  // one table, one high half
+  EXPECT_NE(id("t", "v2").hi, id("u", "v2").hi);
+  // Only the canonical form: "007", text that looks like a number, is
+  // another key than 7, and NULL or a blob is no integer.
+  EXPECT_NE(id("t", "v007"), id("t", "v7"));
+  EXPECT_NE(id("t", "v007").hi, id("t", "v7").hi);
+  EXPECT_NE(id("t", "b7").hi, id("t", "v7").hi);
+  EXPECT_NE(id("t", "N").hi, id("t", "v7").hi);
+  // A key of several columns is hashed.
+  std::vector<std::string> two = {"v1", "v2"};
+  EXPECT_NE(RowItemId("t", two).hi, id("t", "v1").hi);
 }
 
 std::string AllTypesDdl(Dialect d) {
