@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <unordered_map>
 
 #include "meshsync/record.h"
 
@@ -136,6 +137,8 @@ struct TableProvider::Table {
   std::string select_sql;  // all columns of one row by key
   std::string delete_sql;
   std::string insert_sql;  // a new row with every column, returning them
+  // The same for several rows at once, by their number (InsertRows).
+  mutable std::map<size_t, std::string> insert_rows_sql;
   std::string detect_sql;
   std::string pk_where;  // "pk1 = ?1 AND ..." (parameters 1..k)
 
@@ -273,17 +276,24 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
     bool present = row[1 + n] == "v1";
     for (size_t i = 0; i < k; ++i) pk[i] = row[2 + n + i];
     std::string key = MakeKey(schema.name, pk);
-    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> existing, recorder.FindByKey(key));
+    // Most rows are items under the id their key derives; a row whose id is
+    // another (see RowItemId) is found by its key.
+    ItemId derived = RowItemId(t.id_prefix, schema.name, pk);
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> existing, recorder.FindItem(derived));
     std::optional<ItemId> id;
-    if (existing) {
-      id = existing->id;
+    if (existing && existing->key == key) {
+      id = derived;
     } else {
-      ItemId derived = RowItemId(t.id_prefix, schema.name, pk);
-      MESHSYNC_ASSIGN_OR_RETURN(existing, recorder.FindItem(derived));
-      // A derived id held by another live row (a hash collision) is left
-      // to the engine to replace with a random one.
-      if (!existing || existing->tombstone) id = derived;
-      if (existing && !existing->tombstone) existing.reset();
+      std::optional<ItemMetadata> at_derived = std::move(existing);
+      MESHSYNC_ASSIGN_OR_RETURN(existing, recorder.FindByKey(key));
+      if (existing) {
+        id = existing->id;
+      } else if (!at_derived || at_derived->tombstone) {
+        // A derived id held by another live row (a hash collision) is left
+        // to the engine to replace with a random one.
+        id = derived;
+        existing = std::move(at_derived);
+      }
     }
     bool live = existing && !existing->tombstone;
     if (!present) {
@@ -449,18 +459,40 @@ void TableProvider::SaveChanges(std::span<const SaveRequest> requests,
     if (a.number.has_value() != b.number.has_value()) return a.number.has_value();
     return a.target.pk < b.target.pk;
   });
+  // A new row with every column can share an INSERT with its neighbours.
+  auto insertable = [&requests](const Ordered& o) {
+    return requests[o.index].action == SaveAction::kCreate &&
+           o.target.given.size() == o.target.table->schema.columns.size();
+  };
   for (size_t from = 0; from < order.size(); from += kGroup) {
     size_t to = std::min(order.size(), from + kGroup);
     bool grouped = false;
     if (to - from > 1 && Run("SAVEPOINT meshsync_group").ok()) {
       grouped = true;
-      for (size_t i = from; i < to && grouped; ++i) {
+      for (size_t i = from; i < to && grouped;) {
+        if (insertable(order[i])) {
+          const Table* t = order[i].target.table;
+          size_t per_insert = std::max<size_t>(1, kMaxInsertParams / t->quoted.size());
+          size_t end = i + 1;
+          while (end < to && end - i < per_insert && insertable(order[end]) &&
+                 order[end].target.table == t) {
+            ++end;
+          }
+          std::vector<const Target*> rows;
+          for (size_t r = i; r < end; ++r) rows.push_back(&order[r].target);
+          std::vector<std::optional<Result<SaveResult>>> inserted(rows.size());
+          grouped = InsertRows(*t, rows, inserted).ok();
+          for (size_t r = i; grouped && r < end; ++r) out[order[r].index] = inserted[r - i];
+          i = end;
+          continue;
+        }
         Result<SaveResult> saved = Save(requests[order[i].index], order[i].target);
         if (saved.ok()) {
           out[order[i].index] = std::move(saved);
         } else {
           grouped = false;
         }
+        ++i;
       }
       if (grouped) grouped = Run("RELEASE meshsync_group").ok();
       if (!grouped) {
@@ -479,6 +511,79 @@ void TableProvider::SaveChanges(std::span<const SaveRequest> requests,
     }
   }
   for (auto& result : out) results.push_back(*std::move(result));
+}
+
+// The result of writing `stored` (all columns, table order) for a row that
+// was given `target.given`, and whose state so far is `state`.
+SaveResult TableProvider::Saved(const Target& target, Row stored, FieldHashes state) const {
+  const Table& t = *target.table;
+  const TableSchema& schema = t.schema;
+  SaveResult result;
+  result.key = target.key;
+  for (size_t c = 0; c < schema.columns.size(); ++c)
+    state[t.units[c]] = UnitHash(schema.columns[c].name, stored[c]);
+  state[kTableUnit] = UnitHash(kTableField, schema.name);
+  // The database normalised a value (value.h): the stored one spreads.
+  for (const auto& [c, value] : target.given) {
+    if (stored[c] != value) result.rewritten_units.push_back(t.units[c]);
+  }
+  result.provider_state = EncodeFieldHashes(state);
+  return result;
+}
+
+// One INSERT for several new rows of `t`, each given every column. A row
+// that is there already (the application added it since the last scan) is
+// left alone and gets the error SaveChange would give; the others are
+// written and their stored values read back (RETURNING). A statement that
+// fails, or rows that come back under keys other than the ones given (a
+// database that normalised a key), fail the whole call: the caller undoes
+// it and saves the rows one at a time.
+Status TableProvider::InsertRows(const Table& t, std::span<const Target* const> rows,
+                                 std::vector<std::optional<Result<SaveResult>>>& out) {
+  size_t n = t.quoted.size();
+  std::string& sql = t.insert_rows_sql[rows.size()];
+  if (sql.empty()) {
+    std::string columns = Join(t.quoted, ", ");
+    sql = "INSERT INTO " + t.quoted_table + "(" + columns + ") VALUES ";
+    for (size_t r = 0; r < rows.size(); ++r) {
+      sql += r == 0 ? "(" : ", (";
+      for (size_t c = 0; c < n; ++c) {
+        if (c > 0) sql += ", ";
+        sql += db_.Placeholder(r * n + c + 1);
+      }
+      sql += ")";
+    }
+    sql += " ON CONFLICT DO NOTHING RETURNING " + columns;
+  }
+  std::vector<Param> params;
+  params.reserve(rows.size() * n);
+  std::unordered_map<std::string_view, size_t> by_key;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const Target& target = *rows[r];
+    for (const auto& [c, value] : target.given)
+      params.push_back(Param{value, t.schema.columns[c].kind});
+    by_key.emplace(target.key, r);
+    rows_.erase(target.key);
+  }
+  MESHSYNC_RETURN_IF_ERROR(NoteWrite(t));
+  std::vector<std::string> pk(t.schema.pk.size());
+  size_t returned = 0;
+  MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&](Row stored) -> Status {
+    for (size_t k = 0; k < pk.size(); ++k) pk[k] = stored[t.schema.pk[k]];
+    auto it = by_key.find(MakeKey(t.schema.name, pk));
+    if (it == by_key.end() || out[it->second].has_value())
+      return DataLossError("a row came back under a key it was not given");
+    out[it->second] = Saved(*rows[it->second], stored, {});
+    ++returned;
+    return Status::Ok();
+  }));
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (out[r].has_value()) continue;
+    out[r] = UnavailableError(DescribeKey(rows[r]->key) +
+                              " was added here since the last scan (or a unique value is taken); "
+                              "it syncs next time");
+  }
+  return Status::Ok();
 }
 
 Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request) const {
@@ -571,9 +676,7 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
                               " was added here since the last scan (or a unique value is taken); "
                               "it syncs next time");
     }
-    state.clear();
-    for (size_t c = 0; c < schema.columns.size(); ++c)
-      state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
+    return Saved(target, *stored, {});
   } else {
     MESHSYNC_ASSIGN_OR_RETURN(auto current, ReadRow(*t, pk, true));
     if (!current) {
@@ -614,6 +717,8 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
       }));
       if (!stored) return UnavailableError(DescribeKey(key) + " vanished while being updated");
     }
+    // Columns not given keep the values the state names (the application
+    // has not changed them: checked above).
     for (const auto& [c, value] : given)
       state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
   }

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "meshsync/provider.h"
+#include "meshsync/record.h"
 #include "sql/connection.h"
 #include "sql/schema.h"
 
@@ -110,6 +111,11 @@ class TableProvider final : public Provider {
   // Saves in a savepoint of its own, so that a failure leaves no trace.
   Result<SaveResult> SaveAlone(const SaveRequest& request, const Target& target);
   Result<SaveResult> Save(const SaveRequest& request, const Target& target);
+  // Rows of one INSERT statement, at most this many values.
+  static constexpr size_t kMaxInsertParams = 2000;
+  Status InsertRows(const Table& t, std::span<const Target* const> rows,
+                    std::vector<std::optional<Result<SaveResult>>>& out);
+  SaveResult Saved(const Target& target, Row stored, FieldHashes state) const;
 
   Connection& db_;
   std::string anchor_owner_;

@@ -23,7 +23,10 @@ class Recorder final : public ChangeRecorder {
   Result<std::optional<ItemMetadata>> FindItem(const ItemId& id) override {
     auto it = pending_.find(id);
     if (it != pending_.end()) return std::optional<ItemMetadata>(it->second);
-    return replica_.store().GetItem(id);
+    if (last_found_ && *last_found_ == id) return last_item_;
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, replica_.store().GetItem(id));
+    Remember(id, stored);
+    return stored;
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
@@ -35,6 +38,7 @@ class Recorder final : public ChangeRecorder {
     // A stored item whose key this pass has already changed is no longer
     // found under the old key.
     if (stored.has_value() && pending_.count(stored->id) > 0) return std::optional<ItemMetadata>();
+    if (stored.has_value()) Remember(stored->id, stored);
     return stored;
   }
 
@@ -120,8 +124,17 @@ class Recorder final : public ChangeRecorder {
   }
 
  private:
+  // The store's answer for `id`, until the next change is recorded: a
+  // provider looks an item up before recording its change, and Record
+  // looks it up again.
+  void Remember(const ItemId& id, const std::optional<ItemMetadata>& item) {
+    last_found_ = id;
+    last_item_ = item;
+  }
+
   // Queues `item` for the next commit.
   Result<ItemId> Keep(ItemMetadata item) {
+    last_found_.reset();
     ItemId id = item.id;
     if (auto previous = pending_.find(id); previous != pending_.end()) {
       pending_keys_.erase(previous->second.key);
@@ -135,6 +148,8 @@ class Recorder final : public ChangeRecorder {
   Replica& replica_;
   std::map<ItemId, ItemMetadata> pending_;
   bool issued_ = false;  // a new version was recorded since the last flush
+  std::optional<ItemId> last_found_;  // see Remember
+  std::optional<ItemMetadata> last_item_;
   std::unordered_map<std::string, ItemId> pending_keys_;  // keys of pending_ items
 };
 
