@@ -10,9 +10,12 @@
 #ifndef MESHSYNC_RECORD_H_
 #define MESHSYNC_RECORD_H_
 
-#include <map>
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "meshsync/ids.h"
 #include "meshsync/status.h"
@@ -25,11 +28,49 @@ Status DecodeField(std::string_view data, std::string& name, std::string& value)
 
 // A 64-bit FNV-1a hash, for providers' change detection (not for security).
 uint64_t FieldHash(std::string_view bytes);
+// FieldHash(EncodeField(name, value)), without building the field.
+uint64_t FieldHashOf(std::string_view name, std::string_view value);
 
 // A record provider's change-detection state: the hash of each field's
 // encoded data, by unit. Encoded as sorted (unit, hash) pairs, 12 bytes each;
 // decoding ignores a trailing partial pair.
-using FieldHashes = std::map<ChangeUnitId, uint64_t>;
+//
+// A map kept as a sorted vector: a record has a handful of fields, and a
+// provider builds one of these per record it scans or writes.
+class FieldHashes {
+ public:
+  using value_type = std::pair<ChangeUnitId, uint64_t>;
+  using const_iterator = std::vector<value_type>::const_iterator;
+
+  uint64_t& operator[](ChangeUnitId unit) {
+    auto it = LowerBound(unit);
+    if (it == entries_.end() || it->first != unit) it = entries_.insert(it, {unit, 0});
+    return it->second;
+  }
+  const_iterator find(ChangeUnitId unit) const {
+    auto it = LowerBound(unit);
+    return it != entries_.end() && it->first == unit ? it : entries_.end();
+  }
+  bool contains(ChangeUnitId unit) const { return find(unit) != end(); }
+  size_t count(ChangeUnitId unit) const { return contains(unit) ? 1 : 0; }
+  const_iterator begin() const { return entries_.begin(); }
+  const_iterator end() const { return entries_.end(); }
+  size_t size() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+  void clear() { entries_.clear(); }
+  friend bool operator==(const FieldHashes&, const FieldHashes&) = default;
+
+ private:
+  std::vector<value_type>::iterator LowerBound(ChangeUnitId unit) {
+    return std::lower_bound(entries_.begin(), entries_.end(), unit,
+                            [](const value_type& e, ChangeUnitId u) { return e.first < u; });
+  }
+  const_iterator LowerBound(ChangeUnitId unit) const {
+    return std::lower_bound(entries_.begin(), entries_.end(), unit,
+                            [](const value_type& e, ChangeUnitId u) { return e.first < u; });
+  }
+  std::vector<value_type> entries_;
+};
 std::string EncodeFieldHashes(const FieldHashes& hashes);
 FieldHashes DecodeFieldHashes(std::string_view state);
 

@@ -110,7 +110,7 @@ Result<std::map<ChangeUnitId, std::pair<std::string, std::string>>> UnitsOf(cons
 Hashes HashesOf(const std::map<ChangeUnitId, std::pair<std::string, std::string>>& units) {
   Hashes hashes;
   for (const auto& [unit, field] : units) {
-    hashes[unit] = FieldHash(EncodeField(field.first, field.second));
+    hashes[unit] = FieldHashOf(field.first, field.second);
   }
   return hashes;
 }

@@ -12,7 +12,7 @@ namespace {
 FieldHashes HashesOf(const Record& record) {
   FieldHashes hashes;
   for (const auto& [name, value] : record) {
-    hashes[ChangeUnitIdFromName(name)] = FieldHash(EncodeField(name, value));
+    hashes[ChangeUnitIdFromName(name)] = FieldHashOf(name, value);
   }
   return hashes;
 }

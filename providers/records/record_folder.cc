@@ -102,7 +102,7 @@ Result<std::map<ChangeUnitId, const std::pair<std::string, std::string>*>> Units
 FieldHashes HashesOf(const RecordFields& fields) {
   FieldHashes hashes;
   for (const auto& [name, value] : fields) {
-    hashes[ChangeUnitIdFromName(name)] = FieldHash(EncodeField(name, value));
+    hashes[ChangeUnitIdFromName(name)] = FieldHashOf(name, value);
   }
   return hashes;
 }

@@ -70,7 +70,7 @@ std::vector<std::string> SplitKey(std::string_view key) {
 }
 
 uint64_t UnitHash(std::string_view name, std::string_view value) {
-  return FieldHash(EncodeField(name, value));
+  return FieldHashOf(name, value);
 }
 
 }  // namespace

@@ -147,7 +147,7 @@ class Recorder final : public ChangeRecorder {
 
   Replica& replica_;
   std::map<ItemId, ItemMetadata> pending_;
-  bool issued_ = false;  // a new version was recorded since the last flush
+  bool issued_ = false;               // a new version was recorded since the last flush
   std::optional<ItemId> last_found_;  // see Remember
   std::optional<ItemMetadata> last_item_;
   std::unordered_map<std::string, ItemId> pending_keys_;  // keys of pending_ items

@@ -91,7 +91,9 @@ class DirectionRun {
     dest_keys_ = dst.keys;
     to_dest_ = KeyTranslator::Extending(src.keys, dest_keys_);
     made_with_ = to_dest_.Translate(src.knowledge);
-    MESHSYNC_ASSIGN_OR_RETURN(progress_.items_total, source_.store().CountItems());
+    if (options_.on_progress) {  // a count costs a pass over the source's items
+      MESHSYNC_ASSIGN_OR_RETURN(progress_.items_total, source_.store().CountItems());
+    }
 
     size_t batch_size = std::max<size_t>(options_.batch_size, 1);
     ItemId first = ItemId::Min();

@@ -30,6 +30,20 @@ uint64_t FieldHash(std::string_view bytes) {
   return hash;
 }
 
+uint64_t FieldHashOf(std::string_view name, std::string_view value) {
+  uint64_t hash = 14695981039346656037ull;
+  auto add = [&hash](std::string_view bytes) {
+    for (char c : bytes) {
+      hash ^= static_cast<uint8_t>(c);
+      hash *= 1099511628211ull;
+    }
+  };
+  add(name);
+  add(std::string_view("\0", 1));
+  add(value);
+  return hash;
+}
+
 std::string EncodeFieldHashes(const FieldHashes& hashes) {
   std::string out;
   out.reserve(hashes.size() * 12);

@@ -22,6 +22,34 @@ namespace {
 
 namespace fs = std::filesystem;
 
+TEST(RecordFields, HashOfAFieldIsTheHashOfItsEncoding) {
+  std::string binary("a\0b\xff", 4);
+  for (auto [name, value] : {std::pair<std::string, std::string>{"email", "ann@example.org"},
+                             {"n", ""},
+                             {"blob", binary}}) {
+    EXPECT_EQ(FieldHashOf(name, value), FieldHash(EncodeField(name, value)));
+  }
+  EXPECT_NE(FieldHashOf("ab", "c"), FieldHashOf("a", "bc"));
+}
+
+TEST(RecordFields, HashesKeepUnitOrderAndRoundTrip) {
+  FieldHashes hashes;
+  hashes[30] = 3;
+  hashes[10] = 1;
+  hashes[20] = 2;
+  hashes[10] = 11;  // overwrites
+  ASSERT_EQ(hashes.size(), 3u);
+  std::vector<ChangeUnitId> order;
+  for (const auto& [unit, hash] : hashes) order.push_back(unit);
+  EXPECT_EQ(order, (std::vector<ChangeUnitId>{10, 20, 30}));
+  EXPECT_EQ(hashes.find(10)->second, 11u);
+  EXPECT_EQ(hashes.find(15), hashes.end());
+  EXPECT_TRUE(hashes.contains(30));
+  EXPECT_EQ(DecodeFieldHashes(EncodeFieldHashes(hashes)), hashes);
+  // A trailing partial pair is ignored.
+  EXPECT_EQ(DecodeFieldHashes(EncodeFieldHashes(hashes) + "xyz"), hashes);
+}
+
 TEST(RecordFileFormat, EveryValueRoundTripsByteForByte) {
   const std::string binary("\x00\x01\xff\r\n \n\n", 8);
   RecordFields fields = {
