@@ -132,8 +132,7 @@ Timed MeshsyncSync(const std::string& a, const std::string& b, const std::string
   if (!da.ok()) Die(da.status().ToString());
   auto db = sql::Database::Open(b, options);
   if (!db.ok()) Die(db.status().ToString());
-  sql::DbSyncOptions sync;
-  sync.batch_size = 10000;
+  sql::DbSyncOptions sync;  // the defaults `meshsync db sync` runs with
   auto report = sql::SyncDatabases(**da, **db, sync);
   if (!report.ok()) Die(report.status().ToString());
   if (!report->problems.empty()) Die(report->problems.front());

@@ -39,7 +39,7 @@ struct Args {
   DatabaseOptions db;
   std::string one_way;
   std::string policy = "keep-both";
-  size_t batch = 1000;
+  size_t batch = 10000;
   bool json = false;
 };
 

@@ -65,7 +65,7 @@ enum class DbPolicy { kKeepBoth, kAWins, kBWins };
 struct DbSyncOptions {
   SyncDirection direction = SyncDirection::kTwoWay;
   DbPolicy policy = DbPolicy::kKeepBoth;
-  size_t batch_size = 1000;
+  size_t batch_size = 10000;  // rows per transaction
   int max_rounds = 4;
   std::function<void(const SyncProgress&)> on_progress;
 };
