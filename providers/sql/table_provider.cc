@@ -619,6 +619,14 @@ Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request)
   }
   std::stable_sort(target.given.begin(), target.given.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Units with other ids can name the same column (a peer may send
+  // anything): one value per column, or columns would shift in an INSERT.
+  for (size_t i = 1; i < target.given.size(); ++i) {
+    if (target.given[i].first == target.given[i - 1].first) {
+      return InvalidArgumentError("column " + t->schema.columns[target.given[i].first].name +
+                                  " is given twice");
+    }
+  }
   const TableSchema& schema = t->schema;
   if (request.action == SaveAction::kCreate) {
     target.pk.assign(schema.pk.size(), std::string());

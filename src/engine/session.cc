@@ -200,6 +200,8 @@ class DirectionRun {
   Status ApplyWindow(const ItemId& first, const ItemId& last,
                      const std::vector<ItemMetadata>& window, size_t examined) {
     Batch batch;
+    pending_.clear();  // a window that failed leaves nothing for this one
+    pending_bytes_ = 0;
     bool source_filtered = source_.provider().IsFiltered();
     // A filtered source cannot vouch for items it does not hold, so the
     // destination learns only about the items it was actually sent.

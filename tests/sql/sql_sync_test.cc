@@ -256,6 +256,41 @@ TEST_P(SqlSyncTest, ARefusedRowInABatchLeavesTheOthersApplied) {
   EXPECT_EQ(rows[599][2], "vremote");
 }
 
+// A peer may send units whose ids differ but whose data names the same
+// column. Given every other column but one, that row must be refused, not
+// written with its values shifted into the wrong columns, and the rows
+// saved with it must land.
+TEST_P(SqlSyncTest, AColumnGivenTwiceIsRefusedAndTheRestOfTheBatchLands) {
+  MakeContacts();
+  auto rb = OpenReplica(url_b_);
+  auto field = [](std::string_view name, std::string_view value) {
+    return UnitData{ChangeUnitIdFromName(name), EncodeField(name, value)};
+  };
+  auto row = [&](int id, std::string name) {
+    SaveRequest request{
+        SaveAction::kCreate, ItemId(7, static_cast<uint64_t>(id)), nullptr, {}, {}, {}};
+    request.units = {field("#table", "contacts"), field("id", "v" + std::to_string(id)),
+                     field("name", "v" + name),   field("phone", "N"),
+                     field("email", "N"),         field("score", "v1")};
+    return request;
+  };
+  std::vector<SaveRequest> requests = {row(1, "Ann"), row(2, "Bob"), row(3, "Cy")};
+  // Row 2: no score, and its name twice under another unit id.
+  requests[1].units.pop_back();
+  requests[1].units.push_back(UnitData{12345, EncodeField("name", "vshifted")});
+  std::vector<Result<SaveResult>> results;
+  rb->provider().SaveChanges(requests, results);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok()) << results[0].status().ToString();
+  EXPECT_EQ(results[1].status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(results[2].ok()) << results[2].status().ToString();
+  ASSERT_TRUE(rb->provider().CommitChanges().ok());
+  auto rows = Dump(*b_, "contacts");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][1], "vAnn");
+  EXPECT_EQ(rows[1][1], "vCy");
+}
+
 TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWrote) {
   MakeContacts();
   InsertContacts(*a_, 40);
