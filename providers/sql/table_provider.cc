@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstdio>
 #include <unordered_map>
 
@@ -97,6 +98,64 @@ std::optional<int64_t> IntegerKey(std::span<const std::string> pk) {
   std::optional<int64_t> n = ParseInteger(text);
   if (!n || std::to_string(*n) != text) return std::nullopt;
   return n;
+}
+
+// A PostgreSQL anchor: the transaction id the next scan reads from, and the
+// ids of our own transactions at or after it, whose tracking rows the scan
+// skips ("FROM" or "FROM OWN,OWN,..."). Any other text reads as from 0.
+struct PgAnchor {
+  uint64_t from = 0;
+  std::vector<uint64_t> own;  // ascending, each >= from
+};
+
+std::optional<uint64_t> ParseXid(std::string_view text) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+PgAnchor ParsePgAnchor(std::string_view text) {
+  PgAnchor anchor;
+  size_t space = text.find(' ');
+  anchor.from = ParseXid(text.substr(0, space)).value_or(0);
+  if (space == std::string_view::npos) return anchor;
+  std::string_view rest = text.substr(space + 1);
+  while (!rest.empty()) {
+    size_t comma = rest.find(',');
+    if (auto xid = ParseXid(rest.substr(0, comma)); xid && *xid >= anchor.from)
+      anchor.own.push_back(*xid);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  std::sort(anchor.own.begin(), anchor.own.end());
+  anchor.own.erase(std::unique(anchor.own.begin(), anchor.own.end()), anchor.own.end());
+  return anchor;
+}
+
+// At most this many of our own transactions are remembered; rows of older
+// ones are read back by the next scan, which is harmless.
+constexpr size_t kMaxOwnXids = 64;
+
+std::string FormatPgAnchor(PgAnchor anchor) {
+  std::erase_if(anchor.own, [&](uint64_t xid) { return xid < anchor.from; });
+  if (anchor.own.size() > kMaxOwnXids)
+    anchor.own.erase(anchor.own.begin(), anchor.own.end() - kMaxOwnXids);
+  std::string text = std::to_string(anchor.from);
+  for (size_t i = 0; i < anchor.own.size(); ++i) {
+    text += i == 0 ? ' ' : ',';
+    text += std::to_string(anchor.own[i]);
+  }
+  return text;
+}
+
+// The PostgreSQL array literal of `xids`.
+std::string XidArray(const std::vector<uint64_t>& xids) {
+  std::string text = "{";
+  for (size_t i = 0; i < xids.size(); ++i) {
+    if (i > 0) text += ',';
+    text += std::to_string(xids[i]);
+  }
+  return text + "}";
 }
 
 }  // namespace
@@ -201,7 +260,7 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
                     Join(selected, ", ") + ", t." + t->quoted[schema.pk[0]] + " IS NOT NULL, " +
                     Join(tracked_pk, ", ") + " FROM " + tracking + " AS tr LEFT JOIN " +
                     t->quoted_table + " AS t ON " + Join(join, " AND ") + " WHERE " +
-                    (pg ? "tr.xid >= $1::xid8" : "tr.seq > ?1");
+                    (pg ? "tr.xid >= $1::xid8 AND NOT (tr.xid = ANY ($2::xid8[]))" : "tr.seq > ?1");
     t->schema = schema;
     p->by_name_.emplace(schema.name, p->tables_.size());
     p->schemas_.push_back(std::move(schema));
@@ -255,22 +314,29 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
   bool pg = db_.dialect() == Dialect::kPostgres;
   MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> anchor, ReadAnchor(schema.name));
   std::string from = anchor.value_or("0");
-  std::string next = from;
+  std::vector<Param> params;
+  PgAnchor next;
   if (pg) {
     // Transactions still running now may commit tracking rows with smaller
     // ids later: read from the oldest of them next time (re-reading a row
-    // is harmless, missing one is not).
+    // is harmless, missing one is not). Rows our own transactions wrote
+    // last are skipped (ChangesCommitted).
+    PgAnchor current = ParsePgAnchor(from);
     MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
                               QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
     if (!xmin) return DataLossError(db_.name() + ": no snapshot");
-    next = std::string(Payload(*xmin));
+    next.from = std::max(current.from, ParseXid(Payload(*xmin)).value_or(0));
+    next.own = current.own;
+    params.push_back(Param{Text(std::to_string(current.from)), Kind::kText});
+    params.push_back(Param{Text(XidArray(current.own)), Kind::kText});
+  } else {
+    params.push_back(Param{Text(from), Kind::kInteger});
   }
   size_t n = schema.columns.size();
   size_t k = schema.pk.size();
-  Param since{Text(from), Kind::kInteger};
   std::vector<std::string> pk(k);
-  int64_t max_seq = ParseInteger(from).value_or(0);
-  Status status = db_.Query(t.detect_sql, std::span(&since, 1), [&](Row row) -> Status {
+  int64_t max_seq = pg ? 0 : ParseInteger(from).value_or(0);
+  Status status = db_.Query(t.detect_sql, params, [&](Row row) -> Status {
     ++rows_scanned_;
     if (!pg) max_seq = std::max(max_seq, ParseInteger(Payload(row[0])).value_or(0));
     bool present = row[1 + n] == "v1";
@@ -335,7 +401,7 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
     return recorder.Record(change).status();
   });
   MESHSYNC_RETURN_IF_ERROR(status);
-  pending_anchors_[schema.name] = pg ? next : std::to_string(max_seq);
+  pending_anchors_[schema.name] = pg ? FormatPgAnchor(std::move(next)) : std::to_string(max_seq);
   return Status::Ok();
 }
 
@@ -811,24 +877,36 @@ Status TableProvider::SkipOwnWrites(const OwnWrites& own) {
   if (db_.dialect() == Dialect::kSqlite) {
     return set_anchor(std::to_string(own.before), std::to_string(own.after));
   }
-  // PostgreSQL: every transaction below the snapshot's xmin has ended, so
-  // the anchor may move there if the rows from it up to there are ours.
+  // PostgreSQL: the rows our transaction wrote last are ours, whatever else
+  // runs: the next scan skips them. And every transaction below the
+  // snapshot's xmin has ended, so the anchor may move there if the rows from
+  // it up to there are ours too. (xmin is the cluster's: a transaction in
+  // any other database holds it back.)
   MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(own.table));
   MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> anchor, ReadAnchor(own.table));
   if (!anchor) return Status::Ok();
+  std::optional<uint64_t> own_xid = ParseXid(own.xid);
+  if (!own_xid) return DataLossError(db_.name() + ": transaction id " + own.xid);
+  PgAnchor next = ParsePgAnchor(*anchor);
   MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
                             QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
   if (!xmin) return DataLossError(db_.name() + ": no snapshot");
-  std::string from = std::move(*anchor), to(Payload(*xmin));
-  Param range[] = {{Text(from)}, {Text(to)}, {Text(own.xid)}};
-  MESHSYNC_ASSIGN_OR_RETURN(auto other,
-                            QueryValue(db_,
-                                       "SELECT 1 FROM " + TrackingTable(t->number) +
-                                           " WHERE xid >= $1::xid8 AND xid < $2::xid8 AND xid <> "
-                                           "$3::xid8 LIMIT 1",
-                                       range));
-  if (other) return Status::Ok();
-  return set_anchor(from, to);
+  uint64_t to = ParseXid(Payload(*xmin)).value_or(0);
+  next.own.push_back(*own_xid);
+  if (to > next.from) {
+    Param range[] = {
+        {Text(std::to_string(next.from))}, {Text(std::to_string(to))}, {Text(XidArray(next.own))}};
+    MESHSYNC_ASSIGN_OR_RETURN(
+        auto other, QueryValue(db_,
+                               "SELECT 1 FROM " + TrackingTable(t->number) +
+                                   " WHERE xid >= $1::xid8 AND xid < $2::xid8 AND NOT (xid = ANY "
+                                   "($3::xid8[])) LIMIT 1",
+                               range));
+    if (!other) next.from = to;
+  }
+  std::sort(next.own.begin(), next.own.end());
+  next.own.erase(std::unique(next.own.begin(), next.own.end()), next.own.end());
+  return set_anchor(*anchor, FormatPgAnchor(std::move(next)));
 }
 
 }  // namespace meshsync::sql

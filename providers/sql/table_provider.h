@@ -18,10 +18,15 @@
 // found (ChangesRecorded). The triggers track the provider's own writes too;
 // once their metadata is committed (ChangesCommitted), the anchor moves past
 // them when no other change is waiting before them, so the next scan does
-// not read back what a sync wrote.
+// not read back what a sync wrote. On PostgreSQL, where an anchor is a
+// transaction id and any open transaction in the cluster holds it back, the
+// anchor also lists our own recent transactions, whose rows the scan skips
+// (anyone's later write gives a row another transaction id).
 //
-// Writes happen in one transaction per batch (CommitChanges commits it),
-// each item in a savepoint so that a failing row leaves no trace. A row that
+// Writes happen in one transaction per batch (CommitChanges commits it);
+// SaveChanges applies a batch in key order, new rows several per INSERT, in
+// savepoints of 256 rows, and a group with a failing row is applied again a
+// row at a time, each in a savepoint, so that a failing row leaves no trace. A row that
 // the application changed since the last scan is never overwritten or
 // deleted: SaveChange refuses it (kUnavailable) and the next scan turns the
 // application's edit into a version of its own, which then meets the remote
