@@ -105,7 +105,7 @@ std::optional<int64_t> IntegerKey(std::span<const std::string> pk) {
 // skips ("FROM" or "FROM OWN,OWN,..."). Any other text reads as from 0.
 struct PgAnchor {
   uint64_t from = 0;
-  std::vector<uint64_t> own;  // ascending, each >= from
+  std::vector<uint64_t> own;  // FormatPgAnchor sorts them and drops those < from
 };
 
 std::optional<uint64_t> ParseXid(std::string_view text) {
@@ -123,12 +123,9 @@ PgAnchor ParsePgAnchor(std::string_view text) {
   std::string_view rest = text.substr(space + 1);
   while (!rest.empty()) {
     size_t comma = rest.find(',');
-    if (auto xid = ParseXid(rest.substr(0, comma)); xid && *xid >= anchor.from)
-      anchor.own.push_back(*xid);
+    if (auto xid = ParseXid(rest.substr(0, comma))) anchor.own.push_back(*xid);
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
   }
-  std::sort(anchor.own.begin(), anchor.own.end());
-  anchor.own.erase(std::unique(anchor.own.begin(), anchor.own.end()), anchor.own.end());
   return anchor;
 }
 
@@ -138,6 +135,8 @@ constexpr size_t kMaxOwnXids = 64;
 
 std::string FormatPgAnchor(PgAnchor anchor) {
   std::erase_if(anchor.own, [&](uint64_t xid) { return xid < anchor.from; });
+  std::sort(anchor.own.begin(), anchor.own.end());
+  anchor.own.erase(std::unique(anchor.own.begin(), anchor.own.end()), anchor.own.end());
   if (anchor.own.size() > kMaxOwnXids)
     anchor.own.erase(anchor.own.begin(), anchor.own.end() - kMaxOwnXids);
   std::string text = std::to_string(anchor.from);
@@ -195,9 +194,9 @@ struct TableProvider::Table {
   uint64_t id_prefix = 0;  // TableIdPrefix of the table's name
   std::string select_sql;  // all columns of one row by key
   std::string delete_sql;
-  std::string insert_sql;  // a new row with every column, returning them
-  // The same for several rows at once, by their number (InsertRows).
-  mutable std::map<size_t, std::string> insert_rows_sql;
+  // New rows with every column, returning them, by the number of rows
+  // (InsertSql).
+  mutable std::map<size_t, std::string> insert_sql;
   std::string detect_sql;
   std::string pk_where;  // "pk1 = ?1 AND ..." (parameters 1..k)
 
@@ -251,10 +250,6 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
     std::string columns = Join(t->quoted, ", ");
     t->select_sql = "SELECT " + columns + " FROM " + t->quoted_table + " WHERE " + t->pk_where;
     t->delete_sql = "DELETE FROM " + t->quoted_table + " WHERE " + t->pk_where;
-    std::vector<std::string> placeholders;
-    for (size_t i = 1; i <= t->quoted.size(); ++i) placeholders.push_back(db.Placeholder(i));
-    t->insert_sql = "INSERT INTO " + t->quoted_table + "(" + columns + ") VALUES (" +
-                    Join(placeholders, ", ") + ") ON CONFLICT DO NOTHING RETURNING " + columns;
     std::string tracking = TrackingTable(enrolled.number);
     t->detect_sql = "SELECT " + std::string(pg ? "tr.xid::text" : "tr.seq") + ", " +
                     Join(selected, ", ") + ", t." + t->quoted[schema.pk[0]] + " IS NOT NULL, " +
@@ -322,10 +317,8 @@ Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
     // is harmless, missing one is not). Rows our own transactions wrote
     // last are skipped (ChangesCommitted).
     PgAnchor current = ParsePgAnchor(from);
-    MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
-                              QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
-    if (!xmin) return DataLossError(db_.name() + ": no snapshot");
-    next.from = std::max(current.from, ParseXid(Payload(*xmin)).value_or(0));
+    MESHSYNC_ASSIGN_OR_RETURN(uint64_t xmin, SnapshotXmin());
+    next.from = std::max(current.from, xmin);
     next.own = current.own;
     params.push_back(Param{Text(std::to_string(current.from)), Kind::kText});
     params.push_back(Param{Text(XidArray(current.own)), Kind::kText});
@@ -548,7 +541,8 @@ void TableProvider::SaveChanges(std::span<const SaveRequest> requests,
           for (size_t r = i; r < end; ++r) rows.push_back(&order[r].target);
           std::vector<std::optional<Result<SaveResult>>> inserted(rows.size());
           grouped = InsertRows(*t, rows, inserted).ok();
-          for (size_t r = i; grouped && r < end; ++r) out[order[r].index] = inserted[r - i];
+          for (size_t r = i; grouped && r < end; ++r)
+            out[order[r].index] = std::move(inserted[r - i]);
           i = end;
           continue;
         }
@@ -607,20 +601,7 @@ SaveResult TableProvider::Saved(const Target& target, Row stored, FieldHashes st
 Status TableProvider::InsertRows(const Table& t, std::span<const Target* const> rows,
                                  std::vector<std::optional<Result<SaveResult>>>& out) {
   size_t n = t.quoted.size();
-  std::string& sql = t.insert_rows_sql[rows.size()];
-  if (sql.empty()) {
-    std::string columns = Join(t.quoted, ", ");
-    sql = "INSERT INTO " + t.quoted_table + "(" + columns + ") VALUES ";
-    for (size_t r = 0; r < rows.size(); ++r) {
-      sql += r == 0 ? "(" : ", (";
-      for (size_t c = 0; c < n; ++c) {
-        if (c > 0) sql += ", ";
-        sql += db_.Placeholder(r * n + c + 1);
-      }
-      sql += ")";
-    }
-    sql += " ON CONFLICT DO NOTHING RETURNING " + columns;
-  }
+  const std::string& sql = InsertSql(t, rows.size());
   std::vector<Param> params;
   params.reserve(rows.size() * n);
   std::unordered_map<std::string_view, size_t> by_key;
@@ -633,23 +614,42 @@ Status TableProvider::InsertRows(const Table& t, std::span<const Target* const> 
   }
   MESHSYNC_RETURN_IF_ERROR(NoteWrite(t));
   std::vector<std::string> pk(t.schema.pk.size());
-  size_t returned = 0;
   MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&](Row stored) -> Status {
     for (size_t k = 0; k < pk.size(); ++k) pk[k] = stored[t.schema.pk[k]];
     auto it = by_key.find(MakeKey(t.schema.name, pk));
     if (it == by_key.end() || out[it->second].has_value())
       return DataLossError("a row came back under a key it was not given");
     out[it->second] = Saved(*rows[it->second], stored, {});
-    ++returned;
     return Status::Ok();
   }));
   for (size_t r = 0; r < rows.size(); ++r) {
-    if (out[r].has_value()) continue;
-    out[r] = UnavailableError(DescribeKey(rows[r]->key) +
-                              " was added here since the last scan (or a unique value is taken); "
-                              "it syncs next time");
+    if (!out[r].has_value()) out[r] = AddedHere(rows[r]->key);
   }
   return Status::Ok();
+}
+
+const std::string& TableProvider::InsertSql(const Table& t, size_t rows) const {
+  std::string& sql = t.insert_sql[rows];
+  if (!sql.empty()) return sql;
+  size_t n = t.quoted.size();
+  std::string columns = Join(t.quoted, ", ");
+  sql = "INSERT INTO " + t.quoted_table + "(" + columns + ") VALUES ";
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r == 0 ? "(" : ", (";
+    for (size_t c = 0; c < n; ++c) {
+      if (c > 0) sql += ", ";
+      sql += db_.Placeholder(r * n + c + 1);
+    }
+    sql += ")";
+  }
+  sql += " ON CONFLICT DO NOTHING RETURNING " + columns;
+  return sql;
+}
+
+Status TableProvider::AddedHere(std::string_view key) {
+  return UnavailableError(DescribeKey(key) +
+                          " was added here since the last scan (or a unique value is taken); "
+                          "it syncs next time");
 }
 
 Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request) const {
@@ -741,15 +741,11 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
               Join(t->quoted, ", ");
     }
     MESHSYNC_RETURN_IF_ERROR(
-        db_.Query(every_column ? t->insert_sql : built, params, [&stored](Row r) {
+        db_.Query(every_column ? InsertSql(*t, 1) : built, params, [&stored](Row r) {
           stored.emplace(r.begin(), r.end());
           return Status::Ok();
         }));
-    if (!stored) {
-      return UnavailableError(DescribeKey(key) +
-                              " was added here since the last scan (or a unique value is taken); "
-                              "it syncs next time");
-    }
+    if (!stored) return AddedHere(key);
     return Saved(target, *stored, {});
   } else {
     MESHSYNC_ASSIGN_OR_RETURN(auto current, ReadRow(*t, pk, true));
@@ -803,6 +799,14 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   }
   result.provider_state = EncodeFieldHashes(state);
   return result;
+}
+
+Result<uint64_t> TableProvider::SnapshotXmin() {
+  MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
+                            QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
+  std::optional<uint64_t> value = xmin ? ParseXid(Payload(*xmin)) : std::nullopt;
+  if (!value) return DataLossError(db_.name() + ": no snapshot");
+  return *value;
 }
 
 Result<int64_t> TableProvider::LastSeq(const Table& t) {
@@ -888,10 +892,7 @@ Status TableProvider::SkipOwnWrites(const OwnWrites& own) {
   std::optional<uint64_t> own_xid = ParseXid(own.xid);
   if (!own_xid) return DataLossError(db_.name() + ": transaction id " + own.xid);
   PgAnchor next = ParsePgAnchor(*anchor);
-  MESHSYNC_ASSIGN_OR_RETURN(auto xmin,
-                            QueryValue(db_, "SELECT pg_snapshot_xmin(pg_current_snapshot())"));
-  if (!xmin) return DataLossError(db_.name() + ": no snapshot");
-  uint64_t to = ParseXid(Payload(*xmin)).value_or(0);
+  MESHSYNC_ASSIGN_OR_RETURN(uint64_t to, SnapshotXmin());
   next.own.push_back(*own_xid);
   if (to > next.from) {
     Param range[] = {
@@ -904,8 +905,6 @@ Status TableProvider::SkipOwnWrites(const OwnWrites& own) {
                                range));
     if (!other) next.from = to;
   }
-  std::sort(next.own.begin(), next.own.end());
-  next.own.erase(std::unique(next.own.begin(), next.own.end()), next.own.end());
   return set_anchor(*anchor, FormatPgAnchor(std::move(next)));
 }
 

@@ -121,6 +121,11 @@ class TableProvider final : public Provider {
   Status InsertRows(const Table& t, std::span<const Target* const> rows,
                     std::vector<std::optional<Result<SaveResult>>>& out);
   SaveResult Saved(const Target& target, Row stored, FieldHashes state) const;
+  // INSERT ... ON CONFLICT DO NOTHING RETURNING for `rows` new rows of `t`
+  // with every column, built once per number of rows.
+  const std::string& InsertSql(const Table& t, size_t rows) const;
+  // The error of a new row that the table already holds.
+  static Status AddedHere(std::string_view key);
 
   Connection& db_;
   std::string anchor_owner_;
@@ -157,6 +162,8 @@ class TableProvider final : public Provider {
   Status NoteWrite(const Table& t);
   // The largest tracking sequence of `t` (SQLite), -1 if unreadable.
   Result<int64_t> LastSeq(const Table& t);
+  // PostgreSQL: the oldest transaction still running (pg_snapshot_xmin).
+  Result<uint64_t> SnapshotXmin();
   // This replica's anchor for `table`, if it has one.
   Result<std::optional<std::string>> ReadAnchor(std::string_view table);
   Status SkipOwnWrites(const OwnWrites& own);

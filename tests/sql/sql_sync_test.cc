@@ -256,6 +256,38 @@ TEST_P(SqlSyncTest, ARefusedRowInABatchLeavesTheOthersApplied) {
   EXPECT_EQ(rows[599][2], "vremote");
 }
 
+// A row the destination's database refuses (here a trigger of the
+// application's) fails the statement that inserts its group: the group is
+// undone and saved again a row at a time, so only that row is skipped. On
+// PostgreSQL the failed statement also aborts the transaction until the
+// group's savepoint is rolled back.
+TEST_P(SqlSyncTest, ARowTheDatabaseRefusesFailsAloneInItsGroup) {
+  MakeContacts();
+  if (b_->dialect() == Dialect::kSqlite) {
+    Exec(*b_,
+         "CREATE TRIGGER refuse_bad BEFORE INSERT ON contacts WHEN NEW.name = 'bad' "
+         "BEGIN SELECT RAISE(ABORT, 'no bad names'); END");
+  } else {
+    Exec(*b_,
+         "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+         "IF NEW.name = 'bad' THEN RAISE EXCEPTION 'no bad names'; END IF; RETURN NEW; END $$; "
+         "CREATE TRIGGER refuse_bad BEFORE INSERT ON contacts FOR EACH ROW "
+         "EXECUTE FUNCTION refuse_bad()");
+  }
+  InsertContacts(*a_, 600);
+  Exec(*a_, "UPDATE contacts SET name = 'bad' WHERE id = 300");
+  auto r = SyncAfterScans("SELECT 1", SyncDirection::kAToB);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->a_to_b.created, 599u);
+  ASSERT_EQ(r->a_to_b.errors.size(), 1u);
+  EXPECT_NE(r->a_to_b.errors[0].status.message().find("no bad names"), std::string_view::npos)
+      << r->a_to_b.errors[0].status.ToString();
+  auto rows = Dump(*b_, "contacts");
+  ASSERT_EQ(rows.size(), 599u);
+  EXPECT_EQ(rows[298][0], "v299");
+  EXPECT_EQ(rows[299][0], "v301");
+}
+
 // A peer may send units whose ids differ but whose data names the same
 // column. Given every other column but one, that row must be refused, not
 // written with its values shifted into the wrong columns, and the rows
