@@ -17,6 +17,7 @@
 #ifndef MESHSYNC_METADATA_STORE_H_
 #define MESHSYNC_METADATA_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -131,6 +132,13 @@ class MetadataStore {
   virtual Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                            std::vector<ItemMetadata>& out) = 0;
   virtual Result<size_t> CountItems() = 0;
+  // Calls `visit` on the items with first <= id <= last, in id order, until
+  // it returns false. The item it is handed is reused from call to call:
+  // move out what is kept. `visit` must not commit to this store. The cheap
+  // way to read many items: they are not collected one by one in a vector.
+  // The default reads them with ScanItems, a chunk at a time.
+  virtual Status VisitItems(const ItemId& first, const ItemId& last,
+                            const std::function<bool(ItemMetadata&)>& visit);
 
   // What a session's source sends: the items with id >= `first` that a
   // replica whose knowledge is `known` (in this store's keys) lacks (see

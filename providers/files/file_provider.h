@@ -45,6 +45,7 @@
 
 #include "files/chunker.h"
 #include "files/ignore.h"
+#include "files/key_index.h"
 #include "meshsync/metadata_store.h"
 #include "meshsync/provider.h"
 
@@ -240,7 +241,7 @@ class FileProvider final : public Provider {
   int tmp_fd_ = -1;
   bool index_loaded_ = false;
   std::unordered_map<ItemId, Node, Id128Hash> nodes_;
-  std::unordered_map<uint64_t, Node*> by_key_;  // hash of (parent, name) -> node
+  KeyIndex<Node> by_key_;  // hash of (parent, name) -> node
   std::unordered_multimap<uint64_t, Node*> key_overflow_;
   std::vector<ItemId> pending_rmdirs_;
   // Where each chunk of this folder's files was, keyed by the first 8 bytes

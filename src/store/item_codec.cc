@@ -72,7 +72,7 @@ Status DecodeItemVersions(std::string_view bytes, ItemMetadata& item) {
   if (!in.done()) {
     std::string_view state;
     if (!in.GetBytes(state) || !in.done()) return Corrupt("provider state");
-    item.provider_state = std::string(state);
+    item.provider_state.assign(state);
   }
   return Status::Ok();
 }

@@ -22,28 +22,36 @@ void ItemMetadata::SetUnit(ChangeUnitId unit, const Version& version) {
   }
 }
 
-Status MetadataStore::ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
-                                  std::vector<ItemMetadata>& out, ChangeScan& scan) {
+Status MetadataStore::VisitItems(const ItemId& first, const ItemId& last,
+                                 const std::function<bool(ItemMetadata&)>& visit) {
   constexpr size_t kChunk = 4096;
-  scan = ChangeScan{};
-  const size_t wanted = out.size() + std::max<size_t>(limit, 1);
   ItemId cursor = first;
   std::vector<ItemMetadata> chunk;
   while (true) {
     chunk.clear();
-    MESHSYNC_RETURN_IF_ERROR(ScanItems(cursor, ItemId::Max(), kChunk, chunk));
+    MESHSYNC_RETURN_IF_ERROR(ScanItems(cursor, last, kChunk, chunk));
     for (ItemMetadata& item : chunk) {
-      ++scan.examined;
-      scan.through = item.id;
-      if (!KnowsAllOf(known, item)) out.push_back(std::move(item));
-      if (out.size() == wanted) return Status::Ok();
+      if (!visit(item)) return Status::Ok();
     }
-    if (chunk.size() < kChunk || chunk.back().id == ItemId::Max()) {
-      scan.through = ItemId::Max();
-      return Status::Ok();
-    }
+    if (chunk.size() < kChunk || chunk.back().id == last) return Status::Ok();
     cursor = chunk.back().id.Next();
   }
+}
+
+Status MetadataStore::ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
+                                  std::vector<ItemMetadata>& out, ChangeScan& scan) {
+  scan = ChangeScan{};
+  const size_t wanted = out.size() + std::max<size_t>(limit, 1);
+  bool stopped = false;
+  MESHSYNC_RETURN_IF_ERROR(VisitItems(first, ItemId::Max(), [&](ItemMetadata& item) {
+    ++scan.examined;
+    scan.through = item.id;
+    if (!KnowsAllOf(known, item)) out.push_back(std::move(item));
+    stopped = out.size() == wanted;
+    return !stopped;
+  }));
+  if (!stopped) scan.through = ItemId::Max();
+  return Status::Ok();
 }
 
 bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item) {

@@ -157,6 +157,60 @@ TEST_P(MetadataStoreTest, VersionsAboveTheUpdateTickRoundTrip) {
   EXPECT_EQ(**read, tombstone);
 }
 
+// VisitItems hands over one item, read into again and again: what one item
+// has (a key, provider state, units) must not show through in the next.
+TEST_P(MetadataStoreTest, VisitItemsSeesEachItemAsItIsInIdOrderAndCanStop) {
+  std::vector<ItemMetadata> items;
+  for (uint64_t n = 1; n <= 9; ++n) {
+    ItemMetadata item = Item(n, n % 3 == 0 ? "" : "key" + std::to_string(n), 10 * n);
+    if (n % 2 == 0) item.provider_state = std::string(n * 7, static_cast<char>('a' + n));
+    if (n % 4 == 0) item.units.clear();
+    item.tombstone = n == 5;
+    items.push_back(item);
+  }
+  StoreBatch batch;
+  batch.upserts = items;
+  ASSERT_TRUE(store_->Commit(batch).ok());
+
+  std::vector<ItemMetadata> seen;
+  ASSERT_TRUE(store_
+                  ->VisitItems(ItemId::Min(), ItemId::Max(),
+                               [&](ItemMetadata& item) {
+                                 seen.push_back(item);
+                                 return true;
+                               })
+                  .ok());
+  EXPECT_EQ(seen, items);
+
+  seen.clear();
+  ASSERT_TRUE(store_
+                  ->VisitItems(ItemId(0, 3), ItemId(0, 7),
+                               [&](ItemMetadata& item) {
+                                 seen.push_back(item);
+                                 return item.id != ItemId(0, 5);
+                               })
+                  .ok());
+  EXPECT_EQ(seen, std::vector<ItemMetadata>(items.begin() + 2, items.begin() + 5))
+      << "from 3 through 5, where the visitor stopped";
+
+  // A visit inside a visit reads the same items.
+  size_t inner = 0;
+  ASSERT_TRUE(store_
+                  ->VisitItems(ItemId::Min(), ItemId(0, 2),
+                               [&](ItemMetadata&) {
+                                 EXPECT_TRUE(store_
+                                                 ->VisitItems(ItemId::Min(), ItemId::Max(),
+                                                              [&](ItemMetadata&) {
+                                                                ++inner;
+                                                                return true;
+                                                              })
+                                                 .ok());
+                                 return true;
+                               })
+                  .ok());
+  EXPECT_EQ(inner, 2 * items.size());
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, MetadataStoreTest, ::testing::Values(Kind::kMemory, Kind::kSqlite),
                          [](const auto& param_info) {
                            return param_info.param == Kind::kMemory ? "Memory" : "Sqlite";
@@ -188,6 +242,33 @@ TEST(SqliteStoreTest, StateSurvivesReopen) {
   EXPECT_EQ((*store)->state().forgotten, Knowledge(ClockVector{{1, 2}}));
   EXPECT_EQ((*store)->state().tick, uint64_t{1} << 60);
   EXPECT_EQ(*(*store)->GetItem(ItemId(0, 1)), Item(1, "x", 3));
+}
+
+// The statement that reads the items stays open through a visit, and a
+// commit would have to end its read transaction under it.
+TEST(SqliteStoreTest, ACommitDuringAVisitIsRefused) {
+  TempDir dir;
+  testing::SeededRandom random(9);
+  auto store = OpenSqliteStore(dir.File("m.db"), "files", random);
+  ASSERT_TRUE(store.ok());
+  StoreBatch batch;
+  batch.upserts = {Item(1, "a", 10), Item(2, "b", 20)};
+  ASSERT_TRUE((*store)->Commit(batch).ok());
+  Status during;
+  ASSERT_TRUE((*store)
+                  ->VisitItems(ItemId::Min(), ItemId::Max(),
+                               [&](ItemMetadata&) {
+                                 StoreBatch more;
+                                 more.upserts = {Item(3, "c", 30)};
+                                 during = (*store)->Commit(more);
+                                 return false;
+                               })
+                  .ok());
+  EXPECT_EQ(during.code(), StatusCode::kFailedPrecondition) << during.ToString();
+  EXPECT_FALSE((*store)->GetItem(ItemId(0, 3))->has_value());
+  StoreBatch after;
+  after.upserts = {Item(3, "c", 30)};
+  EXPECT_TRUE((*store)->Commit(after).ok()) << "the store commits again once the visit is over";
 }
 
 TEST(SqliteStoreTest, RefusesAnotherProvidersStore) {
