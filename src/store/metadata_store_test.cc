@@ -271,6 +271,28 @@ TEST(SqliteStoreTest, ACommitDuringAVisitIsRefused) {
   EXPECT_TRUE((*store)->Commit(after).ok()) << "the store commits again once the visit is over";
 }
 
+// Opening a store of the current schema only reads it, so it opens while
+// another connection holds the write lock (a sync in progress, a status
+// query beside it). A write at open waited for that lock, then failed.
+TEST(SqliteStoreTest, OpensWhileAnotherConnectionWrites) {
+  TempDir dir;
+  testing::SeededRandom random(5);
+  const std::string path = dir.File("m.db");
+  { ASSERT_TRUE(OpenSqliteStore(path, "files", random).ok()); }
+  sqlite3* writer = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &writer), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(writer, "BEGIN IMMEDIATE; INSERT INTO conflicts(record) VALUES (x'00')",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  auto store = OpenSqliteStore(path, "files", random);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  if (store.ok()) {
+    EXPECT_EQ(*(*store)->CountItems(), 0u);
+  }
+  sqlite3_exec(writer, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(writer);
+}
+
 TEST(SqliteStoreTest, RefusesAnotherProvidersStore) {
   TempDir dir;
   testing::SeededRandom random(3);

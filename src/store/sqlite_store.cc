@@ -324,6 +324,16 @@ class SqliteStore final : public MetadataStore {
   }
 
   Status Migrate() {
+    // A store at the current version is only read: a write transaction at
+    // every open would sync the WAL (60 ms on a WAL file just created) and
+    // leave a checkpoint for the close, even for a run that changes nothing.
+    {
+      Statement version;
+      MESHSYNC_RETURN_IF_ERROR(version.Prepare(db_, "PRAGMA user_version"));
+      int64_t current = version.Step() ? version.Int(0) : 0;
+      MESHSYNC_RETURN_IF_ERROR(version.Finish());
+      if (current == kSchemaVersion) return Status::Ok();
+    }
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status status = [&]() -> Status {
       Statement version;
