@@ -77,6 +77,7 @@ class KeyIndex {
   void Clear() {
     slots_.clear();
     mask_ = 0;
+    shift_ = 64;
     size_ = 0;
   }
   size_t size() const { return size_; }
@@ -87,8 +88,9 @@ class KeyIndex {
     T* value = nullptr;  // nullptr: empty
   };
 
+  // The top bits of a multiplicative mix: the best mixed ones.
   size_t Home(uint64_t key) const {
-    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & mask_;
+    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
   }
 
   void Grow(size_t n) {
@@ -96,6 +98,7 @@ class KeyIndex {
     std::vector<Slot> old = std::move(slots_);
     slots_.assign(capacity, Slot{});
     mask_ = capacity - 1;
+    shift_ = 64 - std::countr_zero(capacity);
     size_ = 0;
     for (const Slot& slot : old) {
       if (slot.value != nullptr) Insert(slot.key, slot.value);
@@ -104,6 +107,7 @@ class KeyIndex {
 
   std::vector<Slot> slots_;
   size_t mask_ = 0;
+  int shift_ = 64;
   size_t size_ = 0;
 };
 

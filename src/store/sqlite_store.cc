@@ -310,10 +310,7 @@ class SqliteStore final : public MetadataStore {
     if (rc != SQLITE_OK) return SqliteError(db_, rc, "opening metadata store " + path);
     sqlite3_busy_timeout(db_, 10'000);
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
-    Statement version;
-    MESHSYNC_RETURN_IF_ERROR(version.Prepare(db_, "PRAGMA user_version"));
-    int64_t current = version.Step() ? version.Int(0) : 0;
-    MESHSYNC_RETURN_IF_ERROR(version.Finish());
+    MESHSYNC_ASSIGN_OR_RETURN(int64_t current, SchemaVersion());
     if (current != kSchemaVersion) {
       return FailedPreconditionError("metadata store " + path + " has schema version " +
                                      std::to_string(current) + ", not " +
@@ -323,23 +320,24 @@ class SqliteStore final : public MetadataStore {
     return LoadState(provider_name, nullptr);
   }
 
+  Result<int64_t> SchemaVersion() {
+    Statement version;
+    MESHSYNC_RETURN_IF_ERROR(version.Prepare(db_, "PRAGMA user_version"));
+    int64_t current = version.Step() ? version.Int(0) : 0;
+    MESHSYNC_RETURN_IF_ERROR(version.Finish());
+    return current;
+  }
+
   Status Migrate() {
     // A store at the current version is only read: a write transaction at
     // every open would sync the WAL (60 ms on a WAL file just created) and
     // leave a checkpoint for the close, even for a run that changes nothing.
-    {
-      Statement version;
-      MESHSYNC_RETURN_IF_ERROR(version.Prepare(db_, "PRAGMA user_version"));
-      int64_t current = version.Step() ? version.Int(0) : 0;
-      MESHSYNC_RETURN_IF_ERROR(version.Finish());
-      if (current == kSchemaVersion) return Status::Ok();
-    }
+    MESHSYNC_ASSIGN_OR_RETURN(int64_t found, SchemaVersion());
+    if (found == kSchemaVersion) return Status::Ok();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status status = [&]() -> Status {
-      Statement version;
-      MESHSYNC_RETURN_IF_ERROR(version.Prepare(db_, "PRAGMA user_version"));
-      int64_t current = version.Step() ? version.Int(0) : 0;
-      MESHSYNC_RETURN_IF_ERROR(version.Finish());
+      // Again, under the lock: another process may have migrated meanwhile.
+      MESHSYNC_ASSIGN_OR_RETURN(int64_t current, SchemaVersion());
       if (current > kSchemaVersion) {
         return FailedPreconditionError("metadata store has schema version " +
                                        std::to_string(current) + ", newer than this meshsync (" +
