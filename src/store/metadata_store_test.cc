@@ -293,6 +293,40 @@ TEST(SqliteStoreTest, OpensWhileAnotherConnectionWrites) {
   sqlite3_close(writer);
 }
 
+// A corrupt item ends a visit with kDataLoss, not a crash or a silently
+// shorter index, and the store is usable after it.
+TEST(SqliteStoreTest, ACorruptItemEndsAVisitWithDataLoss) {
+  TempDir dir;
+  testing::SeededRandom random(11);
+  const std::string path = dir.File("m.db");
+  {
+    auto store = OpenSqliteStore(path, "files", random);
+    ASSERT_TRUE(store.ok());
+    StoreBatch batch;
+    batch.upserts = {Item(1, "a", 10), Item(2, "b", 20), Item(3, "c", 30)};
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+  }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "UPDATE items SET versions = x'07' WHERE key = CAST('b' AS BLOB)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+
+  auto store = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(store.ok());
+  std::vector<ItemId> seen;
+  Status visited = (*store)->VisitItems(ItemId::Min(), ItemId::Max(), [&](ItemMetadata& item) {
+    seen.push_back(item.id);
+    return true;
+  });
+  EXPECT_EQ(visited.code(), StatusCode::kDataLoss) << visited.ToString();
+  EXPECT_EQ(seen, std::vector<ItemId>{ItemId(0, 1)}) << "nothing past the corrupt item";
+  StoreBatch after;
+  after.upserts = {Item(2, "b", 40)};
+  EXPECT_TRUE((*store)->Commit(after).ok()) << "the store commits again after the failed visit";
+}
+
 TEST(SqliteStoreTest, RefusesAnotherProvidersStore) {
   TempDir dir;
   testing::SeededRandom random(3);
