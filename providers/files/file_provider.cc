@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "files/copy.h"
 #include "meshsync/env.h"
 
 namespace meshsync::files {
@@ -1420,24 +1421,10 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
     if (!partial) unlinkat(tmp_fd_, temp_name.c_str(), 0);
     return status;
   };
-  bool copied = false;
   if (local) {
-    // In the kernel (reflinks where the file system has them).
-    uint64_t done = 0;
-    loff_t in_off = 0;
-    while (done < content.size) {
-      ssize_t n =
-          copy_file_range(reader->LocalFd(), &in_off, out.get(), nullptr, content.size - done, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += static_cast<uint64_t>(n);
-    }
-    copied = done == content.size;
-    if (!copied && (ftruncate(out.get(), 0) != 0 || lseek(out.get(), 0, SEEK_SET) != 0)) {
-      return fail(UnavailableError(Errno("temporary file", errno)));
-    }
-  }
-  if (!copied) {
+    Result<CopyMethod> copied = CopyFileData(reader->LocalFd(), out.get(), content.size);
+    if (!copied.ok()) return fail(copied.status());
+  } else {
     uint64_t have = 0;
     struct stat st;
     if (partial && fstat(out.get(), &st) == 0) have = static_cast<uint64_t>(st.st_size);

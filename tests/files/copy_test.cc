@@ -1,0 +1,132 @@
+#include "files/copy.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "testing/scratch_dir.h"
+
+namespace meshsync::files {
+namespace {
+
+class CopyTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
+
+  // A file of `size` random bytes; returns its content.
+  std::string MakeFile(const std::string& name, uint64_t size) {
+    std::string data(size, '\0');
+    std::mt19937_64 random(size);
+    for (char& c : data) c = static_cast<char>(random());
+    int fd = open(Path(name).c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    close(fd);
+    return data;
+  }
+
+  std::string Read(const std::string& name) {
+    std::string data;
+    int fd = open(Path(name).c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    char buffer[1 << 16];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof buffer)) > 0) data.append(buffer, static_cast<size_t>(n));
+    close(fd);
+    return data;
+  }
+
+  // Copies the first `size` bytes of `from` into a new file `to`.
+  Result<CopyMethod> Copy(const std::string& from, const std::string& to, uint64_t size) {
+    int in = open(Path(from).c_str(), O_RDONLY | O_CLOEXEC);
+    int out = open(Path(to).c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    EXPECT_GE(in, 0);
+    EXPECT_GE(out, 0);
+    Result<CopyMethod> result = CopyFileData(in, out, size);
+    close(in);
+    close(out);
+    return result;
+  }
+
+  std::string Path(const std::string& name) const { return (dir_.path() / name).string(); }
+
+  meshsync::testing::ScratchDir dir_{"copy"};
+};
+
+TEST_F(CopyTest, CopiesEveryByteAtEverySize) {
+  // Around the direct-I/O alignment, the threshold for direct I/O and its
+  // block size, with a tail that fills no whole block.
+  const uint64_t sizes[] = {0,
+                            1,
+                            4095,
+                            4096,
+                            4097,
+                            (1u << 20) + 3,
+                            kDirectCopyMinBytes - 1,
+                            kDirectCopyMinBytes,
+                            kDirectCopyMinBytes + (5u << 20) + 12345};
+  for (uint64_t size : sizes) {
+    SCOPED_TRACE(size);
+    std::string from = "from-" + std::to_string(size);
+    std::string data = MakeFile(from, size);
+    ASSERT_TRUE(Copy(from, "to-" + std::to_string(size), size).ok());
+    EXPECT_TRUE(Read("to-" + std::to_string(size)) == data);
+  }
+}
+
+TEST_F(CopyTest, CopiesOnlyThePrefixAskedFor) {
+  // The file grew after it was scanned: the copy is of what was scanned.
+  for (uint64_t size : {uint64_t{5000}, kDirectCopyMinBytes + 4097}) {
+    SCOPED_TRACE(size);
+    std::string data = MakeFile("grown", size + 70000);
+    std::string to = "prefix-" + std::to_string(size);
+    ASSERT_TRUE(Copy("grown", to, size).ok());
+    EXPECT_TRUE(Read(to) == data.substr(0, size));
+  }
+}
+
+TEST_F(CopyTest, ASourceShorterThanAskedIsUnavailable) {
+  for (uint64_t size : {uint64_t{5000}, kDirectCopyMinBytes + 4097}) {
+    SCOPED_TRACE(size);
+    MakeFile("short", size - 100);
+    std::string to = "short-copy-" + std::to_string(size);
+    Result<CopyMethod> result = Copy("short", to, size);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(result.status().message().find("shrank"), std::string::npos)
+        << result.status().message();
+  }
+}
+
+// Where this file system takes direct writes, a large copy is made with
+// them (or is a reflink, which is cheaper still), not through the page cache.
+TEST_F(CopyTest, ALargeCopyGoesAroundThePageCacheWhereTheFileSystemAllows) {
+  int probe = open(Path("probe").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+  if (probe < 0) GTEST_SKIP() << "no direct I/O on " << dir_.path();
+  void* block = std::aligned_alloc(4096, 4096);
+  ASSERT_NE(block, nullptr);
+  std::memset(block, 7, 4096);
+  bool direct = pwrite(probe, block, 4096, 0) == 4096;
+  std::free(block);
+  close(probe);
+  if (!direct) GTEST_SKIP() << "direct writes refused on " << dir_.path();
+
+  std::string data = MakeFile("large", kDirectCopyMinBytes + 12345);
+  Result<CopyMethod> result = Copy("large", "large-copy", data.size());
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  EXPECT_TRUE(*result == CopyMethod::kDirect || *result == CopyMethod::kReflink);
+  EXPECT_TRUE(Read("large-copy") == data);
+  // A small file is not worth it.
+  MakeFile("small", 10000);
+  result = Copy("small", "small-copy", 10000);
+  ASSERT_TRUE(result.ok());
+  EXPECT_NE(*result, CopyMethod::kDirect);
+}
+
+}  // namespace
+}  // namespace meshsync::files
