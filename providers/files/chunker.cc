@@ -39,20 +39,39 @@ struct GearTable {
 };
 const GearTable kGear;
 
+// Rolls the gear hash over [i, end) and returns one past the first byte
+// after which (hash & mask) == 0, or 0 if there is none. Four bytes a step: the loop's
+// own bookkeeping then costs a quarter as much per byte (the hash itself
+// is one dependent add a byte).
+template <uint64_t kMask>
+size_t Roll(const uint8_t* data, size_t i, size_t end, uint64_t& hash) {
+  uint64_t h = hash;
+  for (; i + 4 <= end; i += 4) {
+    h = (h << 1) + kGear.v[data[i]];
+    if ((h & kMask) == 0) return i + 1;
+    h = (h << 1) + kGear.v[data[i + 1]];
+    if ((h & kMask) == 0) return i + 2;
+    h = (h << 1) + kGear.v[data[i + 2]];
+    if ((h & kMask) == 0) return i + 3;
+    h = (h << 1) + kGear.v[data[i + 3]];
+    if ((h & kMask) == 0) return i + 4;
+  }
+  for (; i < end; ++i) {
+    h = (h << 1) + kGear.v[data[i]];
+    if ((h & kMask) == 0) return i + 1;
+  }
+  hash = h;
+  return 0;
+}
+
 size_t NextCut(const uint8_t* data, size_t size) {
   if (size <= kMinChunk) return size;
   size_t normal = std::min(size, kAvgChunk);
   size_t limit = std::min(size, kMaxChunk);
   uint64_t hash = 0;
-  size_t i = kMinChunk;
-  for (; i < normal; ++i) {
-    hash = (hash << 1) + kGear.v[data[i]];
-    if ((hash & kMaskHard) == 0) return i + 1;
-  }
-  for (; i < limit; ++i) {
-    hash = (hash << 1) + kGear.v[data[i]];
-    if ((hash & kMaskEasy) == 0) return i + 1;
-  }
+  if (size_t cut = Roll<kMaskHard>(data, kMinChunk, normal, hash)) return cut;
+  // No cut before the average size; past it, an easier mask.
+  if (size_t cut = Roll<kMaskEasy>(data, normal, limit, hash)) return cut;
   return limit;
 }
 
