@@ -189,4 +189,76 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size) {
   return CopyMethod::kKernel;
 }
 
+SequentialWriter::SequentialWriter(int fd, uint64_t start, bool direct) : fd_(fd) {
+  buffer_.reset(static_cast<char*>(std::aligned_alloc(kAlign, kBlock)));
+  base_ = start_ = start;
+  if (buffer_ == nullptr) {
+    status_ = UnavailableError("out of memory for writing a file");
+    return;
+  }
+  if (!direct) return;
+  // The block holding `start` is written whole: read its head first.
+  const uint64_t aligned = start / kAlign * kAlign;
+  const size_t head = static_cast<size_t>(start - aligned);
+  if (head > 0 && !ReadAt(fd_, buffer_.get(), head, aligned)) return;
+  flags_ = fcntl(fd_, F_GETFL);
+  if (flags_ < 0 || fcntl(fd_, F_SETFL, flags_ | O_DIRECT) != 0) return;
+  direct_ = true;
+  base_ = aligned;
+  used_ = head;
+}
+
+SequentialWriter::~SequentialWriter() { StopDirect(); }
+
+void SequentialWriter::StopDirect() {
+  if (direct_) (void)fcntl(fd_, F_SETFL, flags_);
+  direct_ = false;
+}
+
+Status SequentialWriter::WriteBlock(size_t length) {
+  if (direct_) {
+    const size_t aligned = (length + kAlign - 1) / kAlign * kAlign;
+    std::memset(buffer_.get() + length, 0, aligned - length);
+    if (WriteAt(fd_, buffer_.get(), aligned, base_)) return Status::Ok();
+    if (errno != EINVAL) return UnavailableError(Errno("write", errno));
+    StopDirect();  // not aligned as this file system wants it: the page cache then
+  }
+  if (!WriteAt(fd_, buffer_.get(), length, base_)) return UnavailableError(Errno("write", errno));
+  return Status::Ok();
+}
+
+Status SequentialWriter::Append(const char* data, size_t size) {
+  if (!status_.ok()) return status_;
+  while (size > 0) {
+    const size_t n = std::min(size, kBlock - used_);
+    std::memcpy(buffer_.get() + used_, data, n);
+    used_ += n;
+    data += n;
+    size -= n;
+    if (used_ == kBlock) {
+      status_ = WriteBlock(kBlock);
+      if (!status_.ok()) return status_;
+      base_ += kBlock;
+      used_ = 0;
+    }
+  }
+  return Status::Ok();
+}
+
+Status SequentialWriter::Finish() {
+  if (buffer_ == nullptr) return status_;
+  if (status_.ok() && used_ > 0) status_ = WriteBlock(used_);
+  if (status_.ok()) {
+    base_ += used_;
+    used_ = 0;
+  }
+  // After a failure the file keeps the blocks written before it (and what
+  // it had before `start`, which the first block began with).
+  StopDirect();
+  if (ftruncate(fd_, static_cast<off_t>(std::max(base_, start_))) != 0 && status_.ok()) {
+    status_ = UnavailableError(Errno("write", errno));
+  }
+  return status_;
+}
+
 }  // namespace meshsync::files

@@ -15,6 +15,8 @@
 #define MESHSYNC_PROVIDERS_FILES_COPY_H_
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "meshsync/status.h"
 
@@ -33,6 +35,48 @@ inline constexpr uint64_t kDirectCopyMinBytes = 8u << 20;
 // an unspecified prefix and should be discarded. Runs up to four threads of
 // its own for a large file; `in` and `out` must stay open until it returns.
 Result<CopyMethod> CopyFileData(int in, int out, uint64_t size);
+
+// Writes a file front to back, from bytes that arrive in pieces of any size
+// (chunks received from a peer), in large aligned blocks: around the page
+// cache when asked for and the file system allows it, through it otherwise.
+//
+// Not thread-safe. The file descriptor is borrowed; while the writer is in
+// use nothing else may write to it.
+class SequentialWriter {
+ public:
+  // Writes to `fd` (open for reading and writing) from offset `start`; the
+  // bytes before `start` are kept. With `direct`, tries direct I/O.
+  SequentialWriter(int fd, uint64_t start, bool direct);
+  SequentialWriter(const SequentialWriter&) = delete;
+  SequentialWriter& operator=(const SequentialWriter&) = delete;
+  // Leaves the descriptor's flags as they were; writes nothing (see Finish).
+  ~SequentialWriter();
+
+  // Appends `size` bytes. kUnavailable if a write fails.
+  Status Append(const char* data, size_t size);
+  // Writes what is buffered and makes the file exactly as long as what was
+  // written (`start` plus every byte appended). Call it after a failure too:
+  // what was appended before then is kept.
+  Status Finish();
+
+  bool direct() const { return direct_; }
+
+ private:
+  struct FreeDeleter {
+    void operator()(char* p) const { std::free(p); }
+  };
+  Status WriteBlock(size_t length);
+  void StopDirect();
+
+  int fd_;
+  int flags_ = -1;  // the descriptor's own, restored when done
+  bool direct_ = false;
+  uint64_t start_ = 0;
+  uint64_t base_ = 0;  // the file offset of buffer_[0]; aligned when direct_
+  size_t used_ = 0;    // bytes in buffer_
+  std::unique_ptr<char, FreeDeleter> buffer_;
+  Status status_;  // the first failure, if any
+};
 
 }  // namespace meshsync::files
 

@@ -57,17 +57,6 @@ bool ReadFull(int fd, std::span<char> out, uint64_t offset) {
   return true;
 }
 
-bool WriteFull(int fd, std::span<const char> data, uint64_t offset) {
-  for (size_t done = 0; done < data.size();) {
-    ssize_t n =
-        pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 std::string Errno(std::string_view what, int err) {
   return std::string(what) + ": " + std::strerror(err);
 }
@@ -1339,28 +1328,39 @@ bool FileProvider::ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, Lo
          HashBytes(buffer.data(), buffer.size()) == chunk.hash;
 }
 
+bool FileProvider::HasLocalChunk(const Chunk& chunk) const {
+  auto it = chunk_index_.find(ChunkKey(chunk.hash));
+  return it != chunk_index_.end() && it->second.length == chunk.length;
+}
+
 Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, int out,
                                uint64_t have) {
   // Data on this machine is as near as our own files: look no further.
   const bool remote = reader.LocalFd() < 0;
   if (remote && !chunk_index_loaded_) MESHSYNC_RETURN_IF_ERROR(LoadChunkIndex());
   std::vector<char> buffer;
-  std::vector<size_t> wanted;
+  // The plan: the chunks an interrupted transfer left in `out` (its longest
+  // checked prefix), then, chunk by chunk, whether this folder has it.
+  std::vector<bool> here(content.chunks.size(), false);
   std::vector<ByteRange> ranges;
-  LocalSource source;
+  size_t first = 0;
+  uint64_t start = 0;
   uint64_t offset = 0;
   for (size_t i = 0; i < content.chunks.size(); ++i) {
     const Chunk& chunk = content.chunks[i];
-    buffer.resize(chunk.length);
-    if (offset + chunk.length <= have && ReadFull(out, buffer, offset) &&
-        HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
-      counters_.bytes_resumed += chunk.length;
-      counters_.bytes_reused += chunk.length;
-    } else if (remote && ReadLocalChunk(chunk, buffer, source)) {
-      if (!WriteFull(out, buffer, offset)) return UnavailableError(Errno("write", errno));
-      counters_.bytes_reused += chunk.length;
-    } else {
-      wanted.push_back(i);
+    if (first == i && offset + chunk.length <= have) {
+      buffer.resize(chunk.length);
+      if (ReadFull(out, buffer, offset) && HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
+        counters_.bytes_resumed += chunk.length;
+        counters_.bytes_reused += chunk.length;
+        first = i + 1;
+        start = offset + chunk.length;
+        offset += chunk.length;
+        continue;
+      }
+    }
+    here[i] = remote && HasLocalChunk(chunk);
+    if (!here[i]) {
       if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
         ranges.back().length += chunk.length;
       } else {
@@ -1369,28 +1369,34 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
     }
     offset += chunk.length;
   }
-  source.fd = Fd();
   reader.WillRead(ranges);
-  size_t next = 0;
-  offset = 0;
-  for (size_t i = 0; i < content.chunks.size() && next < wanted.size(); ++i) {
-    const Chunk& chunk = content.chunks[i];
-    if (wanted[next] == i) {
-      ++next;
+  // Then front to back, in large blocks.
+  SequentialWriter writer(out, start, content.size - start >= kDirectCopyMinBytes);
+  LocalSource source;
+  auto fill = [&]() -> Status {
+    uint64_t at = start;
+    for (size_t i = first; i < content.chunks.size(); ++i) {
+      const Chunk& chunk = content.chunks[i];
       buffer.resize(chunk.length);
-      MESHSYNC_RETURN_IF_ERROR(reader.ReadAt(offset, buffer));
-      if (HashBytes(buffer.data(), buffer.size()) != chunk.hash) {
-        return UnavailableError("received data does not match its hash");
+      // The index may be stale: the hash decides, and the peer has it.
+      if (here[i] && ReadLocalChunk(chunk, buffer, source)) {
+        counters_.bytes_reused += chunk.length;
+      } else {
+        MESHSYNC_RETURN_IF_ERROR(reader.ReadAt(at, buffer));
+        if (HashBytes(buffer.data(), buffer.size()) != chunk.hash) {
+          return UnavailableError("received data does not match its hash");
+        }
+        if (remote) counters_.bytes_fetched += chunk.length;
       }
-      if (!WriteFull(out, buffer, offset)) return UnavailableError(Errno("write", errno));
-      if (remote) counters_.bytes_fetched += chunk.length;
+      MESHSYNC_RETURN_IF_ERROR(writer.Append(buffer.data(), buffer.size()));
+      at += chunk.length;
     }
-    offset += chunk.length;
-  }
-  if (ftruncate(out, static_cast<off_t>(content.size)) != 0) {
-    return UnavailableError(Errno("temporary file", errno));
-  }
-  return Status::Ok();
+    return Status::Ok();
+  };
+  Status filled = fill();
+  // Everything appended was checked: keep it for the next attempt too.
+  Status finished = writer.Finish();
+  return filled.ok() ? finished : filled;
 }
 
 Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,

@@ -226,6 +226,9 @@ class FileProvider final : public Provider {
   // Adds a file's chunks to the chunk index, if it is loaded.
   void IndexChunks(const ItemId& id, const EntryState& state);
   struct LocalSource;
+  // Whether the chunk index knows where this folder has `chunk` (it may be
+  // stale; ReadLocalChunk checks).
+  bool HasLocalChunk(const Chunk& chunk) const;
   bool ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, LocalSource& source);
   void SweepTemp(bool everything);
   Status MoveToTrash(int dir_fd, const std::string& name, const std::string& rel);

@@ -53,6 +53,24 @@ class CopyTest : public ::testing::Test {
     return result;
   }
 
+  // Whether this file system takes an aligned direct write.
+  bool DirectWritesWork() {
+    int probe = open(Path("probe").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+    if (probe < 0) return false;
+    void* block = std::aligned_alloc(4096, 4096);
+    std::memset(block, 7, 4096);
+    bool direct = pwrite(probe, block, 4096, 0) == 4096;
+    std::free(block);
+    close(probe);
+    return direct;
+  }
+
+  static std::string RandomBytes(std::mt19937_64& random, size_t size) {
+    std::string data(size, '\0');
+    for (char& c : data) c = static_cast<char>(random());
+    return data;
+  }
+
   std::string Path(const std::string& name) const { return (dir_.path() / name).string(); }
 
   meshsync::testing::ScratchDir dir_{"copy"};
@@ -106,15 +124,7 @@ TEST_F(CopyTest, ASourceShorterThanAskedIsUnavailable) {
 // Where this file system takes direct writes, a large copy is made with
 // them (or is a reflink, which is cheaper still), not through the page cache.
 TEST_F(CopyTest, ALargeCopyGoesAroundThePageCacheWhereTheFileSystemAllows) {
-  int probe = open(Path("probe").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
-  if (probe < 0) GTEST_SKIP() << "no direct I/O on " << dir_.path();
-  void* block = std::aligned_alloc(4096, 4096);
-  ASSERT_NE(block, nullptr);
-  std::memset(block, 7, 4096);
-  bool direct = pwrite(probe, block, 4096, 0) == 4096;
-  std::free(block);
-  close(probe);
-  if (!direct) GTEST_SKIP() << "direct writes refused on " << dir_.path();
+  if (!DirectWritesWork()) GTEST_SKIP() << "no direct I/O on " << dir_.path();
 
   std::string data = MakeFile("large", kDirectCopyMinBytes + 12345);
   Result<CopyMethod> result = Copy("large", "large-copy", data.size());
@@ -126,6 +136,51 @@ TEST_F(CopyTest, ALargeCopyGoesAroundThePageCacheWhereTheFileSystemAllows) {
   result = Copy("small", "small-copy", 10000);
   ASSERT_TRUE(result.ok());
   EXPECT_NE(*result, CopyMethod::kDirect);
+}
+
+// Chunks of every size, appended after a prefix the file keeps (an
+// interrupted transfer's), over leftovers it must not keep: direct or not,
+// the file ends up as the prefix and what was appended, exactly.
+TEST_F(CopyTest, ASequentialWriterKeepsThePrefixAndEndsAtTheLastByte) {
+  std::mt19937_64 random(5);
+  for (bool direct : {false, true}) {
+    for (uint64_t start : {uint64_t{0}, uint64_t{5000}, uint64_t{8192}}) {
+      SCOPED_TRACE(::testing::Message() << "direct " << direct << " start " << start);
+      std::string name = "seq-" + std::to_string(direct) + "-" + std::to_string(start);
+      std::string old = MakeFile(name, start + 30000);  // the prefix, then leftovers
+      std::string expected = old.substr(0, start);
+      int fd = open(Path(name).c_str(), O_RDWR | O_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      {
+        SequentialWriter writer(fd, start, direct);
+        while (expected.size() < start + (5u << 20) + 777) {
+          std::string piece = RandomBytes(random, random() % (300 << 10));
+          ASSERT_TRUE(writer.Append(piece.data(), piece.size()).ok());
+          expected += piece;
+        }
+        if (direct && DirectWritesWork()) {
+          EXPECT_TRUE(writer.direct());
+        }
+        ASSERT_TRUE(writer.Finish().ok());
+      }
+      EXPECT_EQ(fcntl(fd, F_GETFL) & O_DIRECT, 0);  // the descriptor is as it was
+      close(fd);
+      EXPECT_TRUE(Read(name) == expected);
+    }
+  }
+}
+
+// A writer that appends nothing still cuts the leftovers off.
+TEST_F(CopyTest, ASequentialWriterWithNothingToWriteEndsTheFileAtItsStart) {
+  MakeFile("nothing", 9000);
+  int fd = open(Path("nothing").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  {
+    SequentialWriter writer(fd, 4321, true);
+    ASSERT_TRUE(writer.Finish().ok());
+  }
+  close(fd);
+  EXPECT_EQ(Read("nothing").size(), 4321u);
 }
 
 }  // namespace
