@@ -17,9 +17,11 @@
 #
 # Data lives under -w DIR (default /tmp/meshsync-folder-bench), removed at the
 # end unless -k. Before every timed run the page cache holds the data (it was
-# just written or read) and `sync` has flushed earlier writes. meshsync calls
-# syncfs() before it commits its metadata, inside its time; rsync, unison and cp
-# leave their writes in the page cache.
+# just written or read), `sync` has flushed earlier writes, and a pair of about
+# the same size was just removed (see level). meshsync writes large files
+# around the page cache and its metadata commit waits for them to reach the
+# device, inside its time; rsync, unison and cp leave their writes in the page
+# cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,10 +95,30 @@ check_same() {
 declare -A wall rss
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# level W: copy the workload's data twice and delete the copies, so the first
+# tool's timed run follows the same memory history as every later tool's (the
+# removal of a pair of about that size). On this VM fresh page cache costs
+# 0.5 s per 256 MiB unless it reuses pages freed moments before (then 0.05 s):
+# without this, whichever tool ran after another tool's pair was removed won.
+level() {
+  local sources=()
+  case $1 in
+    w3) data w1; data w2; sources=("$work/data/w1" "$work/data/w2") ;;
+    *) data "$1"; sources=("$work/data/$1") ;;
+  esac
+  mkdir -p "$work/level"
+  for copy in 1 2; do
+    for src in "${sources[@]}"; do cp -a "$src" "$work/level/$copy-$(basename "$src")"; done
+  done
+  sync
+  rm -rf "$work/level"
+}
+
 # run_workload W TOOLS...: fills wall[W,tool] and rss[W,tool] with medians.
 run_workload() {
   local w=$1
   shift
+  level "$w"
   for tool in "$@"; do
     local walls=() rsss=()
     for ((r = 1; r <= runs; r++)); do

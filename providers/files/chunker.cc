@@ -89,14 +89,26 @@ Sha256 HashBytes(const void* data, size_t size) {
   return out;
 }
 
-void ChunkBuffer(const uint8_t* data, size_t size, std::vector<Chunk>& out) {
+namespace {
+
+// Cuts and hashes chunks from the front of [data, data + size) and returns
+// the bytes it used. Unless `last` (the segment ends at data + size), it
+// stops while fewer than kMaxChunk bytes are left: a chunk's end can only be
+// known with kMaxChunk bytes in view, so those wait for the next read.
+size_t ChunkSome(const uint8_t* data, size_t size, bool last, std::vector<Chunk>& out) {
   size_t offset = 0;
-  if (size == 0) return;
-  while (offset < size) {
+  while (offset < size && (last || size - offset >= kMaxChunk)) {
     size_t cut = NextCut(data + offset, size - offset);
     out.push_back(Chunk{static_cast<uint32_t>(cut), HashBytes(data + offset, cut)});
     offset += cut;
   }
+  return offset;
+}
+
+}  // namespace
+
+void ChunkBuffer(const uint8_t* data, size_t size, std::vector<Chunk>& out) {
+  ChunkSome(data, size, true, out);
 }
 
 Sha256 ContentDigest(const std::vector<Chunk>& chunks) {
@@ -125,29 +137,39 @@ void HashFiles(std::vector<HashJob>& jobs, unsigned threads) {
   }
   std::atomic<size_t> next{0};
   auto work = [&] {
+    // A segment is read a window at a time (its chunks need only kMaxChunk
+    // bytes in view), so a thread touches 1.25 MiB, not a whole segment:
+    // fresh memory is dear on a virtual machine, and a daemon's peak RSS
+    // is what its users see.
+    constexpr size_t kWindow = (1u << 20) + kMaxChunk;
     std::unique_ptr<uint8_t[]> buffer;
-    size_t capacity = 0;
     while (true) {
       size_t s = next.fetch_add(1);
       if (s >= segments.size()) return;
       Segment& seg = segments[s];
-      if (capacity < seg.length) {
-        capacity = std::max(seg.length, static_cast<size_t>(64 << 10));
-        buffer.reset(new uint8_t[capacity]);
-      }
-      size_t done = 0;
-      while (done < seg.length) {
-        ssize_t n = pread(jobs[seg.job].fd, buffer.get() + done, seg.length - done,
-                          static_cast<off_t>(seg.offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          seg.status = UnavailableError(n == 0 ? "file shrank while it was read"
-                                               : std::string("read failed: ") + strerror(errno));
-          break;
+      if (buffer == nullptr) buffer.reset(new uint8_t[kWindow]);
+      size_t have = 0;  // bytes in the window, not yet chunked
+      size_t read = 0;  // bytes of the segment read so far
+      while (read < seg.length || have > 0) {
+        const size_t want = std::min(kWindow - have, seg.length - read);
+        for (size_t got = 0; got < want;) {
+          ssize_t n = pread(jobs[seg.job].fd, buffer.get() + have + got, want - got,
+                            static_cast<off_t>(seg.offset + read + got));
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) {
+            seg.status = UnavailableError(n == 0 ? "file shrank while it was read"
+                                                 : std::string("read failed: ") + strerror(errno));
+            break;
+          }
+          got += static_cast<size_t>(n);
         }
-        done += static_cast<size_t>(n);
+        if (!seg.status.ok()) break;
+        have += want;
+        read += want;
+        const size_t used = ChunkSome(buffer.get(), have, read == seg.length, seg.chunks);
+        std::memmove(buffer.get(), buffer.get() + used, have - used);
+        have -= used;
       }
-      if (seg.status.ok()) ChunkBuffer(buffer.get(), seg.length, seg.chunks);
     }
   };
   unsigned n = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(segments.size())));

@@ -1,10 +1,15 @@
 #include "files/chunker.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "testing/scratch_dir.h"
 
 namespace meshsync::files {
 namespace {
@@ -139,6 +144,40 @@ TEST(Chunker, BoundariesAndHashesNeverChange) {
     hex += kHex[b & 15];
   }
   EXPECT_EQ(hex, "bb548d434fe7320477ad290de409fee55342b3c847736c675fe96aece22294b6");
+}
+
+// HashFiles reads a segment a window at a time; its chunks must be the ones
+// ChunkBuffer cuts from each whole segment in memory.
+TEST(Chunker, HashingAFileCutsEachSegmentAsChunkBufferDoes) {
+  meshsync::testing::ScratchDir dir("chunker");
+  ASSERT_FALSE(dir.path().empty());
+  std::mt19937_64 random(3);
+  std::string data = RandomBytes(random, 2 * kSegmentBytes + (3u << 20) + 12345);
+  data.replace(kSegmentBytes - 100000, 900000, 900000, '\0');  // maximal chunks across a cut
+  std::string path = (dir.path() / "f").string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
+  std::vector<Chunk> expected;
+  for (size_t offset = 0; offset < data.size(); offset += kSegmentBytes) {
+    ChunkBuffer(reinterpret_cast<const uint8_t*>(data.data()) + offset,
+                std::min<size_t>(kSegmentBytes, data.size() - offset), expected);
+  }
+  for (unsigned threads : {1u, 2u}) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    std::vector<HashJob> jobs(2);
+    jobs[0].fd = fd;
+    jobs[0].size = data.size();
+    jobs[1].fd = fd;
+    jobs[1].size = data.size() + 1;  // the file is shorter than it was
+    HashFiles(jobs, threads);
+    close(fd);
+    ASSERT_TRUE(jobs[0].status.ok()) << jobs[0].status.message();
+    EXPECT_TRUE(jobs[0].chunks == expected) << threads << " threads";
+    EXPECT_EQ(jobs[1].status.code(), StatusCode::kUnavailable);
+  }
 }
 
 }  // namespace
