@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -26,6 +27,14 @@ constexpr size_t kBlock = 2u << 20;
 // Writes in flight: one device queue takes several at once (four streams
 // wrote 1 GiB here in half the time one did).
 constexpr unsigned kWriters = 4;
+// In CopyMode::kAuto a large file is copied through the page cache a window
+// at a time for as long as each window goes at least this fast. New page
+// cache is a memory copy (4-5 GB/s here) when the pages were freed moments
+// before, but costs 0.45 GB/s on this VM when they come from memory the
+// host has to supply; direct writes then do better (1-3.6 GB/s), though the
+// next flush of the device waits for them.
+constexpr uint64_t kProbeBytes = 8u << 20;
+constexpr double kFastPageCacheBytesPerSecond = 1.0e9;
 
 std::string Errno(const char* what, int err) { return std::string(what) + ": " + strerror(err); }
 
@@ -60,12 +69,13 @@ Status ShrankOr(const char* what, int err) {
   return UnavailableError(Errno(what, err));
 }
 
-Status KernelCopy(int in, int out, uint64_t size) {
-  loff_t in_off = 0;
-  loff_t out_off = 0;
-  while (static_cast<uint64_t>(in_off) < size) {
-    ssize_t n =
-        copy_file_range(in, &in_off, out, &out_off, size - static_cast<uint64_t>(in_off), 0);
+// Copies bytes [begin, end) of `in` to the same offsets of `out`, in the
+// kernel (through the page cache).
+Status KernelCopy(int in, int out, uint64_t begin, uint64_t end) {
+  loff_t in_off = static_cast<loff_t>(begin);
+  loff_t out_off = static_cast<loff_t>(begin);
+  while (static_cast<uint64_t>(in_off) < end) {
+    ssize_t n = copy_file_range(in, &in_off, out, &out_off, end - static_cast<uint64_t>(in_off), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) return ShrankOr("copy", 0);
     if (n < 0) {
@@ -74,9 +84,9 @@ Status KernelCopy(int in, int out, uint64_t size) {
         return UnavailableError(Errno("copy", errno));
       }
       std::vector<char> buffer(256u << 10);
-      while (static_cast<uint64_t>(in_off) < size) {
+      while (static_cast<uint64_t>(in_off) < end) {
         size_t length = static_cast<size_t>(
-            std::min<uint64_t>(buffer.size(), size - static_cast<uint64_t>(in_off)));
+            std::min<uint64_t>(buffer.size(), end - static_cast<uint64_t>(in_off)));
         if (!ReadAt(in, buffer.data(), length, static_cast<uint64_t>(in_off))) {
           return ShrankOr("read", errno);
         }
@@ -98,19 +108,19 @@ struct FreeDeleter {
 
 enum class DirectOutcome { kCopied, kRefused, kFailed };
 
-// Copies [0, size) block by block from kWriters threads; `out` has
-// O_DIRECT set. kRefused if the file system turned a direct write down
-// (the caller copies another way), kFailed with `error` set on any other
-// failure.
-DirectOutcome DirectCopy(int in, int out, uint64_t size, Status& error) {
+// Copies [begin, size) block by block from kWriters threads; `begin` is a
+// multiple of kAlign and `out` has O_DIRECT set. kRefused if the file system turned a direct write
+// down (the caller copies another way), kFailed with `error` set on any other failure.
+DirectOutcome DirectCopy(int in, int out, uint64_t begin, uint64_t size, Status& error) {
   const uint64_t padded = (size + kAlign - 1) / kAlign * kAlign;
   // One allocation up front: extents in one piece, and writes inside the
   // file's size, which ext4 lets run side by side.
-  if (fallocate(out, 0, 0, static_cast<off_t>(padded)) != 0 && errno != EOPNOTSUPP) {
+  if (fallocate(out, 0, static_cast<off_t>(begin), static_cast<off_t>(padded - begin)) != 0 &&
+      errno != EOPNOTSUPP) {
     error = UnavailableError(Errno("cannot allocate the copy", errno));
     return DirectOutcome::kFailed;
   }
-  const uint64_t blocks = (size + kBlock - 1) / kBlock;
+  const uint64_t blocks = (size - begin + kBlock - 1) / kBlock;
   std::atomic<uint64_t> next{0};
   std::atomic<bool> stop{false};
   std::atomic<bool> refused{false};
@@ -128,7 +138,7 @@ DirectOutcome DirectCopy(int in, int out, uint64_t size, Status& error) {
     while (!stop) {
       const uint64_t b = next.fetch_add(1);
       if (b >= blocks) return;
-      const uint64_t offset = b * kBlock;
+      const uint64_t offset = begin + b * kBlock;
       const size_t length = static_cast<size_t>(std::min<uint64_t>(kBlock, size - offset));
       if (!ReadAt(in, buffer.get(), length, offset)) return fail(ShrankOr("read", errno));
       const size_t aligned = (length + kAlign - 1) / kAlign * kAlign;
@@ -157,9 +167,26 @@ DirectOutcome DirectCopy(int in, int out, uint64_t size, Status& error) {
   return DirectOutcome::kCopied;
 }
 
+// Copies [begin, size) with direct writes; kRefused leaves `out` as it was
+// before `begin` for the caller to go on through the page cache.
+Result<DirectOutcome> CopyDirect(int in, int out, uint64_t begin, uint64_t size) {
+  const int flags = fcntl(out, F_GETFL);
+  if (flags < 0 || fcntl(out, F_SETFL, flags | O_DIRECT) != 0) return DirectOutcome::kRefused;
+  Status error;
+  DirectOutcome outcome = DirectCopy(in, out, begin, size, error);
+  if (fcntl(out, F_SETFL, flags) != 0) return UnavailableError(Errno("temporary file", errno));
+  if (outcome == DirectOutcome::kFailed) return error;
+  // Refused: cut what the direct writes may have allocated past `begin`.
+  const uint64_t end = outcome == DirectOutcome::kCopied ? size : begin;
+  if (ftruncate(out, static_cast<off_t>(end)) != 0) {
+    return UnavailableError(Errno("temporary file", errno));
+  }
+  return outcome;
+}
+
 }  // namespace
 
-Result<CopyMethod> CopyFileData(int in, int out, uint64_t size) {
+Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
   if (size > 0 && ioctl(out, FICLONE, in) == 0) {
     // The clone is of the whole file as it is now; the caller checks that
     // it has not changed since it was scanned.
@@ -168,38 +195,45 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size) {
     }
     return CopyMethod::kReflink;
   }
-  if (size >= kDirectCopyMinBytes) {
-    const int flags = fcntl(out, F_GETFL);
-    if (flags >= 0 && fcntl(out, F_SETFL, flags | O_DIRECT) == 0) {
-      Status error;
-      DirectOutcome outcome = DirectCopy(in, out, size, error);
-      if (fcntl(out, F_SETFL, flags) != 0) return UnavailableError(Errno("temporary file", errno));
-      if (outcome == DirectOutcome::kFailed) return error;
-      if (outcome == DirectOutcome::kCopied) {
-        if (ftruncate(out, static_cast<off_t>(size)) != 0) {
-          return UnavailableError(Errno("temporary file", errno));
-        }
-        return CopyMethod::kDirect;
-      }
-      // Refused: start again through the page cache.
-      if (ftruncate(out, 0) != 0) return UnavailableError(Errno("temporary file", errno));
-    }
+  if (size < kDirectCopyMinBytes || mode == CopyMode::kPageCache) {
+    MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, 0, size));
+    return CopyMethod::kKernel;
   }
-  MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, size));
+  // Through the page cache while it grows fast; around it from the first
+  // window that shows it does not (see kFastPageCacheBytesPerSecond).
+  uint64_t done = 0;
+  while (done < size) {
+    const uint64_t end = std::min(size, done + kProbeBytes);
+    const auto start = std::chrono::steady_clock::now();
+    MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, done, end));
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const bool slow = mode == CopyMode::kDirect ||
+                      static_cast<double>(end - done) < seconds * kFastPageCacheBytesPerSecond;
+    done = end;
+    if (slow) break;
+  }
+  if (done == size) return CopyMethod::kKernel;
+  MESHSYNC_ASSIGN_OR_RETURN(DirectOutcome outcome, CopyDirect(in, out, done, size));
+  if (outcome == DirectOutcome::kCopied) return CopyMethod::kDirect;
+  MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, done, size));
   return CopyMethod::kKernel;
 }
 
-SequentialWriter::SequentialWriter(int fd, uint64_t start, bool direct) : fd_(fd) {
+SequentialWriter::SequentialWriter(int fd, uint64_t start, CopyMode mode) : fd_(fd), mode_(mode) {
   buffer_.reset(static_cast<char*>(std::aligned_alloc(kAlign, kBlock)));
   base_ = start_ = start;
   if (buffer_ == nullptr) {
     status_ = UnavailableError("out of memory for writing a file");
     return;
   }
-  if (!direct) return;
-  // The block holding `start` is written whole: read its head first.
-  const uint64_t aligned = start / kAlign * kAlign;
-  const size_t head = static_cast<size_t>(start - aligned);
+}
+
+void SequentialWriter::StartDirect() {
+  // The block holding base_ is written whole: read its head first. The
+  // buffer is empty when this is called.
+  const uint64_t aligned = base_ / kAlign * kAlign;
+  const size_t head = static_cast<size_t>(base_ - aligned);
   if (head > 0 && !ReadAt(fd_, buffer_.get(), head, aligned)) return;
   flags_ = fcntl(fd_, F_GETFL);
   if (flags_ < 0 || fcntl(fd_, F_SETFL, flags_ | O_DIRECT) != 0) return;
@@ -236,10 +270,19 @@ Status SequentialWriter::Append(const char* data, size_t size) {
     data += n;
     size -= n;
     if (used_ == kBlock) {
+      const bool probe = !direct_ && mode_ != CopyMode::kPageCache;
+      const auto start = std::chrono::steady_clock::now();
       status_ = WriteBlock(kBlock);
       if (!status_.ok()) return status_;
       base_ += kBlock;
       used_ = 0;
+      // From the first block that shows the page cache slow to grow (see
+      // kFastPageCacheBytesPerSecond), around it.
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const bool slow = mode_ == CopyMode::kDirect ||
+                        static_cast<double>(kBlock) < seconds * kFastPageCacheBytesPerSecond;
+      if (probe && slow) StartDirect();
     }
   }
   return Status::Ok();

@@ -1371,7 +1371,9 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
   }
   reader.WillRead(ranges);
   // Then front to back, in large blocks.
-  SequentialWriter writer(out, start, content.size - start >= kDirectCopyMinBytes);
+  SequentialWriter writer(
+      out, start,
+      content.size - start >= kDirectCopyMinBytes ? CopyMode::kAuto : CopyMode::kPageCache);
   LocalSource source;
   auto fill = [&]() -> Status {
     uint64_t at = start;
