@@ -99,7 +99,7 @@ converged() {
   wait_same "$a" "$b"
   T[$tool.$1]=$(since "$start")
   verify "$a" "$b"
-  echo "  $tool $1: ${T[$tool.$1]} s"
+  echo "  $tool $1: ${T[$tool.$1]} s (peak RSS so far $(($(peak_rss "$pid_a" "$pid_b") / 1024)) MiB)"
 }
 # run TOOL: the four measurements for one tool. Sets T[TOOL.*].
 run() {
