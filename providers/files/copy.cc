@@ -38,21 +38,6 @@ constexpr double kFastPageCacheBytesPerSecond = 1.0e9;
 
 std::string Errno(const char* what, int err) { return std::string(what) + ": " + strerror(err); }
 
-// Reads exactly `length` bytes at `offset`; false with errno (0: end of file).
-bool ReadAt(int fd, char* data, size_t length, uint64_t offset) {
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = 0;
-      return false;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 bool WriteAt(int fd, const char* data, size_t length, uint64_t offset) {
   size_t done = 0;
   while (done < length) {
@@ -87,7 +72,7 @@ Status KernelCopy(int in, int out, uint64_t begin, uint64_t end) {
       while (static_cast<uint64_t>(in_off) < end) {
         size_t length = static_cast<size_t>(
             std::min<uint64_t>(buffer.size(), end - static_cast<uint64_t>(in_off)));
-        if (!ReadAt(in, buffer.data(), length, static_cast<uint64_t>(in_off))) {
+        if (!ReadFull(in, {buffer.data(), length}, static_cast<uint64_t>(in_off))) {
           return ShrankOr("read", errno);
         }
         if (!WriteAt(out, buffer.data(), length, static_cast<uint64_t>(out_off))) {
@@ -140,7 +125,7 @@ DirectOutcome DirectCopy(int in, int out, uint64_t begin, uint64_t size, Status&
       if (b >= blocks) return;
       const uint64_t offset = begin + b * kBlock;
       const size_t length = static_cast<size_t>(std::min<uint64_t>(kBlock, size - offset));
-      if (!ReadAt(in, buffer.get(), length, offset)) return fail(ShrankOr("read", errno));
+      if (!ReadFull(in, {buffer.get(), length}, offset)) return fail(ShrankOr("read", errno));
       const size_t aligned = (length + kAlign - 1) / kAlign * kAlign;
       std::memset(buffer.get() + length, 0, aligned - length);
       if (!WriteAt(out, buffer.get(), aligned, offset)) {
@@ -220,8 +205,12 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
   return CopyMethod::kKernel;
 }
 
-SequentialWriter::SequentialWriter(int fd, uint64_t start, CopyMode mode) : fd_(fd), mode_(mode) {
-  buffer_.reset(static_cast<char*>(std::aligned_alloc(kAlign, kBlock)));
+SequentialWriter::SequentialWriter(int fd, uint64_t start, uint64_t length, CopyMode mode)
+    : fd_(fd), mode_(mode) {
+  // A small file needs no more than its size (rounded for alignment).
+  capacity_ = static_cast<size_t>(std::min<uint64_t>(
+      kBlock, std::max<uint64_t>(length + kAlign - 1, kAlign) / kAlign * kAlign));
+  buffer_.reset(static_cast<char*>(std::aligned_alloc(kAlign, capacity_)));
   base_ = start_ = start;
   if (buffer_ == nullptr) {
     status_ = UnavailableError("out of memory for writing a file");
@@ -234,7 +223,7 @@ void SequentialWriter::StartDirect() {
   // buffer is empty when this is called.
   const uint64_t aligned = base_ / kAlign * kAlign;
   const size_t head = static_cast<size_t>(base_ - aligned);
-  if (head > 0 && !ReadAt(fd_, buffer_.get(), head, aligned)) return;
+  if (head > 0 && !ReadFull(fd_, {buffer_.get(), head}, aligned)) return;
   flags_ = fcntl(fd_, F_GETFL);
   if (flags_ < 0 || fcntl(fd_, F_SETFL, flags_ | O_DIRECT) != 0) return;
   direct_ = true;
@@ -264,24 +253,24 @@ Status SequentialWriter::WriteBlock(size_t length) {
 Status SequentialWriter::Append(const char* data, size_t size) {
   if (!status_.ok()) return status_;
   while (size > 0) {
-    const size_t n = std::min(size, kBlock - used_);
+    const size_t n = std::min(size, capacity_ - used_);
     std::memcpy(buffer_.get() + used_, data, n);
     used_ += n;
     data += n;
     size -= n;
-    if (used_ == kBlock) {
+    if (used_ == capacity_) {
       const bool probe = !direct_ && mode_ != CopyMode::kPageCache;
       const auto start = std::chrono::steady_clock::now();
-      status_ = WriteBlock(kBlock);
+      status_ = WriteBlock(capacity_);
       if (!status_.ok()) return status_;
-      base_ += kBlock;
+      base_ += capacity_;
       used_ = 0;
       // From the first block that shows the page cache slow to grow (see
       // kFastPageCacheBytesPerSecond), around it.
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const bool slow = mode_ == CopyMode::kDirect ||
-                        static_cast<double>(kBlock) < seconds * kFastPageCacheBytesPerSecond;
+                        static_cast<double>(capacity_) < seconds * kFastPageCacheBytesPerSecond;
       if (probe && slow) StartDirect();
     }
   }
@@ -302,6 +291,20 @@ Status SequentialWriter::Finish() {
     status_ = UnavailableError(Errno("write", errno));
   }
   return status_;
+}
+
+bool ReadFull(int fd, std::span<char> out, uint64_t offset) {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = 0;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 }  // namespace meshsync::files

@@ -17,10 +17,15 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <span>
 
 #include "meshsync/status.h"
 
 namespace meshsync::files {
+
+// Reads exactly out.size() bytes at `offset`. False on a read error (errno
+// says which) or at the end of the file (errno 0).
+bool ReadFull(int fd, std::span<char> out, uint64_t offset);
 
 enum class CopyMethod { kReflink, kDirect, kKernel };
 
@@ -51,8 +56,9 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode = 
 class SequentialWriter {
  public:
   // Writes to `fd` (open for reading and writing) from offset `start`; the
-  // bytes before `start` are kept.
-  SequentialWriter(int fd, uint64_t start, CopyMode mode);
+  // bytes before `start` are kept. `length`, the bytes the caller means to
+  // append, sizes the buffer (2 MiB at most); appending more still works.
+  SequentialWriter(int fd, uint64_t start, uint64_t length, CopyMode mode);
   SequentialWriter(const SequentialWriter&) = delete;
   SequentialWriter& operator=(const SequentialWriter&) = delete;
   // Leaves the descriptor's flags as they were; writes nothing (see Finish).
@@ -80,8 +86,9 @@ class SequentialWriter {
   int flags_ = -1;  // the descriptor's own, restored when done
   bool direct_ = false;
   uint64_t start_ = 0;
-  uint64_t base_ = 0;  // the file offset of buffer_[0]; aligned when direct_
-  size_t used_ = 0;    // bytes in buffer_
+  uint64_t base_ = 0;    // the file offset of buffer_[0]; aligned when direct_
+  size_t capacity_ = 0;  // of buffer_: a multiple of the alignment
+  size_t used_ = 0;      // bytes in buffer_
   std::unique_ptr<char, FreeDeleter> buffer_;
   Status status_;  // the first failure, if any
 };

@@ -47,16 +47,6 @@ uint64_t ChunkKey(const Sha256& hash) {
   return key;
 }
 
-bool ReadFull(int fd, std::span<char> out, uint64_t offset) {
-  for (size_t done = 0; done < out.size();) {
-    ssize_t n = pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 std::string Errno(std::string_view what, int err) {
   return std::string(what) + ": " + std::strerror(err);
 }
@@ -1371,9 +1361,9 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
   }
   reader.WillRead(ranges);
   // Then front to back, in large blocks.
-  SequentialWriter writer(
-      out, start,
-      content.size - start >= kDirectCopyMinBytes ? CopyMode::kAuto : CopyMode::kPageCache);
+  const uint64_t length = content.size - start;
+  SequentialWriter writer(out, start, length,
+                          length >= kDirectCopyMinBytes ? CopyMode::kAuto : CopyMode::kPageCache);
   LocalSource source;
   auto fill = [&]() -> Status {
     uint64_t at = start;
