@@ -11,15 +11,19 @@
 namespace meshsync::node {
 namespace {
 
-constexpr size_t kMaxSessions = 8;            // per connection
-constexpr size_t kMaxReaders = 64;            // open data handles per session
-constexpr uint32_t kMaxScan = 4096;           // items per ScanItems
-constexpr uint64_t kMaxExamine = 65536;       // items one changes-only scan looks through
-constexpr uint64_t kInlineBulk = 64u << 10;   // bulk data this small travels with the scan
-constexpr uint32_t kMaxRead = 4u << 20;       // bytes per ReadData
-constexpr size_t kPrefetchBudget = 3u << 20;  // unit data sent with one scan
-constexpr uint32_t kReadBlock = 1u << 20;     // the client reads ahead in blocks of this
-constexpr size_t kReadAhead = 8;              // blocks in flight
+constexpr size_t kMaxSessions = 8;           // per connection
+constexpr size_t kMaxReaders = 64;           // open data handles per session
+constexpr uint32_t kMaxScan = 4096;          // items per ScanItems
+constexpr uint64_t kMaxExamine = 65536;      // items one changes-only scan looks through
+constexpr uint64_t kInlineBulk = 64u << 10;  // bulk data this small travels with the scan
+constexpr uint32_t kMaxRead = 4u << 20;      // bytes per ReadData
+// Unit data sent with one scan. 1 MiB keeps the frame under the daemon's
+// mmap threshold (node_commands.cc), so its buffers are reused rather than
+// mapped afresh: 10,000 small files took 13 MiB less peak RSS over both
+// daemons and less CPU than with 3 MiB, and no longer.
+constexpr size_t kPrefetchBudget = 1u << 20;
+constexpr uint32_t kReadBlock = 1u << 20;  // the client reads ahead in blocks of this
+constexpr size_t kReadAhead = 8;           // blocks in flight
 
 Result<ItemId> ParseItemId(const std::string& bytes) {
   if (bytes.size() != 16) return InvalidArgumentError("an item id has 16 bytes");
