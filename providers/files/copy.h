@@ -40,10 +40,11 @@ inline constexpr uint64_t kDirectCopyMinBytes = 8u << 20;
 
 // Copies the first `size` bytes of `in` into `out`, a new empty file open
 // for reading and writing, and leaves `out` exactly `size` bytes long.
-// Returns how it copied (kDirect if any part was written direct). kUnavailable if `in` holds fewer
-// than `size` bytes (it shrank while being copied) or a read or write fails; `out` then holds an
-// unspecified prefix and should be discarded. Runs up to four threads of its own for a large file;
-// `in` and `out` must stay open until it returns.
+// Returns how it copied (kDirect if any part was written direct).
+// kUnavailable if `in` holds fewer than `size` bytes (it shrank while being
+// copied) or a read or write fails; `out` then holds an unspecified prefix
+// and should be discarded. Runs up to four threads of its own for a large
+// file; `in` and `out` must stay open until it returns.
 Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode = CopyMode::kAuto);
 
 // Writes a file front to back, from bytes that arrive in pieces of any size
@@ -67,8 +68,9 @@ class SequentialWriter {
   // Appends `size` bytes. kUnavailable if a write fails.
   Status Append(const char* data, size_t size);
   // Writes what is buffered and makes the file exactly as long as what was
-  // written (`start` plus every byte appended). Call it after a failure too:
-  // what was appended before then is kept.
+  // written (`start` plus every byte appended). Call it after a failure
+  // too: after the caller's, everything appended is kept; after a failed
+  // write of the writer's own, the blocks written before it.
   Status Finish();
 
   bool direct() const { return direct_; }
