@@ -1,8 +1,6 @@
 #include "files/copy.h"
 
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -172,14 +170,6 @@ Result<DirectOutcome> CopyDirect(int in, int out, uint64_t begin, uint64_t size)
 }  // namespace
 
 Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
-  if (size > 0 && ioctl(out, FICLONE, in) == 0) {
-    // The clone is of the whole file as it is now; the caller checks that
-    // it has not changed since it was scanned.
-    if (ftruncate(out, static_cast<off_t>(size)) != 0) {
-      return UnavailableError(Errno("temporary file", errno));
-    }
-    return CopyMethod::kReflink;
-  }
   if (size < kDirectCopyMinBytes || mode == CopyMode::kPageCache) {
     MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, 0, size));
     return CopyMethod::kKernel;

@@ -1,9 +1,9 @@
 // Copying a file's bytes into a new file on the same machine.
 //
 // The cheapest way that works, in order:
-// - a reflink (FICLONE): on file systems that share extents (Btrfs, XFS)
-//   the copy writes no data at all;
-// - copy_file_range, in the kernel through the page cache;
+// - copy_file_range, in the kernel: on file systems that share extents
+//   (Btrfs, XFS) it makes a reflink and writes no data; elsewhere it copies
+//   through the page cache;
 // - for a large file, once the page cache shows itself slow to grow,
 //   direct writes (O_DIRECT) for the rest, several blocks in flight. New
 //   page cache is a memory copy when the kernel reuses pages freed moments
@@ -27,7 +27,7 @@ namespace meshsync::files {
 // says which) or at the end of the file (errno 0).
 bool ReadFull(int fd, std::span<char> out, uint64_t offset);
 
-enum class CopyMethod { kReflink, kDirect, kKernel };
+enum class CopyMethod { kDirect, kKernel };
 
 // How a large file may be copied: kAuto decides as it goes (above). The
 // others are for tests, which must not depend on the machine's timing:
