@@ -34,6 +34,18 @@ constexpr unsigned kWriters = 4;
 constexpr uint64_t kProbeBytes = 8u << 20;
 constexpr double kFastPageCacheBytesPerSecond = 1.0e9;
 
+using Clock = std::chrono::steady_clock;
+
+// Whether `bytes` written through the page cache since `start` show it slow
+// to grow (kDirect: always, for tests).
+bool PageCacheSlow(CopyMode mode, uint64_t bytes, Clock::time_point start) {
+  if (mode == CopyMode::kDirect) return true;
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return static_cast<double>(bytes) < seconds * kFastPageCacheBytesPerSecond;
+}
+
+constexpr uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
 std::string Errno(const char* what, int err) { return std::string(what) + ": " + strerror(err); }
 
 bool WriteAt(int fd, const char* data, size_t length, uint64_t offset) {
@@ -95,7 +107,7 @@ enum class DirectOutcome { kCopied, kRefused, kFailed };
 // multiple of kAlign and `out` has O_DIRECT set. kRefused if the file system turned a direct write
 // down (the caller copies another way), kFailed with `error` set on any other failure.
 DirectOutcome DirectCopy(int in, int out, uint64_t begin, uint64_t size, Status& error) {
-  const uint64_t padded = (size + kAlign - 1) / kAlign * kAlign;
+  const uint64_t padded = AlignUp(size);
   // One allocation up front: extents in one piece, and writes inside the
   // file's size, which ext4 lets run side by side.
   if (fallocate(out, 0, static_cast<off_t>(begin), static_cast<off_t>(padded - begin)) != 0 &&
@@ -124,7 +136,7 @@ DirectOutcome DirectCopy(int in, int out, uint64_t begin, uint64_t size, Status&
       const uint64_t offset = begin + b * kBlock;
       const size_t length = static_cast<size_t>(std::min<uint64_t>(kBlock, size - offset));
       if (!ReadFull(in, {buffer.get(), length}, offset)) return fail(ShrankOr("read", errno));
-      const size_t aligned = (length + kAlign - 1) / kAlign * kAlign;
+      const size_t aligned = static_cast<size_t>(AlignUp(length));
       std::memset(buffer.get() + length, 0, aligned - length);
       if (!WriteAt(out, buffer.get(), aligned, offset)) {
         if (errno == EINVAL) {
@@ -179,12 +191,9 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
   uint64_t done = 0;
   while (done < size) {
     const uint64_t end = std::min(size, done + kProbeBytes);
-    const auto start = std::chrono::steady_clock::now();
+    const Clock::time_point start = Clock::now();
     MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, done, end));
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const bool slow = mode == CopyMode::kDirect ||
-                      static_cast<double>(end - done) < seconds * kFastPageCacheBytesPerSecond;
+    const bool slow = PageCacheSlow(mode, end - done, start);
     done = end;
     if (slow) break;
   }
@@ -198,8 +207,8 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
 SequentialWriter::SequentialWriter(int fd, uint64_t start, uint64_t length, CopyMode mode)
     : fd_(fd), mode_(mode) {
   // A small file needs no more than its size (rounded for alignment).
-  capacity_ = static_cast<size_t>(std::min<uint64_t>(
-      kBlock, std::max<uint64_t>(length + kAlign - 1, kAlign) / kAlign * kAlign));
+  capacity_ =
+      static_cast<size_t>(std::min<uint64_t>(kBlock, AlignUp(std::max<uint64_t>(length, 1))));
   buffer_.reset(static_cast<char*>(std::aligned_alloc(kAlign, capacity_)));
   base_ = start_ = start;
   if (buffer_ == nullptr) {
@@ -230,11 +239,13 @@ void SequentialWriter::StopDirect() {
 
 Status SequentialWriter::WriteBlock(size_t length) {
   if (direct_) {
-    const size_t aligned = (length + kAlign - 1) / kAlign * kAlign;
+    const size_t aligned = static_cast<size_t>(AlignUp(length));
     std::memset(buffer_.get() + length, 0, aligned - length);
     if (WriteAt(fd_, buffer_.get(), aligned, base_)) return Status::Ok();
     if (errno != EINVAL) return UnavailableError(Errno("write", errno));
-    StopDirect();  // not aligned as this file system wants it: the page cache then
+    // Not aligned as this file system wants it: the page cache from now on.
+    StopDirect();
+    mode_ = CopyMode::kPageCache;
   }
   if (!WriteAt(fd_, buffer_.get(), length, base_)) return UnavailableError(Errno("write", errno));
   return Status::Ok();
@@ -250,18 +261,13 @@ Status SequentialWriter::Append(const char* data, size_t size) {
     size -= n;
     if (used_ == capacity_) {
       const bool probe = !direct_ && mode_ != CopyMode::kPageCache;
-      const auto start = std::chrono::steady_clock::now();
+      const Clock::time_point start = Clock::now();
       status_ = WriteBlock(capacity_);
       if (!status_.ok()) return status_;
       base_ += capacity_;
       used_ = 0;
-      // From the first block that shows the page cache slow to grow (see
-      // kFastPageCacheBytesPerSecond), around it.
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const bool slow = mode_ == CopyMode::kDirect ||
-                        static_cast<double>(capacity_) < seconds * kFastPageCacheBytesPerSecond;
-      if (probe && slow) StartDirect();
+      // Around the page cache from the first block that shows it slow.
+      if (probe && PageCacheSlow(mode_, capacity_, start)) StartDirect();
     }
   }
   return Status::Ok();

@@ -1325,9 +1325,9 @@ bool FileProvider::HasLocalChunk(const Chunk& chunk) const {
 
 Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, int out,
                                uint64_t have) {
-  // Data on this machine is as near as our own files: look no further.
-  const bool remote = reader.LocalFd() < 0;
-  if (remote && !chunk_index_loaded_) MESHSYNC_RETURN_IF_ERROR(LoadChunkIndex());
+  // Only for data from elsewhere (WriteTemp copies a local file whole), so
+  // this folder's own files are worth looking through first.
+  if (!chunk_index_loaded_) MESHSYNC_RETURN_IF_ERROR(LoadChunkIndex());
   std::vector<char> buffer;
   // The plan: the chunks an interrupted transfer left in `out` (its longest
   // checked prefix), then, chunk by chunk, whether this folder has it.
@@ -1349,7 +1349,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
         continue;
       }
     }
-    here[i] = remote && HasLocalChunk(chunk);
+    here[i] = HasLocalChunk(chunk);
     if (!here[i]) {
       if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
         ranges.back().length += chunk.length;
@@ -1378,7 +1378,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
         if (HashBytes(buffer.data(), buffer.size()) != chunk.hash) {
           return UnavailableError("received data does not match its hash");
         }
-        if (remote) counters_.bytes_fetched += chunk.length;
+        counters_.bytes_fetched += chunk.length;
       }
       MESHSYNC_RETURN_IF_ERROR(writer.Append(buffer.data(), buffer.size()));
       at += chunk.length;
