@@ -144,12 +144,16 @@ class MetadataStore {
   // replica whose knowledge is `known` (in this store's keys) lacks (see
   // KnowsAllOf), in id order. Appends at most `limit` of them to `out`, and
   // says how far it looked: every item from `first` through `scan.through`
-  // was examined (ItemId::Max() once the end was reached), `scan.examined`
-  // of them. The default scans and filters; a remote store filters where
-  // the items are, so that what the destination has does not travel.
+  // was accounted for (ItemId::Max() once the end was reached). Unless
+  // `scan.indexed`, each was read: `scan.examined` of them. An indexed scan
+  // read only the items changed since a state that `known` contains (the
+  // SQLite store keeps such a log); `examined` then counts those alone.
+  // The default scans and filters; a remote store filters where the items
+  // are, so that what the destination has does not travel.
   struct ChangeScan {
     ItemId through;
     size_t examined = 0;
+    bool indexed = false;
   };
   virtual Status ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
                              std::vector<ItemMetadata>& out, ChangeScan& scan);

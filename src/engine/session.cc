@@ -102,6 +102,9 @@ class DirectionRun {
       std::vector<ItemMetadata> window;
       ItemId last;
       size_t examined;
+      // How many source items the window spans; unknown (SIZE_MAX) when an
+      // index let the source pass over those the destination has.
+      size_t spanned;
       if (recovery_) {
         // Every item: the destination deletes what the source does not have.
         MESHSYNC_RETURN_IF_ERROR(
@@ -109,6 +112,7 @@ class DirectionRun {
         bool end = window.size() < batch_size || window.back().id == ItemId::Max();
         last = end ? ItemId::Max() : window.back().id;
         examined = window.size();
+        spanned = examined;
       } else {
         // Only what the destination lacks, however far apart.
         MetadataStore::ChangeScan scan;
@@ -116,10 +120,12 @@ class DirectionRun {
             source_.store().ScanChanges(first, dest_known_, batch_size, window, scan));
         last = scan.through;
         examined = scan.examined;
+        spanned = scan.indexed ? SIZE_MAX : examined;
       }
       const bool last_window = last == ItemId::Max();
-      MESHSYNC_RETURN_IF_ERROR(ApplyWindow(first, last, window, examined));
+      MESHSYNC_RETURN_IF_ERROR(ApplyWindow(first, last, window, spanned));
       progress_.items_done += examined;
+      if (last_window) progress_.items_done = std::max(progress_.items_done, progress_.items_total);
       progress_.bytes_done = report_.bytes;
       if (options_.on_progress) options_.on_progress(progress_);
       if (last_window) break;
@@ -196,9 +202,10 @@ class DirectionRun {
   }
 
   // `window`: the source's items from `first` through `last` that the
-  // destination may lack (all of them in a recovery), of `examined` items.
+  // destination may lack (all of them in a recovery), of `spanned` items
+  // (SIZE_MAX if unknown).
   Status ApplyWindow(const ItemId& first, const ItemId& last,
-                     const std::vector<ItemMetadata>& window, size_t examined) {
+                     const std::vector<ItemMetadata>& window, size_t spanned) {
     Batch batch;
     pending_.clear();  // a window that failed leaves nothing for this one
     pending_bytes_ = 0;
@@ -212,7 +219,7 @@ class DirectionRun {
     for (const ItemMetadata& item : window) {
       if (recovery_ || Lacks(dest_known_, item)) changes.push_back(&item);
     }
-    MESHSYNC_ASSIGN_OR_RETURN(auto local, LoadLocal(first, last, examined, changes));
+    MESHSYNC_ASSIGN_OR_RETURN(auto local, LoadLocal(first, last, spanned, changes));
     for (const ItemMetadata* change : changes) {
       if (source_filtered) batch.learned.UnionWith(made_with_.ProjectOnto(change->id));
       auto it = local.find(change->id);
@@ -242,8 +249,9 @@ class DirectionRun {
   // The destination's metadata for `changes`. One range scan beats many
   // lookups when most of the window changed (an initial sync), unless the
   // destination holds far more items in the range than the source does (the
-  // last window reaches ItemId::Max()); the scan is bounded so that memory
-  // stays proportional to the batch.
+  // last window reaches ItemId::Max()), or the window's size is unknown (an
+  // indexed scan: few of its items changed); the scan is bounded so that
+  // memory stays proportional to the batch.
   Result<std::map<ItemId, ItemMetadata>> LoadLocal(
       const ItemId& first, const ItemId& last, size_t window_size,
       const std::vector<const ItemMetadata*>& changes) {

@@ -1,11 +1,28 @@
 // The SQLite metadata store: one database file per replica, WAL mode.
 //
-// Schema (version 1, recorded in PRAGMA user_version):
+// Schema (version 2, recorded in PRAGMA user_version):
 //   meta(name PRIMARY KEY, value)   replica id, provider, key map, tick,
 //                                   knowledge, forgotten knowledge
 //   items(id PRIMARY KEY, key, versions)  WITHOUT ROWID, so rows are stored
 //                                   in item-id order and scans are sequential
 //   conflicts(id INTEGER PRIMARY KEY, record)
+//   changes(seq INTEGER PRIMARY KEY, id)  the change log: every upsert, in
+//                                   commit order (version 2)
+//   checkpoints(seq INTEGER PRIMARY KEY, knowledge)  the store's knowledge
+//                                   after recent commits, and the last
+//                                   change logged by then (version 2)
+//
+// The change log lets a session's source read only what changed since the
+// destination last caught up, instead of every item (ScanChanges). Every
+// item a commit writes is known by the knowledge that commit leaves (a
+// replica knows every version it holds), and knowledge only grows, so after
+// checkpoint (S, K) every item whose last logged change is at or before S
+// (or was never logged: written before version 2) holds versions in K. A
+// peer whose knowledge contains K lacks only items logged after S. The
+// store checks both premises as it commits; should one ever fail, it turns
+// the log off for good and scans every item, as version 1 did. Checkpoints
+// with the same knowledge are merged, the last kMaxCheckpoints are kept and
+// the log is pruned up to the oldest (at most kMaxLogged changes).
 //
 // Durability: WAL with synchronous=NORMAL. A crash of the process never
 // loses a committed transaction; a power cut may lose the last few, but the
@@ -14,13 +31,17 @@
 // the data and the engine reconciles it).
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "meshsync/metadata_store.h"
 #include "src/store/item_codec.h"
 
 namespace meshsync {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
+constexpr size_t kMaxCheckpoints = 64;
+constexpr int64_t kMaxLogged = 1 << 20;
 
 // Each step brings the schema from version (index) to version (index + 1).
 constexpr const char* kMigrations[] = {
@@ -29,6 +50,10 @@ constexpr const char* kMigrations[] = {
       CREATE TABLE items(id BLOB PRIMARY KEY, key BLOB, versions BLOB NOT NULL) WITHOUT ROWID;
       CREATE INDEX items_by_key ON items(key) WHERE key IS NOT NULL;
       CREATE TABLE conflicts(id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+    )sql",
+    R"sql(
+      CREATE TABLE changes(seq INTEGER PRIMARY KEY, id BLOB NOT NULL);
+      CREATE TABLE checkpoints(seq INTEGER PRIMARY KEY, knowledge BLOB NOT NULL);
     )sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
@@ -131,10 +156,19 @@ class SqliteStore final : public MetadataStore {
     scan_.reset();
     visit_.reset();
     upsert_.reset();
+    update_.reset();
     erase_.reset();
     set_meta_.reset();
     add_conflict_.reset();
     drop_conflict_.reset();
+    log_change_.reset();
+    count_changes_.reset();
+    changed_ids_.reset();
+    put_checkpoint_.reset();
+    drop_checkpoint_.reset();
+    prune_checkpoints_.reset();
+    prune_changes_.reset();
+    db_bytes_.reset();
     if (db_ != nullptr) sqlite3_close(db_);
   }
 
@@ -206,6 +240,60 @@ class SqliteStore final : public MetadataStore {
     return finished;
   }
 
+  // Reads only the items logged since the newest checkpoint that `known`
+  // contains, when there are few enough of them that looking each up beats
+  // reading every item (see the file comment).
+  Status ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
+                     std::vector<ItemMetadata>& out, ChangeScan& scan) override {
+    std::optional<int64_t> since;
+    for (auto it = checkpoints_.rbegin(); it != checkpoints_.rend(); ++it) {
+      if (known.Contains(it->knowledge)) {
+        since = it->seq;
+        break;
+      }
+    }
+    if (!since.has_value()) return MetadataStore::ScanChanges(first, known, limit, out, scan);
+    MESHSYNC_RETURN_IF_ERROR(BeginRead());
+    count_changes_->BindInt(1, *since);
+    int64_t logged = count_changes_->Step() ? count_changes_->Int(0) : 0;
+    MESHSYNC_RETURN_IF_ERROR(count_changes_->Finish());
+    int64_t bytes = db_bytes_->Step() ? db_bytes_->Int(0) : 0;
+    MESHSYNC_RETURN_IF_ERROR(db_bytes_->Finish());
+    if (logged > std::max(kMinIndexed, bytes / kBytesPerLookup))
+      return MetadataStore::ScanChanges(first, known, limit, out, scan);
+
+    std::vector<ItemId> ids;
+    ids.reserve(static_cast<size_t>(logged));
+    changed_ids_->BindInt(1, *since);
+    while (changed_ids_->Step()) {
+      std::string_view id = changed_ids_->Blob(0);
+      if (id.size() != 16) {
+        changed_ids_->Finish().IgnoreError();
+        return DataLossError("corrupt item id in the metadata store's change log");
+      }
+      ItemId item(Id128::FromBytes(reinterpret_cast<const uint8_t*>(id.data())));
+      if (!(item < first)) ids.push_back(item);
+    }
+    MESHSYNC_RETURN_IF_ERROR(changed_ids_->Finish());
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+
+    scan = ChangeScan{};
+    scan.indexed = true;
+    const size_t wanted = out.size() + std::max<size_t>(limit, 1);
+    for (const ItemId& id : ids) {
+      get_item_->BindId(1, id);
+      MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, ReadOptionalItem(*get_item_));
+      ++scan.examined;
+      scan.through = id;
+      if (!item.has_value() || KnowsAllOf(known, *item)) continue;  // erased, or known
+      out.push_back(std::move(*item));
+      if (out.size() == wanted) return Status::Ok();
+    }
+    scan.through = ItemId::Max();
+    return Status::Ok();
+  }
+
   Result<size_t> CountItems() override {
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     Statement count;
@@ -236,7 +324,8 @@ class SqliteStore final : public MetadataStore {
     if (visiting_) return FailedPreconditionError("the metadata store is being read (VisitItems)");
     EndRead();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status status = WriteBatch(batch);
+    ChangeLog log{checkpoints_, last_seq_, log_off_};
+    Status status = WriteBatch(batch, log);
     if (status.ok()) status = Exec("COMMIT");
     if (!status.ok()) {
       Exec("ROLLBACK").IgnoreError();  // nothing more to do if even that fails
@@ -247,10 +336,31 @@ class SqliteStore final : public MetadataStore {
     if (batch.tick) state_.tick = std::max(state_.tick, *batch.tick);
     if (batch.knowledge) state_.knowledge = *batch.knowledge;
     if (batch.forgotten) state_.forgotten = *batch.forgotten;
+    checkpoints_ = std::move(log.checkpoints);
+    last_seq_ = log.last_seq;
+    log_off_ = log.off;
     return Status::Ok();
   }
 
  private:
+  // An indexed ScanChanges looks up at most one logged change per this many
+  // bytes of the store, or kMinIndexed changes in a small one; above that,
+  // reading every item in order costs less.
+  static constexpr int64_t kBytesPerLookup = 2048;
+  static constexpr int64_t kMinIndexed = 64;
+
+  struct Checkpoint {
+    int64_t seq = 0;  // the last change logged when the store knew `knowledge`
+    Knowledge knowledge;
+    std::string encoded;
+  };
+  // The change log's state, as a commit changes it.
+  struct ChangeLog {
+    std::vector<Checkpoint> checkpoints;  // oldest first
+    int64_t last_seq = 0;                 // the last change logged
+    bool off = false;                     // turned off for good (see the file comment)
+  };
+
   SqliteStore() = default;
 
   // Reads between two commits share one read transaction: taking and
@@ -369,11 +479,23 @@ class SqliteStore final : public MetadataStore {
         visit_, "SELECT id, key, versions FROM items WHERE id >= ?1 AND id <= ?2 ORDER BY id"));
     MESHSYNC_RETURN_IF_ERROR(
         make(upsert_, "INSERT OR REPLACE INTO items(id, key, versions) VALUES (?1, ?2, ?3)"));
+    MESHSYNC_RETURN_IF_ERROR(
+        make(update_, "UPDATE items SET versions = ?3 WHERE id = ?1 AND key IS ?2"));
     MESHSYNC_RETURN_IF_ERROR(make(erase_, "DELETE FROM items WHERE id = ?1"));
     MESHSYNC_RETURN_IF_ERROR(
         make(set_meta_, "INSERT OR REPLACE INTO meta(name, value) VALUES (?1, ?2)"));
     MESHSYNC_RETURN_IF_ERROR(make(add_conflict_, "INSERT INTO conflicts(record) VALUES (?1)"));
     MESHSYNC_RETURN_IF_ERROR(make(drop_conflict_, "DELETE FROM conflicts WHERE id = ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(log_change_, "INSERT INTO changes(seq, id) VALUES (?1, ?2)"));
+    MESHSYNC_RETURN_IF_ERROR(make(count_changes_, "SELECT count(*) FROM changes WHERE seq > ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(changed_ids_, "SELECT id FROM changes WHERE seq > ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(
+        put_checkpoint_, "INSERT OR REPLACE INTO checkpoints(seq, knowledge) VALUES (?1, ?2)"));
+    MESHSYNC_RETURN_IF_ERROR(make(drop_checkpoint_, "DELETE FROM checkpoints WHERE seq = ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(prune_checkpoints_, "DELETE FROM checkpoints WHERE seq < ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(prune_changes_, "DELETE FROM changes WHERE seq < ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(
+        db_bytes_, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"));
     return Status::Ok();
   }
 
@@ -381,7 +503,7 @@ class SqliteStore final : public MetadataStore {
   Status LoadState(std::string_view provider_name, Random* random) {
     Statement read;
     MESHSYNC_RETURN_IF_ERROR(read.Prepare(db_, "SELECT name, value FROM meta"));
-    std::optional<std::string> id, provider, keys, tick, knowledge, forgotten;
+    std::optional<std::string> id, provider, keys, tick, knowledge, forgotten, log_off;
     while (read.Step()) {
       std::string_view name = read.Blob(0);
       std::string value(read.Blob(1));
@@ -391,6 +513,7 @@ class SqliteStore final : public MetadataStore {
       if (name == "tick") tick = value;
       if (name == "knowledge") knowledge = value;
       if (name == "forgotten") forgotten = value;
+      if (name == "change_log" && value == "off") log_off = value;
     }
     MESHSYNC_RETURN_IF_ERROR(read.Finish());
 
@@ -433,7 +556,34 @@ class SqliteStore final : public MetadataStore {
     }
     state_.knowledge = *std::move(decoded);
     state_.forgotten = *std::move(decoded_forgotten);
-    return Status::Ok();
+    return LoadChangeLog(log_off.has_value());
+  }
+
+  Status LoadChangeLog(bool off) {
+    log_off_ = off;
+    if (off) return Status::Ok();
+    Statement last;
+    MESHSYNC_RETURN_IF_ERROR(last.Prepare(db_, "SELECT max(seq) FROM changes"));
+    last_seq_ = last.Step() ? last.Int(0) : 0;
+    MESHSYNC_RETURN_IF_ERROR(last.Finish());
+    Statement read;
+    MESHSYNC_RETURN_IF_ERROR(
+        read.Prepare(db_, "SELECT seq, knowledge FROM checkpoints ORDER BY seq"));
+    while (read.Step()) {
+      Checkpoint checkpoint;
+      checkpoint.seq = read.Int(0);
+      checkpoint.encoded = std::string(read.Blob(1));
+      ReplicaKeyMap keys = state_.keys;
+      auto decoded = Knowledge::Decode(checkpoint.encoded, keys);
+      if (!decoded.ok() || keys.size() != state_.keys.size()) {
+        read.Finish().IgnoreError();
+        return DataLossError("a checkpoint of the metadata store's change log is corrupt");
+      }
+      checkpoint.knowledge = *std::move(decoded);
+      last_seq_ = std::max(last_seq_, checkpoint.seq);
+      checkpoints_.push_back(std::move(checkpoint));
+    }
+    return read.Finish();
   }
 
   Status WriteMeta(const char* name, std::string_view value) {
@@ -452,22 +602,31 @@ class SqliteStore final : public MetadataStore {
     return WriteMeta("forgotten", state.forgotten.Encode(state.keys));
   }
 
-  Status WriteBatch(const StoreBatch& batch) {
+  Status WriteBatch(const StoreBatch& batch, ChangeLog& log) {
     for (const ItemId& id : batch.erasures) {
       erase_->BindId(1, id);
       MESHSYNC_RETURN_IF_ERROR(erase_->Run());
     }
     std::string versions;
     for (const ItemMetadata& item : batch.upserts) {
-      upsert_->BindId(1, item.id);
-      if (item.key.empty()) {
-        upsert_->BindNull(2);
-      } else {
-        upsert_->BindBlob(2, item.key);
-      }
       versions = store::EncodeItemVersions(item);
-      upsert_->BindBlob(3, versions);
-      MESHSYNC_RETURN_IF_ERROR(upsert_->Run());
+      // An item that keeps its key is updated in place, which leaves the
+      // key index alone (a replacement rewrites its entry: a page a change).
+      update_->BindId(1, item.id);
+      BindKey(*update_, 2, item.key);
+      update_->BindBlob(3, versions);
+      MESHSYNC_RETURN_IF_ERROR(update_->Run());
+      if (sqlite3_changes(db_) == 0) {
+        upsert_->BindId(1, item.id);
+        BindKey(*upsert_, 2, item.key);
+        upsert_->BindBlob(3, versions);
+        MESHSYNC_RETURN_IF_ERROR(upsert_->Run());
+      }
+      if (!log.off) {
+        log_change_->BindInt(1, ++log.last_seq);
+        log_change_->BindId(2, item.id);
+        MESHSYNC_RETURN_IF_ERROR(log_change_->Run());
+      }
     }
     for (uint64_t id : batch.resolved_conflicts) {
       drop_conflict_->BindInt(1, static_cast<int64_t>(id));
@@ -485,7 +644,57 @@ class SqliteStore final : public MetadataStore {
       if (batch.forgotten) next.forgotten = *batch.forgotten;
       MESHSYNC_RETURN_IF_ERROR(WriteState(next));
     }
-    return Status::Ok();
+    return UpdateCheckpoints(batch, log);
+  }
+
+  static void BindKey(Statement& statement, int index, const std::string& key) {
+    if (key.empty()) {
+      statement.BindNull(index);
+    } else {
+      statement.BindBlob(index, key);
+    }
+  }
+
+  // After the batch's writes: a checkpoint for the knowledge it leaves.
+  Status UpdateCheckpoints(const StoreBatch& batch, ChangeLog& log) {
+    if (log.off || (batch.upserts.empty() && !batch.knowledge)) return Status::Ok();
+    const Knowledge& known = batch.knowledge ? *batch.knowledge : state_.knowledge;
+    bool sound = !batch.knowledge || batch.knowledge->Contains(state_.knowledge);
+    for (size_t i = 0; sound && i < batch.upserts.size(); ++i)
+      sound = KnowsAllOf(known, batch.upserts[i]);
+    if (!sound) {
+      log.off = true;
+      log.checkpoints.clear();
+      MESHSYNC_RETURN_IF_ERROR(Exec("DELETE FROM changes; DELETE FROM checkpoints"));
+      return WriteMeta("change_log", "off");
+    }
+    std::vector<Checkpoint>& points = log.checkpoints;
+    // Knowledge only grew since a checkpoint at the same change: that one
+    // asks less of a peer for the same start.
+    if (!points.empty() && points.back().seq == log.last_seq) return Status::Ok();
+    if (!points.empty() && points.back().knowledge == known) {
+      drop_checkpoint_->BindInt(1, points.back().seq);
+      MESHSYNC_RETURN_IF_ERROR(drop_checkpoint_->Run());
+      points.back().seq = log.last_seq;
+    } else {
+      const ReplicaKeyMap& keys = batch.keys ? *batch.keys : state_.keys;
+      points.push_back(Checkpoint{log.last_seq, known, known.Encode(keys)});
+    }
+    put_checkpoint_->BindInt(1, points.back().seq);
+    put_checkpoint_->BindBlob(2, points.back().encoded);
+    MESHSYNC_RETURN_IF_ERROR(put_checkpoint_->Run());
+
+    size_t drop = 0;
+    while (points.size() - drop > kMaxCheckpoints ||
+           (points.size() - drop > 1 && log.last_seq - points[drop].seq > kMaxLogged)) {
+      ++drop;
+    }
+    if (drop == 0) return Status::Ok();
+    points.erase(points.begin(), points.begin() + static_cast<ptrdiff_t>(drop));
+    prune_checkpoints_->BindInt(1, points.front().seq);
+    MESHSYNC_RETURN_IF_ERROR(prune_checkpoints_->Run());
+    prune_changes_->BindInt(1, points.front().seq);
+    return prune_changes_->Run();
   }
 
   // Runs a bound query that yields at most one item.
@@ -522,8 +731,13 @@ class SqliteStore final : public MetadataStore {
   bool closing_ = false;
   ReplicaState state_;
   bool visiting_ = false;  // visit_ is stepping (VisitItems)
-  std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, upsert_, erase_, set_meta_,
-      add_conflict_, drop_conflict_;
+  std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, upsert_, update_, erase_,
+      set_meta_, add_conflict_, drop_conflict_, log_change_, count_changes_, changed_ids_,
+      put_checkpoint_, drop_checkpoint_, prune_checkpoints_, prune_changes_, db_bytes_;
+  // The change log (see the file comment), as of the last commit.
+  std::vector<Checkpoint> checkpoints_;
+  int64_t last_seq_ = 0;
+  bool log_off_ = false;
 };
 
 }  // namespace
