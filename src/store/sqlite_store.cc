@@ -24,11 +24,14 @@
 // with the same knowledge are merged, the last kMaxCheckpoints are kept and
 // the log is pruned up to the oldest (at most kMaxLogged changes).
 //
-// Durability: WAL with synchronous=NORMAL. A crash of the process never
-// loses a committed transaction; a power cut may lose the last few, but the
-// database stays consistent, and a lost metadata commit is recovered like any
-// crash between data and metadata (the provider's next change detection sees
-// the data and the engine reconciles it).
+// Durability: WAL with synchronous=FULL: a commit is on the device before
+// Commit returns, even across a power cut. A provider may rely on that: the
+// SQL provider moves its anchors in the user's database once the metadata
+// that describes the rows is committed, and a commit lost after that would
+// lose the changes it recorded. Closing leaves the log for the next
+// writer's automatic checkpoint (every 1,000 pages) instead of copying it
+// back and syncing the database then, which cost a short run as much as
+// its own work.
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -399,13 +402,16 @@ class SqliteStore final : public MetadataStore {
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) return SqliteError(db_, rc, "opening metadata store " + path);
     sqlite3_busy_timeout(db_, 10'000);
-    // A new store gets 16 KiB pages (an existing one keeps its own): reading
-    // all items, which every scan of a folder and every session does, takes
-    // a quarter of the reads of SQLite's default 4 KiB, and each read is a
-    // system call.
-    MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA page_size=16384"));
+    // A new store gets 4 KiB pages (an existing one keeps its own). Stores
+    // used to get 16 KiB, for fewer reads when a session read every item;
+    // sessions now read what changed (the change log), and a change of one
+    // item writes a page to the log and the database: 4 KiB pages made an
+    // incremental sync of 1,000 table rows 12% faster and a no-change
+    // resync of 100,000 files no slower.
+    MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA page_size=4096"));
     MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
-    MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL"));
+    MESHSYNC_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
+    sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
     MESHSYNC_RETURN_IF_ERROR(Migrate());
     MESHSYNC_RETURN_IF_ERROR(Prepare());
     return LoadState(provider_name, &random);
