@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "meshsync/env.h"
 #include "sql/database.h"
 #include "sql/schema.h"
 
@@ -158,6 +159,8 @@ double Provision(const std::string& url) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The heap `meshsync db` runs with (apps/meshsync/main.cc), for both sides.
+  meshsync::ReexecWithHugePageHeap(argv);
   int rows = 100000;
   std::string postgres;
   std::string dir;
