@@ -351,24 +351,29 @@ TEST(SqliteStoreTest, ChangeLogScansMatchFullScans) {
   EXPECT_GT(indexed, 100);
 }
 
+// Twenty items made by replica key 0 at tick 10, with knowledge {0:10}.
+StoreBatch TwentyItemsAtTickTen() {
+  StoreBatch batch;
+  for (uint64_t n = 0; n < 20; ++n) {
+    ItemMetadata item;
+    item.id = ItemId(0, n);
+    item.created = item.updated = Version{0, 10};
+    item.units = {UnitVersion{1, Version{0, 10}}};
+    batch.upserts.push_back(item);
+  }
+  batch.knowledge = Knowledge(ClockVector{{0, 10}});
+  return batch;
+}
+
 // An item its own store's knowledge does not cover breaks the premise of
 // the log: the store stops using it, for good, and still answers right.
 TEST(SqliteStoreTest, ChangeLogTurnsOffWhenAnItemIsNotKnown) {
   TempDir dir;
   testing::SeededRandom random(5);
-  Knowledge known(ClockVector{{0, 10}});
   {
     auto store = OpenSqliteStore(dir.File("m.db"), "records", random);
     ASSERT_TRUE(store.ok());
-    StoreBatch batch;
-    for (uint64_t n = 0; n < 20; ++n) {
-      ItemMetadata item;
-      item.id = ItemId(0, n);
-      item.created = item.updated = Version{0, 10};
-      item.units = {UnitVersion{1, Version{0, 10}}};
-      batch.upserts.push_back(item);
-    }
-    batch.knowledge = known;
+    StoreBatch batch = TwentyItemsAtTickTen();
     ASSERT_TRUE((*store)->Commit(batch).ok());
     StoreBatch odd;
     odd.upserts = {batch.upserts[3]};
@@ -379,7 +384,8 @@ TEST(SqliteStoreTest, ChangeLogTurnsOffWhenAnItemIsNotKnown) {
   auto store = OpenSqliteStore(dir.File("m.db"), "records", random);
   ASSERT_TRUE(store.ok());
   int indexed = 0;
-  std::vector<ItemMetadata> got = AllChanges(**store, known, 100, &indexed);
+  std::vector<ItemMetadata> got =
+      AllChanges(**store, *TwentyItemsAtTickTen().knowledge, 100, &indexed);
   EXPECT_EQ(indexed, 0);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].id, ItemId(0, 3));
@@ -391,20 +397,10 @@ TEST(SqliteStoreTest, ChangeLogTurnsOffWhenAnItemIsNotKnown) {
 TEST(SqliteStoreTest, MigratesAVersionOneStore) {
   TempDir dir;
   testing::SeededRandom random(5);
-  Knowledge known(ClockVector{{0, 10}});
   {
     auto store = OpenSqliteStore(dir.File("m.db"), "records", random);
     ASSERT_TRUE(store.ok());
-    StoreBatch batch;
-    for (uint64_t n = 0; n < 20; ++n) {
-      ItemMetadata item;
-      item.id = ItemId(0, n);
-      item.created = item.updated = Version{0, 10};
-      item.units = {UnitVersion{1, Version{0, 10}}};
-      batch.upserts.push_back(item);
-    }
-    batch.knowledge = known;
-    ASSERT_TRUE((*store)->Commit(batch).ok());
+    ASSERT_TRUE((*store)->Commit(TwentyItemsAtTickTen()).ok());
   }
   sqlite3* db;  // back to version 1, as that release left it
   ASSERT_EQ(sqlite3_open(dir.File("m.db").c_str(), &db), SQLITE_OK);
