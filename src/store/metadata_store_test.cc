@@ -391,6 +391,39 @@ TEST(SqliteStoreTest, ChangeLogTurnsOffWhenAnItemIsNotKnown) {
   EXPECT_EQ(got[0].id, ItemId(0, 3));
 }
 
+// A checkpoint whose bytes are damaged is passed over: the store opens, and
+// a peer at that checkpoint still gets exactly what it lacks.
+TEST(SqliteStoreTest, ACorruptCheckpointIsPassedOver) {
+  TempDir dir;
+  testing::SeededRandom random(5);
+  {
+    auto store = OpenSqliteStore(dir.File("m.db"), "records", random);
+    ASSERT_TRUE(store.ok());
+    StoreBatch batch = TwentyItemsAtTickTen();
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+    StoreBatch edit;
+    edit.upserts = {batch.upserts[5]};
+    edit.upserts[0].SetUnit(1, Version{0, 11});
+    edit.upserts[0].updated = Version{0, 11};
+    edit.knowledge = Knowledge(ClockVector{{0, 11}});
+    ASSERT_TRUE((*store)->Commit(edit).ok());
+  }
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(dir.File("m.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "UPDATE checkpoints SET knowledge = x'ff00ff'", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  auto store = OpenSqliteStore(dir.File("m.db"), "records", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  int indexed = 0;
+  std::vector<ItemMetadata> got =
+      AllChanges(**store, *TwentyItemsAtTickTen().knowledge, 100, &indexed);
+  EXPECT_EQ(indexed, 0);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, ItemId(0, 5));
+}
+
 // A store written by the version before the change log opens, and its
 // first commit starts the log: items it never logged are covered by the
 // knowledge of that commit.

@@ -581,10 +581,10 @@ class SqliteStore final : public MetadataStore {
       checkpoint.encoded = std::string(read.Blob(1));
       ReplicaKeyMap keys = state_.keys;
       auto decoded = Knowledge::Decode(checkpoint.encoded, keys);
-      if (!decoded.ok() || keys.size() != state_.keys.size()) {
-        read.Finish().IgnoreError();
-        return DataLossError("a checkpoint of the metadata store's change log is corrupt");
-      }
+      // Each checkpoint vouches for itself alone, and only saves reads: a
+      // corrupt one is passed over (pruned in time), not a reason to refuse
+      // the store.
+      if (!decoded.ok() || keys.size() != state_.keys.size()) continue;
       checkpoint.knowledge = *std::move(decoded);
       last_seq_ = std::max(last_seq_, checkpoint.seq);
       checkpoints_.push_back(std::move(checkpoint));
