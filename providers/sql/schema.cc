@@ -45,9 +45,14 @@ Result<std::string> DropTriggersSql(Dialect d, std::string_view table, int n) {
          "; DROP FUNCTION IF EXISTS meshsync_track_" + num + "();";
 }
 
+// The version of the triggers TriggerSql makes, kept in meshsync_scope as
+// 'tracking'. 1: every write tracked; 2: a sync's own writes are not
+// (meshsync_applying).
+constexpr std::string_view kTrackingVersion = "2";
+
 // The statements that create table N's tracking table and triggers, and
-// enroll its rows.
-Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
+// enroll its rows; or, with `triggers_only`, its triggers alone.
+Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n, bool triggers_only = false) {
   MESHSYNC_ASSIGN_OR_RETURN(std::string quoted, QuoteIdent(t.name));
   std::string tracking = TrackingTable(n);
   std::string num = std::to_string(n);
@@ -63,11 +68,13 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
   std::string millis = MillisExpr(d);
   std::string sql;
   if (d == Dialect::kSqlite) {
-    sql += "CREATE TABLE " + tracking + "(" + Join(pk_defs, ", ") +
-           ", seq INTEGER NOT NULL, changed_millis INTEGER NOT NULL, op TEXT NOT NULL, "
-           "PRIMARY KEY(" +
-           pk + ")) WITHOUT ROWID;\n";
-    sql += "CREATE INDEX " + tracking + "_seq ON " + tracking + "(seq);\n";
+    if (!triggers_only) {
+      sql += "CREATE TABLE " + tracking + "(" + Join(pk_defs, ", ") +
+             ", seq INTEGER NOT NULL, changed_millis INTEGER NOT NULL, op TEXT NOT NULL, "
+             "PRIMARY KEY(" +
+             pk + ")) WITHOUT ROWID;\n";
+      sql += "CREATE INDEX " + tracking + "_seq ON " + tracking + "(seq);\n";
+    }
     // An unconditional row is inserted from VALUES: INSERT ... SELECT that
     // reads the table it inserts into (max(seq)) goes through a temporary
     // table, a quarter of the cost of each tracked write.
@@ -84,13 +91,19 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
     };
     std::vector<std::string> moved;
     for (size_t i = 0; i < old_pk.size(); ++i) moved.push_back(old_pk[i] + " IS NOT " + new_pk[i]);
-    sql += "CREATE TRIGGER meshsync_insert_" + num + " AFTER INSERT ON " + quoted + " BEGIN " +
+    // A sync's own writes are not tracked: its write transaction marks
+    // itself active in meshsync_applying, and unmarks itself before it
+    // commits, so no other writer ever sees the mark (SQLite has one
+    // writer at a time, and readers see only what is committed).
+    std::string when = " WHEN NOT EXISTS (SELECT 1 FROM meshsync_applying WHERE active = 1) BEGIN ";
+    sql += "CREATE TRIGGER meshsync_insert_" + num + " AFTER INSERT ON " + quoted + when +
            upsert(new_pk, "insert", "") + " END;\n";
-    sql += "CREATE TRIGGER meshsync_update_" + num + " AFTER UPDATE ON " + quoted + " BEGIN " +
+    sql += "CREATE TRIGGER meshsync_update_" + num + " AFTER UPDATE ON " + quoted + when +
            upsert(old_pk, "delete", Join(moved, " OR ")) + " " + upsert(new_pk, "update", "") +
            " END;\n";
-    sql += "CREATE TRIGGER meshsync_delete_" + num + " AFTER DELETE ON " + quoted + " BEGIN " +
+    sql += "CREATE TRIGGER meshsync_delete_" + num + " AFTER DELETE ON " + quoted + when +
            upsert(old_pk, "delete", "") + " END;\n";
+    if (triggers_only) return sql;
     sql += "INSERT INTO " + tracking + "(" + pk + ", seq, changed_millis, op) SELECT " + pk +
            ", (SELECT coalesce(max(seq), 0) + 1 FROM " + tracking + "), " + millis +
            ", 'insert' FROM " + quoted + " WHERE true ON CONFLICT(" + pk +
@@ -104,10 +117,12 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
     if (c.name.find("$meshsync$") != std::string::npos)
       return InvalidArgumentError("column name '" + c.name + "' holds $meshsync$");
   }
-  sql += "CREATE TABLE " + tracking + "(" + Join(pk_defs, ", ") +
-         ", xid xid8 NOT NULL, changed_millis bigint NOT NULL, op text NOT NULL, PRIMARY KEY(" +
-         pk + "));\n";
-  sql += "CREATE INDEX " + tracking + "_xid ON " + tracking + "(xid);\n";
+  if (!triggers_only) {
+    sql += "CREATE TABLE " + tracking + "(" + Join(pk_defs, ", ") +
+           ", xid xid8 NOT NULL, changed_millis bigint NOT NULL, op text NOT NULL, PRIMARY KEY(" +
+           pk + "));\n";
+    sql += "CREATE INDEX " + tracking + "_xid ON " + tracking + "(xid);\n";
+  }
   auto upsert = [&](const std::vector<std::string>& values) {
     return "INSERT INTO " + tracking + "(" + pk + ", xid, changed_millis, op) VALUES (" +
            Join(values, ", ") + ", pg_current_xact_id(), " + millis +
@@ -115,17 +130,38 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n) {
            ") DO UPDATE SET xid = excluded.xid, changed_millis = excluded.changed_millis, "
            "op = excluded.op;";
   };
+  // A sync's own writes are not tracked: its transaction sets
+  // meshsync.applying, which no other session sees (SET LOCAL).
   sql += "CREATE FUNCTION meshsync_track_" + num +
          "() RETURNS trigger LANGUAGE plpgsql AS $meshsync$ BEGIN\n"
+         "  IF current_setting('meshsync.applying', true) = 'on' THEN RETURN NULL; END IF;\n"
          "  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ROW(" +
          Join(old_pk, ", ") + ") IS DISTINCT FROM ROW(" + Join(new_pk, ", ") + ")) THEN " +
          upsert(old_pk) + " END IF;\n  IF TG_OP <> 'DELETE' THEN " + upsert(new_pk) +
          " END IF;\n  RETURN NULL;\nEND $meshsync$;\n";
   sql += "CREATE TRIGGER meshsync_track_" + num + " AFTER INSERT OR UPDATE OR DELETE ON " + quoted +
          " FOR EACH ROW EXECUTE FUNCTION meshsync_track_" + num + "();\n";
+  if (triggers_only) return sql;
   sql += "INSERT INTO " + tracking + "(" + pk + ", xid, changed_millis, op) SELECT " + pk +
          ", pg_current_xact_id(), " + millis + ", 'insert' FROM " + quoted + ";\n";
   return sql;
+}
+
+// meshsync_applying: per replica, a sync's batch in this database. `active`
+// while its transaction writes (the triggers skip those writes); a row left
+// with active = 0 names a batch committed here whose metadata may not be
+// (see TableProvider).
+std::string ApplyingTableSql(Dialect d) {
+  return d == Dialect::kSqlite ? "CREATE TABLE IF NOT EXISTS meshsync_applying(replica TEXT "
+                                 "PRIMARY KEY, active INTEGER NOT NULL) WITHOUT ROWID;\n"
+                               : "CREATE TABLE IF NOT EXISTS meshsync_applying(replica text "
+                                 "PRIMARY KEY, active integer NOT NULL);\n";
+}
+
+std::string SetTrackingVersionSql() {
+  return "INSERT INTO meshsync_scope(name, value) VALUES ('tracking', '" +
+         std::string(kTrackingVersion) +
+         "') ON CONFLICT(name) DO UPDATE SET value = excluded.value;\n";
 }
 
 Status InTransaction(Connection& db, const std::function<Status()>& body) {
@@ -262,6 +298,8 @@ Status Provision(Connection& db, std::span<const std::string> tables) {
     MESHSYNC_ASSIGN_OR_RETURN(TableSchema schema, DescribeTable(db, name));
     schemas.push_back(std::move(schema));
   }
+  // Tables enrolled earlier get the current triggers too.
+  MESHSYNC_RETURN_IF_ERROR(UpgradeTracking(db));
   Dialect d = db.dialect();
   return InTransaction(db, [&]() -> Status {
     const char* text = d == Dialect::kSqlite ? "TEXT" : "text";
@@ -275,11 +313,11 @@ Status Provision(Connection& db, std::span<const std::string> tables) {
                 " NOT NULL);\n"
                 "CREATE TABLE IF NOT EXISTS meshsync_anchors(replica " +
                 text + " NOT NULL, tbl " + text + " NOT NULL, anchor " + text +
-                " NOT NULL, PRIMARY KEY(replica, tbl));\n"
+                " NOT NULL, PRIMARY KEY(replica, tbl));\n" + ApplyingTableSql(d) +
                 "INSERT INTO meshsync_scope(name, value) VALUES ('id', " +
                 (d == Dialect::kSqlite ? "lower(hex(randomblob(16)))"
                                        : "md5(random()::text || clock_timestamp()::text)") +
-                ") ON CONFLICT(name) DO NOTHING;"));
+                ") ON CONFLICT(name) DO NOTHING;\n" + SetTrackingVersionSql()));
     for (const TableSchema& schema : schemas) {
       Param name{Text(schema.name)};
       MESHSYNC_ASSIGN_OR_RETURN(
@@ -346,10 +384,39 @@ Status Deprovision(Connection& db, std::span<const std::string> tables) {
       }
     }
     if (all) {
-      MESHSYNC_RETURN_IF_ERROR(db.Exec(
-          "DROP TABLE meshsync_tables; DROP TABLE meshsync_anchors; DROP TABLE meshsync_scope;"));
+      MESHSYNC_RETURN_IF_ERROR(
+          db.Exec("DROP TABLE meshsync_tables; DROP TABLE meshsync_anchors; DROP TABLE "
+                  "meshsync_scope; DROP TABLE IF EXISTS meshsync_applying;"));
     }
     return Status::Ok();
+  });
+}
+
+Status UpgradeTracking(Connection& db) {
+  MESHSYNC_ASSIGN_OR_RETURN(bool provisioned, TableExists(db, "meshsync_scope"));
+  if (!provisioned) return Status::Ok();
+  MESHSYNC_ASSIGN_OR_RETURN(
+      auto version, QueryValue(db, "SELECT value FROM meshsync_scope WHERE name = 'tracking'"));
+  if (version && Payload(*version) == kTrackingVersion) return Status::Ok();
+  return InTransaction(db, [&]() -> Status {
+    // Another process may have upgraded it since: checked again under the
+    // write lock.
+    MESHSYNC_ASSIGN_OR_RETURN(
+        auto again, QueryValue(db, "SELECT value FROM meshsync_scope WHERE name = 'tracking'"));
+    if (again && Payload(*again) == kTrackingVersion) return Status::Ok();
+    MESHSYNC_RETURN_IF_ERROR(db.Exec(ApplyingTableSql(db.dialect())));
+    MESHSYNC_ASSIGN_OR_RETURN(std::vector<EnrolledTable> enrolled, ListEnrolled(db));
+    for (const EnrolledTable& e : enrolled) {
+      // A table that changed since it was enrolled keeps its triggers until
+      // it is provisioned again (syncing it is refused until then).
+      Result<TableSchema> schema = DescribeTable(db, e.name);
+      if (!schema.ok() || schema->Signature() != e.signature) continue;
+      MESHSYNC_ASSIGN_OR_RETURN(std::string drop, DropTriggersSql(db.dialect(), e.name, e.number));
+      MESHSYNC_ASSIGN_OR_RETURN(std::string track,
+                                TrackSql(db.dialect(), *schema, e.number, /*triggers_only=*/true));
+      MESHSYNC_RETURN_IF_ERROR(db.Exec(drop + "\n" + track));
+    }
+    return db.Exec(SetTrackingVersionSql());
   });
 }
 

@@ -8,16 +8,21 @@
 //                         (insert, update, delete)
 //   triggers              after insert, update and delete, which upsert the
 //                         row's tracking entry (an update that changes the
-//                         primary key tracks the old key and the new one)
+//                         primary key tracks the old key and the new one);
+//                         a sync's own writes are not tracked
 // and, once per database:
-//   meshsync_scope        the database's sync id (random, made once)
+//   meshsync_scope        the database's sync id (random, made once), and
+//                         the version of the triggers ('tracking')
 //   meshsync_tables       the enrolled tables: number N and the column
 //                         signature they were enrolled with
 //   meshsync_anchors      per replica and table, how far its tracking was read
+//   meshsync_applying     per replica, the batch it is writing or has
+//                         written (TableProvider): marked active while its
+//                         transaction runs, which the triggers check
 // Existing rows are enrolled as inserts. Which columns of a tracked row
 // changed is found by comparing each column with the hash saved at the last
-// scan (the provider's state), which also makes a crash or a write made
-// during a sync harmless: the comparison, not the trigger, decides.
+// scan (the provider's state), which also makes a write made during a sync
+// harmless: the comparison, not the trigger, decides.
 #ifndef MESHSYNC_PROVIDERS_SQL_SCHEMA_H_
 #define MESHSYNC_PROVIDERS_SQL_SCHEMA_H_
 
@@ -72,6 +77,11 @@ Status Provision(Connection& db, std::span<const std::string> tables);
 // Removes the tracking of `tables` (all enrolled ones if empty), and the
 // per-database tables once none is left. One transaction.
 Status Deprovision(Connection& db, std::span<const std::string> tables);
+
+// Remakes the triggers of a database provisioned by an earlier version
+// (which tracked a sync's own writes too), once; nothing to do if it is
+// current or not provisioned. One transaction.
+Status UpgradeTracking(Connection& db);
 
 // Whether two replicas' tables can sync: the same column names, kinds and
 // primary key. The error names every difference.

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "meshsync/record.h"
 
@@ -100,14 +101,6 @@ std::optional<int64_t> IntegerKey(std::span<const std::string> pk) {
   return n;
 }
 
-// A PostgreSQL anchor: the transaction id the next scan reads from, and the
-// ids of our own transactions at or after it, whose tracking rows the scan
-// skips ("FROM" or "FROM OWN,OWN,..."). Any other text reads as from 0.
-struct PgAnchor {
-  uint64_t from = 0;
-  std::vector<uint64_t> own;  // FormatPgAnchor sorts them and drops those < from
-};
-
 std::optional<uint64_t> ParseXid(std::string_view text) {
   uint64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -115,46 +108,11 @@ std::optional<uint64_t> ParseXid(std::string_view text) {
   return value;
 }
 
-PgAnchor ParsePgAnchor(std::string_view text) {
-  PgAnchor anchor;
-  size_t space = text.find(' ');
-  anchor.from = ParseXid(text.substr(0, space)).value_or(0);
-  if (space == std::string_view::npos) return anchor;
-  std::string_view rest = text.substr(space + 1);
-  while (!rest.empty()) {
-    size_t comma = rest.find(',');
-    if (auto xid = ParseXid(rest.substr(0, comma))) anchor.own.push_back(*xid);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-  }
-  return anchor;
-}
-
-// At most this many of our own transactions are remembered; rows of older
-// ones are read back by the next scan, which is harmless.
-constexpr size_t kMaxOwnXids = 64;
-
-std::string FormatPgAnchor(PgAnchor anchor) {
-  std::erase_if(anchor.own, [&](uint64_t xid) { return xid < anchor.from; });
-  std::sort(anchor.own.begin(), anchor.own.end());
-  anchor.own.erase(std::unique(anchor.own.begin(), anchor.own.end()), anchor.own.end());
-  if (anchor.own.size() > kMaxOwnXids)
-    anchor.own.erase(anchor.own.begin(), anchor.own.end() - kMaxOwnXids);
-  std::string text = std::to_string(anchor.from);
-  for (size_t i = 0; i < anchor.own.size(); ++i) {
-    text += i == 0 ? ' ' : ',';
-    text += std::to_string(anchor.own[i]);
-  }
-  return text;
-}
-
-// The PostgreSQL array literal of `xids`.
-std::string XidArray(const std::vector<uint64_t>& xids) {
-  std::string text = "{";
-  for (size_t i = 0; i < xids.size(); ++i) {
-    if (i > 0) text += ',';
-    text += std::to_string(xids[i]);
-  }
-  return text + "}";
+// A PostgreSQL anchor: the transaction id the next scan reads from. Anchors
+// written by earlier versions may list transaction ids after it ("FROM
+// OWN,OWN,..."), which are no longer needed: any other text reads as from 0.
+uint64_t ParsePgAnchor(std::string_view text) {
+  return ParseXid(text.substr(0, text.find(' '))).value_or(0);
 }
 
 }  // namespace
@@ -198,7 +156,8 @@ struct TableProvider::Table {
   // (InsertSql).
   mutable std::map<size_t, std::string> insert_sql;
   std::string detect_sql;
-  std::string pk_where;  // "pk1 = ?1 AND ..." (parameters 1..k)
+  std::string all_rows_sql;  // every row, every column (ResyncTable)
+  std::string pk_where;      // "pk1 = ?1 AND ..." (parameters 1..k)
 
   std::vector<Param> PkParams(std::span<const std::string> pk) const {
     std::vector<Param> params;
@@ -213,6 +172,9 @@ TableProvider::TableProvider(Connection& db, std::string anchor_owner)
 
 TableProvider::~TableProvider() {
   if (in_transaction_) (void)db_.Exec("ROLLBACK");
+  // Nothing is in flight any more (a failure leaves a resync to the next
+  // scan).
+  if (applied_) (void)ClearApplying();
 }
 
 Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
@@ -220,6 +182,7 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
                                                            std::string anchor_owner) {
   std::unique_ptr<TableProvider> p(new TableProvider(db, std::move(anchor_owner)));
   bool pg = db.dialect() == Dialect::kPostgres;
+  MESHSYNC_RETURN_IF_ERROR(UpgradeTracking(db));
   for (const EnrolledTable& enrolled : tables) {
     MESHSYNC_ASSIGN_OR_RETURN(TableSchema schema, DescribeTable(db, enrolled.name));
     if (schema.Signature() != enrolled.signature) {
@@ -255,7 +218,8 @@ Result<std::unique_ptr<TableProvider>> TableProvider::Open(Connection& db,
                     Join(selected, ", ") + ", t." + t->quoted[schema.pk[0]] + " IS NOT NULL, " +
                     Join(tracked_pk, ", ") + " FROM " + tracking + " AS tr LEFT JOIN " +
                     t->quoted_table + " AS t ON " + Join(join, " AND ") + " WHERE " +
-                    (pg ? "tr.xid >= $1::xid8 AND NOT (tr.xid = ANY ($2::xid8[]))" : "tr.seq > ?1");
+                    (pg ? "tr.xid >= $1::xid8" : "tr.seq > ?1");
+    t->all_rows_sql = "SELECT " + columns + " FROM " + t->quoted_table;
     t->schema = schema;
     p->by_name_.emplace(schema.name, p->tables_.size());
     p->schemas_.push_back(std::move(schema));
@@ -300,114 +264,171 @@ Status TableProvider::DetectChanges(ChangeRecorder& recorder) {
   pending_anchors_.clear();
   rows_.clear();
   cached_bytes_ = 0;
-  for (const auto& t : tables_) MESHSYNC_RETURN_IF_ERROR(DetectTable(*t, recorder));
+  // A batch this provider did not see through to its metadata commit: its
+  // rows were written untracked, so every row is compared instead.
+  Param owner{Text(anchor_owner_)};
+  MESHSYNC_ASSIGN_OR_RETURN(
+      auto applying,
+      QueryValue(db_, "SELECT 1 FROM meshsync_applying WHERE replica = " + db_.Placeholder(1),
+                 std::span(&owner, 1)));
+  clear_applying_ = applying.has_value();
+  bool resync = applying.has_value() && !applied_;
+  for (const auto& t : tables_) MESHSYNC_RETURN_IF_ERROR(DetectTable(*t, resync, recorder));
   return Status::Ok();
 }
 
-Status TableProvider::DetectTable(const Table& t, ChangeRecorder& recorder) {
+Status TableProvider::DetectTable(const Table& t, bool resync, ChangeRecorder& recorder) {
   const TableSchema& schema = t.schema;
   bool pg = db_.dialect() == Dialect::kPostgres;
   MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> anchor, ReadAnchor(schema.name));
   std::string from = anchor.value_or("0");
   std::vector<Param> params;
-  PgAnchor next;
+  uint64_t next_xid = 0;
+  int64_t max_seq = 0;
   if (pg) {
     // Transactions still running now may commit tracking rows with smaller
     // ids later: read from the oldest of them next time (re-reading a row
-    // is harmless, missing one is not). Rows our own transactions wrote
-    // last are skipped (ChangesCommitted).
-    PgAnchor current = ParsePgAnchor(from);
+    // is harmless, missing one is not).
+    uint64_t current = ParsePgAnchor(from);
     MESHSYNC_ASSIGN_OR_RETURN(uint64_t xmin, SnapshotXmin());
-    next.from = std::max(current.from, xmin);
-    next.own = current.own;
-    params.push_back(Param{Text(std::to_string(current.from)), Kind::kText});
-    params.push_back(Param{Text(XidArray(current.own)), Kind::kText});
+    next_xid = std::max(current, xmin);
+    params.push_back(Param{Text(std::to_string(current)), Kind::kText});
   } else {
+    max_seq = ParseInteger(from).value_or(0);
     params.push_back(Param{Text(from), Kind::kInteger});
   }
-  size_t n = schema.columns.size();
-  size_t k = schema.pk.size();
-  std::vector<std::string> pk(k);
-  int64_t max_seq = pg ? 0 : ParseInteger(from).value_or(0);
-  Status status = db_.Query(t.detect_sql, params, [&](Row row) -> Status {
-    ++rows_scanned_;
-    if (!pg) max_seq = std::max(max_seq, ParseInteger(Payload(row[0])).value_or(0));
-    bool present = row[1 + n] == "v1";
-    for (size_t i = 0; i < k; ++i) pk[i] = row[2 + n + i];
-    std::string key = MakeKey(schema.name, pk);
-    // Most rows are items under the id their key derives; a row whose id is
-    // another (see RowItemId) is found by its key.
-    ItemId derived = RowItemId(t.id_prefix, schema.name, pk);
-    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> existing, recorder.FindItem(derived));
-    std::optional<ItemId> id;
-    if (existing && existing->key == key) {
-      id = derived;
-    } else {
-      std::optional<ItemMetadata> at_derived = std::move(existing);
-      MESHSYNC_ASSIGN_OR_RETURN(existing, recorder.FindByKey(key));
-      if (existing) {
-        id = existing->id;
-      } else if (!at_derived || at_derived->tombstone) {
-        // A derived id held by another live row (a hash collision) is left
-        // to the engine to replace with a random one.
-        id = derived;
-        existing = std::move(at_derived);
-      }
+  if (resync) {
+    // Read before the rows: a write after this point is read again next
+    // time, which is harmless.
+    if (!pg) {
+      MESHSYNC_ASSIGN_OR_RETURN(auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " +
+                                                               TrackingTable(t.number)));
+      max_seq = last ? ParseInteger(Payload(*last)).value_or(max_seq) : max_seq;
     }
-    bool live = existing && !existing->tombstone;
-    if (!present) {
-      if (!live) return Status::Ok();
-      LocalChange change;
-      change.id = existing->id;
-      change.deleted = true;
-      change.key = key;
-      return recorder.Record(change).status();
-    }
-    FieldHashes hashes;
-    hashes[kTableUnit] = UnitHash(kTableField, schema.name);
-    for (size_t c = 0; c < n; ++c)
-      hashes[t.units[c]] = UnitHash(schema.columns[c].name, row[1 + c]);
-    LocalChange change;
-    change.id = id;
-    change.key = key;
-    change.provider_state = EncodeFieldHashes(hashes);
-    if (cached_bytes_ < kRowCacheBytes) {
-      CachedRow& cached = rows_[key];
-      cached.state = change.provider_state;
-      cached.values.assign(row.begin() + 1, row.begin() + 1 + static_cast<ptrdiff_t>(n));
-      for (const std::string& v : cached.values) cached_bytes_ += v.size() + 32;
-      cached_bytes_ += key.size() + cached.state.size() + 64;
-    }
-    if (!live) {
-      for (const auto& [unit, hash] : hashes) change.changed_units.push_back(unit);
-    } else {
-      FieldHashes old = DecodeFieldHashes(existing->provider_state);
-      for (const auto& [unit, hash] : hashes) {
-        auto it = old.find(unit);
-        if (it == old.end() || it->second != hash) change.changed_units.push_back(unit);
-      }
-      if (change.changed_units.empty() && existing->key == key &&
-          existing->provider_state == change.provider_state) {
-        return Status::Ok();
-      }
-    }
-    return recorder.Record(change).status();
-  });
-  MESHSYNC_RETURN_IF_ERROR(status);
-  pending_anchors_[schema.name] = pg ? FormatPgAnchor(std::move(next)) : std::to_string(max_seq);
+    MESHSYNC_RETURN_IF_ERROR(ResyncTable(t, recorder));
+  } else {
+    size_t n = schema.columns.size();
+    size_t k = schema.pk.size();
+    std::vector<std::string> pk(k);
+    MESHSYNC_RETURN_IF_ERROR(db_.Query(t.detect_sql, params, [&](Row row) -> Status {
+      ++rows_scanned_;
+      if (!pg) max_seq = std::max(max_seq, ParseInteger(Payload(row[0])).value_or(0));
+      bool present = row[1 + n] == "v1";
+      for (size_t i = 0; i < k; ++i) pk[i] = row[2 + n + i];
+      return DetectRow(t, pk, present ? row.subspan(1, n) : Row(), recorder);
+    }));
+  }
+  pending_anchors_[schema.name] = pg ? std::to_string(next_xid) : std::to_string(max_seq);
   return Status::Ok();
 }
 
+// Compares every row of `t` with its metadata, and takes the items of `t`
+// whose rows are gone for deleted.
+Status TableProvider::ResyncTable(const Table& t, ChangeRecorder& recorder) {
+  const TableSchema& schema = t.schema;
+  std::unordered_set<std::string> seen;
+  std::vector<std::string> pk(schema.pk.size());
+  MESHSYNC_RETURN_IF_ERROR(db_.Query(t.all_rows_sql, {}, [&](Row row) -> Status {
+    ++rows_scanned_;
+    for (size_t i = 0; i < pk.size(); ++i) pk[i] = row[schema.pk[i]];
+    seen.insert(MakeKey(schema.name, pk));
+    return DetectRow(t, pk, row, recorder);
+  }));
+  return recorder.RecordDeletions([&](const ItemMetadata& item) {
+    return SplitKey(item.key)[0] == schema.name && !seen.contains(item.key);
+  });
+}
+
+Status TableProvider::DetectRow(const Table& t, std::span<const std::string> pk, Row values,
+                                ChangeRecorder& recorder) {
+  const TableSchema& schema = t.schema;
+  std::string key = MakeKey(schema.name, pk);
+  // Most rows are items under the id their key derives; a row whose id is
+  // another (see RowItemId) is found by its key.
+  ItemId derived = RowItemId(t.id_prefix, schema.name, pk);
+  MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> existing, recorder.FindItem(derived));
+  std::optional<ItemId> id;
+  if (existing && existing->key == key) {
+    id = derived;
+  } else {
+    std::optional<ItemMetadata> at_derived = std::move(existing);
+    MESHSYNC_ASSIGN_OR_RETURN(existing, recorder.FindByKey(key));
+    if (existing) {
+      id = existing->id;
+    } else if (!at_derived || at_derived->tombstone) {
+      // A derived id held by another live row (a hash collision) is left
+      // to the engine to replace with a random one.
+      id = derived;
+      existing = std::move(at_derived);
+    }
+  }
+  bool live = existing && !existing->tombstone;
+  if (values.empty()) {
+    if (!live) return Status::Ok();
+    LocalChange change;
+    change.id = existing->id;
+    change.deleted = true;
+    change.key = key;
+    return recorder.Record(change).status();
+  }
+  size_t n = schema.columns.size();
+  FieldHashes hashes;
+  hashes[kTableUnit] = UnitHash(kTableField, schema.name);
+  for (size_t c = 0; c < n; ++c) hashes[t.units[c]] = UnitHash(schema.columns[c].name, values[c]);
+  LocalChange change;
+  change.id = id;
+  change.key = key;
+  change.provider_state = EncodeFieldHashes(hashes);
+  if (cached_bytes_ < kRowCacheBytes) {
+    CachedRow& cached = rows_[key];
+    cached.state = change.provider_state;
+    cached.values.assign(values.begin(), values.end());
+    for (const std::string& v : cached.values) cached_bytes_ += v.size() + 32;
+    cached_bytes_ += key.size() + cached.state.size() + 64;
+  }
+  if (!live) {
+    for (const auto& [unit, hash] : hashes) change.changed_units.push_back(unit);
+  } else {
+    FieldHashes old = DecodeFieldHashes(existing->provider_state);
+    for (const auto& [unit, hash] : hashes) {
+      auto it = old.find(unit);
+      if (it == old.end() || it->second != hash) change.changed_units.push_back(unit);
+    }
+    if (change.changed_units.empty() && existing->key == key &&
+        existing->provider_state == change.provider_state) {
+      return Status::Ok();
+    }
+  }
+  return recorder.Record(change).status();
+}
+
 Status TableProvider::ChangesRecorded() {
+  if (pending_anchors_.empty() && !clear_applying_) return Status::Ok();
+  // One transaction: on SQLite, each commit of the user's database syncs
+  // its journal and the database.
+  MESHSYNC_RETURN_IF_ERROR(
+      db_.Exec(db_.dialect() == Dialect::kSqlite ? "BEGIN IMMEDIATE" : "BEGIN"));
+  Status status;
   for (const auto& [table, anchor] : pending_anchors_) {
     Param params[] = {{Text(anchor_owner_)}, {Text(table)}, {Text(anchor)}};
-    MESHSYNC_RETURN_IF_ERROR(
+    status =
         db_.Query("INSERT INTO meshsync_anchors(replica, tbl, anchor) VALUES (" +
                       db_.Placeholder(1) + ", " + db_.Placeholder(2) + ", " + db_.Placeholder(3) +
                       ") ON CONFLICT(replica, tbl) DO UPDATE SET anchor = excluded.anchor",
-                  params, [](Row) { return Status::Ok(); }));
+                  params, [](Row) { return Status::Ok(); });
+    if (!status.ok()) break;
+  }
+  // What the last batch wrote is in the metadata now, whether it was known
+  // to be (applied_) or the scan compared every row.
+  if (status.ok() && clear_applying_) status = ClearApplyingRow();
+  if (status.ok()) status = db_.Exec("COMMIT");
+  if (!status.ok()) {
+    (void)db_.Exec("ROLLBACK");
+    return status;
   }
   pending_anchors_.clear();
+  if (clear_applying_) applied_ = false;
+  clear_applying_ = false;
   return Status::Ok();
 }
 
@@ -445,11 +466,40 @@ Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const C
   return Status::Ok();
 }
 
+// A batch's writes are not tracked (schema.h): its transaction marks itself
+// in meshsync_applying, active while it writes, and leaves the row behind
+// when it commits, naming a batch whose metadata may not be committed yet.
+// ChangesCommitted learns that it is (applied_); a row found without that,
+// after a crash, makes the next scan compare every row (ResyncTable).
 Status TableProvider::BeginBatch() {
   if (in_transaction_) return Status::Ok();
+  bool sqlite = db_.dialect() == Dialect::kSqlite;
   MESHSYNC_RETURN_IF_ERROR(
-      db_.Exec(db_.dialect() == Dialect::kSqlite ? "BEGIN IMMEDIATE" : "BEGIN"));
+      db_.Exec(sqlite ? "BEGIN IMMEDIATE" : "BEGIN; SET LOCAL meshsync.applying = 'on'"));
   in_transaction_ = true;
+  Param params[] = {{Text(anchor_owner_)}, {Text(sqlite ? "1" : "0"), Kind::kInteger}};
+  Status marked =
+      db_.Query("INSERT INTO meshsync_applying(replica, active) VALUES (" + db_.Placeholder(1) +
+                    ", " + db_.Placeholder(2) + (sqlite ? "" : "::integer") +
+                    ") ON CONFLICT(replica) DO UPDATE SET active = excluded.active",
+                params, [](Row) { return Status::Ok(); });
+  if (!marked.ok()) {
+    (void)db_.Exec("ROLLBACK");
+    in_transaction_ = false;
+    return marked;
+  }
+  return Status::Ok();
+}
+
+Status TableProvider::ClearApplyingRow() {
+  Param owner{Text(anchor_owner_)};
+  return db_.Query("DELETE FROM meshsync_applying WHERE replica = " + db_.Placeholder(1),
+                   std::span(&owner, 1), [](Row) { return Status::Ok(); });
+}
+
+Status TableProvider::ClearApplying() {
+  MESHSYNC_RETURN_IF_ERROR(ClearApplyingRow());
+  applied_ = false;
   return Status::Ok();
 }
 
@@ -612,7 +662,6 @@ Status TableProvider::InsertRows(const Table& t, std::span<const Target* const> 
     by_key.emplace(target.key, r);
     rows_.erase(target.key);
   }
-  MESHSYNC_RETURN_IF_ERROR(NoteWrite(t));
   std::vector<std::string> pk(t.schema.pk.size());
   MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&](Row stored) -> Status {
     for (size_t k = 0; k < pk.size(); ++k) pk[k] = stored[t.schema.pk[k]];
@@ -717,7 +766,6 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   const std::vector<std::string>& pk = target.pk;
   const std::string& key = target.key;
   rows_.erase(key);
-  MESHSYNC_RETURN_IF_ERROR(NoteWrite(*t));
   FieldHashes state;
   if (request.local != nullptr) state = DecodeFieldHashes(request.local->provider_state);
   SaveResult result;
@@ -809,12 +857,6 @@ Result<uint64_t> TableProvider::SnapshotXmin() {
   return *value;
 }
 
-Result<int64_t> TableProvider::LastSeq(const Table& t) {
-  MESHSYNC_ASSIGN_OR_RETURN(
-      auto last, QueryValue(db_, "SELECT coalesce(max(seq), 0) FROM " + TrackingTable(t.number)));
-  return last ? ParseInteger(Payload(*last)).value_or(-1) : -1;
-}
-
 Result<std::optional<std::string>> TableProvider::ReadAnchor(std::string_view table) {
   Param owner[] = {{Text(anchor_owner_)}, {Text(std::string(table))}};
   MESHSYNC_ASSIGN_OR_RETURN(auto anchor,
@@ -826,86 +868,35 @@ Result<std::optional<std::string>> TableProvider::ReadAnchor(std::string_view ta
   return std::optional<std::string>(Payload(*anchor));
 }
 
-Status TableProvider::NoteWrite(const Table& t) {
-  if (written_.count(t.schema.name)) return Status::Ok();
-  int64_t before = 0;
-  if (db_.dialect() == Dialect::kSqlite) {
-    MESHSYNC_ASSIGN_OR_RETURN(before, LastSeq(t));
-  } else if (xid_.empty()) {
-    MESHSYNC_ASSIGN_OR_RETURN(auto xid, QueryValue(db_, "SELECT pg_current_xact_id()::text"));
-    if (!xid) return DataLossError(db_.name() + ": no transaction id");
-    xid_ = std::string(Payload(*xid));
-  }
-  written_[t.schema.name] = before;
-  return Status::Ok();
-}
-
 Status TableProvider::CommitChanges() {
   if (!in_transaction_) return Status::Ok();
-  std::vector<OwnWrites> committed;
-  for (const auto& [table, before] : written_) {
-    OwnWrites own{table, before, 0, xid_};
-    if (db_.dialect() == Dialect::kSqlite) {
-      MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(table));
-      MESHSYNC_ASSIGN_OR_RETURN(own.after, LastSeq(*t));
-      if (before < 0 || own.after <= before) continue;
-    }
-    committed.push_back(std::move(own));
-  }
-  written_.clear();
-  xid_.clear();
-  own_.clear();  // an earlier batch whose metadata failed to commit: read back
   in_transaction_ = false;
-  MESHSYNC_RETURN_IF_ERROR(db_.Exec("COMMIT"));
-  own_ = std::move(committed);
-  return Status::Ok();
-}
-
-Status TableProvider::ChangesCommitted() {
-  for (const OwnWrites& own : own_) MESHSYNC_RETURN_IF_ERROR(SkipOwnWrites(own));
-  own_.clear();
-  return Status::Ok();
-}
-
-// Moves the anchor over our own writes only where nothing else waits before
-// them: a change the application made that no scan has read yet keeps the
-// anchor where it is, to be found.
-Status TableProvider::SkipOwnWrites(const OwnWrites& own) {
-  auto set_anchor = [&](const std::string& from, const std::string& to) {
-    Param params[] = {{Text(to)}, {Text(anchor_owner_)}, {Text(own.table)}, {Text(from)}};
-    return db_.Query("UPDATE meshsync_anchors SET anchor = " + db_.Placeholder(1) +
-                         " WHERE replica = " + db_.Placeholder(2) +
-                         " AND tbl = " + db_.Placeholder(3) + " AND anchor = " + db_.Placeholder(4),
-                     params, [](Row) { return Status::Ok(); });
-  };
+  Status status;
   if (db_.dialect() == Dialect::kSqlite) {
-    return set_anchor(std::to_string(own.before), std::to_string(own.after));
+    // Unmarked before the commit, so no later write of anyone's is skipped.
+    Param owner{Text(anchor_owner_)};
+    status =
+        db_.Query("UPDATE meshsync_applying SET active = 0 WHERE replica = " + db_.Placeholder(1),
+                  std::span(&owner, 1), [](Row) { return Status::Ok(); });
   }
-  // PostgreSQL: the rows our transaction wrote last are ours, whatever else
-  // runs: the next scan skips them. And every transaction below the
-  // snapshot's xmin has ended, so the anchor may move there if the rows from
-  // it up to there are ours too. (xmin is the cluster's: a transaction in
-  // any other database holds it back.)
-  MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(own.table));
-  MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> anchor, ReadAnchor(own.table));
-  if (!anchor) return Status::Ok();
-  std::optional<uint64_t> own_xid = ParseXid(own.xid);
-  if (!own_xid) return DataLossError(db_.name() + ": transaction id " + own.xid);
-  PgAnchor next = ParsePgAnchor(*anchor);
-  MESHSYNC_ASSIGN_OR_RETURN(uint64_t to, SnapshotXmin());
-  next.own.push_back(*own_xid);
-  if (to > next.from) {
-    Param range[] = {
-        {Text(std::to_string(next.from))}, {Text(std::to_string(to))}, {Text(XidArray(next.own))}};
-    MESHSYNC_ASSIGN_OR_RETURN(
-        auto other, QueryValue(db_,
-                               "SELECT 1 FROM " + TrackingTable(t->number) +
-                                   " WHERE xid >= $1::xid8 AND xid < $2::xid8 AND NOT (xid = ANY "
-                                   "($3::xid8[])) LIMIT 1",
-                               range));
-    if (!other) next.from = to;
+  if (status.ok()) status = db_.Exec("COMMIT");
+  if (!status.ok()) {
+    (void)db_.Exec("ROLLBACK");
+    return status;
   }
-  return set_anchor(*anchor, FormatPgAnchor(std::move(next)));
+  applied_ = false;  // the row names this batch now, whose metadata is not committed yet
+  committed_ = true;
+  return Status::Ok();
+}
+
+// The batch's metadata is committed: its meshsync_applying row names nothing
+// unknown any more. It is left for the next batch to overwrite, and removed
+// by the next scan or when the provider closes, which saves a commit of the
+// user's database per batch.
+Status TableProvider::ChangesCommitted() {
+  if (committed_) applied_ = true;
+  committed_ = false;
+  return Status::Ok();
 }
 
 }  // namespace meshsync::sql

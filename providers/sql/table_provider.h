@@ -15,13 +15,13 @@
 // Change detection reads the tracking rows that the triggers wrote since the
 // replica's anchor (schema.h), compares each tracked row with its saved
 // hashes, and advances the anchor once the engine has committed what it
-// found (ChangesRecorded). The triggers track the provider's own writes too;
-// once their metadata is committed (ChangesCommitted), the anchor moves past
-// them when no other change is waiting before them, so the next scan does
-// not read back what a sync wrote. On PostgreSQL, where an anchor is a
-// transaction id and any open transaction in the cluster holds it back, the
-// anchor also lists our own recent transactions, whose rows the scan skips
-// (anyone's later write gives a row another transaction id).
+// found (ChangesRecorded). The provider's own writes are not tracked (the
+// triggers skip a transaction marked in meshsync_applying), so no scan reads
+// back what a sync wrote. That mark stays behind once the batch commits,
+// until the engine has committed the batch's metadata too: a crash in
+// between leaves it, and the next scan then compares every row of every
+// table with its metadata (ResyncTable), so that rows the metadata does not
+// describe turn into local changes, as the Provider contract has it.
 //
 // Writes happen in one transaction per batch (CommitChanges commits it);
 // SaveChanges applies a batch in key order, new rows several per INSERT, in
@@ -101,7 +101,14 @@ class TableProvider final : public Provider {
   Result<std::optional<std::vector<std::string>>> ReadRow(const Table& t,
                                                           std::span<const std::string> pk,
                                                           bool for_update);
-  Status DetectTable(const Table& t, ChangeRecorder& recorder);
+  // Reads `t`'s tracking rows past the anchor, or with `resync` compares
+  // every row (ResyncTable).
+  Status DetectTable(const Table& t, bool resync, ChangeRecorder& recorder);
+  Status ResyncTable(const Table& t, ChangeRecorder& recorder);
+  // Records the change of the row of `t` keyed `pk`, whose columns are now
+  // `values` (table order), or which is gone if `values` is empty.
+  Status DetectRow(const Table& t, std::span<const std::string> pk, Row values,
+                   ChangeRecorder& recorder);
 
   // The row a save request is about.
   struct Target {
@@ -146,30 +153,20 @@ class TableProvider final : public Provider {
   size_t cached_bytes_ = 0;
   uint64_t rows_scanned_ = 0;
   bool in_transaction_ = false;
-  // Our own writes, so that the next scan need not read them back.
-  // SQLite: a write transaction holds the database's write lock, so the
-  // tracking rows numbered (before, after] when it commits are all ours.
-  // PostgreSQL: ours are the rows of our transaction id (`xid`).
-  // `written_` holds, for each table this transaction wrote, its last number
-  // before the first write (SQLite); `own_` what the last CommitChanges
-  // committed, waiting for its metadata (ChangesCommitted).
-  struct OwnWrites {
-    std::string table;
-    int64_t before = 0;
-    int64_t after = 0;
-    std::string xid;
-  };
-  Status NoteWrite(const Table& t);
-  // The largest tracking sequence of `t` (SQLite), -1 if unreadable.
-  Result<int64_t> LastSeq(const Table& t);
-  // PostgreSQL: the oldest transaction still running (pg_snapshot_xmin).
-  Result<uint64_t> SnapshotXmin();
+  // The batch this replica last wrote (BeginBatch): `committed_` once
+  // CommitChanges committed it, `applied_` once its metadata is committed
+  // too (ChangesCommitted), so that its meshsync_applying row names nothing
+  // unknown; `clear_applying_` if the last scan found that row, for
+  // ChangesRecorded to remove.
+  bool committed_ = false;
+  bool applied_ = false;
+  bool clear_applying_ = false;
+  Status ClearApplyingRow();
+  Status ClearApplying();
   // This replica's anchor for `table`, if it has one.
   Result<std::optional<std::string>> ReadAnchor(std::string_view table);
-  Status SkipOwnWrites(const OwnWrites& own);
-  std::map<std::string, int64_t> written_;
-  std::string xid_;
-  std::vector<OwnWrites> own_;
+  // PostgreSQL: the oldest transaction still running (pg_snapshot_xmin).
+  Result<uint64_t> SnapshotXmin();
 };
 
 }  // namespace meshsync::sql
