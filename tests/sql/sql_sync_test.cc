@@ -417,15 +417,23 @@ TEST_P(SqlSyncTest, ACrashBetweenTheDataAndTheMetadataCommitLosesNothing) {
 // A database provisioned before a sync's own writes went untracked gets the
 // current triggers when it is next opened.
 TEST_P(SqlSyncTest, TriggersOfAnEarlierVersionAreRemade) {
-  if (b_->dialect() != Dialect::kSqlite) GTEST_SKIP() << "the earlier triggers are SQLite's here";
   MakeContacts();
-  Exec(*b_,
-       "DROP TRIGGER meshsync_insert_1; DROP TABLE meshsync_applying; "
-       "DELETE FROM meshsync_scope WHERE name = 'tracking'; "
-       "CREATE TRIGGER meshsync_insert_1 AFTER INSERT ON contacts BEGIN "
-       "INSERT INTO meshsync_tracking_1(id, seq, changed_millis, op) VALUES (NEW.id, "
-       "(SELECT coalesce(max(seq), 0) + 1 FROM meshsync_tracking_1), 0, 'insert') "
-       "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, op = excluded.op; END");
+  // B's tracking as an earlier version left it: a trigger that tracks every
+  // insert, and no meshsync_applying.
+  std::string old_trigger =
+      b_->dialect() == Dialect::kSqlite
+          ? "DROP TRIGGER meshsync_insert_1; "
+            "CREATE TRIGGER meshsync_insert_1 AFTER INSERT ON contacts BEGIN "
+            "INSERT INTO meshsync_tracking_1(id, seq, changed_millis, op) VALUES (NEW.id, "
+            "(SELECT coalesce(max(seq), 0) + 1 FROM meshsync_tracking_1), 0, 'insert') "
+            "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, op = excluded.op; END"
+          : "CREATE OR REPLACE FUNCTION meshsync_track_1() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN INSERT INTO meshsync_tracking_1(id, xid, changed_millis, op) VALUES "
+            "(NEW.id, pg_current_xact_id(), 0, 'insert') ON CONFLICT (id) DO UPDATE SET "
+            "xid = excluded.xid, op = excluded.op; RETURN NULL; END $$";
+  Exec(*b_, old_trigger +
+                "; DROP TABLE meshsync_applying; DELETE FROM meshsync_scope WHERE name = "
+                "'tracking'");
   InsertContacts(*a_, 10);
   Sync();
   ExpectSame("contacts");
