@@ -73,6 +73,9 @@ class FieldHashes {
 };
 std::string EncodeFieldHashes(const FieldHashes& hashes);
 FieldHashes DecodeFieldHashes(std::string_view state);
+// The units whose data differs between two states, in unit order: changed,
+// added (only in `now`) and removed (only in `before`).
+std::vector<ChangeUnitId> ChangedUnits(const FieldHashes& before, const FieldHashes& now);
 
 }  // namespace meshsync
 

@@ -297,16 +297,7 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
       change.deleted = true;
     } else {
       if (state == meta.provider_state) continue;
-      Hashes before = DecodeFieldHashes(meta.provider_state);
-      std::set<ChangeUnitId> changed;
-      for (const auto& [unit, hash] : hashes) {
-        auto it = before.find(unit);
-        if (it == before.end() || it->second != hash) changed.insert(unit);
-      }
-      for (const auto& [unit, hash] : before) {
-        if (!hashes.contains(unit)) changed.insert(unit);  // removed
-      }
-      change.changed_units.assign(changed.begin(), changed.end());
+      change.changed_units = ChangedUnits(DecodeFieldHashes(meta.provider_state), hashes);
     }
     auto recorded = recorder.Record(change);
     if (!recorded.ok()) return recorded.status();

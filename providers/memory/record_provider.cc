@@ -37,19 +37,10 @@ Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
     change.id = id;
     change.key = id.ToHex();
     change.provider_state = EncodeFieldHashes(now);
-    if (!known.has_value() || known->tombstone) {
-      for (const auto& [unit, hash] : now) change.changed_units.push_back(unit);
-    } else {
-      FieldHashes before = DecodeFieldHashes(known->provider_state);
-      for (const auto& [unit, hash] : now) {
-        auto it = before.find(unit);
-        if (it == before.end() || it->second != hash) change.changed_units.push_back(unit);
-      }
-      for (const auto& [unit, hash] : before) {
-        if (now.count(unit) == 0) change.changed_units.push_back(unit);  // field removed
-      }
-      if (change.changed_units.empty()) continue;
-    }
+    bool live = known.has_value() && !known->tombstone;
+    change.changed_units =
+        ChangedUnits(live ? DecodeFieldHashes(known->provider_state) : FieldHashes(), now);
+    if (live && change.changed_units.empty()) continue;
     MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
   }
   return recorder.RecordDeletions(

@@ -308,15 +308,7 @@ Status RecordFolderProvider::DetectChanges(ChangeRecorder& recorder) {
       for (const auto& [unit, hash] : hashes) change.changed_units.push_back(unit);
     } else {
       change.id = (*existing)->id;
-      FieldHashes before = HashesOfState((*existing)->provider_state);
-      for (const auto& [unit, hash] : hashes) {
-        auto it = before.find(unit);
-        if (it == before.end() || it->second != hash) change.changed_units.push_back(unit);
-      }
-      for (const auto& [unit, hash] : before) {
-        if (!hashes.contains(unit)) change.changed_units.push_back(unit);  // removed
-      }
-      std::sort(change.changed_units.begin(), change.changed_units.end());
+      change.changed_units = ChangedUnits(HashesOfState((*existing)->provider_state), hashes);
       // With no unit changed (a touched file) the new state is saved alone.
     }
     auto recorded = recorder.Record(change);

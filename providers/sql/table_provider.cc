@@ -386,18 +386,11 @@ Status TableProvider::DetectRow(const Table& t, std::span<const std::string> pk,
     for (const std::string& v : cached.values) cached_bytes_ += v.size() + 32;
     cached_bytes_ += key.size() + cached.state.size() + 64;
   }
-  if (!live) {
-    for (const auto& [unit, hash] : hashes) change.changed_units.push_back(unit);
-  } else {
-    FieldHashes old = DecodeFieldHashes(existing->provider_state);
-    for (const auto& [unit, hash] : hashes) {
-      auto it = old.find(unit);
-      if (it == old.end() || it->second != hash) change.changed_units.push_back(unit);
-    }
-    if (change.changed_units.empty() && existing->key == key &&
-        existing->provider_state == change.provider_state) {
-      return Status::Ok();
-    }
+  change.changed_units =
+      ChangedUnits(live ? DecodeFieldHashes(existing->provider_state) : FieldHashes(), hashes);
+  if (live && change.changed_units.empty() && existing->key == key &&
+      existing->provider_state == change.provider_state) {
+    return Status::Ok();
   }
   return recorder.Record(change).status();
 }

@@ -54,6 +54,23 @@ std::string EncodeFieldHashes(const FieldHashes& hashes) {
   return out;
 }
 
+std::vector<ChangeUnitId> ChangedUnits(const FieldHashes& before, const FieldHashes& now) {
+  std::vector<ChangeUnitId> changed;
+  auto b = before.begin(), n = now.begin();
+  while (b != before.end() || n != now.end()) {
+    if (n == now.end() || (b != before.end() && b->first < n->first)) {
+      changed.push_back((b++)->first);  // removed
+    } else if (b == before.end() || n->first < b->first) {
+      changed.push_back((n++)->first);  // added
+    } else {
+      if (b->second != n->second) changed.push_back(n->first);
+      ++b;
+      ++n;
+    }
+  }
+  return changed;
+}
+
 FieldHashes DecodeFieldHashes(std::string_view state) {
   FieldHashes hashes;
   for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {

@@ -50,6 +50,22 @@ TEST(RecordFields, HashesKeepUnitOrderAndRoundTrip) {
   EXPECT_EQ(DecodeFieldHashes(EncodeFieldHashes(hashes) + "xyz"), hashes);
 }
 
+TEST(RecordFields, ChangedUnitsAreTheChangedTheAddedAndTheRemoved) {
+  FieldHashes before, now;
+  before[10] = 1;  // same in both
+  before[20] = 2;  // changed
+  before[30] = 3;  // removed
+  before[50] = 5;  // removed, after the last of `now`
+  now[5] = 9;      // added, before the first of `before`
+  now[10] = 1;
+  now[20] = 22;
+  now[40] = 4;  // added
+  EXPECT_EQ(ChangedUnits(before, now), (std::vector<ChangeUnitId>{5, 20, 30, 40, 50}));
+  EXPECT_EQ(ChangedUnits(FieldHashes(), now), (std::vector<ChangeUnitId>{5, 10, 20, 40}));
+  EXPECT_EQ(ChangedUnits(before, FieldHashes()), (std::vector<ChangeUnitId>{10, 20, 30, 50}));
+  EXPECT_TRUE(ChangedUnits(now, now).empty());
+}
+
 TEST(RecordFileFormat, EveryValueRoundTripsByteForByte) {
   const std::string binary("\x00\x01\xff\r\n \n\n", 8);
   RecordFields fields = {
