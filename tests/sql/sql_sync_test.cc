@@ -362,6 +362,39 @@ TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWro
   EXPECT_EQ(Dump(*a_, "contacts")[19][3], "vfrom b");
 }
 
+// On PostgreSQL other sessions write while a batch is open: the mark that
+// hides the batch's own writes from the triggers must not hide theirs.
+TEST_P(SqlSyncTest, AnApplicationWriteDuringABatchIsTracked) {
+  if (b_->dialect() != Dialect::kPostgres) GTEST_SKIP() << "SQLite has one writer at a time";
+  MakeContacts();
+  auto field = [](std::string_view name, std::string_view value) {
+    return UnitData{ChangeUnitIdFromName(name), EncodeField(name, value)};
+  };
+  {
+    auto rb = OpenReplica(url_b_);
+    std::vector<SaveRequest> requests(1);
+    requests[0].action = SaveAction::kCreate;
+    requests[0].id = RowItemId("contacts", std::vector<std::string>{"v1"});
+    requests[0].units = {field("#table", "contacts"), field("id", "v1"),   field("name", "vone"),
+                         field("phone", "N"),         field("email", "N"), field("score", "v1")};
+    std::vector<Result<SaveResult>> results;
+    rb->provider().SaveChanges(requests, results);
+    ASSERT_TRUE(results[0].ok()) << results[0].status().ToString();
+    // The batch is open; the application writes and commits meanwhile.
+    Exec(*b_, "INSERT INTO contacts VALUES (2, 'two', NULL, NULL, 2)");
+    ASSERT_TRUE(rb->provider().CommitChanges().ok());
+    // The batch's own row was never tracked; the application's was.
+    auto tracked = Dump(*b_, "meshsync_tracking_1");
+    ASSERT_EQ(tracked.size(), 1u);
+    EXPECT_EQ(tracked[0][0], "v2");
+  }
+  // The batch's metadata was never committed (the provider closed first):
+  // the next sync compares B's rows and carries both to A.
+  Sync();
+  ExpectSame("contacts");
+  EXPECT_EQ(Dump(*a_, "contacts").size(), 2u);
+}
+
 // A sync's writes are not tracked, so a crash after a batch is committed to
 // the database and before its metadata is leaves rows that no tracking row
 // names: a created, an updated and a deleted one. The next scan must find
