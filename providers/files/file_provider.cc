@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 
@@ -90,6 +92,69 @@ struct MtimeOnly {
     }
   }
   struct timespec times[2];
+};
+
+Status SetModeAndTime(int fd, uint32_t mode, int64_t mtime_ns) {
+  MtimeOnly times(mtime_ns);
+  if (fchmod(fd, mode) != 0 || futimens(fd, times.times) != 0) {
+    return UnavailableError(Errno("cannot set the file's mode or time", errno));
+  }
+  return Status::Ok();
+}
+
+// A file being written, to be named `name` in the temporary folder
+// `tmp_fd`. Made unnamed (O_TMPFILE) in `near`, the folder it is going to,
+// when it can be, so that the file system places its inode with that
+// folder's (on ext4, 10,000 files made in one folder and moved to 100 took
+// 2.1 s where made in place they took 1.5 s), and linked into the
+// temporary folder once complete (Finish): nothing is left if it is
+// abandoned. Otherwise named from the start, and removed if abandoned.
+// One thread per file; several may make files at once.
+class NewFile {
+ public:
+  NewFile(int tmp_fd, std::string name, int near, bool try_tmpfile)
+      : tmp_fd_(tmp_fd), name_(std::move(name)) {
+    if (near >= 0 && try_tmpfile) {
+      fd_ = Fd(openat(near, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+      unnamed_ = fd_.get() >= 0;
+      tmpfile_failed_ = !unnamed_;
+    }
+    if (!unnamed_) {
+      fd_ = Fd(openat(tmp_fd_, name_.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+    }
+  }
+  NewFile(const NewFile&) = delete;
+  NewFile& operator=(const NewFile&) = delete;
+  ~NewFile() {
+    if (fd_.get() >= 0 && !unnamed_ && !finished_) unlinkat(tmp_fd_, name_.c_str(), 0);
+  }
+
+  int fd() const { return fd_.get(); }
+  // O_TMPFILE, or naming through /proc, does not work here.
+  bool tmpfile_failed() const { return tmpfile_failed_; }
+
+  // The file is complete: it keeps its name.
+  Status Finish() {
+    if (unnamed_) {
+      // Named through /proc (linkat with AT_EMPTY_PATH needs a capability).
+      std::string self = "/proc/self/fd/" + std::to_string(fd_.get());
+      if (linkat(AT_FDCWD, self.c_str(), tmp_fd_, name_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+        int err = errno;
+        tmpfile_failed_ = err == ENOENT || err == EACCES || err == EPERM || err == ENOTDIR;
+        return UnavailableError(Errno("cannot name a temporary file", err));
+      }
+    }
+    finished_ = true;
+    return Status::Ok();
+  }
+
+ private:
+  int tmp_fd_;
+  std::string name_;
+  Fd fd_;
+  bool unnamed_ = false;
+  bool tmpfile_failed_ = false;
+  bool finished_ = false;
 };
 
 int64_t Nanos(const struct timespec& ts) {
@@ -1399,63 +1464,42 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
     return UnavailableError("the source file changed since it was scanned");
   }
   const bool local = reader->LocalFd() >= 0;
-  Fd out;
-  bool partial = false;
+  // What a broken transfer fetched stays for the next attempt (every chunk
+  // in it was checked against its hash); any other file is a NewFile.
+  Fd partial;
   if (!local && content.size >= kResumableBytes) {
     temp_name = PartialName(content.chunks, content.size);
-    out = Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600));
+    partial =
+        Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600));
     // Another process fetching the same content holds it: use a file of our own.
-    if (out.get() >= 0 && flock(out.get(), LOCK_EX | LOCK_NB) != 0) out = Fd();
-    partial = out.get() >= 0;
+    if (partial.get() >= 0 && flock(partial.get(), LOCK_EX | LOCK_NB) != 0) partial = Fd();
   }
-  // Unnamed until it is complete: nothing to remove if anything fails.
-  bool unnamed = false;
-  if (!partial) {
+  std::optional<NewFile> file;
+  if (partial.get() < 0) {
     temp_name = "t" + std::to_string(++temp_counter_) + "-" + pid_;
-    if (near >= 0 && tmpfile_works_) {
-      out = Fd(openat(near, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-      unnamed = out.get() >= 0;
-      if (!unnamed) tmpfile_works_ = false;  // not on this file system: named files only
-    }
-    if (!unnamed) {
-      out = Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
-    }
+    file.emplace(tmp_fd_, temp_name, near, tmpfile_works_);
+    if (file->tmpfile_failed()) tmpfile_works_ = false;  // not on this file system
   }
-  if (out.get() < 0) return UnavailableError(Errno("cannot create a temporary file", errno));
-  auto fail = [&](Status status) -> Status {
-    // What a broken transfer fetched stays for the next attempt; every
-    // chunk in it was checked against its hash.
-    if (!partial && !unnamed) unlinkat(tmp_fd_, temp_name.c_str(), 0);
-    return status;
-  };
+  const int out = file ? file->fd() : partial.get();
+  if (out < 0) return UnavailableError(Errno("cannot create a temporary file", errno));
   if (local) {
-    Result<CopyMethod> copied = CopyFileData(reader->LocalFd(), out.get(), content.size);
-    if (!copied.ok()) return fail(copied.status());
+    MESHSYNC_RETURN_IF_ERROR(CopyFileData(reader->LocalFd(), out, content.size).status());
   } else {
     uint64_t have = 0;
     struct stat st;
-    if (partial && fstat(out.get(), &st) == 0) have = static_cast<uint64_t>(st.st_size);
-    Status fetched = FetchInto(content, *reader, out.get(), have);
-    if (!fetched.ok()) return fail(fetched);
+    if (!file && fstat(out, &st) == 0) have = static_cast<uint64_t>(st.st_size);
+    MESHSYNC_RETURN_IF_ERROR(FetchInto(content, *reader, out, have));
   }
-  Status verified = reader->Verify();
-  if (!verified.ok()) return fail(verified);
-  MtimeOnly times(content.mtime_ns);
-  if (fchmod(out.get(), mode) != 0 || futimens(out.get(), times.times) != 0) {
-    return fail(UnavailableError(Errno("cannot set the file's mode or time", errno)));
-  }
-  if (unnamed) {
-    // Named through /proc (linkat with AT_EMPTY_PATH needs a capability).
-    std::string self = "/proc/self/fd/" + std::to_string(out.get());
-    if (linkat(AT_FDCWD, self.c_str(), tmp_fd_, temp_name.c_str(), AT_SYMLINK_FOLLOW) != 0) {
-      int err = errno;
-      if (err != ENOENT && err != EACCES && err != EPERM && err != ENOTDIR) {
-        return UnavailableError(Errno("cannot name a temporary file", err));
-      }
+  MESHSYNC_RETURN_IF_ERROR(reader->Verify());
+  MESHSYNC_RETURN_IF_ERROR(SetModeAndTime(out, mode, content.mtime_ns));
+  if (file) {
+    Status named = file->Finish();
+    if (!named.ok() && file->tmpfile_failed()) {
       // No /proc here: write the file again, named from the start.
       tmpfile_works_ = false;
       return WriteTemp(content, mode, open_data, temp_name);
     }
+    MESHSYNC_RETURN_IF_ERROR(named);
   }
   counters_.bytes_copied += content.size;
   wrote_ = true;
@@ -1505,6 +1549,105 @@ Status FileProvider::EnsureParent(const ItemId& parent, int depth) {
   AddNode(parent, NodeOf(grandparent, name, dir));
   if (auto path = PathOf(parent)) Record("restore-folder", *path, "kept for a changed file inside");
   return Status::Ok();
+}
+
+void FileProvider::SaveChanges(std::span<const SaveRequest> requests,
+                               std::vector<Result<SaveResult>>& results) {
+  if (index_loaded_ || LoadIndex().ok()) PrepareNewFiles(requests);
+  for (const SaveRequest& request : requests) results.push_back(SaveChange(request));
+  for (const auto& [id, temp] : prepared_) unlinkat(tmp_fd_, temp.c_str(), 0);  // not used
+  prepared_.clear();
+}
+
+void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
+  if (options_.dry_run || options_.hash_threads < 2) return;
+  struct Job {
+    ItemId id;
+    std::unique_ptr<DataReader> reader;
+    int near = -1;  // the folder it goes to, if it is there (an fd of `dirs`)
+    uint64_t size = 0;
+    uint32_t mode = 0644;
+    int64_t mtime_ns = 0;
+    std::string temp;
+    bool done = false;
+    bool no_tmpfile = false;
+  };
+  // A bounded number of files open at once.
+  constexpr size_t kWindow = 256;
+  size_t from = 0;
+  while (from < requests.size()) {
+    std::vector<Job> jobs;
+    std::unordered_map<ItemId, Fd, Id128Hash> dirs;
+    for (; from < requests.size() && jobs.size() < kWindow; ++from) {
+      const SaveRequest& request = requests[from];
+      if (request.action != SaveAction::kCreate || request.local != nullptr || !request.open_data)
+        continue;
+      Job job;
+      job.id = request.id;
+      bool content = false, placed = false;
+      ItemId parent;
+      for (const UnitData& unit : request.units) {
+        if (unit.unit == kContentUnit) {
+          auto incoming = DecodeContent(unit.data);
+          if (!incoming.ok() || incoming->kind != Kind::kFile || incoming->size == 0 ||
+              incoming->size > kPrepareMaxBytes) {
+            break;
+          }
+          job.size = incoming->size;
+          job.mtime_ns = incoming->mtime_ns;
+          content = true;
+        } else if (unit.unit == kPlacementUnit) {
+          std::string name;
+          placed = DecodePlacement(unit.data, parent, name).ok();
+        } else if (unit.unit == kAttributesUnit) {
+          auto mode = DecodeMode(unit.data);
+          if (mode.ok()) job.mode = *mode;
+        }
+      }
+      if (!content || !placed) continue;
+      auto reader = request.open_data(kContentUnit);
+      if (!reader.ok() || (*reader)->LocalFd() < 0 || (*reader)->size() != job.size) continue;
+      job.reader = *std::move(reader);
+      if (auto node = nodes_.find(parent);
+          parent == ItemId::Min() ||
+          (node != nodes_.end() && node->second.kind == Kind::kDirectory)) {
+        auto dir = dirs.find(parent);
+        if (dir == dirs.end()) {
+          auto fd = OpenDirOf(parent);
+          dir = dirs.emplace(parent, Fd(fd.ok() ? *fd : -1)).first;
+        }
+        job.near = dir->second.get();
+      }
+      job.temp = "t" + std::to_string(++temp_counter_) + "-" + pid_;
+      jobs.push_back(std::move(job));
+    }
+    if (jobs.size() < 2) continue;  // nothing to do at once
+    const bool tmpfile = tmpfile_works_;
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t j; (j = next.fetch_add(1)) < jobs.size();) {
+        Job& job = jobs[j];
+        NewFile file(tmp_fd_, job.temp, job.near, tmpfile);
+        job.done = file.fd() >= 0 &&
+                   CopyFileData(job.reader->LocalFd(), file.fd(), job.size).ok() &&
+                   job.reader->Verify().ok() &&
+                   SetModeAndTime(file.fd(), job.mode, job.mtime_ns).ok() && file.Finish().ok();
+        job.no_tmpfile = file.tmpfile_failed();
+      }
+    };
+    unsigned n = std::min<unsigned>(options_.hash_threads, static_cast<unsigned>(jobs.size()));
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < n; ++i) pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool) t.join();
+    for (Job& job : jobs) {
+      if (job.no_tmpfile) tmpfile_works_ = false;  // SaveChange writes named files from now on
+      if (!job.done) continue;
+      counters_.bytes_copied += job.size;
+      wrote_ = true;
+      prepared_.emplace(job.id, std::move(job.temp));
+    }
+  }
 }
 
 Result<SaveResult> FileProvider::SaveChange(const SaveRequest& request) {
@@ -1695,7 +1838,12 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
         return UnavailableError(Errno("cannot create symlink " + rel, errno));
       }
     } else {
-      MESHSYNC_RETURN_IF_ERROR(WriteTemp(next, mode, request.open_data, temp, dir.get()));
+      if (auto prepared = prepared_.find(request.id); prepared != prepared_.end()) {
+        temp = std::move(prepared->second);  // written by PrepareNewFiles
+        prepared_.erase(prepared);
+      } else {
+        MESHSYNC_RETURN_IF_ERROR(WriteTemp(next, mode, request.open_data, temp, dir.get()));
+      }
     }
     if (here && !moving) {
       // Swap the new file in, then check that what came out is what we

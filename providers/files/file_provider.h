@@ -154,6 +154,11 @@ class FileProvider final : public Provider {
   Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
                                                ChangeUnitId unit) override;
   Result<SaveResult> SaveChange(const SaveRequest& request) override;
+  // One at a time, in order, as SaveChange; new small files whose data is
+  // local are first written to temporary files on every core
+  // (PrepareNewFiles), which SaveChange then moves into place.
+  void SaveChanges(std::span<const SaveRequest> requests,
+                   std::vector<Result<SaveResult>>& results) override;
   Status CommitChanges() override;
   Result<std::string> MergeUnit(const ItemId& item, ChangeUnitId unit, std::string_view local,
                                 std::string_view remote) override;
@@ -217,13 +222,19 @@ class FileProvider final : public Provider {
   Result<SaveResult> Apply(const SaveRequest& request);
   Result<SaveResult> Delete(const ItemMetadata& local);
   // Writes a file with `content` and names it `temp_name` in the
-  // temporary folder. `near` is the folder it is going to, if open: the
-  // file is made there unnamed (O_TMPFILE) and only then linked into the
-  // temporary folder, so that the file system places its inode with the
-  // folder's (on ext4, 10,000 files made in one folder and moved to 100
-  // took 2.1 s where made in place they took 1.5 s).
+  // temporary folder. `near` is the folder it is going to, if open (see
+  // NewFile in file_provider.cc).
   Status WriteTemp(const EntryState& content, uint32_t mode, const DataOpener& open_data,
                    std::string& temp_name, int near = -1);
+  // Writes the new files among `requests` (creations of files of at most
+  // kPrepareMaxBytes whose data is a local file) to temporary files, several
+  // at once, into prepared_. Creating files is mostly the kernel's work
+  // (finding free inodes), which two cores do faster than one. A file that
+  // fails here is simply written again by SaveChange.
+  void PrepareNewFiles(std::span<const SaveRequest> requests);
+  static constexpr uint64_t kPrepareMaxBytes = 1u << 20;
+  // Prepared temporary files by item, until SaveChanges ends.
+  std::unordered_map<ItemId, std::string, Id128Hash> prepared_;
   // Writes `content` from a reader on another replica into `out`: chunks
   // already in `out` (an interrupted transfer) or in this folder's files are
   // taken from here, only the rest is read.
