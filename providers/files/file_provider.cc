@@ -1606,7 +1606,14 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
       }
       if (!content || !placed) continue;
       auto reader = request.open_data(kContentUnit);
-      if (!reader.ok() || (*reader)->LocalFd() < 0 || (*reader)->size() != job.size) continue;
+      if (reader.ok() && (*reader)->LocalFd() < 0) {
+        // Data from a peer: opening it may cost a round trip, and its reader
+        // is used by one thread. Such a batch is left to SaveChange whole,
+        // having opened one file for nothing.
+        from = requests.size();
+        break;
+      }
+      if (!reader.ok() || (*reader)->size() != job.size) continue;
       job.reader = *std::move(reader);
       if (auto node = nodes_.find(parent);
           parent == ItemId::Min() ||
