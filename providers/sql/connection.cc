@@ -1,11 +1,19 @@
 // The two Connection implementations: SQLite through its C API, PostgreSQL
 // through libpq. Both cache prepared statements by their SQL text.
+//
+// libpq is loaded (dlopen) when the first PostgreSQL connection is made, not
+// linked: it brings twenty libraries (Kerberos, LDAP, SASL, GnuTLS, p11-kit)
+// that every meshsync process would otherwise map and relocate at start,
+// 3.4 MiB of resident memory per process, although only `meshsync db` with a
+// postgresql:// URL ever uses them.
 #include "sql/connection.h"
 
+#include <dlfcn.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 #include <utility>
 
@@ -199,6 +207,79 @@ Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
 
 // ------------------------------------------------------------ PostgreSQL
 
+// The libpq functions the provider calls, typed by libpq-fe.h.
+struct LibPq {
+  decltype(&::PQconnectdb) connectdb;
+  decltype(&::PQfinish) finish;
+  decltype(&::PQstatus) status;
+  decltype(&::PQerrorMessage) error_message;
+  decltype(&::PQhost) host;
+  decltype(&::PQport) port;
+  decltype(&::PQdb) db;
+  decltype(&::PQexec) exec;
+  decltype(&::PQprepare) prepare;
+  decltype(&::PQexecPrepared) exec_prepared;
+  decltype(&::PQresultStatus) result_status;
+  decltype(&::PQresultErrorMessage) result_error_message;
+  decltype(&::PQresultErrorField) result_error_field;
+  decltype(&::PQclear) clear;
+  decltype(&::PQntuples) ntuples;
+  decltype(&::PQnfields) nfields;
+  decltype(&::PQftype) ftype;
+  decltype(&::PQgetisnull) getisnull;
+  decltype(&::PQgetvalue) getvalue;
+  decltype(&::PQgetlength) getlength;
+};
+
+// The soname of libpq's ABI (Debian's libpq5), loaded once per process and
+// never unloaded.
+constexpr const char* kLibPq = "libpq.so.5";
+
+Result<const LibPq*> LoadLibPq() {
+  static LibPq pq;
+  static Status loaded;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* lib = dlopen(kLibPq, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* why = dlerror();
+      loaded = FailedPreconditionError(std::string("PostgreSQL needs ") + kLibPq +
+                                       " (Debian package libpq5): " + (why ? why : "not found"));
+      return;
+    }
+    std::string missing;
+    auto bind = [&]<typename Fn>(Fn& fn, const char* name) {
+      fn = reinterpret_cast<Fn>(dlsym(lib, name));
+      if (fn == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
+    };
+    bind(pq.connectdb, "PQconnectdb");
+    bind(pq.finish, "PQfinish");
+    bind(pq.status, "PQstatus");
+    bind(pq.error_message, "PQerrorMessage");
+    bind(pq.host, "PQhost");
+    bind(pq.port, "PQport");
+    bind(pq.db, "PQdb");
+    bind(pq.exec, "PQexec");
+    bind(pq.prepare, "PQprepare");
+    bind(pq.exec_prepared, "PQexecPrepared");
+    bind(pq.result_status, "PQresultStatus");
+    bind(pq.result_error_message, "PQresultErrorMessage");
+    bind(pq.result_error_field, "PQresultErrorField");
+    bind(pq.clear, "PQclear");
+    bind(pq.ntuples, "PQntuples");
+    bind(pq.nfields, "PQnfields");
+    bind(pq.ftype, "PQftype");
+    bind(pq.getisnull, "PQgetisnull");
+    bind(pq.getvalue, "PQgetvalue");
+    bind(pq.getlength, "PQgetlength");
+    if (!missing.empty()) {
+      loaded = FailedPreconditionError(std::string(kLibPq) + " lacks " + missing);
+    }
+  });
+  if (!loaded.ok()) return loaded;
+  return &pq;
+}
+
 constexpr Oid kBoolOid = 16;
 constexpr Oid kByteaOid = 17;
 constexpr Oid kFloat4Oid = 700;
@@ -213,17 +294,18 @@ int HexDigit(char c) {
 
 class PostgresConnection final : public Connection {
  public:
-  PostgresConnection(PGconn* conn, std::string name) : conn_(conn), name_(std::move(name)) {}
-  ~PostgresConnection() override { PQfinish(conn_); }
+  PostgresConnection(const LibPq& pq, PGconn* conn, std::string name)
+      : pq_(pq), conn_(conn), name_(std::move(name)) {}
+  ~PostgresConnection() override { pq_.finish(conn_); }
 
   Dialect dialect() const override { return Dialect::kPostgres; }
   const std::string& name() const override { return name_; }
 
   Status Exec(std::string_view sql) override {
     std::string text(sql);
-    PGresult* result = PQexec(conn_, text.c_str());
+    PGresult* result = pq_.exec(conn_, text.c_str());
     Status status = Check(result);
-    PQclear(result);
+    pq_.clear(result);
     return status;
   }
 
@@ -234,9 +316,9 @@ class PostgresConnection final : public Connection {
     } else {
       std::string name = "meshsync_" + std::to_string(prepared_.size());
       PGresult* result =
-          PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr);
+          pq_.prepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr);
       Status status = Check(result);
-      PQclear(result);
+      pq_.clear(result);
       MESHSYNC_RETURN_IF_ERROR(status);
       statement = &prepared_.emplace(sql, std::move(name)).first->second;
     }
@@ -262,15 +344,15 @@ class PostgresConnection final : public Connection {
         return InvalidArgumentError("a value is not encoded (N, b... or v...)");
       }
     }
-    PGresult* result = PQexecPrepared(conn_, statement->c_str(), static_cast<int>(params.size()),
-                                      values.data(), lengths.data(), formats.data(), 0);
+    PGresult* result = pq_.exec_prepared(conn_, statement->c_str(), static_cast<int>(params.size()),
+                                         values.data(), lengths.data(), formats.data(), 0);
     Status status = Check(result);
     if (!status.ok()) {
-      PQclear(result);
+      pq_.clear(result);
       return status;
     }
-    int rows = PQntuples(result);
-    int columns = PQnfields(result);
+    int rows = pq_.ntuples(result);
+    int columns = pq_.nfields(result);
     std::vector<std::string> row(static_cast<size_t>(columns));
     for (int r = 0; r < rows && status.ok(); ++r) {
       for (int c = 0; c < columns && status.ok(); ++c) {
@@ -278,20 +360,22 @@ class PostgresConnection final : public Connection {
       }
       if (status.ok()) status = fn(Row(row));
     }
-    PQclear(result);
+    pq_.clear(result);
     return status;
   }
 
  private:
   Status Check(PGresult* result) {
-    ExecStatusType code = PQresultStatus(result);
+    ExecStatusType code = pq_.result_status(result);
     if (code == PGRES_COMMAND_OK || code == PGRES_TUPLES_OK) return Status::Ok();
-    if (PQstatus(conn_) != CONNECTION_OK)
-      return UnavailableError(name_ + ": connection lost: " + PQerrorMessage(conn_));
-    std::string message = result != nullptr ? PQresultErrorMessage(result) : PQerrorMessage(conn_);
+    if (pq_.status(conn_) != CONNECTION_OK)
+      return UnavailableError(name_ + ": connection lost: " + pq_.error_message(conn_));
+    std::string message =
+        result != nullptr ? pq_.result_error_message(result) : pq_.error_message(conn_);
     while (!message.empty() && (message.back() == '\n' || message.back() == ' '))
       message.pop_back();
-    const char* state = result != nullptr ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+    const char* state =
+        result != nullptr ? pq_.result_error_field(result, PG_DIAG_SQLSTATE) : nullptr;
     std::string sqlstate = state != nullptr ? state : "";
     // Class 40 (rollback: serialization, deadlock) and 55/57 (lock not
     // available, shutdown) are transient; the rest is the data or the schema.
@@ -301,14 +385,14 @@ class PostgresConnection final : public Connection {
     return InvalidArgumentError(name_ + ": " + message);
   }
 
-  static Status Read(PGresult* result, int r, int c, std::string& out) {
-    if (PQgetisnull(result, r, c)) {
+  Status Read(PGresult* result, int r, int c, std::string& out) const {
+    if (pq_.getisnull(result, r, c)) {
       out = kNull;
       return Status::Ok();
     }
-    const char* text = PQgetvalue(result, r, c);
-    size_t size = static_cast<size_t>(PQgetlength(result, r, c));
-    switch (PQftype(result, c)) {
+    const char* text = pq_.getvalue(result, r, c);
+    size_t size = static_cast<size_t>(pq_.getlength(result, r, c));
+    switch (pq_.ftype(result, c)) {
       case kBoolOid:
         out = text[0] == 't' ? "v1" : "v0";
         return Status::Ok();
@@ -340,24 +424,27 @@ class PostgresConnection final : public Connection {
     }
   }
 
+  const LibPq& pq_;
   PGconn* conn_;
   std::string name_;
   std::unordered_map<std::string, std::string> prepared_;
 };
 
 Result<std::unique_ptr<Connection>> ConnectPostgres(std::string_view url) {
+  MESHSYNC_ASSIGN_OR_RETURN(const LibPq* loaded, LoadLibPq());
+  const LibPq& pq = *loaded;
   std::string conninfo(url);
-  PGconn* conn = PQconnectdb(conninfo.c_str());
+  PGconn* conn = pq.connectdb(conninfo.c_str());
   if (conn == nullptr) return UnavailableError("out of memory connecting to PostgreSQL");
-  if (PQstatus(conn) != CONNECTION_OK) {
-    std::string message = PQerrorMessage(conn);
+  if (pq.status(conn) != CONNECTION_OK) {
+    std::string message = pq.error_message(conn);
     while (!message.empty() && message.back() == '\n') message.pop_back();
-    PQfinish(conn);
+    pq.finish(conn);
     return UnavailableError("cannot connect to PostgreSQL: " + message);
   }
   std::string name =
-      std::string("postgresql://") + PQhost(conn) + ":" + PQport(conn) + "/" + PQdb(conn);
-  auto connection = std::make_unique<PostgresConnection>(conn, std::move(name));
+      std::string("postgresql://") + pq.host(conn) + ":" + pq.port(conn) + "/" + pq.db(conn);
+  auto connection = std::make_unique<PostgresConnection>(pq, conn, std::move(name));
   // Settings that fix the text form of values (value.h).
   MESHSYNC_RETURN_IF_ERROR(connection->Exec(
       "SET client_min_messages = warning; SET DateStyle = ISO; SET TimeZone = 'UTC'; "

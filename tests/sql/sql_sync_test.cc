@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
+#include <string>
 
 #include "meshsync/record.h"
 #include "sql/schema.h"
@@ -721,6 +723,28 @@ TEST_P(SqlSyncTest, IncompatibleTypesAreNamed) {
   Status s = Provision(*a_, t);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("type cannot sync: p"), std::string::npos) << s.ToString();
+}
+
+// libpq is loaded with the first PostgreSQL connection (connection.cc): a
+// process that only uses SQLite, as the daemon and folder syncs are, does not
+// map it and the libraries it brings.
+TEST(SqlConnection, LibpqIsLoadedWithTheFirstPostgresConnection) {
+  auto mapped = [] {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+      if (line.find("/libpq.so") != std::string::npos) return true;
+    }
+    return false;
+  };
+  auto lite = Open(NewDatabase("sqlite"));
+  ASSERT_NE(lite, nullptr);
+  ASSERT_TRUE(lite->Exec("CREATE TABLE t(id INTEGER PRIMARY KEY)").ok());
+  EXPECT_FALSE(mapped());
+  auto pg = Open(NewDatabase("postgres"));
+  ASSERT_NE(pg, nullptr);
+  EXPECT_TRUE(mapped());
+  EXPECT_TRUE(pg->Exec("CREATE TABLE t(id bigint PRIMARY KEY)").ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Pairs, SqlSyncTest,
