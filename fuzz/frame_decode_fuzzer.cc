@@ -1,5 +1,5 @@
 // Decodes arbitrary bytes as a frame of the peer protocol (header, zstd,
-// protobuf), as a hostile peer would send it, and hands any request to a
+// protobuf, data after the message), as a hostile peer would send it, and hands any request to a
 // session server that serves no folder. Must never crash; what decodes must
 // re-encode and decode again.
 #include <cstdint>
@@ -28,6 +28,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         !node::DecodeFrameBody(std::string_view(*frame).substr(node::kFrameHeaderSize), again_flags,
                                again)
              .ok()) {
+      std::abort();
+    }
+  }
+  // The same, split for a gather write (a DataRead's data after the message).
+  auto split = node::EncodeSplitFrame(wire::Envelope(envelope));
+  if (split.ok()) {
+    std::string whole = split->head + split->data;
+    wire::Envelope again;
+    uint8_t again_flags = 0;
+    if (!node::DecodeFrameHeader(std::string_view(whole).substr(0, node::kFrameHeaderSize),
+                                 again_flags)
+             .ok() ||
+        !node::DecodeFrameBody(std::string_view(whole).substr(node::kFrameHeaderSize), again_flags,
+                               again)
+             .ok() ||
+        again.SerializeAsString() != envelope.SerializeAsString()) {
       std::abort();
     }
   }

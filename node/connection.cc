@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <array>
 #include <cstdio>
 #include <optional>
 
@@ -73,6 +74,19 @@ void Connection::Send(const wire::Envelope& envelope) {
     Close(frame.status());
     return;
   }
+  Queue(SplitFrame{std::move(*frame), {}});
+}
+
+void Connection::Send(wire::Envelope&& envelope) {
+  if (closed_) return;
+  Queue(EncodeSplitFrame(std::move(envelope)));
+}
+
+void Connection::Queue(Result<SplitFrame> frame) {
+  if (!frame.ok()) {
+    Close(frame.status());
+    return;
+  }
   asio::post(stream_->get_executor(),
              [self = shared_from_this(), frame = std::move(*frame)]() mutable {
                if (self->shutting_down_) return;
@@ -130,7 +144,11 @@ void Connection::ReadHeader() {
           self->Shutdown(size.status());
           return;
         }
-        self->ReadBody(*size, flags);
+        if ((flags & kFlagData) != 0) {
+          self->ReadDataPrefix(*size, flags & ~kFlagData);
+        } else {
+          self->ReadBody(*size, flags);
+        }
       });
 }
 
@@ -146,15 +164,69 @@ void Connection::ReadBody(size_t size, uint8_t flags) {
                      self->last_read_ = Clock::now();
                      wire::Envelope envelope;
                      Status status = DecodeFrameBody(self->body_, flags, envelope);
-                     self->body_.clear();
-                     self->body_.shrink_to_fit();
-                     if (!status.ok()) {
-                       self->Shutdown(status);
+                     self->Deliver(std::move(status), std::move(envelope));
+                   });
+}
+
+void Connection::ReadDataPrefix(size_t size, uint8_t flags) {
+  asio::async_read(*stream_, asio::buffer(data_prefix_, sizeof(data_prefix_)),
+                   [self = shared_from_this(), size, flags](boost::system::error_code ec, size_t) {
+                     if (ec) {
+                       if (self->shutting_down_) return;
+                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
                        return;
                      }
-                     self->Dispatch(std::move(envelope));
-                     if (!self->shutting_down_) self->ReadHeader();
+                     auto message = DecodeDataPrefix(
+                         std::string_view(self->data_prefix_, sizeof(self->data_prefix_)), size);
+                     if (!message.ok()) {
+                       self->Shutdown(message.status());
+                       return;
+                     }
+                     self->ReadDataMessage(*message, size - kDataPrefixSize - *message, flags);
                    });
+}
+
+void Connection::ReadDataMessage(size_t message, size_t data, uint8_t flags) {
+  body_.resize(message);
+  asio::async_read(*stream_, asio::buffer(body_.data(), body_.size()),
+                   [self = shared_from_this(), data, flags](boost::system::error_code ec, size_t) {
+                     if (ec) {
+                       if (self->shutting_down_) return;
+                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
+                       return;
+                     }
+                     self->data_.resize(data);
+                     self->ReadData(flags);
+                   });
+}
+
+// The data goes straight into the string the message will own.
+void Connection::ReadData(uint8_t flags) {
+  asio::async_read(*stream_, asio::buffer(data_.data(), data_.size()),
+                   [self = shared_from_this(), flags](boost::system::error_code ec, size_t) {
+                     if (ec) {
+                       if (self->shutting_down_) return;
+                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
+                       return;
+                     }
+                     self->last_read_ = Clock::now();
+                     wire::Envelope envelope;
+                     Status status =
+                         DecodeDataMessage(self->body_, flags, std::move(self->data_), envelope);
+                     self->data_ = std::string();
+                     self->Deliver(std::move(status), std::move(envelope));
+                   });
+}
+
+void Connection::Deliver(Status decoded, wire::Envelope&& envelope) {
+  body_.clear();
+  body_.shrink_to_fit();
+  if (!decoded.ok()) {
+    Shutdown(decoded);
+    return;
+  }
+  Dispatch(std::move(envelope));
+  if (!shutting_down_) ReadHeader();
 }
 
 void Connection::Dispatch(wire::Envelope&& envelope) {
@@ -193,7 +265,9 @@ void Connection::Write() {
     return;
   }
   writing_ = true;
-  asio::async_write(*stream_, asio::buffer(queue_.front()),
+  const SplitFrame& frame = queue_.front();
+  std::array<asio::const_buffer, 2> buffers = {asio::buffer(frame.head), asio::buffer(frame.data)};
+  asio::async_write(*stream_, buffers,
                     [self = shared_from_this()](boost::system::error_code ec, size_t) {
                       if (ec) {
                         self->Shutdown(UnavailableError("write failed: " + ec.message()));
@@ -242,7 +316,7 @@ void Connection::Shutdown(const Status& reason) {
   wire::Envelope goodbye;
   goodbye.mutable_close()->set_reason(std::string(reason.message()));
   auto frame = EncodeFrame(goodbye);
-  if (frame.ok()) queue_.push_back(std::move(*frame));
+  if (frame.ok()) queue_.push_back(SplitFrame{std::move(*frame), {}});
   if (!writing_) Write();
   keepalive_.cancel();
   keepalive_.expires_after(std::chrono::seconds(2));

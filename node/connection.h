@@ -56,8 +56,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Starts reading and the keepalive. Call once, on the I/O thread.
   void Start(Callbacks callbacks);
 
-  // Queues a message. Any thread; a no-op once closed.
+  // Queues a message. Any thread; a no-op once closed. The second form
+  // moves the data of a DataRead into the frame instead of copying it.
   void Send(const wire::Envelope& envelope);
+  void Send(wire::Envelope&& envelope);
 
   // Sends `request` (its id is assigned) and waits for the response. Not on
   // the I/O thread. kUnavailable when the connection closes first or the
@@ -83,6 +85,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void ReadHeader();
   void ReadBody(size_t size, uint8_t flags);
+  // A kFlagData frame: the message length, the message, then the data.
+  void ReadDataPrefix(size_t size, uint8_t flags);
+  void ReadDataMessage(size_t message, size_t data, uint8_t flags);
+  void ReadData(uint8_t flags);
+  void Deliver(Status decoded, wire::Envelope&& envelope);
+  void Queue(Result<SplitFrame> frame);
   void Dispatch(wire::Envelope&& envelope);
   void Write();
   void Tick();
@@ -99,8 +107,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::chrono::steady_clock::time_point last_write_;
 
   char header_[kFrameHeaderSize];
+  char data_prefix_[kDataPrefixSize];
   std::string body_;
-  std::deque<std::string> queue_;  // frames to write; the front is in flight
+  std::string data_;              // a kFlagData frame's data
+  std::deque<SplitFrame> queue_;  // frames to write; the front is in flight
   bool writing_ = false;
   std::atomic<bool> closed_{false};
   bool shutting_down_ = false;

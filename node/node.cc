@@ -867,7 +867,7 @@ void Node::Impl::OnMessage(const std::shared_ptr<Connection>& connection,
       asio::post(pool_, [server, connection, request = std::move(*envelope.mutable_request())] {
         wire::Envelope reply;
         *reply.mutable_response() = server->Handle(request);
-        connection->Send(reply);
+        connection->Send(std::move(reply));
       });
       return;
     }

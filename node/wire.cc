@@ -58,6 +58,31 @@ Result<std::string> EncodeFrame(const wire::Envelope& envelope) {
   return EncodeMessageFrame(envelope, !bulk);
 }
 
+Result<SplitFrame> EncodeSplitFrame(wire::Envelope&& envelope) {
+  SplitFrame frame;
+  bool outside = envelope.has_response() && envelope.response().has_data_read() &&
+                 envelope.response().data_read().data().size() >= kDataOutsideAbove;
+  if (!outside) {
+    MESHSYNC_ASSIGN_OR_RETURN(frame.head, EncodeFrame(envelope));
+    return frame;
+  }
+  frame.data = std::move(*envelope.mutable_response()->mutable_data_read()->mutable_data());
+  const size_t size = envelope.ByteSizeLong();
+  const size_t body = kDataPrefixSize + size + frame.data.size();
+  if (body > kMaxFrameBody) {
+    return InvalidArgumentError("message of " + std::to_string(body) +
+                                " bytes is over the frame limit");
+  }
+  frame.head.resize(kFrameHeaderSize + kDataPrefixSize + size);
+  PutHeader(frame.head.data(), body, kFlagData);
+  for (int i = 0; i < 4; ++i) {
+    frame.head[kFrameHeaderSize + i] = static_cast<char>(size >> (24 - 8 * i));
+  }
+  envelope.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(frame.head.data()) +
+                                           kFrameHeaderSize + kDataPrefixSize);
+  return frame;
+}
+
 void StatusToWire(const Status& status, wire::Error& out) {
   out.set_code(static_cast<int>(status.code()));
   out.set_message(std::string(status.message()));
@@ -77,7 +102,7 @@ Result<size_t> DecodeFrameHeader(std::string_view header, uint8_t& flags) {
   uint32_t size = 0;
   for (int i = 0; i < 4; ++i) size = (size << 8) | static_cast<uint8_t>(header[i]);
   flags = static_cast<uint8_t>(header[4]);
-  if ((flags & ~kFlagCompressed) != 0) {
+  if ((flags & ~(kFlagCompressed | kFlagData)) != 0) {
     return InvalidArgumentError("frame has unknown flags " + std::to_string(flags));
   }
   if (size > kMaxFrameBody) {
@@ -110,7 +135,38 @@ Status DecodeMessageBody(std::string_view body, uint8_t flags, google::protobuf:
   return Status::Ok();
 }
 
+Result<size_t> DecodeDataPrefix(std::string_view prefix, size_t body_size) {
+  if (prefix.size() != kDataPrefixSize || body_size < kDataPrefixSize) {
+    return InvalidArgumentError("truncated data frame");
+  }
+  size_t size = 0;
+  for (int i = 0; i < 4; ++i) size = (size << 8) | static_cast<uint8_t>(prefix[i]);
+  if (size > body_size - kDataPrefixSize) {
+    return InvalidArgumentError("data frame's message runs past its end");
+  }
+  return size;
+}
+
+Status DecodeDataMessage(std::string_view message, uint8_t flags, std::string data,
+                         wire::Envelope& out) {
+  if ((flags & kFlagData) != 0) return InvalidArgumentError("data frame flags are inconsistent");
+  MESHSYNC_RETURN_IF_ERROR(DecodeFrameBody(message, flags, out));
+  if (!out.has_response() || !out.response().has_data_read() ||
+      !out.response().data_read().data().empty()) {
+    return InvalidArgumentError("frame carries data for a message that takes none");
+  }
+  *out.mutable_response()->mutable_data_read()->mutable_data() = std::move(data);
+  return Status::Ok();
+}
+
 Status DecodeFrameBody(std::string_view body, uint8_t flags, wire::Envelope& out) {
+  if ((flags & kFlagData) != 0) {
+    MESHSYNC_ASSIGN_OR_RETURN(size_t size,
+                              DecodeDataPrefix(body.substr(0, kDataPrefixSize), body.size()));
+    std::string_view rest = body.substr(kDataPrefixSize);
+    return DecodeDataMessage(rest.substr(0, size), flags & ~kFlagData,
+                             std::string(rest.substr(size)), out);
+  }
   MESHSYNC_RETURN_IF_ERROR(DecodeMessageBody(body, flags, out));
   if (out.body_case() == wire::Envelope::BODY_NOT_SET) {
     return InvalidArgumentError("frame holds an empty or unknown message");

@@ -169,6 +169,90 @@ TEST(WireTest, FramesRoundTripCompressedOrNot) {
   }
 }
 
+// A frame split for a gather write (head, then data), as one string.
+Result<std::string> SplitFrameBytes(wire::Envelope envelope, size_t* data_size = nullptr) {
+  MESHSYNC_ASSIGN_OR_RETURN(SplitFrame frame, EncodeSplitFrame(std::move(envelope)));
+  if (data_size != nullptr) *data_size = frame.data.size();
+  return frame.head + frame.data;
+}
+
+// A kFlagData frame: header, message length, the message, then `data`.
+std::string DataFrame(const wire::Envelope& message, const std::string& data,
+                      uint32_t claimed_message_size) {
+  std::string body = message.SerializeAsString();
+  std::string out(kFrameHeaderSize + kDataPrefixSize, '\0');
+  uint32_t size = static_cast<uint32_t>(kDataPrefixSize + body.size() + data.size());
+  for (int i = 0; i < 4; ++i) {
+    out[i] = static_cast<char>(size >> (24 - 8 * i));
+    out[kFrameHeaderSize + i] = static_cast<char>(claimed_message_size >> (24 - 8 * i));
+  }
+  out[4] = static_cast<char>(kFlagData);
+  return out + body + data;
+}
+
+Result<wire::Envelope> DecodeWholeFrame(std::string_view frame) {
+  uint8_t flags = 0;
+  MESHSYNC_ASSIGN_OR_RETURN(size_t size,
+                            DecodeFrameHeader(frame.substr(0, kFrameHeaderSize), flags));
+  if (size != frame.size() - kFrameHeaderSize) return InvalidArgumentError("size");
+  wire::Envelope envelope;
+  MESHSYNC_RETURN_IF_ERROR(DecodeFrameBody(frame.substr(kFrameHeaderSize), flags, envelope));
+  return envelope;
+}
+
+TEST(WireTest, BlockDataTravelsOutsideTheMessage) {
+  for (size_t size : {size_t{100}, kDataOutsideAbove, size_t{600000}}) {
+    std::string data(size, '\0');
+    for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 7 + i / 251);
+    wire::Envelope envelope;
+    envelope.mutable_response()->set_id(42);
+    envelope.mutable_response()->mutable_data_read()->set_data(data);
+    size_t outside = 0;
+    auto frame = SplitFrameBytes(envelope, &outside);
+    ASSERT_TRUE(frame.ok()) << frame.status().ToString();
+    EXPECT_EQ(outside, size >= kDataOutsideAbove ? size : 0);
+    EXPECT_EQ(((*frame)[4] & kFlagData) != 0, size >= kDataOutsideAbove);
+    auto decoded = DecodeWholeFrame(*frame);
+    ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+    EXPECT_EQ(decoded->response().id(), 42u);
+    EXPECT_EQ(decoded->response().data_read().data(), data);
+  }
+  // Anything else is framed as it always was.
+  wire::Envelope close;
+  close.mutable_close()->set_reason(std::string(10000, 'x'));
+  auto frame = SplitFrameBytes(close);
+  ASSERT_TRUE(frame.ok());
+  EXPECT_EQ((*frame)[4] & kFlagData, 0);
+  ASSERT_TRUE(DecodeWholeFrame(*frame).ok());
+}
+
+TEST(WireTest, RefusesBadDataFrames) {
+  wire::Envelope read;
+  read.mutable_response()->set_id(1);
+  read.mutable_response()->mutable_data_read();
+  uint32_t n = static_cast<uint32_t>(read.ByteSizeLong());
+  ASSERT_TRUE(DecodeWholeFrame(DataFrame(read, "bytes", n)).ok());
+  // The message length runs past the frame.
+  EXPECT_FALSE(DecodeWholeFrame(DataFrame(read, "bytes", n + 6)).ok());
+  EXPECT_FALSE(DecodeWholeFrame(DataFrame(read, "", 0xffffffffu)).ok());
+  // Data for a message that takes none, or that already holds its own.
+  wire::Envelope close;
+  close.mutable_close()->set_reason("bye");
+  EXPECT_FALSE(
+      DecodeWholeFrame(DataFrame(close, "bytes", static_cast<uint32_t>(close.ByteSizeLong())))
+          .ok());
+  wire::Envelope inline_data = read;
+  inline_data.mutable_response()->mutable_data_read()->set_data("inline");
+  EXPECT_FALSE(DecodeWholeFrame(DataFrame(inline_data, "bytes",
+                                          static_cast<uint32_t>(inline_data.ByteSizeLong())))
+                   .ok());
+  // Shorter than its own message length.
+  std::string truncated(kFrameHeaderSize, '\0');
+  truncated[3] = 2;
+  truncated[4] = static_cast<char>(kFlagData);
+  EXPECT_FALSE(DecodeWholeFrame(truncated + "ab").ok());
+}
+
 TEST(WireTest, RefusesBadFrames) {
   uint8_t flags = 0;
   EXPECT_FALSE(DecodeFrameHeader(std::string("\xff\xff\xff\xff\x00", 5), flags).ok());
@@ -434,6 +518,19 @@ TEST_F(HostilePeerTest, OversizedFrameDropsTheConnection) {
     peer.Hello({});
     peer.SendRaw(std::string("\x7f\xff\xff\xff\x00", 5));
     EXPECT_NE(peer.ReadUntilClosed().find("limit"), std::string::npos);
+  }
+  ExpectStillServing();
+}
+
+TEST_F(HostilePeerTest, DataForAMessageThatTakesNoneDropsTheConnection) {
+  {
+    Attacker peer(attacker_, address_);
+    peer.Hello({});
+    wire::Envelope changed;
+    changed.mutable_index_changed()->set_folder("docs");
+    peer.SendRaw(
+        DataFrame(changed, std::string(8192, 'd'), static_cast<uint32_t>(changed.ByteSizeLong())));
+    EXPECT_NE(peer.ReadUntilClosed().find("takes none"), std::string::npos);
   }
   ExpectStillServing();
 }
