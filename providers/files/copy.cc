@@ -273,6 +273,47 @@ Status SequentialWriter::Append(const char* data, size_t size) {
   return Status::Ok();
 }
 
+Status SequentialWriter::AppendCopy(int in, uint64_t offset, uint64_t length) {
+  if (!status_.ok()) return status_;
+  // What is buffered goes first; the copy then writes through the page
+  // cache (Append may go around it again later, from a block of its own).
+  if (used_ > 0) {
+    status_ = WriteBlock(used_);
+    if (!status_.ok()) return status_;
+    base_ += used_;
+    used_ = 0;
+  }
+  StopDirect();
+  loff_t in_off = static_cast<loff_t>(offset);
+  loff_t out_off = static_cast<loff_t>(base_);
+  const uint64_t end = offset + length;
+  while (static_cast<uint64_t>(in_off) < end) {
+    ssize_t n = copy_file_range(in, &in_off, fd_, &out_off, end - static_cast<uint64_t>(in_off), 0);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) return status_ = ShrankOr("copy", 0);
+    if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS) {
+      return status_ = UnavailableError(Errno("copy", errno));
+    }
+    // Not between these files: through this process, as Append writes.
+    base_ = static_cast<uint64_t>(out_off);
+    std::vector<char> buffer(
+        static_cast<size_t>(std::min<uint64_t>(kBlock, end - static_cast<uint64_t>(in_off))));
+    while (static_cast<uint64_t>(in_off) < end) {
+      size_t n_read = static_cast<size_t>(
+          std::min<uint64_t>(buffer.size(), end - static_cast<uint64_t>(in_off)));
+      if (!ReadFull(in, {buffer.data(), n_read}, static_cast<uint64_t>(in_off))) {
+        return status_ = ShrankOr("read", errno);
+      }
+      MESHSYNC_RETURN_IF_ERROR(Append(buffer.data(), n_read));
+      in_off += static_cast<loff_t>(n_read);
+    }
+    return status_;
+  }
+  base_ = static_cast<uint64_t>(out_off);
+  return status_;
+}
+
 Status SequentialWriter::Finish() {
   if (buffer_ == nullptr) return status_;
   if (status_.ok() && used_ > 0) status_ = WriteBlock(used_);

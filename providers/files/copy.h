@@ -67,6 +67,12 @@ class SequentialWriter {
 
   // Appends `size` bytes. kUnavailable if a write fails.
   Status Append(const char* data, size_t size);
+  // Appends `length` bytes of the file `in` from `offset`, copied in the
+  // kernel (copy_file_range: a reflink where the file system shares
+  // extents, else through the page cache) rather than through this
+  // process; by hand where the kernel will not. kUnavailable if `in` holds
+  // fewer bytes, or a read or write fails.
+  Status AppendCopy(int in, uint64_t offset, uint64_t length);
   // Writes what is buffered and makes the file exactly as long as what was
   // written (`start` plus every byte appended). Call it after a failure
   // too: after the caller's, everything appended is kept; after a failed

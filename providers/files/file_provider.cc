@@ -29,6 +29,9 @@ constexpr uint32_t kMaxDepth = 4096;
 // partial file named after their content (kPartialPrefix...) and kept there
 // if the transfer breaks, so that the next attempt resumes it.
 constexpr uint64_t kResumableBytes = 1u << 20;
+// Files at least this large are trusted sources of the chunk index
+// (FileProvider::TrustedSource); smaller ones are read and hashed.
+constexpr uint64_t kTrustedSourceBytes = 1u << 20;
 constexpr std::string_view kPartialPrefix = "p-";
 constexpr int64_t kPartialKeepSeconds = 24 * 3600;
 
@@ -47,6 +50,14 @@ uint64_t ChunkKey(const Sha256& hash) {
   uint64_t key;
   std::memcpy(&key, hash.data(), sizeof key);
   return key;
+}
+
+// The next 8 bytes: with the key, 128 bits of the hash, so that a chunk
+// copied without being read (a trusted source) is the one asked for.
+uint64_t ChunkCheck(const Sha256& hash) {
+  uint64_t check;
+  std::memcpy(&check, hash.data() + 8, sizeof check);
+  return check;
 }
 
 std::string Errno(std::string_view what, int err) {
@@ -1208,6 +1219,7 @@ Status FileProvider::DetectChanges(ChangeRecorder& recorder) {
   problems_.clear();
   pending_rmdirs_.clear();
   chunk_index_.clear();
+  trusted_sources_.clear();
   chunk_index_loaded_ = false;
   if (tmp_fd_ >= 0) SweepTemp(false);
   MESHSYNC_RETURN_IF_ERROR(LoadIndex());
@@ -1333,59 +1345,87 @@ Status FileProvider::CheckUnchanged(int dir_fd, const std::string& name, const E
   return Status::Ok();
 }
 
+// A file of this folder that chunks are read or copied from.
 struct FileProvider::LocalSource {
   ItemId item;
   Fd fd;
+  bool trusted = false;     // its stat matched a TrustedSource's when opened
+  uint32_t generation = 0;  // that TrustedSource's
+  struct stat st = {};      // when opened
 };
 
 void FileProvider::IndexChunks(const ItemId& id, const EntryState& state) {
   if (!chunk_index_loaded_ || state.kind != Kind::kFile) return;
+  const uint32_t generation = ++index_generation_;
+  if (state.size >= kTrustedSourceBytes && state.ctime_ns != 0) {
+    trusted_sources_[id] = TrustedSource{generation, state};
+  } else {
+    trusted_sources_.erase(id);
+  }
   uint64_t offset = 0;
   for (const Chunk& chunk : state.chunks) {
-    chunk_index_.try_emplace(ChunkKey(chunk.hash), ChunkPlace{id, offset, chunk.length});
+    // The latest indexing wins: a file saved again has its chunks where
+    // its new state says, of the generation that may be trusted.
+    chunk_index_.insert_or_assign(
+        ChunkKey(chunk.hash),
+        ChunkPlace{id, offset, ChunkCheck(chunk.hash), chunk.length, generation});
     offset += chunk.length;
   }
 }
 
 Status FileProvider::LoadChunkIndex() {
   chunk_index_.clear();
-  MESHSYNC_RETURN_IF_ERROR(
-      store_.VisitItems(ItemId::Min(), ItemId::Max(), [&](const ItemMetadata& item) {
-        if (item.tombstone) return true;
-        auto state = DecodeState(item.provider_state);
-        if (!state.ok() || state->kind != Kind::kFile) return true;
-        uint64_t offset = 0;
-        for (const Chunk& chunk : state->chunks) {
-          chunk_index_.try_emplace(ChunkKey(chunk.hash), ChunkPlace{item.id, offset, chunk.length});
-          offset += chunk.length;
-        }
-        return true;
-      }));
-  chunk_index_loaded_ = true;
-  return Status::Ok();
-}
-
-bool FileProvider::ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, LocalSource& source) {
-  auto it = chunk_index_.find(ChunkKey(chunk.hash));
-  if (it == chunk_index_.end() || it->second.length != chunk.length) return false;
-  const ChunkPlace& place = it->second;
-  if (source.fd.get() < 0 || source.item != place.item) {
-    source.fd = Fd();
-    std::optional<std::string> rel = PathOf(place.item);
-    if (!rel.has_value()) return false;
-    auto fd = OpenBeneath(*rel, O_RDONLY | O_NONBLOCK);
-    if (!fd.ok()) return false;
-    source.fd = Fd(*fd);
-    source.item = place.item;
+  trusted_sources_.clear();
+  chunk_index_loaded_ = true;  // for IndexChunks
+  Status visited = store_.VisitItems(ItemId::Min(), ItemId::Max(), [&](const ItemMetadata& item) {
+    if (item.tombstone) return true;
+    auto state = DecodeState(item.provider_state);
+    if (state.ok()) IndexChunks(item.id, *state);
+    return true;
+  });
+  if (!visited.ok()) {
+    chunk_index_.clear();
+    trusted_sources_.clear();
+    chunk_index_loaded_ = false;
   }
-  // The index may be stale (the file was edited since): the hash decides.
-  return ReadFull(source.fd.get(), buffer, place.offset) &&
-         HashBytes(buffer.data(), buffer.size()) == chunk.hash;
+  return visited;
 }
 
-bool FileProvider::HasLocalChunk(const Chunk& chunk) const {
+const FileProvider::ChunkPlace* FileProvider::FindLocalChunk(const Chunk& chunk) const {
   auto it = chunk_index_.find(ChunkKey(chunk.hash));
-  return it != chunk_index_.end() && it->second.length == chunk.length;
+  if (it == chunk_index_.end() || it->second.length != chunk.length ||
+      it->second.check != ChunkCheck(chunk.hash)) {
+    return nullptr;
+  }
+  return &it->second;
+}
+
+bool FileProvider::OpenSource(const ItemId& item, LocalSource& source) {
+  source = LocalSource{};
+  std::optional<std::string> rel = PathOf(item);
+  if (!rel.has_value()) return false;
+  auto fd = OpenBeneath(*rel, O_RDONLY | O_NONBLOCK);
+  if (!fd.ok()) return false;
+  source.fd = Fd(*fd);
+  source.item = item;
+  if (fstat(source.fd.get(), &source.st) != 0) return true;  // not trusted: read and hashed
+  auto it = trusted_sources_.find(item);
+  if (it != trusted_sources_.end()) {
+    const FileStat& then = it->second.stat;
+    source.trusted =
+        S_ISREG(source.st.st_mode) && source.st.st_ino == then.ino &&
+        source.st.st_dev == then.dev && static_cast<uint64_t>(source.st.st_size) == then.size &&
+        Nanos(source.st.st_mtim) == then.mtime_ns && Nanos(source.st.st_ctim) == then.ctime_ns;
+    source.generation = it->second.generation;
+  }
+  return true;
+}
+
+bool FileProvider::SourceUnchanged(const LocalSource& source) {
+  struct stat st;
+  return fstat(source.fd.get(), &st) == 0 && st.st_ino == source.st.st_ino &&
+         st.st_size == source.st.st_size && Nanos(st.st_mtim) == Nanos(source.st.st_mtim) &&
+         Nanos(st.st_ctim) == Nanos(source.st.st_ctim);
 }
 
 Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, int out,
@@ -1414,7 +1454,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
         continue;
       }
     }
-    here[i] = HasLocalChunk(chunk);
+    here[i] = FindLocalChunk(chunk) != nullptr;
     if (!here[i]) {
       if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
         ranges.back().length += chunk.length;
@@ -1430,13 +1470,43 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
   SequentialWriter writer(out, start, length,
                           length >= kDirectCopyMinBytes ? CopyMode::kAuto : CopyMode::kPageCache);
   LocalSource source;
+  // Consecutive bytes of a trusted source, copied in the kernel at once.
+  uint64_t run_offset = 0, run_length = 0;
+  auto copy_run = [&]() -> Status {
+    if (run_length == 0) return Status::Ok();
+    Status copied = writer.AppendCopy(source.fd.get(), run_offset, run_length);
+    if (copied.ok() && !SourceUnchanged(source)) {
+      copied = UnavailableError(
+          "a file here changed while its bytes were copied; will sync "
+          "next time");
+    }
+    if (copied.ok()) counters_.bytes_reused += run_length;
+    run_length = 0;
+    return copied;
+  };
   auto fill = [&]() -> Status {
     uint64_t at = start;
     for (size_t i = first; i < content.chunks.size(); ++i) {
       const Chunk& chunk = content.chunks[i];
+      const ChunkPlace* place = here[i] ? FindLocalChunk(chunk) : nullptr;
+      if (place != nullptr && (source.fd.get() < 0 || source.item != place->item)) {
+        MESHSYNC_RETURN_IF_ERROR(copy_run());
+        if (!OpenSource(place->item, source)) place = nullptr;
+      }
+      if (place != nullptr && source.trusted && place->generation == source.generation) {
+        if (run_length == 0 || run_offset + run_length != place->offset) {
+          MESHSYNC_RETURN_IF_ERROR(copy_run());
+          run_offset = place->offset;
+        }
+        run_length += chunk.length;
+        at += chunk.length;
+        continue;
+      }
+      MESHSYNC_RETURN_IF_ERROR(copy_run());
       buffer.resize(chunk.length);
       // The index may be stale: the hash decides, and the peer has it.
-      if (here[i] && ReadLocalChunk(chunk, buffer, source)) {
+      if (place != nullptr && ReadFull(source.fd.get(), buffer, place->offset) &&
+          HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
         counters_.bytes_reused += chunk.length;
       } else {
         MESHSYNC_RETURN_IF_ERROR(reader.ReadAt(at, buffer));
@@ -1448,7 +1518,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
       MESHSYNC_RETURN_IF_ERROR(writer.Append(buffer.data(), buffer.size()));
       at += chunk.length;
     }
-    return Status::Ok();
+    return copy_run();
   };
   Status filled = fill();
   // Everything appended was checked: keep it for the next attempt too.

@@ -243,10 +243,14 @@ class FileProvider final : public Provider {
   // Adds a file's chunks to the chunk index, if it is loaded.
   void IndexChunks(const ItemId& id, const EntryState& state);
   struct LocalSource;
-  // Whether the chunk index knows where this folder has `chunk` (it may be
-  // stale; ReadLocalChunk checks).
-  bool HasLocalChunk(const Chunk& chunk) const;
-  bool ReadLocalChunk(const Chunk& chunk, std::span<char> buffer, LocalSource& source);
+  struct ChunkPlace;
+  // Where the chunk index says this folder has `chunk`, or null (it may be
+  // stale: FetchInto checks).
+  const ChunkPlace* FindLocalChunk(const Chunk& chunk) const;
+  // Opens the file of `item` as `source`, and whether it is trusted.
+  bool OpenSource(const ItemId& item, LocalSource& source);
+  // For a trusted source: whether its stat is still the one it was opened with.
+  static bool SourceUnchanged(const LocalSource& source);
   void SweepTemp(bool everything);
   Status MoveToTrash(int dir_fd, const std::string& name, const std::string& rel);
   Status CheckUnchanged(int dir_fd, const std::string& name, const EntryState& expected,
@@ -267,13 +271,26 @@ class FileProvider final : public Provider {
   // Where each chunk of this folder's files was, keyed by the first 8 bytes
   // of its hash, for fetches to find bytes here; built when first needed,
   // dropped by each scan. Entries may be stale: reads are checked against
-  // the hash.
+  // the hash, except where the file is a trusted source (below).
   struct ChunkPlace {
     ItemId item;
     uint64_t offset = 0;
+    uint64_t check = 0;  // bytes 8-15 of the hash (the key is bytes 0-7)
     uint32_t length = 0;
+    uint32_t generation = 0;  // the item's indexing it came from
   };
   std::unordered_map<uint64_t, ChunkPlace> chunk_index_;
+  // Large files (kTrustedSourceBytes or more) whose chunks were indexed from
+  // a state with a settled stat (not racy), by item, with the generation of
+  // that indexing: while the file's stat still matches that state, so do
+  // its bytes (the premise of the stat cache), and a place of that
+  // generation is copied in the kernel without being read and hashed.
+  struct TrustedSource {
+    uint32_t generation = 0;
+    FileStat stat;
+  };
+  std::unordered_map<ItemId, TrustedSource, Id128Hash> trusted_sources_;
+  uint32_t index_generation_ = 0;
   bool chunk_index_loaded_ = false;
   bool wrote_ = false;
   uint64_t temp_counter_ = 0;

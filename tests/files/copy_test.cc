@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -176,6 +177,47 @@ TEST_F(CopyTest, ASequentialWriterKeepsThePrefixAndEndsAtTheLastByte) {
       close(fd);
       EXPECT_TRUE(Read(name) == expected);
     }
+  }
+}
+
+// Copies from a file (AppendCopy) between appended pieces land where they
+// belong, in every mode, also once the writer has gone around the page cache.
+TEST_F(CopyTest, ASequentialWriterInterleavesCopiesFromAFile) {
+  std::mt19937_64 random(9);
+  const std::string source = MakeFile("source", 6u << 20);
+  for (CopyMode mode : {CopyMode::kPageCache, CopyMode::kDirect, CopyMode::kAuto}) {
+    SCOPED_TRACE(::testing::Message() << "mode " << static_cast<int>(mode));
+    std::string name = "mixed-" + std::to_string(static_cast<int>(mode));
+    MakeFile(name, 1000);
+    int in = open(Path("source").c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = open(Path(name).c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(in, 0);
+    ASSERT_GE(fd, 0);
+    std::string expected;
+    {
+      SequentialWriter writer(fd, 0, 8u << 20, mode);
+      for (int step = 0; step < 24; ++step) {
+        if (step % 2 == 0) {
+          std::string piece = RandomBytes(random, random() % (700 << 10));
+          ASSERT_TRUE(writer.Append(piece.data(), piece.size()).ok());
+          expected += piece;
+        } else {
+          uint64_t offset = random() % source.size();
+          uint64_t length = std::min<uint64_t>(random() % (900 << 10), source.size() - offset);
+          ASSERT_TRUE(writer.AppendCopy(in, offset, length).ok());
+          expected += source.substr(offset, length);
+        }
+      }
+      // A copy past the end of the source is refused.
+      EXPECT_FALSE(writer.AppendCopy(in, source.size() - 10, 20).ok());
+      EXPECT_FALSE(writer.Finish().ok());
+    }
+    EXPECT_EQ(fcntl(fd, F_GETFL) & O_DIRECT, 0);
+    close(in);
+    close(fd);
+    std::string got = Read(name);
+    ASSERT_GE(got.size(), expected.size());
+    EXPECT_TRUE(got.substr(0, expected.size()) == expected);
   }
 }
 

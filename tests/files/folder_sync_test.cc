@@ -1,5 +1,10 @@
 // Scenarios of two-way folder sync, each on fresh folders.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <ctime>
 
 #include "files/chunker.h"
 #include "files/ignore.h"
@@ -447,6 +452,125 @@ TEST(ChunkerTest, BoundariesFollowContentNotOffsets) {
     total += c.length;
   }
   EXPECT_EQ(total, data.size());
+}
+
+// A folder's provider as the source of a session whose bulk data is not a
+// local file, as a peer's is: the destination then fetches, looking for the
+// bytes in its own files first (FileProvider::FetchInto).
+class RemoteLikeSource final : public Provider {
+ public:
+  explicit RemoteLikeSource(Provider& folder) : folder_(folder) {}
+  uint64_t bytes_read() const { return bytes_read_; }
+
+  std::string_view Name() const override { return folder_.Name(); }
+  Status DetectChanges(ChangeRecorder& recorder) override {
+    return folder_.DetectChanges(recorder);
+  }
+  Status ChangesRecorded() override { return folder_.ChangesRecorded(); }
+  Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                        std::vector<UnitData>& out) override {
+    return folder_.LoadChangeData(item, units, out);
+  }
+  Result<SaveResult> SaveChange(const SaveRequest&) override {
+    return FailedPreconditionError("a source only");
+  }
+  Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
+                                               ChangeUnitId unit) override {
+    MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<DataReader> reader, folder_.OpenData(item, unit));
+    return std::unique_ptr<DataReader>(std::make_unique<Reader>(std::move(reader), bytes_read_));
+  }
+
+ private:
+  class Reader final : public DataReader {
+   public:
+    Reader(std::unique_ptr<DataReader> inner, uint64_t& bytes_read)
+        : inner_(std::move(inner)), bytes_read_(bytes_read) {}
+    uint64_t size() const override { return inner_->size(); }
+    Status ReadAt(uint64_t offset, std::span<char> out) override {
+      bytes_read_ += out.size();
+      return inner_->ReadAt(offset, out);
+    }
+    Status Verify() override { return inner_->Verify(); }
+
+   private:
+    std::unique_ptr<DataReader> inner_;
+    uint64_t& bytes_read_;
+  };
+  Provider& folder_;
+  uint64_t bytes_read_ = 0;
+};
+
+std::string RandomBytes(size_t size, uint32_t seed) {
+  std::string out(size, '\0');
+  for (char& c : out) {
+    seed = seed * 1664525u + 1013904223u;
+    c = static_cast<char>(seed >> 24);
+  }
+  return out;
+}
+
+// An hour ago: a file written then is settled (its stat is trusted).
+void BackdateMtime(const fs::path& p) {
+  struct timespec times[2];
+  clock_gettime(CLOCK_REALTIME, &times[0]);
+  times[0].tv_sec -= 3600;
+  times[1] = times[0];
+  ASSERT_EQ(utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+}
+
+// A fetched file's bytes come from this folder's files where it has them:
+// copied whole from a file whose stat says it is as it was indexed, and read
+// and checked against their hashes from one that changed since.
+TEST_F(FolderTest, AFetchCopiesBytesFromSettledFilesHereAndChecksTheRest) {
+  const std::string old_big = RandomBytes(3u << 20, 1);
+  WriteFile(a_ / "big.bin", old_big);
+  BackdateMtime(a_ / "big.bin");
+  Sync();
+  ASSERT_TRUE(ReadFile(b_ / "big.bin") == old_big);
+
+  auto a = Folder::Open(a_.string(), {});
+  auto b = Folder::Open(b_.string(), {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  RemoteLikeSource remote((*a)->provider());
+  auto source = Replica::Open((*a)->store(), remote);
+  ASSERT_TRUE(source.ok()) << source.status().ToString();
+  SyncOptions one_way;
+  one_way.direction = SyncDirection::kAToB;
+
+  // An edit of 4 KiB in the middle: the rest is B's own, copied.
+  std::string new_big = old_big;
+  for (size_t i = 0; i < 4096; ++i) new_big[(3u << 19) + i] ^= 0x5a;
+  WriteFile(a_ / "big.bin", new_big);
+  BackdateMtime(a_ / "big.bin");
+  ASSERT_TRUE((*a)->replica().DetectChanges().ok());
+  auto edited = Synchronize(**source, (*b)->replica(), one_way);
+  ASSERT_TRUE(edited.ok()) << edited.status().ToString();
+  EXPECT_EQ(edited->a_to_b.updated, 1u);
+  EXPECT_TRUE(ReadFile(b_ / "big.bin") == new_big) << "B's big.bin differs";
+  EXPECT_LE(remote.bytes_read(), 1u << 20);
+  EXPECT_GE((*b)->provider().counters().bytes_reused, 2u << 20);
+
+  // A copy of B's file under a new name, after B's file changed in place
+  // where B has not looked yet: what changed there is fetched, not copied.
+  WriteFile(a_ / "copy.bin", new_big);
+  BackdateMtime(a_ / "copy.bin");
+  ASSERT_TRUE((*a)->replica().DetectChanges().ok());
+  {
+    int fd = ::open((b_ / "big.bin").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    std::string junk(100000, 'j');
+    ASSERT_EQ(pwrite(fd, junk.data(), junk.size(), 1u << 20), static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+  }
+  uint64_t read_before = remote.bytes_read();
+  SyncOptions no_scan = one_way;
+  no_scan.detect_changes = false;
+  auto copied = Synchronize(**source, (*b)->replica(), no_scan);
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_EQ(copied->a_to_b.created, 1u);
+  EXPECT_TRUE(ReadFile(b_ / "copy.bin") == new_big) << "B's copy.bin differs";
+  EXPECT_GE(remote.bytes_read() - read_before, 100000u);
+  EXPECT_LE(remote.bytes_read() - read_before, 1u << 20);
 }
 
 }  // namespace
