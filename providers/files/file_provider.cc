@@ -1400,7 +1400,7 @@ const FileProvider::ChunkPlace* FileProvider::FindLocalChunk(const Chunk& chunk)
   return &it->second;
 }
 
-bool FileProvider::OpenSource(const ItemId& item, LocalSource& source) {
+bool FileProvider::OpenSource(const ItemId& item, LocalSource& source) const {
   source = LocalSource{};
   std::optional<std::string> rel = PathOf(item);
   if (!rel.has_value()) return false;
@@ -1429,10 +1429,7 @@ bool FileProvider::SourceUnchanged(const LocalSource& source) {
 }
 
 Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, int out,
-                               uint64_t have) {
-  // Only for data from elsewhere (WriteTemp copies a local file whole), so
-  // this folder's own files are worth looking through first.
-  if (!chunk_index_loaded_) MESHSYNC_RETURN_IF_ERROR(LoadChunkIndex());
+                               uint64_t have, FileCounters& tally) const {
   std::vector<char> buffer;
   // The plan: the chunks an interrupted transfer left in `out` (its longest
   // checked prefix), then, chunk by chunk, whether this folder has it.
@@ -1446,8 +1443,8 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
     if (first == i && offset + chunk.length <= have) {
       buffer.resize(chunk.length);
       if (ReadFull(out, buffer, offset) && HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
-        counters_.bytes_resumed += chunk.length;
-        counters_.bytes_reused += chunk.length;
+        tally.bytes_resumed += chunk.length;
+        tally.bytes_reused += chunk.length;
         first = i + 1;
         start = offset + chunk.length;
         offset += chunk.length;
@@ -1480,7 +1477,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
           "a file here changed while its bytes were copied; will sync "
           "next time");
     }
-    if (copied.ok()) counters_.bytes_reused += run_length;
+    if (copied.ok()) tally.bytes_reused += run_length;
     run_length = 0;
     return copied;
   };
@@ -1507,13 +1504,13 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
       // The index may be stale: the hash decides, and the peer has it.
       if (place != nullptr && ReadFull(source.fd.get(), buffer, place->offset) &&
           HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
-        counters_.bytes_reused += chunk.length;
+        tally.bytes_reused += chunk.length;
       } else {
         MESHSYNC_RETURN_IF_ERROR(reader.ReadAt(at, buffer));
         if (HashBytes(buffer.data(), buffer.size()) != chunk.hash) {
           return UnavailableError("received data does not match its hash");
         }
-        counters_.bytes_fetched += chunk.length;
+        tally.bytes_fetched += chunk.length;
       }
       MESHSYNC_RETURN_IF_ERROR(writer.Append(buffer.data(), buffer.size()));
       at += chunk.length;
@@ -1530,50 +1527,80 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
                                const DataOpener& open_data, std::string& temp_name, int near) {
   if (!open_data) return FailedPreconditionError("no data to copy the file from");
   MESHSYNC_ASSIGN_OR_RETURN(std::unique_ptr<DataReader> reader, open_data(kContentUnit));
-  if (reader->size() != content.size) {
+  // Data from elsewhere: this folder's own files are worth looking through.
+  if (reader->LocalFd() < 0 && !chunk_index_loaded_) MESHSYNC_RETURN_IF_ERROR(LoadChunkIndex());
+  temp_name = NextTempName();
+  const bool tried_tmpfile = tmpfile_works_;
+  TempWrite write;
+  Status written = WriteTempFrom(content, mode, *reader, tried_tmpfile, near, temp_name, write);
+  Tally(write.tally);
+  if (write.no_tmpfile) tmpfile_works_ = false;  // not on this file system
+  if (!written.ok() && write.name_failed && tried_tmpfile) {
+    // No /proc here: write the file again, named from the start.
+    reader.reset();
+    return WriteTemp(content, mode, open_data, temp_name);
+  }
+  MESHSYNC_RETURN_IF_ERROR(written);
+  wrote_ = true;
+  return Status::Ok();
+}
+
+Status FileProvider::WriteTempFrom(const EntryState& content, uint32_t mode, DataReader& reader,
+                                   bool try_tmpfile, int near, std::string& temp_name,
+                                   TempWrite& write) const {
+  if (reader.size() != content.size) {
     return UnavailableError("the source file changed since it was scanned");
   }
-  const bool local = reader->LocalFd() >= 0;
+  const bool local = reader.LocalFd() >= 0;
   // What a broken transfer fetched stays for the next attempt (every chunk
   // in it was checked against its hash); any other file is a NewFile.
   Fd partial;
   if (!local && content.size >= kResumableBytes) {
-    temp_name = PartialName(content.chunks, content.size);
-    partial =
-        Fd(openat(tmp_fd_, temp_name.c_str(), O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600));
-    // Another process fetching the same content holds it: use a file of our own.
+    std::string name = PartialName(content.chunks, content.size);
+    partial = Fd(openat(tmp_fd_, name.c_str(), O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // Another process or thread fetching the same content holds it: use a
+    // file of our own.
     if (partial.get() >= 0 && flock(partial.get(), LOCK_EX | LOCK_NB) != 0) partial = Fd();
+    if (partial.get() >= 0) temp_name = std::move(name);
   }
   std::optional<NewFile> file;
   if (partial.get() < 0) {
-    temp_name = "t" + std::to_string(++temp_counter_) + "-" + pid_;
-    file.emplace(tmp_fd_, temp_name, near, tmpfile_works_);
-    if (file->tmpfile_failed()) tmpfile_works_ = false;  // not on this file system
+    file.emplace(tmp_fd_, temp_name, near, try_tmpfile);
+    write.no_tmpfile = file->tmpfile_failed();
   }
   const int out = file ? file->fd() : partial.get();
   if (out < 0) return UnavailableError(Errno("cannot create a temporary file", errno));
   if (local) {
-    MESHSYNC_RETURN_IF_ERROR(CopyFileData(reader->LocalFd(), out, content.size).status());
+    MESHSYNC_RETURN_IF_ERROR(CopyFileData(reader.LocalFd(), out, content.size).status());
   } else {
     uint64_t have = 0;
     struct stat st;
     if (!file && fstat(out, &st) == 0) have = static_cast<uint64_t>(st.st_size);
-    MESHSYNC_RETURN_IF_ERROR(FetchInto(content, *reader, out, have));
+    MESHSYNC_RETURN_IF_ERROR(FetchInto(content, reader, out, have, write.tally));
   }
-  MESHSYNC_RETURN_IF_ERROR(reader->Verify());
+  MESHSYNC_RETURN_IF_ERROR(reader.Verify());
   MESHSYNC_RETURN_IF_ERROR(SetModeAndTime(out, mode, content.mtime_ns));
   if (file) {
     Status named = file->Finish();
     if (!named.ok() && file->tmpfile_failed()) {
-      // No /proc here: write the file again, named from the start.
-      tmpfile_works_ = false;
-      return WriteTemp(content, mode, open_data, temp_name);
+      write.no_tmpfile = true;
+      write.name_failed = true;
     }
     MESHSYNC_RETURN_IF_ERROR(named);
   }
-  counters_.bytes_copied += content.size;
-  wrote_ = true;
+  write.tally.bytes_copied += content.size;
   return Status::Ok();
+}
+
+std::string FileProvider::NextTempName() {
+  return "t" + std::to_string(++temp_counter_) + "-" + pid_;
+}
+
+void FileProvider::Tally(const FileCounters& tally) {
+  counters_.bytes_copied += tally.bytes_copied;
+  counters_.bytes_reused += tally.bytes_reused;
+  counters_.bytes_resumed += tally.bytes_resumed;
+  counters_.bytes_fetched += tally.bytes_fetched;
 }
 
 Status FileProvider::EnsureParent(const ItemId& parent, int depth) {
@@ -1633,14 +1660,13 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
   if (options_.dry_run || options_.hash_threads < 2) return;
   struct Job {
     ItemId id;
+    EntryState content;
+    uint32_t mode = 0644;
     std::unique_ptr<DataReader> reader;
     int near = -1;  // the folder it goes to, if it is there (an fd of `dirs`)
-    uint64_t size = 0;
-    uint32_t mode = 0644;
-    int64_t mtime_ns = 0;
     std::string temp;
+    TempWrite write;
     bool done = false;
-    bool no_tmpfile = false;
   };
   // A bounded number of files open at once.
   constexpr size_t kWindow = 256;
@@ -1663,8 +1689,7 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
               incoming->size > kPrepareMaxBytes) {
             break;
           }
-          job.size = incoming->size;
-          job.mtime_ns = incoming->mtime_ns;
+          job.content = *std::move(incoming);
           content = true;
         } else if (unit.unit == kPlacementUnit) {
           std::string name;
@@ -1677,13 +1702,15 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
       if (!content || !placed) continue;
       auto reader = request.open_data(kContentUnit);
       if (reader.ok() && (*reader)->LocalFd() < 0) {
-        // Data from a peer: opening it may cost a round trip, and its reader
-        // is used by one thread. Such a batch is left to SaveChange whole,
-        // having opened one file for nothing.
+        // Data from a peer: opening it may cost a round trip, and a batch's
+        // fetches are bound by the CPU both ends share here (fetching two
+        // large files at once did not shorten node_bench's large phase:
+        // 5.35-5.99 s -> 5.25-5.94 s, 10 MiB more RSS). Such a batch is left
+        // to SaveChange whole, having opened one file for nothing.
         from = requests.size();
         break;
       }
-      if (!reader.ok() || (*reader)->size() != job.size) continue;
+      if (!reader.ok()) continue;
       job.reader = *std::move(reader);
       if (auto node = nodes_.find(parent);
           parent == ItemId::Min() ||
@@ -1695,7 +1722,7 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
         }
         job.near = dir->second.get();
       }
-      job.temp = "t" + std::to_string(++temp_counter_) + "-" + pid_;
+      job.temp = NextTempName();
       jobs.push_back(std::move(job));
     }
     if (jobs.size() < 2) continue;  // nothing to do at once
@@ -1704,12 +1731,9 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
     auto work = [&] {
       for (size_t j; (j = next.fetch_add(1)) < jobs.size();) {
         Job& job = jobs[j];
-        NewFile file(tmp_fd_, job.temp, job.near, tmpfile);
-        job.done = file.fd() >= 0 &&
-                   CopyFileData(job.reader->LocalFd(), file.fd(), job.size).ok() &&
-                   job.reader->Verify().ok() &&
-                   SetModeAndTime(file.fd(), job.mode, job.mtime_ns).ok() && file.Finish().ok();
-        job.no_tmpfile = file.tmpfile_failed();
+        job.done = WriteTempFrom(job.content, job.mode, *job.reader, tmpfile, job.near, job.temp,
+                                 job.write)
+                       .ok();
       }
     };
     unsigned n = std::min<unsigned>(options_.hash_threads, static_cast<unsigned>(jobs.size()));
@@ -1718,9 +1742,10 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
     work();
     for (std::thread& t : pool) t.join();
     for (Job& job : jobs) {
-      if (job.no_tmpfile) tmpfile_works_ = false;  // SaveChange writes named files from now on
+      Tally(job.write.tally);
+      if (job.write.no_tmpfile)
+        tmpfile_works_ = false;  // SaveChange writes named files from now on
       if (!job.done) continue;
-      counters_.bytes_copied += job.size;
       wrote_ = true;
       prepared_.emplace(job.id, std::move(job.temp));
     }

@@ -226,6 +226,21 @@ class FileProvider final : public Provider {
   // NewFile in file_provider.cc).
   Status WriteTemp(const EntryState& content, uint32_t mode, const DataOpener& open_data,
                    std::string& temp_name, int near = -1);
+  // What writing one temporary file did.
+  struct TempWrite {
+    FileCounters tally;        // its bytes_* counters
+    bool no_tmpfile = false;   // O_TMPFILE, or naming through /proc, failed here
+    bool name_failed = false;  // the file was written, but naming it failed (no /proc)
+  };
+  // WriteTemp's work once its reader is open: `temp_name` is a fresh name,
+  // replaced by the name of an interrupted transfer of the same content if
+  // one is taken up. Reads the provider's state and changes none of it, so
+  // files may be written on several threads at once (PrepareNewFiles); the
+  // chunk index must be loaded for data from another replica.
+  Status WriteTempFrom(const EntryState& content, uint32_t mode, DataReader& reader,
+                       bool try_tmpfile, int near, std::string& temp_name, TempWrite& write) const;
+  std::string NextTempName();
+  void Tally(const FileCounters& tally);  // adds a TempWrite's counters
   // Writes the new files among `requests` (creations of files of at most
   // kPrepareMaxBytes whose data is a local file) to temporary files, several
   // at once, into prepared_. Creating files is mostly the kernel's work
@@ -238,7 +253,8 @@ class FileProvider final : public Provider {
   // Writes `content` from a reader on another replica into `out`: chunks
   // already in `out` (an interrupted transfer) or in this folder's files are
   // taken from here, only the rest is read.
-  Status FetchInto(const EntryState& content, DataReader& reader, int out, uint64_t have);
+  Status FetchInto(const EntryState& content, DataReader& reader, int out, uint64_t have,
+                   FileCounters& tally) const;
   Status LoadChunkIndex();
   // Adds a file's chunks to the chunk index, if it is loaded.
   void IndexChunks(const ItemId& id, const EntryState& state);
@@ -248,7 +264,7 @@ class FileProvider final : public Provider {
   // stale: FetchInto checks).
   const ChunkPlace* FindLocalChunk(const Chunk& chunk) const;
   // Opens the file of `item` as `source`, and whether it is trusted.
-  bool OpenSource(const ItemId& item, LocalSource& source);
+  bool OpenSource(const ItemId& item, LocalSource& source) const;
   // For a trusted source: whether its stat is still the one it was opened with.
   static bool SourceUnchanged(const LocalSource& source);
   void SweepTemp(bool everything);
