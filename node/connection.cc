@@ -46,7 +46,7 @@ Result<DeviceId> PeerDeviceId(TlsStream& stream) {
   return DeviceId::OfCertificate(cert);
 }
 
-Connection::Connection(std::unique_ptr<TlsStream> stream, DeviceId peer, bool outgoing)
+Connection::Connection(std::shared_ptr<TlsStream> stream, DeviceId peer, bool outgoing)
     : stream_(std::move(stream)),
       peer_(peer),
       outgoing_(outgoing),

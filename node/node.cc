@@ -104,7 +104,7 @@ class Node::Impl {
   void OnAccepted(std::shared_ptr<TlsStream> stream);
   void DialPeers();
   void DialOne(const PeerConfig& peer);
-  void Established(std::unique_ptr<TlsStream> stream, const DeviceId& peer, bool outgoing);
+  void Established(std::shared_ptr<TlsStream> stream, const DeviceId& peer, bool outgoing);
   void OnMessage(const std::shared_ptr<Connection>& connection, wire::Envelope&& envelope);
   void OnClosed(const std::shared_ptr<Connection>& connection, const Status& reason);
   void SendClusterConfig(const std::shared_ptr<Connection>& connection);
@@ -630,10 +630,7 @@ void Node::Impl::OnAccepted(std::shared_ptr<TlsStream> stream) {
           stream->lowest_layer().close(unused);
           return;
         }
-        // The stream moves into a unique_ptr owned by the connection; the
-        // shared_ptr here only kept it alive through the handshake.
-        auto owned = std::make_unique<TlsStream>(std::move(*stream));
-        Established(std::move(owned), *peer, false);
+        Established(stream, *peer, false);
       });
 }
 
@@ -708,13 +705,13 @@ void Node::Impl::DialOne(const PeerConfig& peer) {
                       dial.dialing = false;
                       dial.backoff = 1;
                     }
-                    Established(std::make_unique<TlsStream>(std::move(*stream)), expected, true);
+                    Established(stream, expected, true);
                   });
             });
       });
 }
 
-void Node::Impl::Established(std::unique_ptr<TlsStream> stream, const DeviceId& peer,
+void Node::Impl::Established(std::shared_ptr<TlsStream> stream, const DeviceId& peer,
                              bool outgoing) {
   auto connection = std::make_shared<Connection>(std::move(stream), peer, outgoing);
   std::shared_ptr<Connection> replaced;
