@@ -152,70 +152,58 @@ void Connection::ReadHeader() {
       });
 }
 
-void Connection::ReadBody(size_t size, uint8_t flags) {
-  body_.resize(size);
-  asio::async_read(*stream_, asio::buffer(body_.data(), body_.size()),
-                   [self = shared_from_this(), flags](boost::system::error_code ec, size_t) {
+template <typename Then>
+void Connection::ReadRest(asio::mutable_buffer buffer, Then then) {
+  asio::async_read(*stream_, buffer,
+                   [self = shared_from_this(), then = std::move(then)](boost::system::error_code ec,
+                                                                       size_t) mutable {
                      if (ec) {
                        if (self->shutting_down_) return;
                        self->Shutdown(UnavailableError("truncated message: " + ec.message()));
                        return;
                      }
-                     self->last_read_ = Clock::now();
-                     wire::Envelope envelope;
-                     Status status = DecodeFrameBody(self->body_, flags, envelope);
-                     self->Deliver(std::move(status), std::move(envelope));
+                     then();
                    });
 }
 
+void Connection::ReadBody(size_t size, uint8_t flags) {
+  body_.resize(size);
+  ReadRest(asio::buffer(body_.data(), body_.size()), [this, flags] {
+    last_read_ = Clock::now();
+    wire::Envelope envelope;
+    Status status = DecodeFrameBody(body_, flags, envelope);
+    Deliver(std::move(status), std::move(envelope));
+  });
+}
+
 void Connection::ReadDataPrefix(size_t size, uint8_t flags) {
-  asio::async_read(*stream_, asio::buffer(data_prefix_, sizeof(data_prefix_)),
-                   [self = shared_from_this(), size, flags](boost::system::error_code ec, size_t) {
-                     if (ec) {
-                       if (self->shutting_down_) return;
-                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
-                       return;
-                     }
-                     auto message = DecodeDataPrefix(
-                         std::string_view(self->data_prefix_, sizeof(self->data_prefix_)), size);
-                     if (!message.ok()) {
-                       self->Shutdown(message.status());
-                       return;
-                     }
-                     self->ReadDataMessage(*message, size - kDataPrefixSize - *message, flags);
-                   });
+  ReadRest(asio::buffer(data_prefix_, sizeof(data_prefix_)), [this, size, flags] {
+    auto message = DecodeDataPrefix(std::string_view(data_prefix_, sizeof(data_prefix_)), size);
+    if (!message.ok()) {
+      Shutdown(message.status());
+      return;
+    }
+    ReadDataMessage(*message, size - kDataPrefixSize - *message, flags);
+  });
 }
 
 void Connection::ReadDataMessage(size_t message, size_t data, uint8_t flags) {
   body_.resize(message);
-  asio::async_read(*stream_, asio::buffer(body_.data(), body_.size()),
-                   [self = shared_from_this(), data, flags](boost::system::error_code ec, size_t) {
-                     if (ec) {
-                       if (self->shutting_down_) return;
-                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
-                       return;
-                     }
-                     self->data_.resize(data);
-                     self->ReadData(flags);
-                   });
+  ReadRest(asio::buffer(body_.data(), body_.size()), [this, data, flags] {
+    data_.resize(data);
+    ReadData(flags);
+  });
 }
 
 // The data goes straight into the string the message will own.
 void Connection::ReadData(uint8_t flags) {
-  asio::async_read(*stream_, asio::buffer(data_.data(), data_.size()),
-                   [self = shared_from_this(), flags](boost::system::error_code ec, size_t) {
-                     if (ec) {
-                       if (self->shutting_down_) return;
-                       self->Shutdown(UnavailableError("truncated message: " + ec.message()));
-                       return;
-                     }
-                     self->last_read_ = Clock::now();
-                     wire::Envelope envelope;
-                     Status status =
-                         DecodeDataMessage(self->body_, flags, std::move(self->data_), envelope);
-                     self->data_ = std::string();
-                     self->Deliver(std::move(status), std::move(envelope));
-                   });
+  ReadRest(asio::buffer(data_.data(), data_.size()), [this, flags] {
+    last_read_ = Clock::now();
+    wire::Envelope envelope;
+    Status status = DecodeDataMessage(body_, flags, std::move(data_), envelope);
+    data_ = std::string();
+    Deliver(std::move(status), std::move(envelope));
+  });
 }
 
 void Connection::Deliver(Status decoded, wire::Envelope&& envelope) {

@@ -94,6 +94,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void ReadHeader();
+  // Reads all of `buffer`, then `then()` on the I/O thread (the
+  // connection kept alive meanwhile); the stream ending first is a
+  // truncated message, which closes the connection.
+  template <typename Then>
+  void ReadRest(boost::asio::mutable_buffer buffer, Then then);
   void ReadBody(size_t size, uint8_t flags);
   // A kFlagData frame: the message length, the message, then the data.
   void ReadDataPrefix(size_t size, uint8_t flags);
