@@ -64,11 +64,12 @@ Status ShrankOr(const char* what, int err) {
   return UnavailableError(Errno(what, err));
 }
 
-// Copies bytes [begin, end) of `in` to the same offsets of `out`, in the
-// kernel (through the page cache).
-Status KernelCopy(int in, int out, uint64_t begin, uint64_t end) {
-  loff_t in_off = static_cast<loff_t>(begin);
-  loff_t out_off = static_cast<loff_t>(begin);
+// Copies `length` bytes of `in` from `from` to `out` at `to`, in the kernel
+// (through the page cache, or a reflink); by hand where the kernel will not.
+Status KernelCopy(int in, uint64_t from, int out, uint64_t to, uint64_t length) {
+  loff_t in_off = static_cast<loff_t>(from);
+  loff_t out_off = static_cast<loff_t>(to);
+  const uint64_t end = from + length;
   while (static_cast<uint64_t>(in_off) < end) {
     ssize_t n = copy_file_range(in, &in_off, out, &out_off, end - static_cast<uint64_t>(in_off), 0);
     if (n < 0 && errno == EINTR) continue;
@@ -80,16 +81,16 @@ Status KernelCopy(int in, int out, uint64_t begin, uint64_t end) {
       }
       std::vector<char> buffer(256u << 10);
       while (static_cast<uint64_t>(in_off) < end) {
-        size_t length = static_cast<size_t>(
+        size_t piece = static_cast<size_t>(
             std::min<uint64_t>(buffer.size(), end - static_cast<uint64_t>(in_off)));
-        if (!ReadFull(in, {buffer.data(), length}, static_cast<uint64_t>(in_off))) {
+        if (!ReadFull(in, {buffer.data(), piece}, static_cast<uint64_t>(in_off))) {
           return ShrankOr("read", errno);
         }
-        if (!WriteAt(out, buffer.data(), length, static_cast<uint64_t>(out_off))) {
+        if (!WriteAt(out, buffer.data(), piece, static_cast<uint64_t>(out_off))) {
           return UnavailableError(Errno("write", errno));
         }
-        in_off += static_cast<loff_t>(length);
-        out_off += static_cast<loff_t>(length);
+        in_off += static_cast<loff_t>(piece);
+        out_off += static_cast<loff_t>(piece);
       }
       break;
     }
@@ -183,7 +184,7 @@ Result<DirectOutcome> CopyDirect(int in, int out, uint64_t begin, uint64_t size)
 
 Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
   if (size < kDirectCopyMinBytes || mode == CopyMode::kPageCache) {
-    MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, 0, size));
+    MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, 0, out, 0, size));
     return CopyMethod::kKernel;
   }
   // Through the page cache while it grows fast; around it from the first
@@ -192,7 +193,7 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
   while (done < size) {
     const uint64_t end = std::min(size, done + kProbeBytes);
     const Clock::time_point start = Clock::now();
-    MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, done, end));
+    MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, done, out, done, end - done));
     const bool slow = PageCacheSlow(mode, end - done, start);
     done = end;
     if (slow) break;
@@ -200,7 +201,7 @@ Result<CopyMethod> CopyFileData(int in, int out, uint64_t size, CopyMode mode) {
   if (done == size) return CopyMethod::kKernel;
   MESHSYNC_ASSIGN_OR_RETURN(DirectOutcome outcome, CopyDirect(in, out, done, size));
   if (outcome == DirectOutcome::kCopied) return CopyMethod::kDirect;
-  MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, out, done, size));
+  MESHSYNC_RETURN_IF_ERROR(KernelCopy(in, done, out, done, size - done));
   return CopyMethod::kKernel;
 }
 
@@ -284,33 +285,8 @@ Status SequentialWriter::AppendCopy(int in, uint64_t offset, uint64_t length) {
     used_ = 0;
   }
   StopDirect();
-  loff_t in_off = static_cast<loff_t>(offset);
-  loff_t out_off = static_cast<loff_t>(base_);
-  const uint64_t end = offset + length;
-  while (static_cast<uint64_t>(in_off) < end) {
-    ssize_t n = copy_file_range(in, &in_off, fd_, &out_off, end - static_cast<uint64_t>(in_off), 0);
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0) return status_ = ShrankOr("copy", 0);
-    if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS) {
-      return status_ = UnavailableError(Errno("copy", errno));
-    }
-    // Not between these files: through this process, as Append writes.
-    base_ = static_cast<uint64_t>(out_off);
-    std::vector<char> buffer(
-        static_cast<size_t>(std::min<uint64_t>(kBlock, end - static_cast<uint64_t>(in_off))));
-    while (static_cast<uint64_t>(in_off) < end) {
-      size_t n_read = static_cast<size_t>(
-          std::min<uint64_t>(buffer.size(), end - static_cast<uint64_t>(in_off)));
-      if (!ReadFull(in, {buffer.data(), n_read}, static_cast<uint64_t>(in_off))) {
-        return status_ = ShrankOr("read", errno);
-      }
-      MESHSYNC_RETURN_IF_ERROR(Append(buffer.data(), n_read));
-      in_off += static_cast<loff_t>(n_read);
-    }
-    return status_;
-  }
-  base_ = static_cast<uint64_t>(out_off);
+  status_ = KernelCopy(in, offset, fd_, base_, length);
+  if (status_.ok()) base_ += length;
   return status_;
 }
 
