@@ -14,7 +14,9 @@
 #   bench/node_bench.sh -s 0.1    a tenth of the data (a quick look)
 #
 # A sync is done when the receiving tree lists the same names, sizes and
-# mtimes as the sender's (polled every 20 ms; checked with diff -r after).
+# mtimes as the sender's: tree_wait.py lists it before the change and
+# follows it with inotify (a poll that listed it every 20 ms took most of a
+# core and saw the end late); checked with diff -r after.
 # meshsync finds changes with its watcher; syncthing's watcher waits 10 s
 # before it scans, so it is told to scan (REST) right after each change,
 # which is the fastest it can be. syncthing is configured for loopback
@@ -42,10 +44,10 @@ cmake --build --preset release --target meshsync folder_gen >/dev/null
 M=$PWD/build/release/apps/meshsync/meshsync
 gen=$PWD/build/release/bench/folder_gen
 st=$PWD/bench/st_ctl.py
+tree_wait=$PWD/bench/tree_wait.py
 
 n() { awk -v x="$1" -v s="$scale" 'BEGIN { v = int(x * s); print (v < 1 ? 1 : v) }'; }
 now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -57,22 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# What a tree holds, for "done": names, sizes, whole-second mtimes.
-listing() {
-  (cd "$1" && find . \( -name .meshsync -o -name .stfolder -o -name '.syncthing.*' \) -prune \
-    -o -type f -printf '%P %s %Ts\n' 2>/dev/null | sort) || true  # files come and go
-}
-# wait_same A B: until B lists what A lists (cap 30 min).
-wait_same() {
-  local want
-  want=$(listing "$1" | md5sum)
-  for _ in $(seq 1 90000); do
-    [ "$(listing "$2" | md5sum)" = "$want" ] && return 0
-    sleep 0.02
-  done
-  echo "did not converge: $1 $2" >&2
-  exit 1
-}
 verify() { diff -r -x .meshsync -x .stfolder "$1" "$2" >/dev/null || { echo "trees differ: $1 $2" >&2; exit 1; }; }
 # Peak RSS (KiB) of processes and their children.
 peak_rss() {
@@ -93,11 +79,28 @@ echo "data: $small small files in $dirs folders, 4 x $((large_bytes >> 20)) MiB"
 mkdir -p "$work/large-dir"
 
 declare -A T
-# converged CASE: waits until B matches A, records the time since $start as
-# T[$tool.CASE], and checks the trees byte for byte (untimed).
+# watch_b: starts following B (tree_wait.py), before A is changed.
+watch_b() {
+  rm -f "$work/tw.go" "$work/tw.out"
+  mkfifo "$work/tw.go"
+  python3 "$tree_wait" "$a" "$b" 1800 <"$work/tw.go" >"$work/tw.out" &
+  TW=$!
+  exec {TWGO}>"$work/tw.go"
+  until grep -q ready "$work/tw.out"; do
+    kill -0 "$TW" 2>/dev/null || { echo "tree_wait.py failed" >&2; exit 1; }
+    sleep 0.01
+  done
+}
+# converged CASE: tells tree_wait.py the sync started at $start, waits until
+# B matches A, records the time it took as T[$tool.CASE], and checks the
+# trees byte for byte (untimed).
 converged() {
-  wait_same "$a" "$b"
-  T[$tool.$1]=$(since "$start")
+  echo "$start" >&"$TWGO"
+  exec {TWGO}>&-
+  wait "$TW" || exit 1
+  local at
+  at=$(tail -n 1 "$work/tw.out")
+  T[$tool.$1]=$(awk -v a="$start" -v b="$at" 'BEGIN { printf "%.2f", b - a }')
   verify "$a" "$b"
   echo "  $tool $1: ${T[$tool.$1]} s (peak RSS so far $(($(peak_rss "$pid_a" "$pid_b") / 1024)) MiB)"
 }
@@ -125,6 +128,7 @@ print(*[x.getsockname()[1] for x in s])')
     "$M" folder add "$b" --id bench --home "$hb" >/dev/null
     "$M" folder share bench "$idb" --home "$ha" >/dev/null
     "$M" folder share bench "$ida" --home "$hb" >/dev/null
+    watch_b
     start=$(now)
     "$M" daemon --home "$ha" >"$work/$tool-a.log" 2>&1 &
     PIDS+=($!); local pid_a=$!
@@ -140,6 +144,7 @@ print(*[x.getsockname()[1] for x in s])')
     done
     local pid_a=${PIDS[-2]} pid_b=${PIDS[-1]}
     python3 "$st" wait-ready "$work/st"
+    watch_b
     start=$(now)
     python3 "$st" unpause "$work/st"
     scan() { python3 "$st" scan "$work/st" A; }
@@ -150,11 +155,13 @@ print(*[x.getsockname()[1] for x in s])')
   # Copied aside, then moved in: the files appear whole, at once, for both.
   cp -a "$work/large" "$work/$tool/large"
   sync
+  watch_b
   mv "$work/$tool/large" "$a/large"
   start=$(now)
   scan
   converged large
 
+  watch_b
   "$gen" mutate "$a" 3 >/dev/null
   start=$(now)
   scan
