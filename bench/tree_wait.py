@@ -60,28 +60,39 @@ def skipped(name):
     return name in (".meshsync", ".stfolder") or name.startswith(".syncthing.")
 
 
-def listing(root):
-    """The regular files under root: {relative path: (size, mtime second)}."""
-    found = {}
-    stack = [root]
+def walk(root, start, on_file, on_dir=None):
+    """Walks root/start: on_dir(rel, path) before each directory is listed
+    (False: skip it), on_file(rel, (size, mtime second)) for each regular
+    file. Files and directories may come and go meanwhile."""
+    stack = [start]
     while stack:
-        directory = stack.pop()
+        rel = stack.pop()
+        path = os.path.join(root, rel)
+        if on_dir is not None and not on_dir(rel, path):
+            continue
         try:
-            entries = os.scandir(directory)
-        except OSError:  # files come and go while a tool syncs
+            entries = os.scandir(path)
+        except OSError:
             continue
         with entries:
             for entry in entries:
                 if skipped(entry.name):
                     continue
+                child = os.path.join(rel, entry.name)
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
+                        stack.append(child)
                     elif entry.is_file(follow_symlinks=False):
                         st = entry.stat(follow_symlinks=False)
-                        found[os.path.relpath(entry.path, root)] = (st.st_size, int(st.st_mtime))
+                        on_file(child, (st.st_size, int(st.st_mtime)))
                 except OSError:
                     continue
+
+
+def listing(root):
+    """The regular files under root: {relative path: (size, mtime second)}."""
+    found = {}
+    walk(root, "", found.__setitem__)
     return found
 
 
@@ -110,35 +121,18 @@ class WatchedTree:
             self.changed_at = changed_at
 
     def add_tree(self, relative):
-        # Watch first, then list: a file made in between shows up in both.
-        stack = [relative]
-        while stack:
-            rel = stack.pop()
-            path = os.path.join(self.root, rel)
-            wd = libc.inotify_add_watch(self.fd, os.fsencode(path), WATCH)
-            if wd < 0:
-                err = ctypes.get_errno()
-                if rel and err in (errno.ENOENT, errno.ENOTDIR):
-                    continue  # gone already
-                raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
-            self.dirs[wd] = rel
-            try:
-                entries = os.scandir(path)
-            except OSError:
-                continue
-            with entries:
-                for entry in entries:
-                    if skipped(entry.name):
-                        continue
-                    child = os.path.join(rel, entry.name)
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(child)
-                        elif entry.is_file(follow_symlinks=False):
-                            st = entry.stat(follow_symlinks=False)
-                            self.note(child, (st.st_size, int(st.st_mtime)))
-                    except OSError:
-                        continue
+        walk(self.root, relative, self.note, self.watch)
+
+    def watch(self, rel, path):
+        # Watched before it is listed: a file made in between shows up in both.
+        wd = libc.inotify_add_watch(self.fd, os.fsencode(path), WATCH)
+        if wd < 0:
+            err = ctypes.get_errno()
+            if rel and err in (errno.ENOENT, errno.ENOTDIR):
+                return False  # gone already
+            raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
+        self.dirs[wd] = rel
+        return True
 
     def note(self, rel, value):
         """Records a file's (size, mtime), or None for no file."""
