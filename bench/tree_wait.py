@@ -205,7 +205,12 @@ def main(argv):
     got = WatchedTree(got_root)
     threading.Thread(target=got.follow, daemon=True).start()
     print("ready", flush=True)
-    start = float(sys.stdin.readline())
+    line = sys.stdin.readline()
+    try:
+        start = float(line)
+    except ValueError:
+        sys.stderr.write(f"expected the start time (Unix seconds) on stdin, got {line!r}\n")
+        return 2
     want = listing(want_root)
     deadline = time.monotonic() + timeout
     with got.lock:

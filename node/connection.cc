@@ -162,6 +162,7 @@ void Connection::ReadRest(asio::mutable_buffer buffer, Then then) {
                        self->Shutdown(UnavailableError("truncated message: " + ec.message()));
                        return;
                      }
+                     self->last_read_ = Clock::now();
                      then();
                    });
 }
@@ -169,7 +170,6 @@ void Connection::ReadRest(asio::mutable_buffer buffer, Then then) {
 void Connection::ReadBody(size_t size, uint8_t flags) {
   body_.resize(size);
   ReadRest(asio::buffer(body_.data(), body_.size()), [this, flags] {
-    last_read_ = Clock::now();
     wire::Envelope envelope;
     Status status = DecodeFrameBody(body_, flags, envelope);
     Deliver(std::move(status), std::move(envelope));
@@ -198,7 +198,6 @@ void Connection::ReadDataMessage(size_t message, size_t data, uint8_t flags) {
 // The data goes straight into the string the message will own.
 void Connection::ReadData(uint8_t flags) {
   ReadRest(asio::buffer(data_.data(), data_.size()), [this, flags] {
-    last_read_ = Clock::now();
     wire::Envelope envelope;
     Status status = DecodeDataMessage(body_, flags, std::move(data_), envelope);
     data_ = std::string();

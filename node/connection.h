@@ -94,9 +94,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void ReadHeader();
-  // Reads all of `buffer`, then `then()` on the I/O thread (the
-  // connection kept alive meanwhile); the stream ending first is a
-  // truncated message, which closes the connection.
+  // Reads all of `buffer` (the peer is heard from: last_read_), then
+  // `then()` on the I/O thread (the connection kept alive meanwhile); the
+  // stream ending first is a truncated message, which closes the connection.
   template <typename Then>
   void ReadRest(boost::asio::mutable_buffer buffer, Then then);
   void ReadBody(size_t size, uint8_t flags);

@@ -1533,7 +1533,7 @@ Status FileProvider::WriteTemp(const EntryState& content, uint32_t mode,
   const bool tried_tmpfile = tmpfile_works_;
   TempWrite write;
   Status written = WriteTempFrom(content, mode, *reader, tried_tmpfile, near, temp_name, write);
-  Tally(write.tally);
+  counters_ += write.tally;
   if (write.no_tmpfile) tmpfile_works_ = false;  // not on this file system
   if (!written.ok() && write.name_failed && tried_tmpfile) {
     // No /proc here: write the file again, named from the start.
@@ -1594,13 +1594,6 @@ Status FileProvider::WriteTempFrom(const EntryState& content, uint32_t mode, Dat
 
 std::string FileProvider::NextTempName() {
   return "t" + std::to_string(++temp_counter_) + "-" + pid_;
-}
-
-void FileProvider::Tally(const FileCounters& tally) {
-  counters_.bytes_copied += tally.bytes_copied;
-  counters_.bytes_reused += tally.bytes_reused;
-  counters_.bytes_resumed += tally.bytes_resumed;
-  counters_.bytes_fetched += tally.bytes_fetched;
 }
 
 Status FileProvider::EnsureParent(const ItemId& parent, int depth) {
@@ -1742,9 +1735,9 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
     work();
     for (std::thread& t : pool) t.join();
     for (Job& job : jobs) {
-      Tally(job.write.tally);
-      if (job.write.no_tmpfile)
-        tmpfile_works_ = false;  // SaveChange writes named files from now on
+      counters_ += job.write.tally;
+      // Not on this file system: SaveChange writes named files from now on.
+      if (job.write.no_tmpfile) tmpfile_works_ = false;
       if (!job.done) continue;
       wrote_ = true;
       prepared_.emplace(job.id, std::move(job.temp));

@@ -132,6 +132,19 @@ struct FileCounters {
   // changes (DetectChangesIn, when it did not have to look at everything).
   uint64_t full_scans = 0;
   uint64_t scoped_scans = 0;
+
+  FileCounters& operator+=(const FileCounters& other) {
+    moved += other.moved;
+    bytes_copied += other.bytes_copied;
+    bytes_reused += other.bytes_reused;
+    bytes_resumed += other.bytes_resumed;
+    bytes_fetched += other.bytes_fetched;
+    trashed += other.trashed;
+    folders_kept += other.folders_kept;
+    full_scans += other.full_scans;
+    scoped_scans += other.scoped_scans;
+    return *this;
+  }
 };
 
 class FileProvider final : public Provider {
@@ -240,7 +253,6 @@ class FileProvider final : public Provider {
   Status WriteTempFrom(const EntryState& content, uint32_t mode, DataReader& reader,
                        bool try_tmpfile, int near, std::string& temp_name, TempWrite& write) const;
   std::string NextTempName();
-  void Tally(const FileCounters& tally);  // adds a TempWrite's counters
   // Writes the new files among `requests` (creations of files of at most
   // kPrepareMaxBytes whose data is a local file) to temporary files, several
   // at once, into prepared_. Creating files is mostly the kernel's work
