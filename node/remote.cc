@@ -17,10 +17,11 @@ constexpr uint32_t kMaxScan = 4096;          // items per ScanItems
 constexpr uint64_t kMaxExamine = 65536;      // items one changes-only scan looks through
 constexpr uint64_t kInlineBulk = 64u << 10;  // bulk data this small travels with the scan
 constexpr uint32_t kMaxRead = 4u << 20;      // bytes per ReadData
-// Unit data sent with one scan. 1 MiB keeps the frame under the daemon's
-// mmap threshold (node_commands.cc), so its buffers are reused rather than
-// mapped afresh: 10,000 small files took 13 MiB less peak RSS over both
-// daemons and less CPU than with 3 MiB, and no longer.
+// Unit data sent with one scan (and at most one small file's bytes past it:
+// AddBulkData). 1 MiB keeps the frame under the daemon's mmap threshold
+// (node_commands.cc), so its buffers are reused rather than mapped afresh:
+// 10,000 small files took 13 MiB less peak RSS over both daemons and less
+// CPU than with 3 MiB, and no longer.
 constexpr size_t kPrefetchBudget = 1u << 20;
 // The client reads ahead kReadAhead blocks of kReadBlock bytes. Each block
 // in flight is held once on each side (kFlagData frames), so this is about
@@ -91,8 +92,10 @@ void ToWire(const ItemMetadata& item, wire::Item& out) {
   }
 }
 
-// Adds to `prefetched` the bulk data of `item`'s units that fit in
-// kInlineBulk and `budget`; returns the bytes added.
+// Adds to `prefetched` the bulk data of `item`'s units of up to kInlineBulk
+// bytes, while `budget` lasts; returns the bytes added. The last unit may
+// go past the budget: one left out costs the puller two round trips, and
+// the scan that sends it ends there anyway.
 size_t AddBulkData(Provider& provider, const ItemMetadata& item, size_t budget,
                    wire::Prefetched& prefetched) {
   size_t bytes = 0;
@@ -100,7 +103,7 @@ size_t AddBulkData(Provider& provider, const ItemMetadata& item, size_t budget,
     auto reader = provider.OpenData(item, unit.unit);
     if (!reader.ok()) continue;  // no bulk data, or not now: fetched on its own
     const uint64_t size = (*reader)->size();
-    if (size > kInlineBulk || size > budget - bytes) continue;
+    if (size > kInlineBulk || bytes >= budget) continue;
     std::string data(size, '\0');
     if (!(*reader)->ReadAt(0, data).ok() || !(*reader)->Verify().ok()) continue;
     wire::UnitData* entry = prefetched.add_bulk();

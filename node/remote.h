@@ -47,8 +47,8 @@ class Transport {
 std::string IdBytes(const Id128& id);
 void ToWire(const ItemMetadata& item, wire::Item& out);
 // Appends the unit data of `item` (or the error loading it) to `out`, and
-// the bulk data of its small units while that fits in `bulk_budget` bytes;
-// returns about how many bytes that added.
+// the bulk data of its small units while `bulk_budget` bytes last (the last
+// of them may go past it); returns about how many bytes that added.
 size_t AddUnitData(Provider& provider, const ItemMetadata& item, size_t bulk_budget,
                    wire::ItemsScanned& out);
 

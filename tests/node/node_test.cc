@@ -349,6 +349,12 @@ class HostilePeerTest : public ::testing::Test {
     config.peers.push_back(PeerConfig{attacker_.id, "attacker", "dynamic"});
     config.folders.push_back(FolderConfig{"docs", folder_, {attacker_.id}});
     ASSERT_TRUE(config.Save(home_ + "/config.toml").ok());
+    StartNode();
+  }
+
+  void TearDown() override { StopNode(); }
+
+  void StartNode() {
     auto node = Node::Open(home_);
     ASSERT_TRUE(node.ok()) << node.status().ToString();
     node_ = std::move(*node);
@@ -357,30 +363,41 @@ class HostilePeerTest : public ::testing::Test {
     while (!address_.empty() && address_.back() == '\n') address_.pop_back();
   }
 
-  void TearDown() override {
+  void StopNode() {
     if (node_ != nullptr) node_->Stop();
     if (thread_.joinable()) thread_.join();
     node_.reset();
   }
 
-  // Whether the node still serves a well-behaved session.
-  void ExpectStillServing() {
-    Attacker peer(attacker_, address_);
-    peer.Hello({});
+  // Opens a session on "docs" as a peer that has nothing; returns its id.
+  uint64_t OpenSession(Attacker& peer) {
     wire::Envelope request;
     request.mutable_request()->set_id(1);
     request.mutable_request()->mutable_open_session()->set_folder("docs");
     request.mutable_request()->mutable_open_session()->set_known(
         Knowledge().Encode(ReplicaKeyMap()));
     peer.Send(request);
+    auto response = ReadResponse(peer);
+    EXPECT_TRUE(response.has_session_opened()) << response.error().message();
+    return response.session_opened().session();
+  }
+
+  wire::Response ReadResponse(Attacker& peer) {
     while (true) {
       auto envelope = peer.Read();
-      ASSERT_TRUE(envelope.ok()) << envelope.status().ToString();
-      if (!envelope->has_response()) continue;
-      EXPECT_TRUE(envelope->response().has_session_opened())
-          << envelope->response().error().message();
-      return;
+      if (!envelope.ok()) {
+        ADD_FAILURE() << envelope.status().ToString();
+        return wire::Response();
+      }
+      if (envelope->has_response()) return envelope->response();
     }
+  }
+
+  // Whether the node still serves a well-behaved session.
+  void ExpectStillServing() {
+    Attacker peer(attacker_, address_);
+    peer.Hello({});
+    OpenSession(peer);
   }
 
   std::vector<std::string> FolderEntries() {
@@ -615,6 +632,68 @@ TEST_F(HostilePeerTest, InlineBytesNotMatchingTheirHashAreRefused) {
     ServeOneFile(peer, "good.txt", "honest bytes", "honest bytes", true);
   }
   EXPECT_EQ(ReadFile(folder_ + "/good.txt"), "honest bytes");
+}
+
+// Not an attack: what the node sends a well-behaved puller. Each answer to
+// a scan for what the puller lacks carries the bytes of every small file it
+// lists, so a window of files costs one round trip. Answers used to list
+// files past their data budget without their bytes, and the puller fetched
+// each of those on its own (two round trips each).
+TEST_F(HostilePeerTest, ScanAnswersCarryTheBytesOfEverySmallFileTheyList) {
+  StopNode();
+  constexpr int kFiles = 300;  // 2.5 MB: more than one answer holds
+  for (int i = 0; i < kFiles; ++i) {
+    WriteFile(folder_ + "/f" + std::to_string(i),
+              std::string(8000 + 37 * i, static_cast<char>('a' + i % 26)));
+  }
+  StartNode();  // and it scans the folder
+  Attacker peer(attacker_, address_);
+  peer.Hello({});
+  const uint64_t session = OpenSession(peer);
+  ItemId first = ItemId::Min();
+  int files = 0, answers = 0;
+  while (true) {
+    wire::Envelope request;
+    request.mutable_request()->set_id(2 + answers);
+    wire::ScanItems* scan = request.mutable_request()->mutable_scan_items();
+    uint8_t bytes[16];
+    scan->set_session(session);
+    first.ToBytes(bytes);
+    scan->set_first(std::string(reinterpret_cast<char*>(bytes), 16));
+    ItemId::Max().ToBytes(bytes);
+    scan->set_last(std::string(reinterpret_cast<char*>(bytes), 16));
+    scan->set_limit(4096);
+    scan->set_changes_only(true);
+    peer.Send(request);
+    wire::Response response = ReadResponse(peer);
+    ASSERT_TRUE(response.has_items_scanned()) << response.error().message();
+    ++answers;
+    const wire::ItemsScanned& items = response.items_scanned();
+    for (const wire::Prefetched& data : items.data()) {
+      std::optional<files::EntryState> content;
+      std::string name;
+      for (const wire::UnitData& unit : data.units()) {
+        if (unit.unit() == files::kContentUnit) {
+          auto decoded = files::DecodeContent(unit.data());
+          ASSERT_TRUE(decoded.ok());
+          content = *decoded;
+        } else if (unit.unit() == files::kPlacementUnit) {
+          ItemId parent;
+          ASSERT_TRUE(files::DecodePlacement(unit.data(), parent, name).ok());
+        }
+      }
+      if (!content.has_value() || content->kind != files::Kind::kFile) continue;
+      ++files;
+      ASSERT_EQ(data.bulk_size(), 1) << name << " came without its bytes";
+      EXPECT_EQ(data.bulk(0).data(), ReadFile(folder_ + "/" + name)) << name;
+    }
+    ASSERT_EQ(items.through().size(), 16u);
+    ItemId through(Id128::FromBytes(reinterpret_cast<const uint8_t*>(items.through().data())));
+    if (through == ItemId::Max()) break;
+    first = through.Next();
+  }
+  EXPECT_EQ(files, kFiles);
+  EXPECT_GT(answers, 1);  // the data budget was reached
 }
 
 }  // namespace
