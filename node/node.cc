@@ -163,8 +163,8 @@ class FolderRunner {
     auto folder = files::Folder::Open(config_.path, options);
     if (!folder.ok()) return folder.status().WithContext("folder '" + config_.id + "'");
     folder_ = std::move(*folder);
-    // The metadata must exist before a peer asks for a snapshot of it.
-    MESHSYNC_RETURN_IF_ERROR(folder_->replica().DetectChanges());
+    // Watched before the first scan, so that what changes during it is
+    // scanned again (where it changed) by the first pass of Loop.
     auto watcher =
         Watcher::Start(folder_->real_path(), ".meshsync",
                        [this](Watcher::Changes changes) { Changed(std::move(changes)); });
@@ -174,6 +174,8 @@ class FolderRunner {
       Log("folder " + config_.id + ": " + Str(watcher.status().message()) +
           "; relying on the periodic rescan");
     }
+    // The metadata must exist before a peer asks for a snapshot of it.
+    MESHSYNC_RETURN_IF_ERROR(folder_->replica().DetectChanges());
     thread_ = std::thread([this] { Loop(); });
     return Status::Ok();
   }
@@ -466,8 +468,8 @@ class FolderRunner {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> stop_{false};
-  bool scan_ = true;
-  bool full_scan_ = true;               // the next scan looks at everything
+  bool scan_ = false;
+  bool full_scan_ = false;              // the next scan looks at everything
   std::map<std::string, bool> places_;  // where the watcher saw changes -> recursive
   bool index_trusted_ = true;  // Loop's own: no scan, pull or import failed since the last scan
   std::map<DeviceId, SteadyClock::time_point> pulls_;  // peer -> not before
