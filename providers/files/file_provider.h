@@ -234,16 +234,26 @@ class FileProvider final : public Provider {
   Status EnsureParent(const ItemId& parent, int depth = 0);
   Result<SaveResult> Apply(const SaveRequest& request);
   Result<SaveResult> Delete(const ItemMetadata& local);
+  // Where a new file goes: `name` in the folder it is made in; `rel` is its
+  // path, for messages.
+  struct FinalPlace {
+    const std::string& name;
+    const std::string& rel;
+  };
   // Writes a file with `content` and names it `temp_name` in the
   // temporary folder. `near` is the folder it is going to, if open (see
   // NewFile in file_provider.cc).
+  // With `place`, a file made unnamed in `near` is linked there as
+  // `place->name` instead, and `temp_name` is left empty; kUnavailable if
+  // that name is taken.
   Status WriteTemp(const EntryState& content, uint32_t mode, const DataOpener& open_data,
-                   std::string& temp_name, int near = -1);
+                   std::string& temp_name, int near = -1, const FinalPlace* place = nullptr);
   // What writing one temporary file did.
   struct TempWrite {
     FileCounters tally;        // its bytes_* counters
     bool no_tmpfile = false;   // O_TMPFILE, or naming through /proc, failed here
     bool name_failed = false;  // the file was written, but naming it failed (no /proc)
+    bool placed = false;       // linked at its place (FinalPlace), not as a temporary file
   };
   // WriteTemp's work once its reader is open: `temp_name` is a fresh name,
   // replaced by the name of an interrupted transfer of the same content if
@@ -251,7 +261,8 @@ class FileProvider final : public Provider {
   // files may be written on several threads at once (PrepareNewFiles); the
   // chunk index must be loaded for data from another replica.
   Status WriteTempFrom(const EntryState& content, uint32_t mode, DataReader& reader,
-                       bool try_tmpfile, int near, std::string& temp_name, TempWrite& write) const;
+                       bool try_tmpfile, int near, std::string& temp_name, TempWrite& write,
+                       const FinalPlace* place = nullptr) const;
   std::string NextTempName();
   // Writes the new files among `requests` (creations of files of at most
   // kPrepareMaxBytes whose data is a local file) to temporary files, several
