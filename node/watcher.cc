@@ -16,6 +16,7 @@ namespace {
 
 constexpr uint32_t kEvents = IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM |
                              IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_ONLYDIR;
+constexpr int kGatherMillis = 5;
 
 }  // namespace
 
@@ -92,6 +93,10 @@ void Watcher::Loop() {
     if (ready < 0 && errno != EINTR) return;
     if (fds[1].revents != 0) return;
     if (ready <= 0 || fds[0].revents == 0) continue;
+    // Let a burst gather, so that it is read, and reported, at once: a sync
+    // writing 10,000 files woke this thread about 15,000 times without (0.2 s
+    // of CPU, 5 ms here). It delays a lone change by as much.
+    if (poll(&fds[1], 1, kGatherMillis) > 0) return;
     bool changed = false;
     Changes changes;
     std::map<std::string, bool> places;              // relative path -> recursive
