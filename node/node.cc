@@ -54,6 +54,60 @@ uint64_t NowMillis() {
                                    .count());
 }
 
+// A folder of this node as a place to find chunks in (OtherFolderChunks).
+struct FolderPlace {
+  files::Folder::ReaderSpec spec;
+  std::string metadata_path;
+};
+
+// The node's other folders, as places for a pull to find chunks in before
+// it asks the peer. Each is read as a peer's session reads it, through a
+// snapshot of its metadata, opened when a fetch first asks; its chunk index
+// is built on first use too.
+class OtherFolderChunks final : public files::ChunkFinder {
+ public:
+  explicit OtherFolderChunks(std::vector<FolderPlace> places) : places_(std::move(places)) {}
+
+  bool empty() const { return places_.empty(); }
+
+  bool Has(const files::Chunk& chunk) override {
+    Open();
+    for (Reader& r : readers_) {
+      if (r.reader->HasChunk(chunk)) return true;
+    }
+    return false;
+  }
+
+  bool Read(const files::Chunk& chunk, std::span<char> out) override {
+    Open();
+    for (Reader& r : readers_) {
+      if (r.reader->ReadChunk(chunk, out)) return true;
+    }
+    return false;
+  }
+
+ private:
+  void Open() {
+    if (opened_) return;
+    opened_ = true;
+    for (const FolderPlace& place : places_) {
+      auto store = OpenSqliteSnapshot(place.metadata_path, files::kProviderName);
+      if (!store.ok()) continue;  // not found there, then
+      auto reader = files::OpenFolderReader(place.spec, **store);
+      if (!reader.ok()) continue;
+      readers_.push_back(Reader{std::move(*store), std::move(*reader)});
+    }
+  }
+
+  struct Reader {
+    std::unique_ptr<MetadataStore> store;
+    std::unique_ptr<files::FileProvider> reader;  // reads `store`: destroyed first
+  };
+  std::vector<FolderPlace> places_;
+  std::vector<Reader> readers_;
+  bool opened_ = false;
+};
+
 }  // namespace
 
 class FolderRunner;
@@ -80,6 +134,8 @@ class Node::Impl {
   bool stopping() const { return stopping_; }
   const std::string& home() const { return home_; }
   std::string PeerName(const DeviceId& id);
+  // The node's folders other than `except`.
+  std::vector<FolderPlace> OtherFolders(const std::string& except);
   // Records an event for the activity feed and the event stream. `fields`
   // is the inside of a JSON object ("\"folder\": \"x\", ...").
   void Activity(const std::string& type, const std::string& fields);
@@ -381,6 +437,9 @@ class FolderRunner {
     const files::FileCounters counted = folder_->provider().counters();
     auto started = SteadyClock::now();
     SyncReport report;
+    // Chunks the node has in its other folders are not asked for.
+    OtherFolderChunks elsewhere(node_.OtherFolders(config_.id));
+    if (!elsewhere.empty()) folder_->provider().set_chunk_finder(&elsewhere);
     Status status = [&]() -> Status {
       MESHSYNC_ASSIGN_OR_RETURN(
           std::unique_ptr<RemoteSource> remote,
@@ -397,6 +456,7 @@ class FolderRunner {
                                 Synchronize(remote->replica(), folder_->replica(), options));
       return Status::Ok();
     }();
+    folder_->provider().set_chunk_finder(nullptr);
     std::string who = node_.PeerName(peer);
     const files::FileCounters& counters = folder_->provider().counters();
     const uint64_t fetched = counters.bytes_fetched - counted.bytes_fetched;
@@ -1089,6 +1149,16 @@ FolderRunner* Node::Impl::RunnerFor(const std::string& folder) {
   for (auto& runner : runners_)
     if (runner->id() == folder) return runner.get();
   return nullptr;
+}
+
+std::vector<FolderPlace> Node::Impl::OtherFolders(const std::string& except) {
+  std::vector<FolderPlace> places;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& runner : runners_) {
+    if (runner->id() == except) continue;
+    places.push_back(FolderPlace{runner->folder().reader_spec(), runner->folder().metadata_path()});
+  }
+  return places;
 }
 
 std::shared_ptr<Connection> Node::Impl::PeerFor(const std::string& folder, const DeviceId& peer) {

@@ -1417,6 +1417,20 @@ const FileProvider::ChunkPlace* FileProvider::FindLocalChunk(const Chunk& chunk)
   return &it->second;
 }
 
+bool FileProvider::HasChunk(const Chunk& chunk) {
+  if (!index_loaded_ && !LoadIndex().ok()) return false;
+  if (!chunk_index_loaded_ && !LoadChunkIndex().ok()) return false;
+  return FindLocalChunk(chunk) != nullptr;
+}
+
+bool FileProvider::ReadChunk(const Chunk& chunk, std::span<char> out) {
+  if (out.size() != chunk.length || !HasChunk(chunk)) return false;
+  const ChunkPlace* place = FindLocalChunk(chunk);
+  LocalSource source;
+  return OpenSource(place->item, source) && ReadFull(source.fd.get(), out, place->offset) &&
+         HashBytes(out.data(), out.size()) == chunk.hash;
+}
+
 bool FileProvider::OpenSource(const ItemId& item, LocalSource& source) const {
   source = LocalSource{};
   std::optional<std::string> rel = PathOf(item);
@@ -1449,8 +1463,10 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
                                uint64_t have, FileCounters& tally) const {
   std::vector<char> buffer;
   // The plan: the chunks an interrupted transfer left in `out` (its longest
-  // checked prefix), then, chunk by chunk, whether this folder has it.
+  // checked prefix), then, chunk by chunk, whether this folder has it, or
+  // else another (chunk_finder_).
   std::vector<bool> here(content.chunks.size(), false);
+  std::vector<bool> elsewhere(content.chunks.size(), false);
   std::vector<ByteRange> ranges;
   size_t first = 0;
   uint64_t start = 0;
@@ -1469,7 +1485,8 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
       }
     }
     here[i] = FindLocalChunk(chunk) != nullptr;
-    if (!here[i]) {
+    elsewhere[i] = !here[i] && chunk_finder_ != nullptr && chunk_finder_->Has(chunk);
+    if (!here[i] && !elsewhere[i]) {
       if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
         ranges.back().length += chunk.length;
       } else {
@@ -1521,6 +1538,8 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
       // The index may be stale: the hash decides, and the peer has it.
       if (place != nullptr && ReadFull(source.fd.get(), buffer, place->offset) &&
           HashBytes(buffer.data(), buffer.size()) == chunk.hash) {
+        tally.bytes_reused += chunk.length;
+      } else if (elsewhere[i] && chunk_finder_->Read(chunk, buffer)) {
         tally.bytes_reused += chunk.length;
       } else {
         MESHSYNC_RETURN_IF_ERROR(reader.ReadAt(at, buffer));

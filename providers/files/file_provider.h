@@ -147,6 +147,18 @@ struct FileCounters {
   }
 };
 
+// Other places a fetch may take a chunk's bytes from instead of the peer:
+// the node's other folders. Called on the fetching folder's thread.
+class ChunkFinder {
+ public:
+  virtual ~ChunkFinder() = default;
+  // Whether some place is known to hold a chunk with this hash and length.
+  virtual bool Has(const Chunk& chunk) = 0;
+  // Reads that chunk's bytes into `out` (chunk.length of them); false
+  // unless they were found and match the hash.
+  virtual bool Read(const Chunk& chunk, std::span<char> out) = 0;
+};
+
 class FileProvider final : public Provider {
  public:
   // `store` is the replica's metadata store, read to map item ids to paths.
@@ -205,6 +217,16 @@ class FileProvider final : public Provider {
 
   const std::string& root() const { return root_; }
   bool dry_run() const { return options_.dry_run; }
+
+  // Where fetches look for chunks this folder lacks before asking the
+  // replica the change came from; null for nowhere. Not owned: it must
+  // outlive the SaveChange calls it is set for.
+  void set_chunk_finder(ChunkFinder* finder) { chunk_finder_ = finder; }
+  // This folder as a place to find chunks in, for another folder's fetches
+  // (through a reader, see OpenFolderReader). Reads are checked against
+  // the hash.
+  bool HasChunk(const Chunk& chunk);
+  bool ReadChunk(const Chunk& chunk, std::span<char> out);
 
  private:
   // The in-memory index of live items: enough to map ids to paths and to
@@ -331,6 +353,7 @@ class FileProvider final : public Provider {
   std::unordered_map<ItemId, TrustedSource, Id128Hash> trusted_sources_;
   uint32_t index_generation_ = 0;
   bool chunk_index_loaded_ = false;
+  ChunkFinder* chunk_finder_ = nullptr;
   bool wrote_ = false;
   uint64_t temp_counter_ = 0;
   bool tmpfile_works_ = true;  // O_TMPFILE and /proc, until either fails (WriteTemp)

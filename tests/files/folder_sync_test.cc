@@ -601,5 +601,73 @@ TEST_F(FolderTest, AFetchCopiesBytesFromSettledFilesHereAndChecksTheRest) {
   EXPECT_LE(remote.bytes_read() - read_before, 1u << 20);
 }
 
+// Another folder, as a node's other folders are to a pull (the node's
+// OtherFolderChunks does the same over snapshots).
+class FolderChunks final : public ChunkFinder {
+ public:
+  explicit FolderChunks(FileProvider& folder) : folder_(folder) {}
+  bool Has(const Chunk& chunk) override { return folder_.HasChunk(chunk); }
+  bool Read(const Chunk& chunk, std::span<char> out) override {
+    return folder_.ReadChunk(chunk, out);
+  }
+
+ private:
+  FileProvider& folder_;
+};
+
+TEST_F(FolderTest, AFetchTakesChunksFromAnotherFolderAndChecksThem) {
+  const fs::path c = dir_ / "C";
+  fs::create_directories(c);
+  const std::string album = RandomBytes(3u << 20, 7);
+  WriteFile(c / "album.bin", album);
+  BackdateMtime(c / "album.bin");
+  auto other = Folder::Open(c.string(), {});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->replica().DetectChanges().ok());
+  FolderChunks elsewhere((*other)->provider());
+
+  WriteFile(a_ / "copy.bin", album);
+  BackdateMtime(a_ / "copy.bin");
+  auto a = Folder::Open(a_.string(), {});
+  auto b = Folder::Open(b_.string(), {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->replica().DetectChanges().ok());
+  RemoteLikeSource remote((*a)->provider());
+  auto source = Replica::Open((*a)->store(), remote);
+  ASSERT_TRUE(source.ok()) << source.status().ToString();
+  SyncOptions one_way;
+  one_way.direction = SyncDirection::kAToB;
+  (*b)->provider().set_chunk_finder(&elsewhere);
+  auto copied = Synchronize(**source, (*b)->replica(), one_way);
+  (*b)->provider().set_chunk_finder(nullptr);
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_EQ(copied->a_to_b.created, 1u);
+  EXPECT_TRUE(ReadFile(b_ / "copy.bin") == album) << "B's copy.bin differs";
+  EXPECT_EQ(remote.bytes_read(), 0u);
+
+  // The other folder's file changed where it has not looked yet: into a
+  // folder that has none of it, what changed there is fetched, not taken.
+  {
+    int fd = ::open((c / "album.bin").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    std::string junk(100000, 'j');
+    ASSERT_EQ(pwrite(fd, junk.data(), junk.size(), 1u << 20), static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+  }
+  const fs::path d = dir_ / "D";
+  fs::create_directories(d);
+  auto fresh = Folder::Open(d.string(), {});
+  ASSERT_TRUE(fresh.ok());
+  (*fresh)->provider().set_chunk_finder(&elsewhere);
+  const uint64_t read_before = remote.bytes_read();
+  auto second = Synchronize(**source, (*fresh)->replica(), one_way);
+  (*fresh)->provider().set_chunk_finder(nullptr);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->a_to_b.created, 1u);
+  EXPECT_TRUE(ReadFile(d / "copy.bin") == album) << "D's copy.bin differs";
+  EXPECT_GE(remote.bytes_read() - read_before, 100000u);
+  EXPECT_LE(remote.bytes_read() - read_before, 1u << 20);
+}
+
 }  // namespace
 }  // namespace meshsync::files::testing

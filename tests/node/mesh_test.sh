@@ -178,6 +178,19 @@ echo "   a copy of a file B has fetched $fetched bytes"
 [ "$fetched" -eq 0 ] || fail "a copy of a file B has fetched $fetched bytes"
 wait_for "and C" same_tree "$T/fa" "$T/fc"
 
+echo "== chunks B has in another of its folders are not fetched either"
+head -c $((4 << 20)) /dev/urandom >"$T/album.bin"
+cp "$T/album.bin" "$T/music-b/album.bin"
+wait_for "B scans its music folder" grep -q "folder music: local changes found" "$T/b.log"
+n=$(pulls)
+mv "$T/album.bin" "$T/fa/album.bin"
+wait_for "the file reaches B" same_tree "$T/fa" "$T/fb"
+wait_for "B logs the pull" more_pulls "$n"
+fetched=$(fetched_last)
+echo "   a file B has in its music folder fetched $fetched bytes"
+[ "$fetched" -eq 0 ] || fail "a file B has in another folder fetched $fetched bytes"
+wait_for "and C" same_tree "$T/fa" "$T/fc"
+
 echo "== a folder removed from a running node stops syncing; the node goes on"
 "$M" folder remove music --home "$T/b" >/dev/null
 wait_for "B's API no longer lists it" sh -c "! curl -sf -H 'X-API-Key: $(key b)' http://$(cat "$T/b/api-listening")/api/folders | grep -q music"
