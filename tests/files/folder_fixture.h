@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -114,6 +115,36 @@ class FolderTest : public ::testing::Test {
     }
     std::sort(out.begin(), out.end());
     return out;
+  }
+
+  // A's file `name` (holding `from_a`) is synced to B, but B's user writes
+  // `during` there after B was scanned, before the change is applied: the
+  // change is skipped, the write stays, nothing is left behind in B's
+  // temporary folder. The next sync keeps both, one as a conflict copy.
+  void ExpectAWriteDuringTheSyncKept(const std::string& name, const std::string& from_a,
+                                     const std::string& during) {
+    auto a = Folder::Open(a_, {});
+    auto b = Folder::Open(b_, {});
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE((*a)->replica().DetectChanges().ok());
+    ASSERT_TRUE((*b)->replica().DetectChanges().ok());
+    WriteFile(b_ / name, during);
+    SyncOptions options;
+    options.detect_changes = false;
+    auto report = Synchronize((*a)->replica(), (*b)->replica(), options);
+    ASSERT_TRUE(report.ok());
+    EXPECT_EQ(report->a_to_b.skipped, 1u);
+    EXPECT_EQ(ReadFile(b_ / name), during);
+    const fs::path tmp = b_ / ".meshsync" / "tmp";
+    EXPECT_TRUE(!fs::exists(tmp) || fs::is_empty(tmp)) << "the file that did not go in was left";
+    a->reset();
+    b->reset();
+    Sync();
+    ExpectInSync();
+    std::vector<std::string> copies = ConflictCopies(a_);
+    ASSERT_EQ(copies.size(), 1u);
+    std::set<std::string> contents{ReadFile(a_ / name), ReadFile(a_ / copies[0])};
+    EXPECT_EQ(contents, (std::set<std::string>{from_a, during}));
   }
 
   meshsync::testing::ScratchDir scratch_{"folder-test"};

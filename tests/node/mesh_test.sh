@@ -162,18 +162,21 @@ echo "   killed mid-transfer; after restart $resumed bytes came from the partial
 wait_for "and reaches C" same_tree "$T/fa" "$T/fc"
 
 echo "== only changed chunks cross the network; copies are found locally"
-n=$(pulls)
-printf 'x%.0s' $(seq 1 4096) | dd of="$T/fa/big.bin" bs=4096 seek=4000 conv=notrunc status=none
-wait_for "the edit reaches B" same_tree "$T/fa" "$T/fb"
-wait_for "B logs the pull" more_pulls "$n"
-fetched=$(fetched_last)
+# fetched_by COMMAND...: runs a change on A, waits until it is on B and B
+# has logged its pull; sets `fetched` to the bytes that pull fetched.
+fetched_by() {
+  local n
+  n=$(pulls)
+  "$@"
+  wait_for "the change reaches B" same_tree "$T/fa" "$T/fb"
+  wait_for "B logs the pull" more_pulls "$n"
+  fetched=$(fetched_last)
+}
+edit_big() { printf 'x%.0s' $(seq 1 4096) | dd of="$T/fa/big.bin" bs=4096 seek=4000 conv=notrunc status=none; }
+fetched_by edit_big
 echo "   a 4 KiB edit in 64 MiB fetched $fetched bytes"
 [ "$fetched" -le $((1 << 20)) ] || fail "an edit of 4 KiB fetched $fetched bytes"
-n=$(pulls)
-cp "$T/fa/big.bin" "$T/fa/big-copy.bin"
-wait_for "the copy reaches B" same_tree "$T/fa" "$T/fb"
-wait_for "B logs the pull" more_pulls "$n"
-fetched=$(fetched_last)
+fetched_by cp "$T/fa/big.bin" "$T/fa/big-copy.bin"
 echo "   a copy of a file B has fetched $fetched bytes"
 [ "$fetched" -eq 0 ] || fail "a copy of a file B has fetched $fetched bytes"
 wait_for "and C" same_tree "$T/fa" "$T/fc"
@@ -182,11 +185,7 @@ echo "== chunks B has in another of its folders are not fetched either"
 head -c $((4 << 20)) /dev/urandom >"$T/album.bin"
 cp "$T/album.bin" "$T/music-b/album.bin"
 wait_for "B scans its music folder" grep -q "folder music: local changes found" "$T/b.log"
-n=$(pulls)
-mv "$T/album.bin" "$T/fa/album.bin"
-wait_for "the file reaches B" same_tree "$T/fa" "$T/fb"
-wait_for "B logs the pull" more_pulls "$n"
-fetched=$(fetched_last)
+fetched_by mv "$T/album.bin" "$T/fa/album.bin"
 echo "   a file B has in its music folder fetched $fetched bytes"
 [ "$fetched" -eq 0 ] || fail "a file B has in another folder fetched $fetched bytes"
 wait_for "and C" same_tree "$T/fa" "$T/fc"
