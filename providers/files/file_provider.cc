@@ -32,6 +32,11 @@ constexpr uint64_t kResumableBytes = 1u << 20;
 // Files at least this large are trusted sources of the chunk index
 // (FileProvider::TrustedSource); smaller ones are read and hashed.
 constexpr uint64_t kTrustedSourceBytes = 1u << 20;
+// Files at least this large, fetched from another replica, look for their
+// chunks in other folders too (ChunkFinder). The first look loads those
+// folders' indexes, which costs more than fetching a small file (and would
+// delay the one-file change a node passes on in tens of milliseconds).
+constexpr uint64_t kLookElsewhereBytes = 1u << 20;
 constexpr std::string_view kPartialPrefix = "p-";
 constexpr int64_t kPartialKeepSeconds = 24 * 3600;
 
@@ -1417,17 +1422,19 @@ const FileProvider::ChunkPlace* FileProvider::FindLocalChunk(const Chunk& chunk)
   return &it->second;
 }
 
-bool FileProvider::HasChunk(const Chunk& chunk) {
-  if (!index_loaded_ && !LoadIndex().ok()) return false;
-  if (!chunk_index_loaded_ && !LoadChunkIndex().ok()) return false;
-  return FindLocalChunk(chunk) != nullptr;
+const FileProvider::ChunkPlace* FileProvider::FindChunkLoading(const Chunk& chunk) {
+  if (!index_loaded_ && !LoadIndex().ok()) return nullptr;
+  if (!chunk_index_loaded_ && !LoadChunkIndex().ok()) return nullptr;
+  return FindLocalChunk(chunk);
 }
 
+bool FileProvider::HasChunk(const Chunk& chunk) { return FindChunkLoading(chunk) != nullptr; }
+
 bool FileProvider::ReadChunk(const Chunk& chunk, std::span<char> out) {
-  if (out.size() != chunk.length || !HasChunk(chunk)) return false;
-  const ChunkPlace* place = FindLocalChunk(chunk);
+  const ChunkPlace* place = out.size() == chunk.length ? FindChunkLoading(chunk) : nullptr;
   LocalSource source;
-  return OpenSource(place->item, source) && ReadFull(source.fd.get(), out, place->offset) &&
+  return place != nullptr && OpenSource(place->item, source) &&
+         ReadFull(source.fd.get(), out, place->offset) &&
          HashBytes(out.data(), out.size()) == chunk.hash;
 }
 
@@ -1467,6 +1474,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
   // else another (chunk_finder_).
   std::vector<bool> here(content.chunks.size(), false);
   std::vector<bool> elsewhere(content.chunks.size(), false);
+  const bool look_elsewhere = chunk_finder_ != nullptr && content.size >= kLookElsewhereBytes;
   std::vector<ByteRange> ranges;
   size_t first = 0;
   uint64_t start = 0;
@@ -1485,7 +1493,7 @@ Status FileProvider::FetchInto(const EntryState& content, DataReader& reader, in
       }
     }
     here[i] = FindLocalChunk(chunk) != nullptr;
-    elsewhere[i] = !here[i] && chunk_finder_ != nullptr && chunk_finder_->Has(chunk);
+    elsewhere[i] = !here[i] && look_elsewhere && chunk_finder_->Has(chunk);
     if (!here[i] && !elsewhere[i]) {
       if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
         ranges.back().length += chunk.length;

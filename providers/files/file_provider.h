@@ -218,9 +218,9 @@ class FileProvider final : public Provider {
   const std::string& root() const { return root_; }
   bool dry_run() const { return options_.dry_run; }
 
-  // Where fetches look for chunks this folder lacks before asking the
-  // replica the change came from; null for nowhere. Not owned: it must
-  // outlive the SaveChange calls it is set for.
+  // Where fetches of files of 1 MiB or more look for chunks this folder
+  // lacks before asking the replica the change came from; null for
+  // nowhere. Not owned: it must outlive the SaveChange calls it is set for.
   void set_chunk_finder(ChunkFinder* finder) { chunk_finder_ = finder; }
   // This folder as a place to find chunks in, for another folder's fetches
   // (through a reader, see OpenFolderReader). Reads are checked against
@@ -308,6 +308,8 @@ class FileProvider final : public Provider {
   // Where the chunk index says this folder has `chunk`, or null (it may be
   // stale: FetchInto checks).
   const ChunkPlace* FindLocalChunk(const Chunk& chunk) const;
+  // The same, loading the indexes first if they are not (HasChunk).
+  const ChunkPlace* FindChunkLoading(const Chunk& chunk);
   // Opens the file of `item` as `source`, and whether it is trusted.
   bool OpenSource(const ItemId& item, LocalSource& source) const;
   // For a trusted source: whether its stat is still the one it was opened with.
