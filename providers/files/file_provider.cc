@@ -126,9 +126,9 @@ Status SetModeAndTime(int fd, uint32_t mode, int64_t mtime_ns) {
 // temporary folder once complete (Finish): nothing is left if it is
 // abandoned; or, when the caller knows where it goes and nothing is there,
 // linked there at once (Finish with a place), which spares a rename from the
-// temporary folder (on ext4 here, 10,000 files made so took 0.21 s where
-// linked then renamed they took 0.25 s; 0.86-1.4 s against 1.1-1.8 s when
-// the file system had to look harder for free inodes). Otherwise named
+// temporary folder (bench/new_files_bench: 10,000 files in 0.21 s against
+// 0.26 s here; 0.86-1.4 s against 1.1-1.8 s when the file system had to
+// look harder for free inodes). Otherwise named
 // from the start, and removed if abandoned. One thread per file; several
 // may make files at once.
 class NewFile {
