@@ -183,7 +183,9 @@ wait_for "and C" same_tree "$T/fa" "$T/fc"
 
 echo "== chunks B has in another of its folders are not fetched either"
 head -c $((4 << 20)) /dev/urandom >"$T/album.bin"
-cp "$T/album.bin" "$T/music-b/album.bin"
+# Moved in whole, so that B's scan cannot catch it half written.
+cp "$T/album.bin" "$T/album-b.bin"
+mv "$T/album-b.bin" "$T/music-b/album.bin"
 wait_for "B scans its music folder" grep -q "folder music: local changes found" "$T/b.log"
 fetched_by mv "$T/album.bin" "$T/fa/album.bin"
 echo "   a file B has in its music folder fetched $fetched bytes"
