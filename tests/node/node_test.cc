@@ -19,6 +19,7 @@
 #include "node/config.h"
 #include "node/connection.h"
 #include "node/identity.h"
+#include "node/remote.h"
 #include "node/wire.h"
 
 namespace meshsync::node {
@@ -641,7 +642,7 @@ TEST_F(HostilePeerTest, InlineBytesNotMatchingTheirHashAreRefused) {
 // each of those on its own (two round trips each).
 TEST_F(HostilePeerTest, ScanAnswersCarryTheBytesOfEverySmallFileTheyList) {
   StopNode();
-  constexpr int kFiles = 300;  // 2.5 MB: more than one answer holds
+  constexpr int kFiles = 300;  // 4 MB: more than three answers hold
   for (int i = 0; i < kFiles; ++i) {
     WriteFile(folder_ + "/f" + std::to_string(i),
               std::string(8000 + 37 * i, static_cast<char>('a' + i % 26)));
@@ -656,12 +657,9 @@ TEST_F(HostilePeerTest, ScanAnswersCarryTheBytesOfEverySmallFileTheyList) {
     wire::Envelope request;
     request.mutable_request()->set_id(2 + answers);
     wire::ScanItems* scan = request.mutable_request()->mutable_scan_items();
-    uint8_t bytes[16];
     scan->set_session(session);
-    first.ToBytes(bytes);
-    scan->set_first(std::string(reinterpret_cast<char*>(bytes), 16));
-    ItemId::Max().ToBytes(bytes);
-    scan->set_last(std::string(reinterpret_cast<char*>(bytes), 16));
+    scan->set_first(IdBytes(first));
+    scan->set_last(IdBytes(ItemId::Max()));
     scan->set_limit(4096);
     scan->set_changes_only(true);
     peer.Send(request);
@@ -690,6 +688,7 @@ TEST_F(HostilePeerTest, ScanAnswersCarryTheBytesOfEverySmallFileTheyList) {
     ASSERT_EQ(items.through().size(), 16u);
     ItemId through(Id128::FromBytes(reinterpret_cast<const uint8_t*>(items.through().data())));
     if (through == ItemId::Max()) break;
+    ASSERT_FALSE(through < first) << "the scan went back";
     first = through.Next();
   }
   EXPECT_EQ(files, kFiles);
