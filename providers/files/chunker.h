@@ -15,11 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "files/sha256_lanes.h"
 #include "meshsync/status.h"
 
 namespace meshsync::files {
-
-using Sha256 = std::array<uint8_t, 32>;
 
 struct Chunk {
   uint32_t length = 0;
@@ -31,8 +30,6 @@ inline constexpr uint64_t kSegmentBytes = 8u << 20;
 
 // The chunks of bytes [data, data + size) of one segment.
 void ChunkBuffer(const uint8_t* data, size_t size, std::vector<Chunk>& out);
-
-Sha256 HashBytes(const void* data, size_t size);
 
 // One file to hash: an open descriptor and the size it had when stat'ed.
 struct HashJob {
