@@ -39,8 +39,9 @@ struct alignas(64) LaneState {
 #define MESHSYNC_AVX512 __attribute__((target("avx512f,avx512bw")))
 
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*
-// and then warn that it may be used uninitialized.
+// and then warn that it may be used uninitialized: not for the code below.
 #if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
@@ -138,6 +139,10 @@ MESHSYNC_AVX512 void CompressLanes(LaneState& state, const uint8_t* const data[k
   }
   for (int i = 0; i < 8; ++i) _mm512_store_si512(state.word[i], s[i]);
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 bool HaveLanes() {
   static const bool have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
