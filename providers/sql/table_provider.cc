@@ -168,7 +168,7 @@ struct TableProvider::Table {
 };
 
 TableProvider::TableProvider(Connection& db, std::string anchor_owner)
-    : db_(db), anchor_owner_(std::move(anchor_owner)) {}
+    : db_(db), anchor_owner_(std::move(anchor_owner)), rows_(kRowCacheBytes) {}
 
 TableProvider::~TableProvider() {
   if (in_transaction_) (void)db_.Exec("ROLLBACK");
@@ -262,8 +262,7 @@ Result<std::optional<std::vector<std::string>>> TableProvider::ReadRow(
 
 Status TableProvider::DetectChanges(ChangeRecorder& recorder) {
   pending_anchors_.clear();
-  rows_.clear();
-  cached_bytes_ = 0;
+  rows_.Clear();
   // A batch this provider did not see through to its metadata commit: its
   // rows were written untracked, so every row is compared instead.
   Param owner{Text(anchor_owner_)};
@@ -379,13 +378,7 @@ Status TableProvider::DetectRow(const Table& t, std::span<const std::string> pk,
   change.id = id;
   change.key = key;
   change.provider_state = EncodeFieldHashes(hashes);
-  if (cached_bytes_ < kRowCacheBytes) {
-    CachedRow& cached = rows_[key];
-    cached.state = change.provider_state;
-    cached.values.assign(values.begin(), values.end());
-    for (const std::string& v : cached.values) cached_bytes_ += v.size() + 32;
-    cached_bytes_ += key.size() + cached.state.size() + 64;
-  }
+  rows_.Put(key, change.provider_state, values);
   change.changed_units =
       ChangedUnits(live ? DecodeFieldHashes(existing->provider_state) : FieldHashes(), hashes);
   if (live && change.changed_units.empty() && existing->key == key &&
@@ -433,9 +426,8 @@ Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const C
     return DataLossError("the key of item " + item.id.ToHex() + " does not fit its table");
   std::span<const std::string> pk(parts.data() + 1, parts.size() - 1);
   std::optional<std::vector<std::string>> row;
-  if (auto cached = rows_.find(item.key);
-      cached != rows_.end() && cached->second.state == item.provider_state) {
-    row = cached->second.values;
+  if (std::vector<std::string> cached; rows_.Get(item.key, item.provider_state, cached)) {
+    row = std::move(cached);
   } else {
     MESHSYNC_ASSIGN_OR_RETURN(row, ReadRow(*t, pk, false));
   }
@@ -653,7 +645,7 @@ Status TableProvider::InsertRows(const Table& t, std::span<const Target* const> 
     for (const auto& [c, value] : target.given)
       params.push_back(Param{value, t.schema.columns[c].kind});
     by_key.emplace(target.key, r);
-    rows_.erase(target.key);
+    rows_.Erase(target.key);
   }
   std::vector<std::string> pk(t.schema.pk.size());
   MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&](Row stored) -> Status {
@@ -758,7 +750,7 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   const std::vector<std::pair<size_t, std::string>>& given = target.given;
   const std::vector<std::string>& pk = target.pk;
   const std::string& key = target.key;
-  rows_.erase(key);
+  rows_.Erase(key);
   FieldHashes state;
   if (request.local != nullptr) state = DecodeFieldHashes(request.local->provider_state);
   SaveResult result;

@@ -41,12 +41,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "meshsync/provider.h"
 #include "meshsync/record.h"
 #include "sql/connection.h"
+#include "sql/row_cache.h"
 #include "sql/schema.h"
 
 namespace meshsync::sql {
@@ -145,12 +145,7 @@ class TableProvider final : public Provider {
   // their values hash to: LoadChangeData serves an item from here while its
   // metadata still names that state (the values of exactly that version),
   // instead of a query per row. Bounded; SaveChange drops what it rewrites.
-  struct CachedRow {
-    std::string state;
-    std::vector<std::string> values;
-  };
-  std::unordered_map<std::string, CachedRow> rows_;
-  size_t cached_bytes_ = 0;
+  RowCache rows_;
   uint64_t rows_scanned_ = 0;
   bool in_transaction_ = false;
   // The batch this replica last wrote (BeginBatch): `committed_` once
