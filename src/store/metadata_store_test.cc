@@ -602,6 +602,46 @@ TEST(SqliteStoreTest, UnopenablePathIsUnavailable) {
   EXPECT_EQ(store.status().code(), StatusCode::kUnavailable);
 }
 
+// Checkpoints run on a thread of their own, and the committing thread
+// checkpoints itself should they fall behind: however many commits a store
+// takes, its write-ahead log stays bounded, and every commit is kept.
+TEST(SqliteStoreTest, TheLogStaysBoundedAcrossManyCommits) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(5);
+  auto store = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  // Each commit rewrites 100 items of 3 KB, about 100 pages of the log:
+  // 16,000 pages in all, twice the 8,000 at which the store checkpoints
+  // itself, and 20 times the 1,000 that start a background checkpoint.
+  constexpr int kCommits = 160;
+  constexpr int kItems = 100;
+  for (int c = 0; c < kCommits; ++c) {
+    StoreBatch batch;
+    for (int n = 0; n < kItems; ++n) {
+      ItemMetadata item = Item(n, "", 1);
+      item.provider_state = std::string(3000, static_cast<char>('a' + c % 26));
+      batch.upserts.push_back(std::move(item));
+    }
+    batch.tick = static_cast<Tick>(c + 1);
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+  }
+  // A log frame is a 4 KiB page and 24 bytes; the file keeps its largest
+  // size. At most 8,000 pages plus the commit that crossed that line (and
+  // the next, if the first checkpoint was busy).
+  uintmax_t frames = (fs::file_size(path + "-wal") - 32) / (4096 + 24);
+  EXPECT_LE(frames, 8000u + 2 * 150u);
+  store->reset();
+
+  auto reopened = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ((*reopened)->state().tick, static_cast<Tick>(kCommits));
+  auto item = (*reopened)->GetItem(ItemId(0, kItems - 1));
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ((**item).provider_state,
+            std::string(3000, static_cast<char>('a' + (kCommits - 1) % 26)));
+}
+
 // Kills a child process that commits batches as fast as it can, at an
 // arbitrary moment, many times; after each kill the store must reopen with
 // a consistent state: every committed batch whole, none in part.
