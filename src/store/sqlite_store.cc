@@ -632,7 +632,9 @@ class SqliteStore final : public MetadataStore {
     MESHSYNC_RETURN_IF_ERROR(
         make(upsert_, "INSERT OR REPLACE INTO items(id, key, versions) VALUES (?1, ?2, ?3)"));
     MESHSYNC_RETURN_IF_ERROR(
-        make(update_, "UPDATE items SET versions = ?3 WHERE id = ?1 AND key IS ?2"));
+        make(update_,
+             "INSERT INTO items(id, key, versions) VALUES (?1, ?2, ?3) ON CONFLICT(id) "
+             "DO UPDATE SET versions = excluded.versions WHERE items.key IS excluded.key"));
     MESHSYNC_RETURN_IF_ERROR(make(erase_, "DELETE FROM items WHERE id = ?1"));
     MESHSYNC_RETURN_IF_ERROR(
         make(set_meta_, "INSERT OR REPLACE INTO meta(name, value) VALUES (?1, ?2)"));
@@ -762,8 +764,10 @@ class SqliteStore final : public MetadataStore {
     std::string versions;
     for (const ItemMetadata& item : batch.upserts) {
       versions = store::EncodeItemVersions(item);
-      // An item that keeps its key is updated in place, which leaves the
-      // key index alone (a replacement rewrites its entry: a page a change).
+      // A new item is inserted, and one that keeps its key is updated in
+      // place, which leaves the key index alone (a replacement rewrites its
+      // entry: a page a change); one statement either way, one search of
+      // the table.
       update_->BindId(1, item.id);
       BindKey(*update_, 2, item.key);
       update_->BindBlob(3, versions);
