@@ -285,8 +285,8 @@ class SqliteStore final : public MetadataStore {
     find_by_key_.reset();
     scan_.reset();
     visit_.reset();
-    upsert_.reset();
-    update_.reset();
+    replace_item_.reset();
+    put_item_.reset();
     erase_.reset();
     set_meta_.reset();
     add_conflict_.reset();
@@ -630,9 +630,9 @@ class SqliteStore final : public MetadataStore {
     MESHSYNC_RETURN_IF_ERROR(make(
         visit_, "SELECT id, key, versions FROM items WHERE id >= ?1 AND id <= ?2 ORDER BY id"));
     MESHSYNC_RETURN_IF_ERROR(
-        make(upsert_, "INSERT OR REPLACE INTO items(id, key, versions) VALUES (?1, ?2, ?3)"));
+        make(replace_item_, "INSERT OR REPLACE INTO items(id, key, versions) VALUES (?1, ?2, ?3)"));
     MESHSYNC_RETURN_IF_ERROR(
-        make(update_,
+        make(put_item_,
              "INSERT INTO items(id, key, versions) VALUES (?1, ?2, ?3) ON CONFLICT(id) "
              "DO UPDATE SET versions = excluded.versions WHERE items.key IS excluded.key"));
     MESHSYNC_RETURN_IF_ERROR(make(erase_, "DELETE FROM items WHERE id = ?1"));
@@ -768,15 +768,15 @@ class SqliteStore final : public MetadataStore {
       // place, which leaves the key index alone (a replacement rewrites its
       // entry: a page a change); one statement either way, one search of
       // the table.
-      update_->BindId(1, item.id);
-      BindKey(*update_, 2, item.key);
-      update_->BindBlob(3, versions);
-      MESHSYNC_RETURN_IF_ERROR(update_->Run());
+      put_item_->BindId(1, item.id);
+      BindKey(*put_item_, 2, item.key);
+      put_item_->BindBlob(3, versions);
+      MESHSYNC_RETURN_IF_ERROR(put_item_->Run());
       if (sqlite3_changes(db_) == 0) {
-        upsert_->BindId(1, item.id);
-        BindKey(*upsert_, 2, item.key);
-        upsert_->BindBlob(3, versions);
-        MESHSYNC_RETURN_IF_ERROR(upsert_->Run());
+        replace_item_->BindId(1, item.id);
+        BindKey(*replace_item_, 2, item.key);
+        replace_item_->BindBlob(3, versions);
+        MESHSYNC_RETURN_IF_ERROR(replace_item_->Run());
       }
       if (!log.off) {
         log_change_->BindInt(1, ++log.last_seq);
@@ -888,8 +888,8 @@ class SqliteStore final : public MetadataStore {
   bool closing_ = false;
   ReplicaState state_;
   bool visiting_ = false;  // visit_ is stepping (VisitItems)
-  std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, upsert_, update_, erase_,
-      set_meta_, add_conflict_, drop_conflict_, log_change_, count_changes_, changed_ids_,
+  std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, replace_item_, put_item_,
+      erase_, set_meta_, add_conflict_, drop_conflict_, log_change_, count_changes_, changed_ids_,
       put_checkpoint_, drop_checkpoint_, prune_checkpoints_, prune_changes_, db_bytes_;
   // The change log (see the file comment), as of the last commit.
   std::vector<Checkpoint> checkpoints_;
