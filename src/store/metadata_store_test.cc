@@ -642,6 +642,35 @@ TEST(SqliteStoreTest, TheLogStaysBoundedAcrossManyCommits) {
             std::string(3000, static_cast<char>('a' + (kCommits - 1) % 26)));
 }
 
+// Once commits leave 1,000 pages in the log, the store's own thread copies
+// them into the database, with no further commit to prompt it. In WAL mode
+// only a checkpoint writes the database file, so its growth shows the copy.
+TEST(SqliteStoreTest, TheLogIsCopiedBackWithoutAnotherCommit) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(6);
+  auto store = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  uintmax_t before = fs::file_size(path);
+  // 15 commits of about 100 pages each: past 1,000, far below the 8,000 at
+  // which the committing thread would checkpoint itself.
+  for (int c = 0; c < 15; ++c) {
+    StoreBatch batch;
+    for (int n = 0; n < 100; ++n) {
+      ItemMetadata item = Item(c * 100 + n, "", 1);
+      item.provider_state = std::string(3000, 'x');
+      batch.upserts.push_back(std::move(item));
+    }
+    batch.tick = static_cast<Tick>(c + 1);
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+  }
+  // Waits for the thread, however slow the machine; gives up only so as not
+  // to hang.
+  for (int waited = 0; fs::file_size(path) < before + (1u << 20) && waited < 3000; ++waited)
+    usleep(10'000);
+  EXPECT_GE(fs::file_size(path), before + (1u << 20));
+}
+
 // Kills a child process that commits batches as fast as it can, at an
 // arbitrary moment, many times; after each kill the store must reopen with
 // a consistent state: every committed batch whole, none in part.
