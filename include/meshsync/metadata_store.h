@@ -13,7 +13,8 @@
 //
 // Two implementations: OpenMemoryStore (tests, ephemeral replicas) and
 // OpenSqliteStore (one SQLite file in WAL mode, schema versioned and migrated
-// on open). Stores are thread-compatible: one session uses a store at a time.
+// on open). Stores are thread-compatible: one session uses a store at a time
+// (the SQLite store's background commits run on a thread of its own).
 #ifndef MESHSYNC_METADATA_STORE_H_
 #define MESHSYNC_METADATA_STORE_H_
 
@@ -163,6 +164,19 @@ class MetadataStore {
   // Applies `batch` atomically and durably. On failure nothing is applied
   // and the state is unchanged.
   virtual Status Commit(const StoreBatch& batch) = 0;
+
+  // Applies `batch` as Commit does, but may write it in the background and
+  // return first: reads and state() see it at once, and it is durable once
+  // Flush (or a later Commit) returns OK. A caller that makes anything
+  // depend on the batch outside this store (advances a change feed's
+  // anchor, sends its versions to a peer) calls Flush first. A batch that
+  // fails in the background is reported by the next call that waits for it
+  // (Flush, Commit, CommitInBackground, or a read that must see it on disk)
+  // and by every call after that: the store must be reopened. The default
+  // commits in the foreground.
+  virtual Status CommitInBackground(const StoreBatch& batch) { return Commit(batch); }
+  // Waits until every batch committed so far is durable.
+  virtual Status Flush() { return Status::Ok(); }
 };
 
 // A store that lives in memory. `provider_name` as in OpenSqliteStore.

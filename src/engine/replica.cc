@@ -120,7 +120,8 @@ class Recorder final : public ChangeRecorder {
     }
     pending_.clear();
     pending_keys_.clear();
-    return replica_.store().Commit(batch);
+    // Written while the provider goes on scanning; Detect waits for it.
+    return replica_.store().CommitInBackground(batch);
   }
 
  private:
@@ -189,8 +190,10 @@ Status Replica::Detect(const ChangeScope* scope) {
   Recorder recorder(*this);
   Status detected = scope != nullptr ? provider_.DetectChangesIn(recorder, *scope)
                                      : provider_.DetectChanges(recorder);
-  // Keep what was found even if detection stopped part-way.
+  // Keep what was found even if detection stopped part-way. The provider
+  // hears that it is recorded only once it is durable.
   Status flushed = recorder.Flush();
+  if (flushed.ok()) flushed = store_.Flush();
   MESHSYNC_RETURN_IF_ERROR(detected.WithContext("detecting changes"));
   MESHSYNC_RETURN_IF_ERROR(flushed);
   return provider_.ChangesRecorded().WithContext("detecting changes");

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 
 #include "testing/fakes.h"
 
@@ -669,6 +670,131 @@ TEST(SqliteStoreTest, TheLogIsCopiedBackWithoutAnotherCommit) {
   for (int waited = 0; fs::file_size(path) < before + (1u << 20) && waited < 3000; ++waited)
     usleep(10'000);
   EXPECT_GE(fs::file_size(path), before + (1u << 20));
+}
+
+// Batches committed in the background read as if they were committed:
+// random batches (upserts that add, change and move keys, erasures, the
+// same id both ways in one batch) go to a memory store and, in the
+// background or not, to a SQLite store; after each, point lookups, key
+// lookups and range scans of random bounds and limits agree, and so does
+// the store reopened from disk.
+TEST(SqliteStoreTest, BackgroundCommitsReadLikeCommittedOnes) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(21);
+  auto opened = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<MetadataStore> store = std::move(*opened);
+  std::unique_ptr<MetadataStore> model = OpenMemoryStore(store->state().id, "records");
+  std::mt19937_64 rng(7);
+  auto pick = [&rng](uint64_t n) { return rng() % n; };
+  constexpr uint64_t kIds = 300;
+  auto key_of = [](uint64_t id, uint64_t variant) {
+    return "k" + std::to_string(id) + "-" + std::to_string(variant);
+  };
+  for (int round = 0; round < 120; ++round) {
+    StoreBatch batch;
+    size_t upserts = pick(40);
+    for (size_t i = 0; i < upserts; ++i) {
+      uint64_t id = pick(kIds);
+      uint64_t variant = pick(4);  // 3: no key
+      ItemMetadata item = Item(id, variant == 3 ? "" : key_of(id, variant), 10 + round);
+      item.tombstone = pick(5) == 0;
+      item.provider_state = std::string(pick(50), static_cast<char>('a' + round % 26));
+      batch.upserts.push_back(std::move(item));
+    }
+    size_t erasures = pick(8);
+    for (size_t i = 0; i < erasures; ++i) batch.erasures.push_back(ItemId(0, pick(kIds)));
+    batch.tick = static_cast<Tick>(round + 1);
+    ASSERT_TRUE(model->Commit(batch).ok());
+    bool background = pick(4) != 0;
+    Status committed = background ? store->CommitInBackground(batch) : store->Commit(batch);
+    ASSERT_TRUE(committed.ok()) << committed.ToString();
+    ASSERT_EQ(store->state().tick, model->state().tick);
+
+    for (int read = 0; read < 20; ++read) {
+      uint64_t id = pick(kIds);
+      auto got = store->GetItem(ItemId(0, id));
+      auto want = model->GetItem(ItemId(0, id));
+      ASSERT_TRUE(got.ok() && want.ok()) << got.status().ToString();
+      ASSERT_EQ(*got, *want) << "round " << round << " item " << id;
+
+      std::string key = key_of(pick(kIds), pick(3));
+      auto by_key = store->FindByKey(key);
+      auto want_by_key = model->FindByKey(key);
+      ASSERT_TRUE(by_key.ok() && want_by_key.ok()) << by_key.status().ToString();
+      ASSERT_EQ(*by_key, *want_by_key) << "round " << round << " key " << key;
+
+      uint64_t first = pick(kIds);
+      uint64_t last = first + pick(kIds - first);
+      size_t limit = pick(4) == 0 ? 1000 : pick(30);
+      std::vector<ItemMetadata> scanned, want_scanned;
+      ASSERT_TRUE(store->ScanItems(ItemId(0, first), ItemId(0, last), limit, scanned).ok());
+      ASSERT_TRUE(model->ScanItems(ItemId(0, first), ItemId(0, last), limit, want_scanned).ok());
+      ASSERT_EQ(scanned, want_scanned)
+          << "round " << round << " scan " << first << ".." << last << " limit " << limit;
+    }
+    if (round % 40 == 39) {  // reopened: what is on disk agrees too
+      ASSERT_TRUE(store->Flush().ok());
+      store.reset();
+      auto again = OpenSqliteStore(path, "records", random);
+      ASSERT_TRUE(again.ok()) << again.status().ToString();
+      store = std::move(*again);
+      std::vector<ItemMetadata> all, want_all;
+      ASSERT_TRUE(store->ScanItems(ItemId::Min(), ItemId::Max(), SIZE_MAX, all).ok());
+      ASSERT_TRUE(model->ScanItems(ItemId::Min(), ItemId::Max(), SIZE_MAX, want_all).ok());
+      ASSERT_EQ(all, want_all);
+      ASSERT_EQ(store->state().tick, model->state().tick);
+    }
+  }
+}
+
+// A batch that fails in the background is reported by the next call that
+// waits for it, and by every call after that: the store's state in memory
+// is ahead of the file, so it must be reopened.
+TEST(SqliteStoreTest, ABackgroundFailureStopsTheStore) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(22);
+  auto store = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  StoreBatch first;
+  first.upserts = {Item(1, "a", 100)};
+  first.tick = 100;
+  ASSERT_TRUE((*store)->Commit(first).ok());
+  // Another process breaks the schema: the next batch cannot log its
+  // conflict.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "DROP TABLE conflicts", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+
+  StoreBatch second;
+  second.upserts = {Item(2, "b", 200)};
+  second.tick = 200;
+  second.new_conflicts.emplace_back();
+  second.new_conflicts.back().item = ItemId(0, 2);
+  Status started = (*store)->CommitInBackground(second);
+  Status flushed = (*store)->Flush();
+  EXPECT_FALSE(started.ok() && flushed.ok());
+  EXPECT_FALSE((*store)->Flush().ok());
+  EXPECT_FALSE((*store)->GetItem(ItemId(0, 1)).ok());
+  EXPECT_FALSE((*store)->Commit(first).ok());
+  store->reset();
+
+  // Nothing of the failed batch is on disk (once the schema is mended, the
+  // store opens again).
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "CREATE TABLE conflicts(id INTEGER PRIMARY KEY, record BLOB)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(other);
+  auto reopened = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ((*reopened)->state().tick, 100u);
+  auto item = (*reopened)->GetItem(ItemId(0, 2));
+  ASSERT_TRUE(item.ok()) << item.status().ToString();
+  EXPECT_FALSE(item->has_value());
 }
 
 // Kills a child process that commits batches as fast as it can, at an

@@ -30,6 +30,19 @@
 // that describes the rows is committed, and a commit lost after that would
 // lose the changes it recorded.
 //
+// Background commits: CommitInBackground plans the batch (encodes its rows,
+// the change log's entries and checkpoints) on the caller's thread, adopts
+// the state it leaves, and hands the plan to a thread of its own, which
+// writes it through a second connection while the caller goes on reading
+// (the session reads and applies the next window while the last one's
+// metadata is written: the two stores' commits were a third of an initial
+// sync). Until the plan is written, reads lay it over what they find
+// stored (the reading connection's snapshot may predate it). At most one
+// plan is in flight; the next commit, Flush, and the reads that must see
+// everything on disk (a change scan, whose results go to a peer; a visit;
+// counts; conflicts) wait for it. A plan that fails leaves the store
+// failed: its state in memory is ahead of the file.
+//
 // Checkpoints (copying the log back into the database, and syncing it) run
 // on a thread of their own, with a connection of their own, once a commit
 // leaves kCheckpointPages pages in the log: a checkpoint does not block the
@@ -276,9 +289,88 @@ class Checkpointer {
   std::thread thread_;
 };
 
+// Runs one task at a time on a thread of its own, started with the first
+// task: the store's background commits (see the file comment).
+class Worker {
+ public:
+  Worker() = default;
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  // Finishes the task under way first.
+  ~Worker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Starts `task`, or runs it here if no thread can start.
+  // REQUIRES: no task is under way (Wait returned since the last Start).
+  void Start(std::function<Status()> task) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!thread_.joinable() && !broken_) {
+      try {
+        thread_ = std::thread([this] { Run(); });
+      } catch (const std::system_error&) {
+        broken_ = true;
+      }
+    }
+    if (broken_) {
+      lock.unlock();
+      Status result = task();
+      lock.lock();
+      result_ = std::move(result);
+      return;
+    }
+    task_ = std::move(task);
+    busy_ = true;
+    wake_.notify_one();
+  }
+
+  // Waits for the task started last to end; what it returned.
+  Status Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return !busy_; });
+    Status result = std::move(result_);
+    result_ = Status::Ok();
+    return result;
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      wake_.wait(lock, [this] { return busy_ || stopping_; });
+      if (!busy_) return;  // stopping, with nothing left to do
+      std::function<Status()> task = std::move(task_);
+      lock.unlock();
+      Status result = task();
+      lock.lock();
+      result_ = std::move(result);
+      busy_ = false;
+      done_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::function<Status()> task_;
+  Status result_;
+  bool busy_ = false;
+  bool stopping_ = false;
+  bool broken_ = false;
+  std::thread thread_;
+};
+
 class SqliteStore final : public MetadataStore {
  public:
+  // A batch still being written is finished first (but no one hears if it
+  // fails: a caller that cares calls Flush).
   ~SqliteStore() override {
+    worker_.reset();
     closing_ = true;
     EndRead();
     // Statements must be finalized before the connection closes.
@@ -300,7 +392,8 @@ class SqliteStore final : public MetadataStore {
     prune_checkpoints_.reset();
     prune_changes_.reset();
     db_bytes_.reset();
-    checkpointer_.reset();  // before the connection: it may be checkpointing
+    checkpointer_.reset();  // before the connections: it may be checkpointing
+    if (writer_ != nullptr && writer_ != db_) sqlite3_close(writer_);
     if (db_ != nullptr) sqlite3_close(db_);
   }
 
@@ -323,19 +416,70 @@ class SqliteStore final : public MetadataStore {
   const ReplicaState& state() const override { return state_; }
 
   Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) override {
+    MESHSYNC_RETURN_IF_ERROR(failed_);
+    if (const Pending* pending = FindPending(id); pending != nullptr) return ReadPending(*pending);
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     get_item_->BindId(1, id);
     return ReadOptionalItem(*get_item_);
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
+    MESHSYNC_RETURN_IF_ERROR(failed_);
+    auto by_key = std::lower_bound(
+        pending_keys_.begin(), pending_keys_.end(), key,
+        [this](uint32_t i, std::string_view k) { return PendingKey(pending_[i]) < k; });
+    if (by_key != pending_keys_.end() && PendingKey(pending_[*by_key]) == key)
+      return ReadPending(pending_[*by_key]);
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     find_by_key_->BindBlob(1, key);
-    return ReadOptionalItem(*find_by_key_);
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, ReadOptionalItem(*find_by_key_));
+    // The batch being written moved the item to another key, or erased it.
+    if (stored.has_value() && FindPending(stored->id) != nullptr) stored.reset();
+    return stored;
   }
 
+  // What is stored, with the batch being written laid over it.
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                    std::vector<ItemMetadata>& out) override {
+    MESHSYNC_RETURN_IF_ERROR(failed_);
+    auto pending = LowerBoundPending(first);
+    if (pending == pending_.end() || last < pending->id) return ScanStored(first, last, limit, out);
+    std::vector<ItemMetadata> stored;
+    ItemId from = first;
+    size_t found = 0;
+    while (found < limit) {
+      stored.clear();
+      const size_t wanted = limit - found;
+      MESHSYNC_RETURN_IF_ERROR(ScanStored(from, last, wanted, stored));
+      // Every stored item from `from` through `through` is in `stored`.
+      const ItemId through = stored.size() < wanted ? last : stored.back().id;
+      size_t next = 0;
+      while (found < limit) {
+        bool pending_next = pending != pending_.end() && !(through < pending->id) &&
+                            (next == stored.size() || !(stored[next].id < pending->id));
+        if (pending_next) {
+          if (next < stored.size() && stored[next].id == pending->id) ++next;  // superseded
+          if (pending->item >= 0) {
+            MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, ReadPending(*pending));
+            out.push_back(std::move(*item));
+            ++found;
+          }
+          ++pending;
+        } else if (next < stored.size()) {
+          out.push_back(std::move(stored[next++]));
+          ++found;
+        } else {
+          break;
+        }
+      }
+      if (through == last) break;
+      from = through.Next();
+    }
+    return Status::Ok();
+  }
+
+  Status ScanStored(const ItemId& first, const ItemId& last, size_t limit,
+                    std::vector<ItemMetadata>& out) {
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     scan_->BindId(1, first);
     scan_->BindId(2, last);
@@ -356,6 +500,7 @@ class SqliteStore final : public MetadataStore {
     // One statement for the whole range; a visit inside a visit (the
     // statement is busy) takes the default's way.
     if (visiting_) return MetadataStore::VisitItems(first, last, visit);
+    MESHSYNC_RETURN_IF_ERROR(Drain());
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     visiting_ = true;
     visit_->BindId(1, first);
@@ -377,6 +522,8 @@ class SqliteStore final : public MetadataStore {
   // reading every item (see the file comment).
   Status ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
                      std::vector<ItemMetadata>& out, ChangeScan& scan) override {
+    // What goes to a peer must be durable first (and the log complete).
+    MESHSYNC_RETURN_IF_ERROR(Drain());
     std::optional<int64_t> since;
     for (auto it = checkpoints_.rbegin(); it != checkpoints_.rend(); ++it) {
       if (known.Contains(it->knowledge)) {
@@ -427,6 +574,7 @@ class SqliteStore final : public MetadataStore {
   }
 
   Result<size_t> CountItems() override {
+    MESHSYNC_RETURN_IF_ERROR(Drain());
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     Statement count;
     MESHSYNC_RETURN_IF_ERROR(count.Prepare(db_, "SELECT count(*) FROM items"));
@@ -436,6 +584,7 @@ class SqliteStore final : public MetadataStore {
   }
 
   Result<std::vector<ConflictRecord>> ListConflicts() override {
+    MESHSYNC_RETURN_IF_ERROR(Drain());
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     Statement list;
     MESHSYNC_RETURN_IF_ERROR(list.Prepare(db_, "SELECT id, record FROM conflicts ORDER BY id"));
@@ -450,29 +599,9 @@ class SqliteStore final : public MetadataStore {
     return out;
   }
 
-  Status Commit(const StoreBatch& batch) override {
-    if (batch.empty()) return Status::Ok();
-    if (snapshot_) return FailedPreconditionError("a metadata snapshot is read-only");
-    if (visiting_) return FailedPreconditionError("the metadata store is being read (VisitItems)");
-    EndRead();
-    MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    ChangeLog log{checkpoints_, last_seq_, log_off_};
-    Status status = WriteBatch(batch, log);
-    if (status.ok()) status = Exec("COMMIT");
-    if (!status.ok()) {
-      Exec("ROLLBACK").IgnoreError();  // nothing more to do if even that fails
-      return status.WithContext("committing metadata");
-    }
-    // The in-memory copy changes only once the transaction is durable.
-    if (batch.keys) state_.keys = *batch.keys;
-    if (batch.tick) state_.tick = std::max(state_.tick, *batch.tick);
-    if (batch.knowledge) state_.knowledge = *batch.knowledge;
-    if (batch.forgotten) state_.forgotten = *batch.forgotten;
-    checkpoints_ = std::move(log.checkpoints);
-    last_seq_ = log.last_seq;
-    log_off_ = log.off;
-    return Status::Ok();
-  }
+  Status Commit(const StoreBatch& batch) override { return Write(batch, false); }
+  Status CommitInBackground(const StoreBatch& batch) override { return Write(batch, true); }
+  Status Flush() override { return Drain(); }
 
  private:
   // An indexed ScanChanges looks up at most one logged change per this many
@@ -493,14 +622,142 @@ class SqliteStore final : public MetadataStore {
     bool off = false;                     // turned off for good (see the file comment)
   };
 
+  // A commit's writes, planned on the caller's thread and carried out by
+  // Apply, in this order, in one transaction on writer_.
+  struct PlannedItem {
+    ItemId id;
+    std::string key;  // empty: NULL
+    std::string versions;
+  };
+  struct Plan {
+    std::vector<ItemId> erasures;
+    std::vector<PlannedItem> items;
+    int64_t first_seq = 0;  // logged as first_seq, first_seq + 1, ...; 0: not logged
+    std::vector<uint64_t> resolved_conflicts;
+    std::vector<std::string> new_conflicts;  // encoded
+    std::vector<std::pair<const char*, std::string>> meta;
+    bool log_off = false;  // the log is emptied and turned off for good
+    std::optional<int64_t> drop_checkpoint;
+    std::optional<std::pair<int64_t, std::string>> put_checkpoint;
+    std::optional<int64_t> prune_before;  // checkpoints and changes before this seq
+  };
+  // An item of the batch being written in the background (plan_), in id
+  // order: plan_->items[item], or erased if item < 0.
+  struct Pending {
+    ItemId id;
+    int32_t item;
+  };
+
   SqliteStore() = default;
+
+  Status Write(const StoreBatch& batch, bool background) {
+    if (batch.empty()) return failed_;
+    if (snapshot_) return FailedPreconditionError("a metadata snapshot is read-only");
+    if (visiting_) return FailedPreconditionError("the metadata store is being read (VisitItems)");
+    MESHSYNC_RETURN_IF_ERROR(Drain());
+    EndRead();  // the next read sees this batch (or, while it is written, plan_)
+    ChangeLog log{checkpoints_, last_seq_, log_off_};
+    auto plan = std::make_unique<Plan>();
+    PlanBatch(batch, log, *plan);
+    if (!background || writer_ == db_) {
+      // The in-memory copy changes only once the transaction is durable.
+      MESHSYNC_RETURN_IF_ERROR(Apply(*plan));
+      Adopt(batch, std::move(log));
+      return Status::Ok();
+    }
+    // Reads see the batch from here on: what they find stored, with plan_
+    // laid over it, until Drain.
+    Adopt(batch, std::move(log));
+    plan_ = std::move(plan);
+    IndexPending();
+    if (worker_ == nullptr) worker_ = std::make_unique<Worker>();
+    worker_->Start([this, plan = plan_.get()] { return Apply(*plan); });
+    writing_ = true;
+    return Status::Ok();
+  }
+
+  // Waits for the batch being written in the background; after that, reads
+  // see everything committed in what is stored. A failure stays.
+  Status Drain() {
+    if (writing_) {
+      writing_ = false;
+      Status written = worker_->Wait();
+      if (!written.ok()) failed_ = std::move(written);
+    }
+    if (plan_ != nullptr) {
+      EndRead();  // the next read sees what the batch wrote
+      pending_.clear();
+      pending_keys_.clear();
+      plan_.reset();
+    }
+    return failed_;
+  }
+
+  void Adopt(const StoreBatch& batch, ChangeLog log) {
+    if (batch.keys) state_.keys = *batch.keys;
+    if (batch.tick) state_.tick = std::max(state_.tick, *batch.tick);
+    if (batch.knowledge) state_.knowledge = *batch.knowledge;
+    if (batch.forgotten) state_.forgotten = *batch.forgotten;
+    checkpoints_ = std::move(log.checkpoints);
+    last_seq_ = log.last_seq;
+    log_off_ = log.off;
+  }
+
+  void IndexPending() {
+    pending_.reserve(plan_->erasures.size() + plan_->items.size());
+    for (const ItemId& id : plan_->erasures) pending_.push_back(Pending{id, -1});
+    for (size_t i = 0; i < plan_->items.size(); ++i)
+      pending_.push_back(Pending{plan_->items[i].id, static_cast<int32_t>(i)});
+    // The last write of an id is the one that stays (erasures go first).
+    std::stable_sort(pending_.begin(), pending_.end(),
+                     [](const Pending& a, const Pending& b) { return a.id < b.id; });
+    size_t kept = 0;
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      if (kept > 0 && pending_[kept - 1].id == pending_[i].id) {
+        pending_[kept - 1] = pending_[i];
+      } else {
+        pending_[kept++] = pending_[i];
+      }
+    }
+    pending_.resize(kept);
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      if (!PendingKey(pending_[i]).empty()) pending_keys_.push_back(static_cast<uint32_t>(i));
+    }
+    std::sort(pending_keys_.begin(), pending_keys_.end(), [this](uint32_t a, uint32_t b) {
+      return PendingKey(pending_[a]) < PendingKey(pending_[b]);
+    });
+  }
+
+  std::vector<Pending>::const_iterator LowerBoundPending(const ItemId& id) const {
+    return std::lower_bound(pending_.begin(), pending_.end(), id,
+                            [](const Pending& p, const ItemId& i) { return p.id < i; });
+  }
+  const Pending* FindPending(const ItemId& id) const {
+    auto it = LowerBoundPending(id);
+    return it != pending_.end() && it->id == id ? &*it : nullptr;
+  }
+  std::string_view PendingKey(const Pending& pending) const {
+    return pending.item < 0 ? std::string_view() : plan_->items[pending.item].key;
+  }
+  Result<std::optional<ItemMetadata>> ReadPending(const Pending& pending) const {
+    std::optional<ItemMetadata> item;
+    if (pending.item < 0) return item;
+    const PlannedItem& planned = plan_->items[pending.item];
+    item.emplace();
+    item->id = planned.id;
+    item->key = planned.key;
+    MESHSYNC_RETURN_IF_ERROR(store::DecodeItemVersions(planned.versions, *item));
+    return item;
+  }
 
   // Reads between two commits share one read transaction: taking and
   // dropping WAL read locks (fcntl) per point lookup cost more than the
-  // lookups themselves. Only this connection writes the store (its replica
-  // is locked), so the snapshot is never stale; Commit ends it first. A
-  // process that keeps a store open for long between commits (a daemon)
-  // holds back WAL checkpoints meanwhile and should commit or reopen.
+  // lookups themselves. Only this store writes the file (its replica is
+  // locked), and Write ends the transaction first, so the snapshot lacks at
+  // most the batch being written in the background, which reads take from
+  // plan_ until Drain ends the transaction again. A process that keeps a
+  // store open for long between commits (a daemon) holds back WAL
+  // checkpoints meanwhile and should commit or reopen.
   Status BeginRead() {
     if (reading_) return Status::Ok();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN"));
@@ -513,9 +770,10 @@ class SqliteStore final : public MetadataStore {
     Exec("COMMIT").IgnoreError();  // a read transaction: nothing to lose
   }
 
-  Status Exec(const char* sql) {
+  Status Exec(const char* sql) { return Exec(db_, sql); }
+  static Status Exec(sqlite3* db, const char* sql) {
     char* error = nullptr;
-    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+    int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error);
     if (rc != SQLITE_OK) {
       std::string message = error != nullptr ? error : sqlite3_errstr(rc);
       sqlite3_free(error);
@@ -546,7 +804,21 @@ class SqliteStore final : public MetadataStore {
       sqlite3_wal_hook(db_, &SqliteStore::Committed, this);  // replaces the automatic checkpoint
     }
     MESHSYNC_RETURN_IF_ERROR(Migrate());
+    // Every write after the migration goes through a connection of its own,
+    // so that a batch may be written while this one reads (Write).
+    if (sqlite3_threadsafe() == 0) {
+      writer_ = db_;  // no background writes without threads: Write waits
+    } else {
+      rc = sqlite3_open_v2(path.c_str(), &writer_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+      if (rc != SQLITE_OK) return SqliteError(writer_, rc, "opening metadata store " + path);
+      sqlite3_busy_timeout(writer_, 10'000);
+      MESHSYNC_RETURN_IF_ERROR(Exec(writer_, "PRAGMA synchronous=FULL"));
+      sqlite3_db_config(writer_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+      sqlite3_wal_hook(writer_, &SqliteStore::Committed, this);
+    }
     MESHSYNC_RETURN_IF_ERROR(Prepare());
+    MESHSYNC_RETURN_IF_ERROR(PrepareWrites());
     return LoadState(provider_name, &random);
   }
 
@@ -630,6 +902,19 @@ class SqliteStore final : public MetadataStore {
                                   "ORDER BY id LIMIT ?3"));
     MESHSYNC_RETURN_IF_ERROR(make(
         visit_, "SELECT id, key, versions FROM items WHERE id >= ?1 AND id <= ?2 ORDER BY id"));
+    MESHSYNC_RETURN_IF_ERROR(make(count_changes_, "SELECT count(*) FROM changes WHERE seq > ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(changed_ids_, "SELECT id FROM changes WHERE seq > ?1"));
+    MESHSYNC_RETURN_IF_ERROR(make(
+        db_bytes_, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"));
+    return Status::Ok();
+  }
+
+  // The statements Apply runs, on writer_.
+  Status PrepareWrites() {
+    auto make = [this](std::unique_ptr<Statement>& stmt, const char* sql) {
+      stmt = std::make_unique<Statement>();
+      return stmt->Prepare(writer_, sql);
+    };
     MESHSYNC_RETURN_IF_ERROR(
         make(replace_item_, "INSERT OR REPLACE INTO items(id, key, versions) VALUES (?1, ?2, ?3)"));
     MESHSYNC_RETURN_IF_ERROR(
@@ -642,16 +927,11 @@ class SqliteStore final : public MetadataStore {
     MESHSYNC_RETURN_IF_ERROR(make(add_conflict_, "INSERT INTO conflicts(record) VALUES (?1)"));
     MESHSYNC_RETURN_IF_ERROR(make(drop_conflict_, "DELETE FROM conflicts WHERE id = ?1"));
     MESHSYNC_RETURN_IF_ERROR(make(log_change_, "INSERT INTO changes(seq, id) VALUES (?1, ?2)"));
-    MESHSYNC_RETURN_IF_ERROR(make(count_changes_, "SELECT count(*) FROM changes WHERE seq > ?1"));
-    MESHSYNC_RETURN_IF_ERROR(make(changed_ids_, "SELECT id FROM changes WHERE seq > ?1"));
     MESHSYNC_RETURN_IF_ERROR(make(
         put_checkpoint_, "INSERT OR REPLACE INTO checkpoints(seq, knowledge) VALUES (?1, ?2)"));
     MESHSYNC_RETURN_IF_ERROR(make(drop_checkpoint_, "DELETE FROM checkpoints WHERE seq = ?1"));
     MESHSYNC_RETURN_IF_ERROR(make(prune_checkpoints_, "DELETE FROM checkpoints WHERE seq < ?1"));
-    MESHSYNC_RETURN_IF_ERROR(make(prune_changes_, "DELETE FROM changes WHERE seq < ?1"));
-    MESHSYNC_RETURN_IF_ERROR(make(
-        db_bytes_, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"));
-    return Status::Ok();
+    return make(prune_changes_, "DELETE FROM changes WHERE seq < ?1");
   }
 
   // `random` is null for a snapshot, which never creates a store.
@@ -677,16 +957,13 @@ class SqliteStore final : public MetadataStore {
       state_.id = ReplicaId::Generate(*random);
       state_.provider_name = std::string(provider_name);
       state_.keys = ReplicaKeyMap(state_.id);
-      MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
       uint8_t id_bytes[16];
       state_.id.ToBytes(id_bytes);
-      Status status =
-          WriteMeta("replica_id", std::string_view(reinterpret_cast<char*>(id_bytes), 16));
-      if (status.ok()) status = WriteMeta("provider", state_.provider_name);
-      if (status.ok()) status = WriteState(state_);
-      if (status.ok()) return Exec("COMMIT");
-      Exec("ROLLBACK").IgnoreError();
-      return status;
+      Plan plan;
+      plan.meta = StateMeta(state_);
+      plan.meta.emplace_back("replica_id", std::string(reinterpret_cast<char*>(id_bytes), 16));
+      plan.meta.emplace_back("provider", state_.provider_name);
+      return Apply(plan);
     }
 
     if (!provider.has_value() || !keys.has_value() || !tick.has_value() || !knowledge.has_value() ||
@@ -741,67 +1018,151 @@ class SqliteStore final : public MetadataStore {
     return read.Finish();
   }
 
-  Status WriteMeta(const char* name, std::string_view value) {
-    set_meta_->BindText(1, name);
-    set_meta_->BindBlob(2, value);
-    return set_meta_->Run();
-  }
-
-  Status WriteState(const ReplicaState& state) {
+  static std::vector<std::pair<const char*, std::string>> StateMeta(const ReplicaState& state) {
     std::string tick(8, '\0');  // big-endian, so the file reads the same anywhere
     for (int byte = 0; byte < 8; ++byte)
       tick[byte] = static_cast<char>(state.tick >> (56 - 8 * byte));
-    MESHSYNC_RETURN_IF_ERROR(WriteMeta("keys", store::EncodeKeyMap(state.keys)));
-    MESHSYNC_RETURN_IF_ERROR(WriteMeta("tick", tick));
-    MESHSYNC_RETURN_IF_ERROR(WriteMeta("knowledge", state.knowledge.Encode(state.keys)));
-    return WriteMeta("forgotten", state.forgotten.Encode(state.keys));
+    return {{"keys", store::EncodeKeyMap(state.keys)},
+            {"tick", std::move(tick)},
+            {"knowledge", state.knowledge.Encode(state.keys)},
+            {"forgotten", state.forgotten.Encode(state.keys)}};
   }
 
-  Status WriteBatch(const StoreBatch& batch, ChangeLog& log) {
-    for (const ItemId& id : batch.erasures) {
-      erase_->BindId(1, id);
-      MESHSYNC_RETURN_IF_ERROR(erase_->Run());
-    }
-    std::string versions;
+  void PlanBatch(const StoreBatch& batch, ChangeLog& log, Plan& plan) {
+    plan.erasures = batch.erasures;
+    plan.items.reserve(batch.upserts.size());
     for (const ItemMetadata& item : batch.upserts) {
-      versions = store::EncodeItemVersions(item);
-      // A new item is inserted, and one that keeps its key is updated in
-      // place, which leaves the key index alone (a replacement rewrites its
-      // entry: a page a change); one statement either way, one search of
-      // the table.
-      put_item_->BindId(1, item.id);
-      BindKey(*put_item_, 2, item.key);
-      put_item_->BindBlob(3, versions);
-      MESHSYNC_RETURN_IF_ERROR(put_item_->Run());
-      if (sqlite3_changes(db_) == 0) {
-        replace_item_->BindId(1, item.id);
-        BindKey(*replace_item_, 2, item.key);
-        replace_item_->BindBlob(3, versions);
-        MESHSYNC_RETURN_IF_ERROR(replace_item_->Run());
-      }
-      if (!log.off) {
-        log_change_->BindInt(1, ++log.last_seq);
-        log_change_->BindId(2, item.id);
-        MESHSYNC_RETURN_IF_ERROR(log_change_->Run());
-      }
+      plan.items.push_back(PlannedItem{item.id, item.key, store::EncodeItemVersions(item)});
     }
-    for (uint64_t id : batch.resolved_conflicts) {
-      drop_conflict_->BindInt(1, static_cast<int64_t>(id));
-      MESHSYNC_RETURN_IF_ERROR(drop_conflict_->Run());
+    if (!log.off && !batch.upserts.empty()) {
+      plan.first_seq = log.last_seq + 1;
+      log.last_seq += static_cast<int64_t>(batch.upserts.size());
     }
-    for (const ConflictRecord& record : batch.new_conflicts) {
-      add_conflict_->BindBlob(1, store::EncodeConflict(record));
-      MESHSYNC_RETURN_IF_ERROR(add_conflict_->Run());
-    }
+    plan.resolved_conflicts = batch.resolved_conflicts;
+    for (const ConflictRecord& record : batch.new_conflicts)
+      plan.new_conflicts.push_back(store::EncodeConflict(record));
     if (batch.keys || batch.tick || batch.knowledge || batch.forgotten) {
       ReplicaState next = state_;
       if (batch.keys) next.keys = *batch.keys;
       if (batch.tick) next.tick = std::max(next.tick, *batch.tick);
       if (batch.knowledge) next.knowledge = *batch.knowledge;
       if (batch.forgotten) next.forgotten = *batch.forgotten;
-      MESHSYNC_RETURN_IF_ERROR(WriteState(next));
+      plan.meta = StateMeta(next);
     }
-    return UpdateCheckpoints(batch, log);
+    PlanCheckpoints(batch, log, plan);
+  }
+
+  // After the batch's writes: a checkpoint for the knowledge it leaves.
+  void PlanCheckpoints(const StoreBatch& batch, ChangeLog& log, Plan& plan) {
+    if (log.off || (batch.upserts.empty() && !batch.knowledge)) return;
+    const Knowledge& known = batch.knowledge ? *batch.knowledge : state_.knowledge;
+    bool sound = !batch.knowledge || batch.knowledge->Contains(state_.knowledge);
+    for (size_t i = 0; sound && i < batch.upserts.size(); ++i)
+      sound = KnowsAllOf(known, batch.upserts[i]);
+    if (!sound) {
+      log.off = true;
+      log.checkpoints.clear();
+      plan.log_off = true;
+      return;
+    }
+    std::vector<Checkpoint>& points = log.checkpoints;
+    // Knowledge only grew since a checkpoint at the same change: that one
+    // asks less of a peer for the same start.
+    if (!points.empty() && points.back().seq == log.last_seq) return;
+    if (!points.empty() && points.back().knowledge == known) {
+      plan.drop_checkpoint = points.back().seq;
+      points.back().seq = log.last_seq;
+    } else {
+      const ReplicaKeyMap& keys = batch.keys ? *batch.keys : state_.keys;
+      points.push_back(Checkpoint{log.last_seq, known, known.Encode(keys)});
+    }
+    plan.put_checkpoint.emplace(points.back().seq, points.back().encoded);
+
+    size_t drop = 0;
+    while (points.size() - drop > kMaxCheckpoints ||
+           (points.size() - drop > 1 && log.last_seq - points[drop].seq > kMaxLogged)) {
+      ++drop;
+    }
+    if (drop == 0) return;
+    points.erase(points.begin(), points.begin() + static_cast<ptrdiff_t>(drop));
+    plan.prune_before = points.front().seq;
+  }
+
+  // Carries out `plan` in one transaction on writer_, on whichever thread
+  // holds the store's writes at the moment (see Write).
+  Status Apply(const Plan& plan) {
+    Status status = Exec(writer_, "BEGIN IMMEDIATE");
+    if (status.ok()) status = WritePlan(plan);
+    if (status.ok()) status = Exec(writer_, "COMMIT");
+    if (!status.ok()) {
+      Exec(writer_, "ROLLBACK").IgnoreError();  // nothing more to do if even that fails
+      return status.WithContext("committing metadata");
+    }
+    return Status::Ok();
+  }
+
+  Status WritePlan(const Plan& plan) {
+    for (const ItemId& id : plan.erasures) {
+      erase_->BindId(1, id);
+      MESHSYNC_RETURN_IF_ERROR(erase_->Run());
+    }
+    int64_t seq = plan.first_seq;
+    for (const PlannedItem& item : plan.items) {
+      // A new item is inserted, and one that keeps its key is updated in
+      // place, which leaves the key index alone (a replacement rewrites its
+      // entry: a page a change); one statement either way, one search of
+      // the table.
+      put_item_->BindId(1, item.id);
+      BindKey(*put_item_, 2, item.key);
+      put_item_->BindBlob(3, item.versions);
+      MESHSYNC_RETURN_IF_ERROR(put_item_->Run());
+      if (sqlite3_changes(writer_) == 0) {
+        replace_item_->BindId(1, item.id);
+        BindKey(*replace_item_, 2, item.key);
+        replace_item_->BindBlob(3, item.versions);
+        MESHSYNC_RETURN_IF_ERROR(replace_item_->Run());
+      }
+      if (seq > 0) {
+        log_change_->BindInt(1, seq++);
+        log_change_->BindId(2, item.id);
+        MESHSYNC_RETURN_IF_ERROR(log_change_->Run());
+      }
+    }
+    for (uint64_t id : plan.resolved_conflicts) {
+      drop_conflict_->BindInt(1, static_cast<int64_t>(id));
+      MESHSYNC_RETURN_IF_ERROR(drop_conflict_->Run());
+    }
+    for (const std::string& record : plan.new_conflicts) {
+      add_conflict_->BindBlob(1, record);
+      MESHSYNC_RETURN_IF_ERROR(add_conflict_->Run());
+    }
+    for (const auto& [name, value] : plan.meta) MESHSYNC_RETURN_IF_ERROR(WriteMeta(name, value));
+    if (plan.log_off) {
+      MESHSYNC_RETURN_IF_ERROR(Exec(writer_, "DELETE FROM changes; DELETE FROM checkpoints"));
+      return WriteMeta("change_log", "off");
+    }
+    if (plan.drop_checkpoint) {
+      drop_checkpoint_->BindInt(1, *plan.drop_checkpoint);
+      MESHSYNC_RETURN_IF_ERROR(drop_checkpoint_->Run());
+    }
+    if (plan.put_checkpoint) {
+      put_checkpoint_->BindInt(1, plan.put_checkpoint->first);
+      put_checkpoint_->BindBlob(2, plan.put_checkpoint->second);
+      MESHSYNC_RETURN_IF_ERROR(put_checkpoint_->Run());
+    }
+    if (plan.prune_before) {
+      prune_checkpoints_->BindInt(1, *plan.prune_before);
+      MESHSYNC_RETURN_IF_ERROR(prune_checkpoints_->Run());
+      prune_changes_->BindInt(1, *plan.prune_before);
+      MESHSYNC_RETURN_IF_ERROR(prune_changes_->Run());
+    }
+    return Status::Ok();
+  }
+
+  Status WriteMeta(const char* name, std::string_view value) {
+    set_meta_->BindText(1, name);
+    set_meta_->BindBlob(2, value);
+    return set_meta_->Run();
   }
 
   static void BindKey(Statement& statement, int index, const std::string& key) {
@@ -810,48 +1171,6 @@ class SqliteStore final : public MetadataStore {
     } else {
       statement.BindBlob(index, key);
     }
-  }
-
-  // After the batch's writes: a checkpoint for the knowledge it leaves.
-  Status UpdateCheckpoints(const StoreBatch& batch, ChangeLog& log) {
-    if (log.off || (batch.upserts.empty() && !batch.knowledge)) return Status::Ok();
-    const Knowledge& known = batch.knowledge ? *batch.knowledge : state_.knowledge;
-    bool sound = !batch.knowledge || batch.knowledge->Contains(state_.knowledge);
-    for (size_t i = 0; sound && i < batch.upserts.size(); ++i)
-      sound = KnowsAllOf(known, batch.upserts[i]);
-    if (!sound) {
-      log.off = true;
-      log.checkpoints.clear();
-      MESHSYNC_RETURN_IF_ERROR(Exec("DELETE FROM changes; DELETE FROM checkpoints"));
-      return WriteMeta("change_log", "off");
-    }
-    std::vector<Checkpoint>& points = log.checkpoints;
-    // Knowledge only grew since a checkpoint at the same change: that one
-    // asks less of a peer for the same start.
-    if (!points.empty() && points.back().seq == log.last_seq) return Status::Ok();
-    if (!points.empty() && points.back().knowledge == known) {
-      drop_checkpoint_->BindInt(1, points.back().seq);
-      MESHSYNC_RETURN_IF_ERROR(drop_checkpoint_->Run());
-      points.back().seq = log.last_seq;
-    } else {
-      const ReplicaKeyMap& keys = batch.keys ? *batch.keys : state_.keys;
-      points.push_back(Checkpoint{log.last_seq, known, known.Encode(keys)});
-    }
-    put_checkpoint_->BindInt(1, points.back().seq);
-    put_checkpoint_->BindBlob(2, points.back().encoded);
-    MESHSYNC_RETURN_IF_ERROR(put_checkpoint_->Run());
-
-    size_t drop = 0;
-    while (points.size() - drop > kMaxCheckpoints ||
-           (points.size() - drop > 1 && log.last_seq - points[drop].seq > kMaxLogged)) {
-      ++drop;
-    }
-    if (drop == 0) return Status::Ok();
-    points.erase(points.begin(), points.begin() + static_cast<ptrdiff_t>(drop));
-    prune_checkpoints_->BindInt(1, points.front().seq);
-    MESHSYNC_RETURN_IF_ERROR(prune_checkpoints_->Run());
-    prune_changes_->BindInt(1, points.front().seq);
-    return prune_changes_->Run();
   }
 
   // Runs a bound query that yields at most one item.
@@ -882,13 +1201,22 @@ class SqliteStore final : public MetadataStore {
     return store::DecodeItemVersions(row.Blob(2), item);
   }
 
-  sqlite3* db_ = nullptr;
+  sqlite3* db_ = nullptr;      // reads (and the migration at open)
+  sqlite3* writer_ = nullptr;  // every write after that (Apply); db_ without threads
   std::unique_ptr<Checkpointer> checkpointer_;  // null: SQLite's automatic checkpoints
   bool reading_ = false;                        // a read transaction is open (BeginRead)
   bool snapshot_ = false;                       // read-only, one read transaction for its life
   bool closing_ = false;
   ReplicaState state_;
   bool visiting_ = false;  // visit_ is stepping (VisitItems)
+  // The batch being written in the background, until Drain: what Apply
+  // runs on worker_, and what reads lay over what is stored (Pending).
+  std::unique_ptr<Plan> plan_;
+  std::vector<Pending> pending_;       // by id
+  std::vector<uint32_t> pending_keys_;  // indices into pending_ of keyed items, by key
+  bool writing_ = false;                // worker_ has plan_ and may not be done
+  std::unique_ptr<Worker> worker_;
+  Status failed_;  // a background write failed: every call fails with this
   std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, replace_item_, put_item_,
       erase_, set_meta_, add_conflict_, drop_conflict_, log_change_, count_changes_, changed_ids_,
       put_checkpoint_, drop_checkpoint_, prune_checkpoints_, prune_changes_, db_bytes_;
