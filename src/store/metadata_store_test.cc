@@ -643,6 +643,42 @@ TEST(SqliteStoreTest, TheLogStaysBoundedAcrossManyCommits) {
             std::string(3000, static_cast<char>('a' + (kCommits - 1) % 26)));
 }
 
+// The same with batches written in the background while the caller goes on
+// looking items up, as a detection pass does: the reads' snapshot must not
+// keep the log from starting over.
+TEST(SqliteStoreTest, TheLogStaysBoundedWhileBatchesAreWrittenInTheBackground) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(5);
+  auto store = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  constexpr int kCommits = 160;
+  constexpr int kItems = 100;
+  for (int c = 0; c < kCommits; ++c) {
+    StoreBatch batch;
+    for (int n = 0; n < kItems; ++n) {
+      ItemMetadata item = Item(n, "", 1);
+      item.provider_state = std::string(3000, static_cast<char>('a' + c % 26));
+      batch.upserts.push_back(std::move(item));
+    }
+    batch.tick = static_cast<Tick>(c + 1);
+    ASSERT_TRUE((*store)->CommitInBackground(batch).ok());
+    for (int n = 0; n < kItems; ++n) {
+      auto item = (*store)->GetItem(ItemId(0, n));
+      ASSERT_TRUE(item.ok() && item->has_value());
+      ASSERT_EQ((**item).provider_state, batch.upserts[n].provider_state);
+    }
+  }
+  ASSERT_TRUE((*store)->Flush().ok());
+  uintmax_t frames = (fs::file_size(path + "-wal") - 32) / (4096 + 24);
+  EXPECT_LE(frames, 8000u + 2 * 150u);
+  store->reset();
+
+  auto reopened = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ((*reopened)->state().tick, static_cast<Tick>(kCommits));
+}
+
 // Once commits leave 1,000 pages in the log, the store's own thread copies
 // them into the database, with no further commit to prompt it. In WAL mode
 // only a checkpoint writes the database file, so its growth shows the copy.

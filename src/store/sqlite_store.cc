@@ -49,13 +49,16 @@
 // writer, so a commit no longer waits for the copy of what earlier commits
 // wrote (an incremental sync of 1,000 table rows after a large one spent
 // 30 of its 150 ms there). Should the log still reach kInlineCheckpointPages
-// (the thread cannot keep up, or cannot open the database), the committing
-// thread checkpoints itself, so the log stays bounded either way. Closing
+// (the thread cannot keep up, or cannot open the database), the next commit
+// first checkpoints on the caller's thread, so the log stays bounded either
+// way (see BeginRead for how reads made while batches are written in the
+// background let the log start over). Closing
 // stops a checkpoint under way and starts none: what is left is copied after
 // the next run's first commit, alongside that run's work.
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <system_error>
@@ -230,6 +233,11 @@ class Checkpointer {
     wake_.notify_one();
   }
 
+  // Whether the last checkpoint left part of the log uncopied (a reader's
+  // snapshot held it back), and how many have copied all of it.
+  bool behind() const { return behind_.load(std::memory_order_relaxed); }
+  uint64_t caught_up() const { return caught_up_.load(std::memory_order_relaxed); }
+
  private:
   void Run() {
     sqlite3* db = nullptr;
@@ -255,7 +263,12 @@ class Checkpointer {
       // Busy, failed or interrupted, it is tried again at the next request,
       // and the committing thread checkpoints itself if the log grows too
       // long.
-      sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      int log = 0;
+      int copied = 0;
+      int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+      bool behind = rc != SQLITE_OK || copied < log;
+      behind_.store(behind);
+      if (!behind) caught_up_.fetch_add(1);
       std::lock_guard<std::mutex> lock(mu_);
       running_ = nullptr;
       idle_.notify_all();
@@ -286,6 +299,8 @@ class Checkpointer {
   bool stopping_ = false;
   bool broken_ = false;
   sqlite3* running_ = nullptr;  // the connection, while it checkpoints
+  std::atomic<bool> behind_{false};
+  std::atomic<uint64_t> caught_up_{0};
   std::thread thread_;
 };
 
@@ -322,6 +337,7 @@ class Worker {
       Status result = task();
       lock.lock();
       result_ = std::move(result);
+      finished_.fetch_add(1);
       return;
     }
     task_ = std::move(task);
@@ -338,6 +354,9 @@ class Worker {
     return result;
   }
 
+  // Tasks ended so far.
+  uint64_t finished() const { return finished_.load(std::memory_order_relaxed); }
+
  private:
   void Run() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -350,6 +369,7 @@ class Worker {
       lock.lock();
       result_ = std::move(result);
       busy_ = false;
+      finished_.fetch_add(1);
       done_.notify_all();
     }
   }
@@ -362,6 +382,7 @@ class Worker {
   bool busy_ = false;
   bool stopping_ = false;
   bool broken_ = false;
+  std::atomic<uint64_t> finished_{0};
   std::thread thread_;
 };
 
@@ -438,9 +459,19 @@ class SqliteStore final : public MetadataStore {
     return stored;
   }
 
-  // What is stored, with the batch being written laid over it.
+  // What is stored, with the batch being written laid over it. The scan's
+  // snapshot is not kept for later reads, as a lookup's is (BeginRead): a
+  // session's destination scans a window, then applies it without reading,
+  // and a snapshot held meanwhile would hold back checkpoints.
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                    std::vector<ItemMetadata>& out) override {
+    Status status = ScanMerged(first, last, limit, out);
+    EndRead();
+    return status;
+  }
+
+  Status ScanMerged(const ItemId& first, const ItemId& last, size_t limit,
+                    std::vector<ItemMetadata>& out) {
     MESHSYNC_RETURN_IF_ERROR(failed_);
     auto pending = LowerBoundPending(first);
     if (pending == pending_.end() || last < pending->id) return ScanStored(first, last, limit, out);
@@ -656,6 +687,15 @@ class SqliteStore final : public MetadataStore {
     if (visiting_) return FailedPreconditionError("the metadata store is being read (VisitItems)");
     MESHSYNC_RETURN_IF_ERROR(Drain());
     EndRead();  // the next read sees this batch (or, while it is written, plan_)
+    if (checkpointer_ != nullptr && log_pages_.load() >= kInlineCheckpointPages) {
+      // The background checkpoints fell behind (or a snapshot kept the log
+      // from starting over). With no snapshot held and no write under way,
+      // this copies all of the log, and the next commit starts it over.
+      checkpointer_->Pause();
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      checkpointer_->Resume();
+      log_pages_.store(0);
+    }
     ChangeLog log{checkpoints_, last_seq_, log_off_};
     auto plan = std::make_unique<Plan>();
     PlanBatch(batch, log, *plan);
@@ -758,11 +798,28 @@ class SqliteStore final : public MetadataStore {
   // plan_ until Drain ends the transaction again. A process that keeps a
   // store open for long between commits (a daemon) holds back WAL
   // checkpoints meanwhile and should commit or reopen.
+  //
+  // The snapshot is also renewed once a background write or a checkpoint
+  // that copied all of the log has ended. A checkpoint copies no further
+  // than the oldest snapshot, and the log starts over (from its first page,
+  // instead of growing) only at a commit that finds all of it copied and no
+  // snapshot taken before that: renewed after the write, the snapshot lets
+  // the next checkpoint copy everything; renewed after that checkpoint, it
+  // no longer stands in the way of the next commit.
   Status BeginRead() {
-    if (reading_) return Status::Ok();
+    if (reading_) {
+      if (Progress() == read_progress_) return Status::Ok();
+      EndRead();
+    }
+    read_progress_ = Progress();
+    if (checkpointer_ != nullptr && checkpointer_->behind()) checkpointer_->Request();
     MESHSYNC_RETURN_IF_ERROR(Exec("BEGIN"));
     reading_ = true;
     return Status::Ok();
+  }
+  uint64_t Progress() const {
+    return (worker_ != nullptr ? worker_->finished() : 0) +
+           (checkpointer_ != nullptr ? checkpointer_->caught_up() : 0);
   }
   void EndRead() {
     if (!reading_ || (snapshot_ && db_ != nullptr && !closing_)) return;
@@ -843,13 +900,10 @@ class SqliteStore final : public MetadataStore {
 
   // SQLite's hook after each commit, with the pages now in the log.
   static int Committed(void* arg, sqlite3* db, const char* schema, int pages) {
-    Checkpointer& checkpointer = *static_cast<SqliteStore*>(arg)->checkpointer_;
-    if (pages >= kInlineCheckpointPages) {
-      // Copies everything committed, so the next commit starts the log over.
-      checkpointer.Pause();
-      sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-      checkpointer.Resume();
-    } else if (pages >= kCheckpointPages && !checkpointer.Request()) {
+    SqliteStore& store = *static_cast<SqliteStore*>(arg);
+    Checkpointer& checkpointer = *store.checkpointer_;
+    store.log_pages_.store(pages);
+    if (pages >= kCheckpointPages && !checkpointer.Request()) {
       sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     }
     return SQLITE_OK;
@@ -1204,7 +1258,9 @@ class SqliteStore final : public MetadataStore {
   sqlite3* db_ = nullptr;      // reads (and the migration at open)
   sqlite3* writer_ = nullptr;  // every write after that (Apply); db_ without threads
   std::unique_ptr<Checkpointer> checkpointer_;  // null: SQLite's automatic checkpoints
+  std::atomic<int> log_pages_{0};               // in the log after the last commit (Committed)
   bool reading_ = false;                        // a read transaction is open (BeginRead)
+  uint64_t read_progress_ = 0;                  // Progress() when it was opened
   bool snapshot_ = false;                       // read-only, one read transaction for its life
   bool closing_ = false;
   ReplicaState state_;
