@@ -874,7 +874,7 @@ class DirectionRun {
   Knowledge made_with_;               // source knowledge, destination keys
   Knowledge dest_knowledge_;          // destination knowledge for the current batch
   Status store_failure_;              // set when a store write inside ApplyChange fails
-  bool unannounced_ = false;  // a batch committed that the provider has not heard of
+  bool unannounced_ = false;          // a batch committed that the provider has not heard of
   std::vector<PendingSave> pending_;  // handed to the provider by Settle
   size_t pending_bytes_ = 0;
   bool logged_loaded_ = false;

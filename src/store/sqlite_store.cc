@@ -1268,7 +1268,7 @@ class SqliteStore final : public MetadataStore {
   // The batch being written in the background, until Drain: what Apply
   // runs on worker_, and what reads lay over what is stored (Pending).
   std::unique_ptr<Plan> plan_;
-  std::vector<Pending> pending_;       // by id
+  std::vector<Pending> pending_;        // by id
   std::vector<uint32_t> pending_keys_;  // indices into pending_ of keyed items, by key
   bool writing_ = false;                // worker_ has plan_ and may not be done
   std::unique_ptr<Worker> worker_;
