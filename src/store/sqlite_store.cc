@@ -466,7 +466,7 @@ class SqliteStore final : public MetadataStore {
   Status ScanItems(const ItemId& first, const ItemId& last, size_t limit,
                    std::vector<ItemMetadata>& out) override {
     Status status = ScanMerged(first, last, limit, out);
-    EndRead();
+    if (!visiting_) EndRead();  // a visit's statement still reads in it
     return status;
   }
 
