@@ -606,12 +606,13 @@ TEST(SqliteStoreTest, UnopenablePathIsUnavailable) {
 // Commits `commits` batches that each rewrite 100 items of 3 KB, about 100
 // pages of the log. In the background, each followed by lookups of every
 // item, as a detection pass goes on reading while its batches are written.
-void RewriteItems(MetadataStore& store, int commits, bool background) {
+// With `fresh_ids`, each commit writes 100 new items instead.
+void RewriteItems(MetadataStore& store, int commits, bool background, bool fresh_ids = false) {
   constexpr int kItems = 100;
   for (int c = 0; c < commits; ++c) {
     StoreBatch batch;
     for (int n = 0; n < kItems; ++n) {
-      ItemMetadata item = Item(n, "", 1);
+      ItemMetadata item = Item(fresh_ids ? c * kItems + n : n, "", 1);
       item.provider_state = std::string(3000, static_cast<char>('a' + c % 26));
       batch.upserts.push_back(std::move(item));
     }
@@ -681,16 +682,7 @@ TEST(SqliteStoreTest, TheLogIsCopiedBackWithoutAnotherCommit) {
   uintmax_t before = fs::file_size(path);
   // 15 commits of about 100 pages each: past 1,000, far below the 8,000 at
   // which the committing thread would checkpoint itself.
-  for (int c = 0; c < 15; ++c) {
-    StoreBatch batch;
-    for (int n = 0; n < 100; ++n) {
-      ItemMetadata item = Item(c * 100 + n, "", 1);
-      item.provider_state = std::string(3000, 'x');
-      batch.upserts.push_back(std::move(item));
-    }
-    batch.tick = static_cast<Tick>(c + 1);
-    ASSERT_TRUE((*store)->Commit(batch).ok());
-  }
+  RewriteItems(**store, 15, /*background=*/false, /*fresh_ids=*/true);
   // Waits for the thread, however slow the machine; gives up only so as not
   // to hang.
   for (int waited = 0; fs::file_size(path) < before + (1u << 20) && waited < 3000; ++waited)
