@@ -1,12 +1,20 @@
 // Session behaviour that scenario files cannot express: callbacks and
 // refusals.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include <functional>
+#include <utility>
+
+#include "testing/scratch_dir.h"
 #include "testing/test_replica.h"
 
 namespace meshsync {
 namespace {
 
+using testing::FakeClock;
+using testing::ScratchDir;
+using testing::SeededRandom;
 using testing::TestReplica;
 
 TEST(SessionTest, ReportsProgressAfterEveryBatchUpToTheTotal) {
@@ -110,6 +118,128 @@ TEST(SessionTest, FewChangesAmongManyItemsAreOneBatch) {
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->a_to_b.batches, 0u);
   EXPECT_EQ((*b)->provider.records().at(ItemId(0, 2500)).at("name"), "v2");
+}
+
+// A record provider that looks at what a second view of a SQLite store file
+// (its own replica's, or its session's source's) holds on disk when it hears
+// that changes are recorded (ChangesRecorded: a provider that reads a change
+// feed moves its anchor then), and when it commits a session's changes.
+class WatchingProvider final : public Provider {
+ public:
+  explicit WatchingProvider(std::string watched) : watched_(std::move(watched)) {}
+
+  RecordProvider& records() { return records_; }
+  // The store's tick on disk at each call: its last commit's.
+  const std::vector<Tick>& at_recorded() const { return at_recorded_; }
+  const std::vector<Tick>& at_commit() const { return at_commit_; }
+  // Runs once, before the next change is saved.
+  void BeforeNextSave(std::function<void()> fn) { before_save_ = std::move(fn); }
+
+  std::string_view Name() const override { return records_.Name(); }
+  Status DetectChanges(ChangeRecorder& recorder) override {
+    return records_.DetectChanges(recorder);
+  }
+  Status ChangesRecorded() override { return Look(at_recorded_); }
+  Status LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
+                        std::vector<UnitData>& out) override {
+    return records_.LoadChangeData(item, units, out);
+  }
+  Result<SaveResult> SaveChange(const SaveRequest& request) override {
+    if (before_save_) std::exchange(before_save_, nullptr)();
+    return records_.SaveChange(request);
+  }
+  Status CommitChanges() override { return Look(at_commit_); }
+
+ private:
+  Status Look(std::vector<Tick>& seen) {
+    MESHSYNC_ASSIGN_OR_RETURN(auto on_disk, OpenSqliteSnapshot(watched_, Name()));
+    seen.push_back(on_disk->state().tick);
+    return Status::Ok();
+  }
+
+  std::string watched_;
+  RecordProvider records_;
+  std::vector<Tick> at_recorded_, at_commit_;
+  std::function<void()> before_save_;
+};
+
+// Replica `a` on a SQLite store at `path`, `b` in memory, each with a
+// WatchingProvider that watches `path`.
+struct WatchedPair {
+  explicit WatchedPair(const std::string& store_path)
+      : path(store_path), provider_a(store_path), provider_b(store_path) {}
+
+  void Open() {
+    auto store = OpenSqliteStore(path, RecordProvider::kName, random);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_a = std::move(*store);
+    auto replica = Replica::Open(*store_a, provider_a, clock, random);
+    ASSERT_TRUE(replica.ok()) << replica.status().ToString();
+    a = std::move(*replica);
+    store_b = OpenMemoryStore(ReplicaId(Id128{2, 2}), std::string(RecordProvider::kName));
+    replica = Replica::Open(*store_b, provider_b, clock, random);
+    ASSERT_TRUE(replica.ok()) << replica.status().ToString();
+    b = std::move(*replica);
+  }
+
+  std::string path;
+  SeededRandom random{3};
+  FakeClock clock;
+  WatchingProvider provider_a, provider_b;
+  std::unique_ptr<MetadataStore> store_a, store_b;
+  std::unique_ptr<Replica> a, b;
+};
+
+// A session starts while its source's detected changes are still being
+// committed (StartDetectChanges): it reads and applies them, but the
+// destination commits them only once they are durable at the source. Here
+// another connection holds the source store's write lock until the
+// destination saves its first change, so the source's commit cannot have
+// ended before that; it waits for the lock, and for SQLite's busy retry.
+TEST(SessionTest, ADestinationCommitsOnlyWhatIsDurableAtTheSource) {
+  ScratchDir dir("durable");
+  ASSERT_FALSE(dir.path().empty());
+  WatchedPair pair((dir.path() / "a.db").string());
+  ASSERT_NO_FATAL_FAILURE(pair.Open());
+  for (uint64_t n = 0; n < 300; ++n) pair.provider_a.records().Put(ItemId(0, n), "name", "v1");
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  auto report = Synchronize(*pair.a, *pair.b, options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_EQ(report->a_to_b.created, 300u);
+
+  for (uint64_t n = 0; n < 300; n += 6) pair.provider_a.records().Put(ItemId(0, n), "name", "v2");
+  sqlite3* lock = nullptr;
+  ASSERT_EQ(sqlite3_open(pair.path.c_str(), &lock), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  pair.provider_b.BeforeNextSave(
+      [lock] { sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr); });
+  ASSERT_TRUE(pair.a->StartDetectChanges().ok());
+  const Tick detected = pair.a->state().tick;
+  options.detect_changes = false;
+  report = Synchronize(*pair.a, *pair.b, options);
+  sqlite3_close(lock);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->a_to_b.updated, 50u);
+  ASSERT_EQ(pair.provider_b.at_commit().size(), 2u);  // the first session's and this one's
+  EXPECT_EQ(pair.provider_b.at_commit().back(), detected);
+  EXPECT_EQ(pair.provider_a.at_recorded().back(), detected);
+}
+
+// The whole of DetectChanges tells the provider only once its changes are
+// on disk, with a pass whose last part is written in the background for
+// far longer than a look at the file takes.
+TEST(SessionTest, DetectChangesAnnouncesOnlyWhatIsOnDisk) {
+  ScratchDir dir("announce");
+  ASSERT_FALSE(dir.path().empty());
+  WatchedPair pair((dir.path() / "a.db").string());
+  ASSERT_NO_FATAL_FAILURE(pair.Open());
+  constexpr size_t kItems = 19'999;  // the last 9,999 in a batch of their own
+  for (uint64_t n = 0; n < kItems; ++n) pair.provider_a.records().Put(ItemId(0, n), "name", "v1");
+  ASSERT_TRUE(pair.a->DetectChanges().ok());
+  EXPECT_EQ(pair.provider_a.at_recorded(), std::vector<Tick>{pair.a->state().tick});
+  ASSERT_TRUE(pair.a->FinishDetection().ok());  // nothing waits: no second call
+  EXPECT_EQ(pair.provider_a.at_recorded().size(), 1u);
 }
 
 // The default ScanChanges: only what `known` lacks, at most `limit`, and

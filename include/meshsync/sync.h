@@ -38,10 +38,21 @@ class Replica {
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;
 
-  // Records the provider's local changes with new versions.
+  // Records the provider's local changes with new versions. Returns once
+  // they are durable and the provider has heard so (ChangesRecorded).
   Status DetectChanges();
   // The same for the changes in `scope` only (Provider::DetectChangesIn).
   Status DetectChangesIn(const ChangeScope& scope);
+
+  // DetectChanges in two halves, so that a session may start while the last
+  // of the changes is still being committed (MetadataStore::
+  // CommitInBackground). StartDetectChanges returns with them readable from
+  // the store, and not yet durable; FinishDetection waits until they are,
+  // then tells the provider. Whoever hands them to another replica flushes
+  // this replica's store before that replica commits them, as the session
+  // does. FinishDetection does nothing when nothing waits for it.
+  Status StartDetectChanges();
+  Status FinishDetection();
 
   // Forgets tombstones whose deletion is older than `cutoff_millis` (wall
   // clock), and raises forgotten knowledge so that a peer that has not seen
@@ -72,6 +83,7 @@ class Replica {
   Clock& clock_;
   Random& random_;
   HybridLogicalClock hlc_;
+  bool unrecorded_ = false;  // StartDetectChanges has yet to be finished
 };
 
 enum class SyncDirection {

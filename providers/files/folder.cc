@@ -179,9 +179,11 @@ Status CheckPair(const Folder& a, const Folder& b) {
 
 namespace {
 
+// The session starts while the changes found are committed (Synchronize
+// finishes the detection).
 Status DetectBoth(Folder& a, Folder& b) {
-  auto other = std::async(std::launch::async, [&b] { return b.replica().DetectChanges(); });
-  Status first = a.replica().DetectChanges();
+  auto other = std::async(std::launch::async, [&b] { return b.replica().StartDetectChanges(); });
+  Status first = a.replica().StartDetectChanges();
   Status second = other.get();
   MESHSYNC_RETURN_IF_ERROR(first.WithContext(a.path()));
   return second.ok() ? second : second.WithContext(b.path());

@@ -132,8 +132,10 @@ Result<DbSyncReport> SyncDatabases(Database& a, Database& b, const DbSyncOptions
   sync.on_progress = options.on_progress;
   while (true) {
     ++report.rounds;
-    MESHSYNC_RETURN_IF_ERROR(a.replica().DetectChanges().WithContext(a.name()));
-    MESHSYNC_RETURN_IF_ERROR(b.replica().DetectChanges().WithContext(b.name()));
+    // The session starts while the changes found are committed (Synchronize
+    // finishes the detection).
+    MESHSYNC_RETURN_IF_ERROR(a.replica().StartDetectChanges().WithContext(a.name()));
+    MESHSYNC_RETURN_IF_ERROR(b.replica().StartDetectChanges().WithContext(b.name()));
     SyncReport session;
     if (options.policy == DbPolicy::kKeepBoth) {
       sync.direction = options.direction;

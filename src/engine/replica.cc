@@ -182,21 +182,42 @@ Result<std::unique_ptr<Replica>> Replica::Open(MetadataStore& store, Provider& p
   return std::unique_ptr<Replica>(new Replica(store, provider, clock, random));
 }
 
-Status Replica::DetectChanges() { return Detect(nullptr); }
+Status Replica::DetectChanges() {
+  MESHSYNC_RETURN_IF_ERROR(Detect(nullptr));
+  return FinishDetection();
+}
 
-Status Replica::DetectChangesIn(const ChangeScope& scope) { return Detect(&scope); }
+Status Replica::DetectChangesIn(const ChangeScope& scope) {
+  MESHSYNC_RETURN_IF_ERROR(Detect(&scope));
+  return FinishDetection();
+}
+
+Status Replica::StartDetectChanges() { return Detect(nullptr); }
+
+Status Replica::FinishDetection() {
+  MESHSYNC_RETURN_IF_ERROR(store_.Flush());
+  if (!unrecorded_) return Status::Ok();
+  unrecorded_ = false;
+  // Only now, with the changes durable, may the provider move on.
+  return provider_.ChangesRecorded().WithContext("detecting changes");
+}
 
 Status Replica::Detect(const ChangeScope* scope) {
+  MESHSYNC_RETURN_IF_ERROR(FinishDetection());  // one pass at a time
   Recorder recorder(*this);
   Status detected = scope != nullptr ? provider_.DetectChangesIn(recorder, *scope)
                                      : provider_.DetectChanges(recorder);
-  // Keep what was found even if detection stopped part-way. The provider
-  // hears that it is recorded only once it is durable.
+  // Keep what was found even if detection stopped part-way (durable once
+  // the store is flushed). The provider hears that it is recorded only if
+  // the pass completed, and only once that is durable (FinishDetection).
   Status flushed = recorder.Flush();
-  if (flushed.ok()) flushed = store_.Flush();
-  MESHSYNC_RETURN_IF_ERROR(detected.WithContext("detecting changes"));
+  if (!detected.ok()) {
+    if (flushed.ok()) store_.Flush().IgnoreError();  // durable; the scan's failure is the news
+    return detected.WithContext("detecting changes");
+  }
   MESHSYNC_RETURN_IF_ERROR(flushed);
-  return provider_.ChangesRecorded().WithContext("detecting changes");
+  unrecorded_ = true;
+  return Status::Ok();
 }
 
 Result<size_t> Replica::ForgetTombstones(uint64_t cutoff_millis) {

@@ -146,6 +146,7 @@ class DirectionRun {
       batch.keys = dest_keys_;
       batch.forgotten =
           Knowledge::Union(dest_.state().forgotten, to_dest_.Translate(src.forgotten));
+      MESHSYNC_RETURN_IF_ERROR(SourceDurable());
       MESHSYNC_RETURN_IF_ERROR(dest_.store().Commit(batch));
     }
     return true;
@@ -245,6 +246,7 @@ class DirectionRun {
     }
 
     MESHSYNC_RETURN_IF_ERROR(AnnounceCommitted());
+    MESHSYNC_RETURN_IF_ERROR(SourceDurable());
     MESHSYNC_RETURN_IF_ERROR(dest_.provider().CommitChanges());
     batch.store.knowledge = Knowledge::Union(dest_knowledge_, batch.learned);
     if (dest_keys_.size() != dest_.state().keys.size()) batch.store.keys = dest_keys_;
@@ -256,8 +258,16 @@ class DirectionRun {
     MESHSYNC_RETURN_IF_ERROR(dest_.store().CommitInBackground(batch.store));
     unannounced_ = true;
     ++report_.batches;
-    return Status::Ok();
+    // The source's detection, durable since SourceDurable, may now be
+    // announced to its provider: while the destination's metadata is written.
+    return source_.FinishDetection();
   }
+
+  // The source's changes may still be being committed (Replica::
+  // StartDetectChanges) while the session reads and applies them; they are
+  // durable before the destination commits anything that names them: its
+  // data, its metadata, a preserved conflict.
+  Status SourceDurable() { return source_.store().Flush(); }
 
   // Waits for the destination's metadata to be durable, then tells its
   // provider that the data it last committed is accounted for.
@@ -813,7 +823,8 @@ class DirectionRun {
         // cannot lose it. (Retrying the batch finds it logged already.)
         StoreBatch preserve;
         preserve.new_conflicts.push_back(std::move(record));
-        store_failure_ = dest_.store().Commit(preserve);
+        store_failure_ = SourceDurable();
+        if (store_failure_.ok()) store_failure_ = dest_.store().Commit(preserve);
         MESHSYNC_RETURN_IF_ERROR(store_failure_);
       }
     } else {
@@ -913,12 +924,10 @@ ItemId ConflictCopyId(const ItemId& item, const ReplicaId& loser_replica, Tick l
   return ItemId(hi, lo);
 }
 
-Result<SyncReport> Synchronize(Replica& a, Replica& b, const SyncOptions& options) {
-  if (a.id() == b.id()) return InvalidArgumentError("cannot sync a replica with itself");
-  if (options.detect_changes) {
-    MESHSYNC_RETURN_IF_ERROR(a.DetectChanges());
-    MESHSYNC_RETURN_IF_ERROR(b.DetectChanges());
-  }
+namespace {
+
+// Runs the session's directions in turn.
+Result<SyncReport> RunDirections(Replica& a, Replica& b, const SyncOptions& options) {
   SyncReport report;
   auto run = [&](Replica& source, Replica& dest, bool a_to_b) -> Status {
     DirectionReport& direction = a_to_b ? report.a_to_b : report.b_to_a;
@@ -934,6 +943,30 @@ Result<SyncReport> Synchronize(Replica& a, Replica& b, const SyncOptions& option
   if (options.direction != SyncDirection::kAToB && !report.cancelled) {
     MESHSYNC_RETURN_IF_ERROR(run(b, a, false));
   }
+  return report;
+}
+
+}  // namespace
+
+Result<SyncReport> Synchronize(Replica& a, Replica& b, const SyncOptions& options) {
+  if (a.id() == b.id()) return InvalidArgumentError("cannot sync a replica with itself");
+  if (options.detect_changes) {
+    // Each side's last detected changes are committed while the session
+    // goes on; a direction flushes its source before its destination
+    // commits anything (DirectionRun), and both are finished below.
+    MESHSYNC_RETURN_IF_ERROR(a.StartDetectChanges());
+    MESHSYNC_RETURN_IF_ERROR(b.StartDetectChanges());
+  }
+  Result<SyncReport> report = RunDirections(a, b, options);
+  // A failed session still leaves the detected changes durable, but only
+  // a completed one lets the providers move on.
+  if (!report.ok()) {
+    a.store().Flush().IgnoreError();
+    b.store().Flush().IgnoreError();
+    return report;
+  }
+  MESHSYNC_RETURN_IF_ERROR(a.FinishDetection());
+  MESHSYNC_RETURN_IF_ERROR(b.FinishDetection());
   return report;
 }
 

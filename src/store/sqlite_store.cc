@@ -551,10 +551,12 @@ class SqliteStore final : public MetadataStore {
   // Reads only the items logged since the newest checkpoint that `known`
   // contains, when there are few enough of them that looking each up beats
   // reading every item (see the file comment).
+  // The batch being written in the background is laid over what is logged
+  // and stored, as for a lookup; a caller that hands the items to a peer
+  // flushes first (see MetadataStore::ScanChanges).
   Status ScanChanges(const ItemId& first, const Knowledge& known, size_t limit,
                      std::vector<ItemMetadata>& out, ChangeScan& scan) override {
-    // What goes to a peer must be durable first (and the log complete).
-    MESHSYNC_RETURN_IF_ERROR(Drain());
+    MESHSYNC_RETURN_IF_ERROR(failed_);
     std::optional<int64_t> since;
     for (auto it = checkpoints_.rbegin(); it != checkpoints_.rend(); ++it) {
       if (known.Contains(it->knowledge)) {
@@ -567,6 +569,7 @@ class SqliteStore final : public MetadataStore {
     count_changes_->BindInt(1, *since);
     int64_t logged = count_changes_->Step() ? count_changes_->Int(0) : 0;
     MESHSYNC_RETURN_IF_ERROR(count_changes_->Finish());
+    logged += static_cast<int64_t>(pending_.size());
     int64_t bytes = db_bytes_->Step() ? db_bytes_->Int(0) : 0;
     MESHSYNC_RETURN_IF_ERROR(db_bytes_->Finish());
     if (logged > std::max(kMinIndexed, bytes / kBytesPerLookup))
@@ -585,6 +588,10 @@ class SqliteStore final : public MetadataStore {
       if (!(item < first)) ids.push_back(item);
     }
     MESHSYNC_RETURN_IF_ERROR(changed_ids_->Finish());
+    // Every item the batch in flight writes is logged by it.
+    for (const Pending& pending : pending_) {
+      if (pending.item >= 0 && !(pending.id < first)) ids.push_back(pending.id);
+    }
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
 
@@ -592,8 +599,13 @@ class SqliteStore final : public MetadataStore {
     scan.indexed = true;
     const size_t wanted = out.size() + std::max<size_t>(limit, 1);
     for (const ItemId& id : ids) {
-      get_item_->BindId(1, id);
-      MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, ReadOptionalItem(*get_item_));
+      std::optional<ItemMetadata> item;
+      if (const Pending* pending = FindPending(id); pending != nullptr) {
+        MESHSYNC_ASSIGN_OR_RETURN(item, ReadPending(*pending));
+      } else {
+        get_item_->BindId(1, id);
+        MESHSYNC_ASSIGN_OR_RETURN(item, ReadOptionalItem(*get_item_));
+      }
       ++scan.examined;
       scan.through = id;
       if (!item.has_value() || KnowsAllOf(known, *item)) continue;  // erased, or known
