@@ -148,7 +148,12 @@ class WatchingProvider final : public Provider {
     if (before_save_) std::exchange(before_save_, nullptr)();
     return records_.SaveChange(request);
   }
-  Status CommitChanges() override { return Look(at_commit_); }
+  Status CommitChanges() override {
+    if (!fail_commit_.ok()) return std::exchange(fail_commit_, Status::Ok());
+    return Look(at_commit_);
+  }
+  // The next CommitChanges fails with `status`, as a full disk would.
+  void FailNextCommit(Status status) { fail_commit_ = std::move(status); }
 
  private:
   Status Look(std::vector<Tick>& seen) {
@@ -161,6 +166,7 @@ class WatchingProvider final : public Provider {
   RecordProvider records_;
   std::vector<Tick> at_recorded_, at_commit_;
   std::function<void()> before_save_;
+  Status fail_commit_;
 };
 
 // Replica `a` on a SQLite store at `path`, `b` in memory, each with a
@@ -224,6 +230,46 @@ TEST(SessionTest, ADestinationCommitsOnlyWhatIsDurableAtTheSource) {
   ASSERT_EQ(pair.provider_b.at_commit().size(), 2u);  // the first session's and this one's
   EXPECT_EQ(pair.provider_b.at_commit().back(), detected);
   EXPECT_EQ(pair.provider_a.at_recorded().back(), detected);
+}
+
+// The destination's metadata for a window is written while its provider
+// commits the data, but when that commit fails, none of it is committed:
+// reopened, the destination has nothing of the window. (The record
+// provider kept the rows it saved, as a crash after the data reached the
+// disk would: the next session finds them, equal, and converges.)
+TEST(SessionTest, AFailedDataCommitLeavesNoMetadata) {
+  ScratchDir dir("staged");
+  ASSERT_FALSE(dir.path().empty());
+  std::string path = (dir.path() / "b.db").string();
+  auto a = TestReplica::Make(1);
+  ASSERT_TRUE(a.ok());
+  for (uint64_t n = 0; n < 50; ++n) (*a)->provider.Put(ItemId(0, n), "name", "v1");
+  SeededRandom random(4);
+  FakeClock clock;
+  WatchingProvider provider_b(path);
+  {
+    auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
+    ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
+    auto b = Replica::Open(**store_b, provider_b, clock, random);
+    ASSERT_TRUE(b.ok());
+    provider_b.FailNextCommit(UnavailableError("no space left on device"));
+    SyncOptions options;
+    options.direction = SyncDirection::kAToB;
+    auto report = Synchronize(*(*a)->replica, **b, options);
+    EXPECT_EQ(report.status().code(), StatusCode::kUnavailable);
+  }
+  auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
+  ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
+  EXPECT_EQ(*(*store_b)->CountItems(), 0u);
+  EXPECT_TRUE((*store_b)->state().knowledge.IsEmpty());
+  auto b = Replica::Open(**store_b, provider_b, clock, random);
+  ASSERT_TRUE(b.ok());
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  auto report = Synchronize(*(*a)->replica, **b, options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(*(*store_b)->CountItems(), 50u);
+  EXPECT_EQ(provider_b.records().records(), (*a)->provider.records());
 }
 
 // The whole of DetectChanges tells the provider only once its changes are

@@ -177,6 +177,31 @@ class MetadataStore {
   virtual Status CommitInBackground(const StoreBatch& batch) { return Commit(batch); }
   // Waits until every batch committed so far is durable.
   virtual Status Flush() { return Status::Ok(); }
+
+  // Commits `batch` as CommitInBackground does, in two steps, for a caller
+  // that must make something else durable first, which the batch must never
+  // outlast (the engine: a provider's data, before the metadata that
+  // describes it). StageInBackground may start writing the batch, while the
+  // caller does its part, but commits nothing; ReleaseStaged lets the commit
+  // go ahead (durable once Flush returns), and AbandonStaged drops the
+  // batch instead. In between, the caller neither reads nor writes this
+  // store. After AbandonStaged the store may have to be reopened: every call
+  // fails if its state in memory had already taken the batch in. The
+  // default keeps the batch and commits it on release.
+  virtual Status StageInBackground(const StoreBatch& batch) {
+    staged_ = batch;
+    return Status::Ok();
+  }
+  virtual Status ReleaseStaged() {
+    if (!staged_) return Status::Ok();
+    StoreBatch batch = *std::move(staged_);
+    staged_.reset();
+    return CommitInBackground(batch);
+  }
+  virtual void AbandonStaged() { staged_.reset(); }
+
+ private:
+  std::optional<StoreBatch> staged_;  // the default StageInBackground's
 };
 
 // A store that lives in memory. `provider_name` as in OpenSqliteStore.

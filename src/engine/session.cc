@@ -247,15 +247,21 @@ class DirectionRun {
 
     MESHSYNC_RETURN_IF_ERROR(AnnounceCommitted());
     MESHSYNC_RETURN_IF_ERROR(SourceDurable());
-    MESHSYNC_RETURN_IF_ERROR(dest_.provider().CommitChanges());
     batch.store.knowledge = Knowledge::Union(dest_knowledge_, batch.learned);
     if (dest_keys_.size() != dest_.state().keys.size()) batch.store.keys = dest_keys_;
     batch.store.tick = dest_.hlc().last();
-    // Written while the next window is read and applied: the provider hears
-    // of it (AnnounceCommitted) before it commits that window's data, so a
-    // crash leaves at most one window's data without its metadata, which
-    // the next detection reports and step 4 recognises (src/README.md).
-    MESHSYNC_RETURN_IF_ERROR(dest_.store().CommitInBackground(batch.store));
+    // The metadata is written while the provider makes the data durable,
+    // and committed only after that; then it is finished while the next
+    // window is read and applied. The provider hears of it
+    // (AnnounceCommitted) before it commits that window's data, so a crash
+    // leaves at most one window's data without its metadata, which the next
+    // detection reports and step 4 recognises (src/README.md).
+    MESHSYNC_RETURN_IF_ERROR(dest_.store().StageInBackground(batch.store));
+    if (Status data = dest_.provider().CommitChanges(); !data.ok()) {
+      dest_.store().AbandonStaged();
+      return data;
+    }
+    MESHSYNC_RETURN_IF_ERROR(dest_.store().ReleaseStaged());
     unannounced_ = true;
     ++report_.batches;
     // The source's detection, durable since SourceDurable, may now be

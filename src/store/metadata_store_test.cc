@@ -828,6 +828,100 @@ TEST(SqliteStoreTest, ABackgroundFailureStopsTheStore) {
   EXPECT_FALSE(item->has_value());
 }
 
+// A staged batch is written but not committed: a second view of the file
+// does not see it until ReleaseStaged, and the store itself holds it in the
+// meantime. Abandoned, nothing of it reaches the file, and the store, whose
+// state had taken it in, fails until it is reopened; so does closing with a
+// batch still staged, without waiting for ever.
+TEST(SqliteStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(23);
+  auto opened = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<MetadataStore> store = std::move(*opened);
+  auto on_disk = [&path](uint64_t n) -> std::optional<ItemMetadata> {
+    auto snapshot = OpenSqliteSnapshot(path, "records");
+    EXPECT_TRUE(snapshot.ok()) << snapshot.status().ToString();
+    if (!snapshot.ok()) return std::nullopt;
+    auto item = (*snapshot)->GetItem(ItemId(0, n));
+    EXPECT_TRUE(item.ok()) << item.status().ToString();
+    return item.ok() ? *item : std::nullopt;
+  };
+  StoreBatch first;
+  first.upserts = {Item(1, "a", 10)};
+  first.tick = 10;
+  ASSERT_TRUE(store->Commit(first).ok());
+
+  StoreBatch staged;
+  for (uint64_t n = 2; n < 500; ++n) staged.upserts.push_back(Item(n, "k" + std::to_string(n), 20));
+  staged.tick = 20;
+  ASSERT_TRUE(store->StageInBackground(staged).ok());
+  EXPECT_EQ(store->StageInBackground(staged).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->Flush().code(), StatusCode::kFailedPrecondition);  // it would wait for ever
+  // The store's writer takes the file's write lock and keeps it: another
+  // connection finds it taken, time after time, and never finds the batch
+  // committed meanwhile. (Found free, the writer has yet to start; the
+  // other connection lets go at once.)
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  int held = 0;
+  for (int attempt = 0; attempt < 20'000 && held < 200; ++attempt) {
+    if (sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK) {
+      sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+      held = 0;
+    } else {
+      ++held;
+    }
+    ASSERT_FALSE(on_disk(2).has_value()) << "committed before its release";
+  }
+  sqlite3_close(other);
+  EXPECT_EQ(held, 200) << "the writer never held the batch";
+  EXPECT_TRUE(on_disk(1).has_value());
+  ASSERT_TRUE(store->ReleaseStaged().ok());
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(on_disk(499), Item(499, "k499", 20));
+  EXPECT_EQ(store->state().tick, 20u);
+
+  StoreBatch dropped;
+  dropped.upserts = {Item(600, "x", 30)};
+  dropped.tick = 30;
+  ASSERT_TRUE(store->StageInBackground(dropped).ok());
+  store->AbandonStaged();
+  EXPECT_FALSE(store->Flush().ok());
+  EXPECT_FALSE(store->GetItem(ItemId(0, 1)).ok());
+  store.reset();
+  opened = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  store = std::move(*opened);
+  EXPECT_EQ(store->state().tick, 20u);
+  EXPECT_FALSE(on_disk(600).has_value());
+
+  ASSERT_TRUE(store->StageInBackground(dropped).ok());
+  store.reset();  // closed with the batch staged: dropped
+  EXPECT_FALSE(on_disk(600).has_value());
+  opened = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_EQ((*opened)->state().tick, 20u);
+}
+
+// The default staging (the memory store's): kept, then committed on
+// release, or dropped.
+TEST(MemoryStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
+  std::unique_ptr<MetadataStore> store = OpenMemoryStore(ReplicaId(Id128{1, 1}), "records");
+  StoreBatch batch;
+  batch.upserts = {Item(1, "a", 10)};
+  batch.tick = 10;
+  ASSERT_TRUE(store->StageInBackground(batch).ok());
+  store->AbandonStaged();
+  ASSERT_TRUE(store->ReleaseStaged().ok());  // nothing staged
+  EXPECT_FALSE(store->GetItem(ItemId(0, 1))->has_value());
+  ASSERT_TRUE(store->StageInBackground(batch).ok());
+  ASSERT_TRUE(store->ReleaseStaged().ok());
+  EXPECT_EQ(*store->GetItem(ItemId(0, 1)), Item(1, "a", 10));
+  EXPECT_EQ(store->state().tick, 10u);
+}
+
 // Kills a child process that commits batches as fast as it can, at an
 // arbitrary moment, many times; after each kill the store must reopen with
 // a consistent state: every committed batch whole, none in part.

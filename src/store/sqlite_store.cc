@@ -321,10 +321,10 @@ class Worker {
     if (thread_.joinable()) thread_.join();
   }
 
-  // Starts `task`, or runs it here if no thread can start.
-  // REQUIRES: no task is under way (Wait returned since the last Start).
-  void Start(std::function<Status()> task) {
-    std::unique_lock<std::mutex> lock(mu_);
+  // Whether tasks run on a thread of the worker's own (one is started
+  // here if need be); if not, Start runs them on the caller's.
+  bool Threaded() {
+    std::lock_guard<std::mutex> lock(mu_);
     if (!thread_.joinable() && !broken_) {
       try {
         thread_ = std::thread([this] { Run(); });
@@ -332,7 +332,15 @@ class Worker {
         broken_ = true;
       }
     }
-    if (broken_) {
+    return !broken_;
+  }
+
+  // Starts `task`, or runs it here if no thread can start.
+  // REQUIRES: no task is under way (Wait returned since the last Start).
+  void Start(std::function<Status()> task) {
+    bool threaded = Threaded();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!threaded) {
       lock.unlock();
       Status result = task();
       lock.lock();
@@ -391,6 +399,7 @@ class SqliteStore final : public MetadataStore {
   // A batch still being written is finished first (but no one hears if it
   // fails: a caller that cares calls Flush).
   ~SqliteStore() override {
+    if (staged_) AbandonStaged();  // its commit would wait for ever
     worker_.reset();
     closing_ = true;
     EndRead();
@@ -642,9 +651,43 @@ class SqliteStore final : public MetadataStore {
     return out;
   }
 
-  Status Commit(const StoreBatch& batch) override { return Write(batch, false); }
-  Status CommitInBackground(const StoreBatch& batch) override { return Write(batch, true); }
+  Status Commit(const StoreBatch& batch) override { return Write(batch, Mode::kForeground); }
+  Status CommitInBackground(const StoreBatch& batch) override {
+    return Write(batch, Mode::kBackground);
+  }
   Status Flush() override { return Drain(); }
+
+  // The worker writes the batch in a transaction and waits at its COMMIT
+  // for ReleaseStaged (Apply). Without a thread to write on, the plan is
+  // kept, and written and committed by ReleaseStaged.
+  Status StageInBackground(const StoreBatch& batch) override {
+    if (staged_) return FailedPreconditionError("a staged metadata batch awaits release");
+    return Write(batch, Mode::kStaged);
+  }
+  Status ReleaseStaged() override {
+    if (!staged_) return failed_;
+    staged_ = false;
+    if (held_ != nullptr) {
+      std::unique_ptr<Held> held = std::move(held_);
+      MESHSYNC_RETURN_IF_ERROR(Apply(*held->plan, false));
+      Adopt(held->batch, std::move(held->log));
+      return Status::Ok();
+    }
+    OpenGate(Gate::kRelease);
+    return Status::Ok();
+  }
+  void AbandonStaged() override {
+    if (!staged_) return;
+    staged_ = false;
+    if (held_ != nullptr) {
+      held_.reset();  // nothing was written or adopted
+      return;
+    }
+    OpenGate(Gate::kAbandon);
+    // The state in memory already includes the batch: the store is failed.
+    Drain().IgnoreError();
+    if (failed_.ok()) failed_ = AbortedError("a staged metadata batch was abandoned");
+  }
 
  private:
   // An indexed ScanChanges looks up at most one logged change per this many
@@ -693,7 +736,8 @@ class SqliteStore final : public MetadataStore {
 
   SqliteStore() = default;
 
-  Status Write(const StoreBatch& batch, bool background) {
+  enum class Mode { kForeground, kBackground, kStaged };
+  Status Write(const StoreBatch& batch, Mode mode) {
     if (batch.empty()) return failed_;
     if (snapshot_) return FailedPreconditionError("a metadata snapshot is read-only");
     if (visiting_) return FailedPreconditionError("the metadata store is being read (VisitItems)");
@@ -711,9 +755,16 @@ class SqliteStore final : public MetadataStore {
     ChangeLog log{checkpoints_, last_seq_, log_off_};
     auto plan = std::make_unique<Plan>();
     PlanBatch(batch, log, *plan);
-    if (!background || writer_ == db_) {
+    if (worker_ == nullptr && writer_ != db_) worker_ = std::make_unique<Worker>();
+    bool threaded = worker_ != nullptr && mode != Mode::kForeground && worker_->Threaded();
+    if (mode == Mode::kStaged && !threaded) {
+      held_ = std::make_unique<Held>(Held{std::move(plan), batch, std::move(log)});
+      staged_ = true;
+      return Status::Ok();
+    }
+    if (!threaded) {
       // The in-memory copy changes only once the transaction is durable.
-      MESHSYNC_RETURN_IF_ERROR(Apply(*plan));
+      MESHSYNC_RETURN_IF_ERROR(Apply(*plan, false));
       Adopt(batch, std::move(log));
       return Status::Ok();
     }
@@ -722,15 +773,30 @@ class SqliteStore final : public MetadataStore {
     Adopt(batch, std::move(log));
     plan_ = std::move(plan);
     IndexPending();
-    if (worker_ == nullptr) worker_ = std::make_unique<Worker>();
-    worker_->Start([this, plan = plan_.get()] { return Apply(*plan); });
+    const bool staged = mode == Mode::kStaged;
+    if (staged) {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      gate_ = Gate::kHeld;
+    }
+    staged_ = staged;
+    worker_->Start([this, plan = plan_.get(), staged] { return Apply(*plan, staged); });
     writing_ = true;
     return Status::Ok();
+  }
+
+  enum class Gate { kHeld, kRelease, kAbandon };
+  void OpenGate(Gate gate) {
+    {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      gate_ = gate;
+    }
+    gate_open_.notify_all();
   }
 
   // Waits for the batch being written in the background; after that, reads
   // see everything committed in what is stored. A failure stays.
   Status Drain() {
+    if (staged_) return FailedPreconditionError("a staged metadata batch awaits release");
     if (writing_) {
       writing_ = false;
       Status written = worker_->Wait();
@@ -1029,7 +1095,7 @@ class SqliteStore final : public MetadataStore {
       plan.meta = StateMeta(state_);
       plan.meta.emplace_back("replica_id", std::string(reinterpret_cast<char*>(id_bytes), 16));
       plan.meta.emplace_back("provider", state_.provider_name);
-      return Apply(plan);
+      return Apply(plan, false);
     }
 
     if (!provider.has_value() || !keys.has_value() || !tick.has_value() || !knowledge.has_value() ||
@@ -1156,9 +1222,17 @@ class SqliteStore final : public MetadataStore {
 
   // Carries out `plan` in one transaction on writer_, on whichever thread
   // holds the store's writes at the moment (see Write).
-  Status Apply(const Plan& plan) {
+  // Writes `plan` in one transaction on writer_; a staged plan commits only
+  // once its gate opens (ReleaseStaged), and rolls back if it is abandoned.
+  Status Apply(const Plan& plan, bool staged) {
     Status status = Exec(writer_, "BEGIN IMMEDIATE");
     if (status.ok()) status = WritePlan(plan);
+    if (staged) {
+      std::unique_lock<std::mutex> lock(gate_mu_);
+      gate_open_.wait(lock, [this] { return gate_ != Gate::kHeld; });
+      if (status.ok() && gate_ == Gate::kAbandon)
+        status = AbortedError("a staged metadata batch was abandoned");
+    }
     if (status.ok()) status = Exec(writer_, "COMMIT");
     if (!status.ok()) {
       Exec(writer_, "ROLLBACK").IgnoreError();  // nothing more to do if even that fails
@@ -1284,6 +1358,19 @@ class SqliteStore final : public MetadataStore {
   std::vector<uint32_t> pending_keys_;  // indices into pending_ of keyed items, by key
   bool writing_ = false;                // worker_ has plan_ and may not be done
   std::unique_ptr<Worker> worker_;
+  // A staged batch (StageInBackground) awaits ReleaseStaged or
+  // AbandonStaged: the worker holds its commit at the gate, or, without a
+  // thread, held_ keeps it unwritten.
+  bool staged_ = false;
+  std::mutex gate_mu_;
+  std::condition_variable gate_open_;
+  Gate gate_ = Gate::kHeld;  // guarded by gate_mu_
+  struct Held {
+    std::unique_ptr<Plan> plan;
+    StoreBatch batch;
+    ChangeLog log;
+  };
+  std::unique_ptr<Held> held_;
   Status failed_;  // a background write failed: every call fails with this
   std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, replace_item_, put_item_,
       erase_, set_meta_, add_conflict_, drop_conflict_, log_change_, count_changes_, changed_ids_,
