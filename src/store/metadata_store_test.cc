@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -701,6 +702,59 @@ TEST(SqliteStoreTest, TheLogIsCopiedBackWithoutAnotherCommit) {
   for (int waited = 0; fs::file_size(path) < before + (1u << 20) && waited < 3000; ++waited)
     usleep(10'000);
   EXPECT_GE(fs::file_size(path), before + (1u << 20));
+}
+
+// Once the store's own thread has copied all of the log into the database,
+// closing the store empties the log: the next process to open the store
+// rebuilds its index of the log from the whole file. A store closed with
+// part of the log not yet copied leaves it as it is (copying it would hold
+// up the close).
+TEST(SqliteStoreTest, ClosingEmptiesALogThatIsAllCopied) {
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(7);
+  std::string wal = path + "-wal";
+  {
+    auto store = OpenSqliteStore(path, "files", random);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    RewriteItems(**store, 1, /*background=*/false, /*fresh_ids=*/true);  // below 1,000 pages
+  }
+  EXPECT_GT(fs::file_size(wal), 0u);
+  {
+    auto store = OpenSqliteStore(path, "files", random);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    // One commit of more than 1,000 pages: the thread is asked to copy the
+    // log after it.
+    StoreBatch batch;
+    for (int n = 0; n < 1500; ++n) {
+      ItemMetadata item = Item(10'000 + n, "", 1);
+      item.provider_state = std::string(3000, 'x');
+      batch.upserts.push_back(std::move(item));
+    }
+    batch.tick = 100;
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+    // The WAL index (SQLite's file format): the log's last frame at byte
+    // 16, and how far it is copied at byte 96. Waits until the thread has
+    // copied all of it, however slow the machine; gives up only so as not
+    // to hang.
+    auto copied_all = [&path] {
+      std::ifstream shm(path + "-shm", std::ios::binary);
+      char header[100] = {};
+      if (!shm.read(header, sizeof header)) return false;
+      uint32_t last = 0, copied = 0;
+      std::memcpy(&last, header + 16, 4);
+      std::memcpy(&copied, header + 96, 4);
+      return last > 0 && copied == last;
+    };
+    int polls = 0;
+    for (; !copied_all() && polls < 3000; ++polls) usleep(10'000);
+    ASSERT_LT(polls, 3000) << "the log was never copied";
+    usleep(10'000);  // past the few instructions between the copy and its record
+  }
+  EXPECT_EQ(fs::file_size(wal), 0u);
+  auto reopened = OpenSqliteStore(path, "files", random);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_GT(*(*reopened)->CountItems(), 0u);
 }
 
 // Batches committed in the background read as if they were committed:

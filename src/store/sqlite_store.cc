@@ -238,6 +238,14 @@ class Checkpointer {
   bool behind() const { return behind_.load(std::memory_order_relaxed); }
   uint64_t caught_up() const { return caught_up_.load(std::memory_order_relaxed); }
 
+  // Called at every commit. AllCopied: a checkpoint that started after the
+  // last commit of this connection copied all of the log.
+  void Committed() { commits_.fetch_add(1); }
+  bool AllCopied() const {
+    uint64_t commits = commits_.load();
+    return commits > 0 && copied_through_.load() == commits;
+  }
+
  private:
   void Run() {
     sqlite3* db = nullptr;
@@ -265,10 +273,14 @@ class Checkpointer {
       // long.
       int log = 0;
       int copied = 0;
+      uint64_t commits = commits_.load();
       int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
       bool behind = rc != SQLITE_OK || copied < log;
       behind_.store(behind);
-      if (!behind) caught_up_.fetch_add(1);
+      if (!behind) {
+        caught_up_.fetch_add(1);
+        copied_through_.store(commits);
+      }
       std::lock_guard<std::mutex> lock(mu_);
       running_ = nullptr;
       idle_.notify_all();
@@ -301,6 +313,8 @@ class Checkpointer {
   sqlite3* running_ = nullptr;  // the connection, while it checkpoints
   std::atomic<bool> behind_{false};
   std::atomic<uint64_t> caught_up_{0};
+  std::atomic<uint64_t> commits_{0};         // commits seen (Committed)
+  std::atomic<uint64_t> copied_through_{0};  // commits_ when the last full copy began
   std::thread thread_;
 };
 
@@ -422,6 +436,15 @@ class SqliteStore final : public MetadataStore {
     prune_checkpoints_.reset();
     prune_changes_.reset();
     db_bytes_.reset();
+    if (checkpointer_ != nullptr && checkpointer_->AllCopied() && failed_.ok()) {
+      // All of the log is in the database already: emptied, it is nothing
+      // for the next open to read back (SQLite rebuilds its index of the
+      // log from the whole file when a process opens the store first). Not
+      // if anyone still reads it: then the next open reads it back.
+      checkpointer_.reset();
+      sqlite3_busy_timeout(db_, 0);
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    }
     checkpointer_.reset();  // before the connections: it may be checkpointing
     if (writer_ != nullptr && writer_ != db_) sqlite3_close(writer_);
     if (db_ != nullptr) sqlite3_close(db_);
@@ -980,6 +1003,7 @@ class SqliteStore final : public MetadataStore {
   static int Committed(void* arg, sqlite3* db, const char* schema, int pages) {
     SqliteStore& store = *static_cast<SqliteStore*>(arg);
     Checkpointer& checkpointer = *store.checkpointer_;
+    checkpointer.Committed();
     store.log_pages_.store(pages);
     if (pages >= kCheckpointPages && !checkpointer.Request()) {
       sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
