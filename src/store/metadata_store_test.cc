@@ -42,6 +42,14 @@ class TempDir {
   std::string path_;
 };
 
+// Opens (creating it if need be) the records store at `path` into `store`.
+void OpenRecordsStore(const std::string& path, Random& random,
+                      std::unique_ptr<MetadataStore>& store) {
+  auto opened = OpenSqliteStore(path, "records", random);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  store = std::move(*opened);
+}
+
 enum class Kind { kMemory, kSqlite };
 
 class MetadataStoreTest : public ::testing::TestWithParam<Kind> {
@@ -278,9 +286,8 @@ TEST_P(SqliteChangeLogTest, ChangeLogScansMatchFullScans) {
   const bool background = GetParam();
   TempDir dir;
   testing::SeededRandom random(11);
-  auto opened = OpenSqliteStore(dir.File("m.db"), "records", random);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  std::unique_ptr<MetadataStore> store = std::move(*opened);
+  std::unique_ptr<MetadataStore> store;
+  ASSERT_NO_FATAL_FAILURE(OpenRecordsStore(dir.File("m.db"), random, store));
   std::unique_ptr<MetadataStore> plain = OpenMemoryStore(store->state().id, "records");
   ReplicaKeyMap keys = store->state().keys;
   keys.KeyFor(ReplicaId(Id128{9, 9}));
@@ -767,9 +774,8 @@ TEST(SqliteStoreTest, BackgroundCommitsReadLikeCommittedOnes) {
   TempDir dir;
   std::string path = dir.File("m.db");
   testing::SeededRandom random(21);
-  auto opened = OpenSqliteStore(path, "records", random);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  std::unique_ptr<MetadataStore> store = std::move(*opened);
+  std::unique_ptr<MetadataStore> store;
+  ASSERT_NO_FATAL_FAILURE(OpenRecordsStore(path, random, store));
   std::unique_ptr<MetadataStore> model = OpenMemoryStore(store->state().id, "records");
   std::mt19937_64 rng(7);
   auto pick = [&rng](uint64_t n) { return rng() % n; };
@@ -822,9 +828,7 @@ TEST(SqliteStoreTest, BackgroundCommitsReadLikeCommittedOnes) {
     if (round % 40 == 39) {  // reopened: what is on disk agrees too
       ASSERT_TRUE(store->Flush().ok());
       store.reset();
-      auto again = OpenSqliteStore(path, "records", random);
-      ASSERT_TRUE(again.ok()) << again.status().ToString();
-      store = std::move(*again);
+      ASSERT_NO_FATAL_FAILURE(OpenRecordsStore(path, random, store));
       std::vector<ItemMetadata> all, want_all;
       ASSERT_TRUE(store->ScanItems(ItemId::Min(), ItemId::Max(), SIZE_MAX, all).ok());
       ASSERT_TRUE(model->ScanItems(ItemId::Min(), ItemId::Max(), SIZE_MAX, want_all).ok());
@@ -891,9 +895,8 @@ TEST(SqliteStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
   TempDir dir;
   std::string path = dir.File("m.db");
   testing::SeededRandom random(23);
-  auto opened = OpenSqliteStore(path, "records", random);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  std::unique_ptr<MetadataStore> store = std::move(*opened);
+  std::unique_ptr<MetadataStore> store;
+  ASSERT_NO_FATAL_FAILURE(OpenRecordsStore(path, random, store));
   auto on_disk = [&path](uint64_t n) -> std::optional<ItemMetadata> {
     auto snapshot = OpenSqliteSnapshot(path, "records");
     EXPECT_TRUE(snapshot.ok()) << snapshot.status().ToString();
@@ -945,18 +948,15 @@ TEST(SqliteStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
   EXPECT_FALSE(store->Flush().ok());
   EXPECT_FALSE(store->GetItem(ItemId(0, 1)).ok());
   store.reset();
-  opened = OpenSqliteStore(path, "records", random);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  store = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(OpenRecordsStore(path, random, store));
   EXPECT_EQ(store->state().tick, 20u);
   EXPECT_FALSE(on_disk(600).has_value());
 
   ASSERT_TRUE(store->StageInBackground(dropped).ok());
   store.reset();  // closed with the batch staged: dropped
   EXPECT_FALSE(on_disk(600).has_value());
-  opened = OpenSqliteStore(path, "records", random);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  EXPECT_EQ((*opened)->state().tick, 20u);
+  ASSERT_NO_FATAL_FAILURE(OpenRecordsStore(path, random, store));
+  EXPECT_EQ(store->state().tick, 20u);
 }
 
 // The default staging (the memory store's): kept, then committed on
