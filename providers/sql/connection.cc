@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "meshsync/record.h"
+
 namespace meshsync::sql {
 
 std::string Connection::Placeholder(size_t n) const {
@@ -108,9 +110,26 @@ class SqliteConnection final : public Connection {
       int rc = sqlite3_step(stmt);
       if (rc == SQLITE_DONE) return Status::Ok();
       if (rc != SQLITE_ROW) return Failure(sqlite3_errmsg(db_));
-      for (int c = 0; c < columns; ++c) Read(stmt, c, row[static_cast<size_t>(c)]);
+      for (int c = 0; c < columns; ++c)
+        Encode(sqlite3_column_value(stmt, c), row[static_cast<size_t>(c)]);
       MESHSYNC_RETURN_IF_ERROR(fn(Row(row)));
     }
+  }
+
+  bool HashesFields() const override { return true; }
+
+  // meshsync_field_hash(name, value): FieldHashOf(name, the value encoded as
+  // Query encodes it), its 64 bits as an integer.
+  static void FieldHashFunction(sqlite3_context* context, int argc, sqlite3_value** argv) {
+    if (argc != 2 || sqlite3_value_type(argv[0]) != SQLITE_TEXT) {
+      sqlite3_result_error(context, "meshsync_field_hash(name, value)", -1);
+      return;
+    }
+    std::string_view name(reinterpret_cast<const char*>(sqlite3_value_text(argv[0])),
+                          static_cast<size_t>(sqlite3_value_bytes(argv[0])));
+    std::string value;
+    Encode(argv[1], value);
+    sqlite3_result_int64(context, static_cast<sqlite3_int64>(FieldHashOf(name, value)));
   }
 
  private:
@@ -146,27 +165,27 @@ class SqliteConnection final : public Connection {
     return rc == SQLITE_OK ? Status::Ok() : Failure(sqlite3_errmsg(db_));
   }
 
-  static void Read(sqlite3_stmt* stmt, int c, std::string& out) {
-    switch (sqlite3_column_type(stmt, c)) {
+  static void Encode(sqlite3_value* v, std::string& out) {
+    switch (sqlite3_value_type(v)) {
       case SQLITE_NULL:
         out = kNull;
         return;
       case SQLITE_INTEGER:
-        out = "v" + std::to_string(sqlite3_column_int64(stmt, c));
+        out = "v" + std::to_string(sqlite3_value_int64(v));
         return;
       case SQLITE_FLOAT:
-        out = "v" + FormatReal(sqlite3_column_double(stmt, c));
+        out = "v" + FormatReal(sqlite3_value_double(v));
         return;
       case SQLITE_BLOB: {
-        const void* data = sqlite3_column_blob(stmt, c);
-        int size = sqlite3_column_bytes(stmt, c);
+        const void* data = sqlite3_value_blob(v);
+        int size = sqlite3_value_bytes(v);
         out = "b";
         if (size > 0) out.append(static_cast<const char*>(data), static_cast<size_t>(size));
         return;
       }
       default: {
-        const unsigned char* text = sqlite3_column_text(stmt, c);
-        int size = sqlite3_column_bytes(stmt, c);
+        const unsigned char* text = sqlite3_value_text(v);
+        int size = sqlite3_value_bytes(v);
         out = "v";
         if (size > 0) out.append(reinterpret_cast<const char*>(text), static_cast<size_t>(size));
         return;
@@ -191,6 +210,14 @@ Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
   }
   sqlite3_busy_timeout(db, 10000);
   sqlite3_extended_result_codes(db, 1);
+  // On this connection only: nothing of it reaches the user's database.
+  if (sqlite3_create_function_v2(
+          db, "meshsync_field_hash", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+          nullptr, &SqliteConnection::FieldHashFunction, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    std::string message = sqlite3_errmsg(db);
+    sqlite3_close(db);
+    return UnavailableError("cannot open " + path + ": " + message);
+  }
   auto connection = std::make_unique<SqliteConnection>(db, "sqlite:" + path);
   // A file that is not a database fails on the first read, so read now.
   // Savepoints' journals and RETURNING's result tables stay in memory (the

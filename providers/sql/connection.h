@@ -57,6 +57,10 @@ class Connection {
 
   // "$n" for PostgreSQL, "?n" for SQLite: the n-th parameter (from 1).
   std::string Placeholder(size_t n) const;
+
+  // Whether SQL may call meshsync_field_hash(name, value): FieldHashOf(name,
+  // the value encoded as Query encodes it), its 64 bits as a signed integer.
+  virtual bool HashesFields() const { return false; }
 };
 
 // Opens "sqlite:PATH" (the file must exist) or "postgresql://..." /

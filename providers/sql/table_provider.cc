@@ -757,7 +757,12 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   result.key = key;
 
   std::optional<std::vector<std::string>> stored;
-  if (request.action == SaveAction::kCreate) {
+  if (request.action == SaveAction::kUpdate && db_.HashesFields()) {
+    MESHSYNC_ASSIGN_OR_RETURN(stored, GuardedUpdate(*t, target, state));
+  }
+  if (stored) {
+    // Written by GuardedUpdate, whose WHERE made the checks below.
+  } else if (request.action == SaveAction::kCreate) {
     std::vector<Param> params;
     params.reserve(given.size());
     for (const auto& [c, value] : given) params.push_back(Param{value, schema.columns[c].kind});
@@ -820,11 +825,11 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
       }));
       if (!stored) return UnavailableError(DescribeKey(key) + " vanished while being updated");
     }
-    // Columns not given keep the values the state names (the application
-    // has not changed them: checked above).
-    for (const auto& [c, value] : given)
-      state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
   }
+  // An update. Columns not given keep the values the state names (the
+  // application has not changed them: checked above, or in GuardedUpdate).
+  for (const auto& [c, value] : given)
+    state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
   state[kTableUnit] = UnitHash(kTableField, schema.name);
   // The database normalised a value (value.h): the stored one spreads.
   for (const auto& [c, value] : given) {
@@ -832,6 +837,40 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   }
   result.provider_state = EncodeFieldHashes(state);
   return result;
+}
+
+// An UPDATE that checks, in its WHERE, what Save otherwise reads the row
+// for: each given column the state has a hash of still holds that value.
+// The row as stored, or nullopt if the row is gone or changed (or only key
+// columns were given): then Save reads it and says which.
+Result<std::optional<std::vector<std::string>>> TableProvider::GuardedUpdate(
+    const Table& t, const Target& target, const FieldHashes& state) {
+  const TableSchema& schema = t.schema;
+  std::vector<Param> params = t.PkParams(target.pk);
+  std::vector<std::string> sets, guards;
+  for (const auto& [c, value] : target.given) {
+    if (schema.columns[c].pk > 0) continue;  // a row's key never changes
+    sets.push_back(t.quoted[c] + " = " + db_.Placeholder(params.size() + 1));
+    params.push_back(Param{value, schema.columns[c].kind});
+  }
+  if (sets.empty()) return std::optional<std::vector<std::string>>();
+  for (const auto& [c, value] : target.given) {
+    auto it = state.find(t.units[c]);
+    if (it == state.end()) continue;
+    guards.push_back("meshsync_field_hash(" + db_.Placeholder(params.size() + 1) + ", " +
+                     t.quoted[c] + ") = " + db_.Placeholder(params.size() + 2));
+    params.push_back(Param{Text(schema.columns[c].name), Kind::kText});
+    params.push_back(Param{Text(std::to_string(static_cast<int64_t>(it->second))), Kind::kInteger});
+  }
+  std::string sql = "UPDATE " + t.quoted_table + " SET " + Join(sets, ", ") + " WHERE " +
+                    t.pk_where + (guards.empty() ? "" : " AND " + Join(guards, " AND ")) +
+                    " RETURNING " + Join(t.quoted, ", ");
+  std::optional<std::vector<std::string>> stored;
+  MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
+    stored.emplace(r.begin(), r.end());
+    return Status::Ok();
+  }));
+  return stored;
 }
 
 Result<uint64_t> TableProvider::SnapshotXmin() {

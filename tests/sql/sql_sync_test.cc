@@ -747,6 +747,30 @@ TEST(SqlConnection, LibpqIsLoadedWithTheFirstPostgresConnection) {
   EXPECT_TRUE(pg->Exec("CREATE TABLE t(id bigint PRIMARY KEY)").ok());
 }
 
+// SQLite's meshsync_field_hash, which a sync's UPDATE checks the row with
+// (TableProvider::GuardedUpdate), hashes a value as the provider hashes it
+// read back through Query: of every storage class. Were they to differ, every
+// update would take the slow way (read the row, then update it).
+TEST(SqlConnection, TheFieldHashFunctionHashesValuesAsQueryReadsThem) {
+  auto lite = Open(NewDatabase("sqlite"));
+  ASSERT_NE(lite, nullptr);
+  ASSERT_TRUE(lite->HashesFields());
+  ASSERT_TRUE(lite->Exec("CREATE TABLE t(v); INSERT INTO t VALUES (NULL), (-7), (2.5), "
+                         "(1e300), ('text'), (''), (x'00ff'), (x'')")
+                  .ok());
+  std::vector<std::pair<std::string, std::string>> rows;  // value, hash
+  ASSERT_TRUE(lite->Query("SELECT v, meshsync_field_hash('col', v) FROM t", {},
+                          [&](Row r) {
+                            rows.emplace_back(r[0], r[1]);
+                            return Status::Ok();
+                          })
+                  .ok());
+  ASSERT_EQ(rows.size(), 8u);
+  for (const auto& [value, hash] : rows) {
+    EXPECT_EQ(hash, "v" + std::to_string(static_cast<int64_t>(FieldHashOf("col", value)))) << value;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Pairs, SqlSyncTest,
                          ::testing::Values(Pair{"sqlite", "sqlite"}, Pair{"sqlite", "postgres"},
                                            Pair{"postgres", "postgres"}),
