@@ -757,11 +757,16 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   result.key = key;
 
   std::optional<std::vector<std::string>> stored;
-  if (request.action == SaveAction::kUpdate && db_.HashesFields()) {
-    MESHSYNC_ASSIGN_OR_RETURN(stored, GuardedUpdate(*t, target, state));
+  // Only key columns given: nothing to write, and the row is read below.
+  const bool writes = std::any_of(given.begin(), given.end(),
+                                  [&](const auto& g) { return schema.columns[g.first].pk == 0; });
+  if (request.action == SaveAction::kUpdate && writes && db_.HashesFields()) {
+    // The UPDATE checks what the branch below reads the row for; if no row
+    // matches, that branch says why.
+    MESHSYNC_ASSIGN_OR_RETURN(stored, Update(*t, target, state));
   }
   if (stored) {
-    // Written by GuardedUpdate, whose WHERE made the checks below.
+    // Written above.
   } else if (request.action == SaveAction::kCreate) {
     std::vector<Param> params;
     params.reserve(given.size());
@@ -805,29 +810,19 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
       MESHSYNC_RETURN_IF_ERROR(db_.Query(t->delete_sql, params, [](Row) { return Status::Ok(); }));
       return result;
     }
-    std::vector<std::string> sets;
-    std::vector<Param> params = t->PkParams(pk);
     for (const auto& [c, value] : given) {
       if (!unchanged(c))
         return UnavailableError(DescribeKey(key) + " changed here since the last scan");
-      if (schema.columns[c].pk > 0) continue;  // a row's key never changes
-      sets.push_back(t->quoted[c] + " = " + db_.Placeholder(params.size() + 1));
-      params.push_back(Param{value, schema.columns[c].kind});
     }
-    if (sets.empty()) {
+    if (!writes) {
       stored = std::move(current);
     } else {
-      std::string sql = "UPDATE " + t->quoted_table + " SET " + Join(sets, ", ") + " WHERE " +
-                        t->pk_where + " RETURNING " + Join(t->quoted, ", ");
-      MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
-        stored.emplace(r.begin(), r.end());
-        return Status::Ok();
-      }));
+      MESHSYNC_ASSIGN_OR_RETURN(stored, Update(*t, target, FieldHashes()));  // checked above
       if (!stored) return UnavailableError(DescribeKey(key) + " vanished while being updated");
     }
   }
   // An update. Columns not given keep the values the state names (the
-  // application has not changed them: checked above, or in GuardedUpdate).
+  // application has not changed them: checked above, or by Update).
   for (const auto& [c, value] : given)
     state[t->units[c]] = UnitHash(schema.columns[c].name, (*stored)[c]);
   state[kTableUnit] = UnitHash(kTableField, schema.name);
@@ -839,24 +834,25 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   return result;
 }
 
-// An UPDATE that checks, in its WHERE, what Save otherwise reads the row
-// for: each given column the state has a hash of still holds that value.
-// The row as stored, or nullopt if the row is gone or changed (or only key
-// columns were given): then Save reads it and says which.
-Result<std::optional<std::vector<std::string>>> TableProvider::GuardedUpdate(
-    const Table& t, const Target& target, const FieldHashes& state) {
+// UPDATE ... RETURNING of the given columns but the key's (a row's key
+// never changes). With `guard` (HashesFields), only if every given column
+// guard has a hash of still holds that value. The row as stored, or nullopt
+// if no row matched.
+// REQUIRES: a column not of the key is given.
+Result<std::optional<std::vector<std::string>>> TableProvider::Update(const Table& t,
+                                                                      const Target& target,
+                                                                      const FieldHashes& guard) {
   const TableSchema& schema = t.schema;
   std::vector<Param> params = t.PkParams(target.pk);
   std::vector<std::string> sets, guards;
   for (const auto& [c, value] : target.given) {
-    if (schema.columns[c].pk > 0) continue;  // a row's key never changes
+    if (schema.columns[c].pk > 0) continue;
     sets.push_back(t.quoted[c] + " = " + db_.Placeholder(params.size() + 1));
     params.push_back(Param{value, schema.columns[c].kind});
   }
-  if (sets.empty()) return std::optional<std::vector<std::string>>();
   for (const auto& [c, value] : target.given) {
-    auto it = state.find(t.units[c]);
-    if (it == state.end()) continue;
+    auto it = guard.find(t.units[c]);
+    if (it == guard.end()) continue;
     guards.push_back("meshsync_field_hash(" + db_.Placeholder(params.size() + 1) + ", " +
                      t.quoted[c] + ") = " + db_.Placeholder(params.size() + 2));
     params.push_back(Param{Text(schema.columns[c].name), Kind::kText});

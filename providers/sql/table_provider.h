@@ -122,9 +122,8 @@ class TableProvider final : public Provider {
   Status Run(const char* sql);
   // Saves in a savepoint of its own, so that a failure leaves no trace.
   Result<SaveResult> SaveAlone(const SaveRequest& request, const Target& target);
-  Result<std::optional<std::vector<std::string>>> GuardedUpdate(const Table& t,
-                                                                const Target& target,
-                                                                const FieldHashes& state);
+  Result<std::optional<std::vector<std::string>>> Update(const Table& t, const Target& target,
+                                                         const FieldHashes& guard);
   Result<SaveResult> Save(const SaveRequest& request, const Target& target);
   // Rows of one INSERT statement, at most this many values.
   static constexpr size_t kMaxInsertParams = 2000;

@@ -748,7 +748,7 @@ TEST(SqlConnection, LibpqIsLoadedWithTheFirstPostgresConnection) {
 }
 
 // SQLite's meshsync_field_hash, which a sync's UPDATE checks the row with
-// (TableProvider::GuardedUpdate), hashes a value as the provider hashes it
+// (TableProvider::Update), hashes a value as the provider hashes it
 // read back through Query: of every storage class. Were they to differ, every
 // update would take the slow way (read the row, then update it).
 TEST(SqlConnection, TheFieldHashFunctionHashesValuesAsQueryReadsThem) {
