@@ -42,12 +42,16 @@ class TempDir {
   std::string path_;
 };
 
-// Opens (creating it if need be) the records store at `path` into `store`.
-void OpenRecordsStore(const std::string& path, Random& random,
-                      std::unique_ptr<MetadataStore>& store) {
-  auto opened = OpenSqliteStore(path, "records", random);
+// Opens (creating it if need be) the SQLite store at `path` into `store`.
+void OpenStore(const std::string& path, std::string_view provider, Random& random,
+               std::unique_ptr<MetadataStore>& store) {
+  auto opened = OpenSqliteStore(path, provider, random);
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   store = std::move(*opened);
+}
+void OpenRecordsStore(const std::string& path, Random& random,
+                      std::unique_ptr<MetadataStore>& store) {
+  OpenStore(path, "records", random, store);
 }
 
 enum class Kind { kMemory, kSqlite };
@@ -663,24 +667,23 @@ TEST_P(SqliteLogTest, TheLogStaysBoundedAcrossManyCommits) {
   TempDir dir;
   std::string path = dir.File("m.db");
   testing::SeededRandom random(5);
-  auto store = OpenSqliteStore(path, "files", random);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::unique_ptr<MetadataStore> store;
+  ASSERT_NO_FATAL_FAILURE(OpenStore(path, "files", random, store));
   // 16,000 pages in all, twice the 8,000 at which the store checkpoints on
   // the caller's thread, and 20 times the 1,000 that start a background
   // checkpoint.
   constexpr int kCommits = 160;
-  RewriteItems(**store, kCommits, GetParam());
+  RewriteItems(*store, kCommits, GetParam());
   // A log frame is a 4 KiB page and 24 bytes; the file keeps its largest
   // size. At most 8,000 pages plus the commit that crossed that line (and
   // the next, if the first checkpoint was busy).
   uintmax_t frames = (fs::file_size(path + "-wal") - 32) / (4096 + 24);
   EXPECT_LE(frames, 8000u + 2 * 150u);
-  store->reset();
+  store.reset();
 
-  auto reopened = OpenSqliteStore(path, "files", random);
-  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
-  EXPECT_EQ((*reopened)->state().tick, static_cast<Tick>(kCommits));
-  auto item = (*reopened)->GetItem(ItemId(0, 99));
+  ASSERT_NO_FATAL_FAILURE(OpenStore(path, "files", random, store));
+  EXPECT_EQ(store->state().tick, static_cast<Tick>(kCommits));
+  auto item = store->GetItem(ItemId(0, 99));
   ASSERT_TRUE(item.ok() && item->has_value());
   EXPECT_EQ((**item).provider_state,
             std::string(3000, static_cast<char>('a' + (kCommits - 1) % 26)));
@@ -698,12 +701,12 @@ TEST(SqliteStoreTest, TheLogIsCopiedBackWithoutAnotherCommit) {
   TempDir dir;
   std::string path = dir.File("m.db");
   testing::SeededRandom random(6);
-  auto store = OpenSqliteStore(path, "files", random);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::unique_ptr<MetadataStore> store;
+  ASSERT_NO_FATAL_FAILURE(OpenStore(path, "files", random, store));
   uintmax_t before = fs::file_size(path);
   // 15 commits of about 100 pages each: past 1,000, far below the 8,000 at
   // which the committing thread would checkpoint itself.
-  RewriteItems(**store, 15, /*background=*/false, /*fresh_ids=*/true);
+  RewriteItems(*store, 15, /*background=*/false, /*fresh_ids=*/true);
   // Waits for the thread, however slow the machine; gives up only so as not
   // to hang.
   for (int waited = 0; fs::file_size(path) < before + (1u << 20) && waited < 3000; ++waited)
@@ -721,15 +724,13 @@ TEST(SqliteStoreTest, ClosingEmptiesALogThatIsAllCopied) {
   std::string path = dir.File("m.db");
   testing::SeededRandom random(7);
   std::string wal = path + "-wal";
-  {
-    auto store = OpenSqliteStore(path, "files", random);
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    RewriteItems(**store, 1, /*background=*/false, /*fresh_ids=*/true);  // below 1,000 pages
-  }
+  std::unique_ptr<MetadataStore> store;
+  ASSERT_NO_FATAL_FAILURE(OpenStore(path, "files", random, store));
+  RewriteItems(*store, 1, /*background=*/false, /*fresh_ids=*/true);  // below 1,000 pages
+  store.reset();
   EXPECT_GT(fs::file_size(wal), 0u);
   {
-    auto store = OpenSqliteStore(path, "files", random);
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_NO_FATAL_FAILURE(OpenStore(path, "files", random, store));
     // One commit of more than 1,000 pages: the thread is asked to copy the
     // log after it.
     StoreBatch batch;
@@ -739,7 +740,7 @@ TEST(SqliteStoreTest, ClosingEmptiesALogThatIsAllCopied) {
       batch.upserts.push_back(std::move(item));
     }
     batch.tick = 100;
-    ASSERT_TRUE((*store)->Commit(batch).ok());
+    ASSERT_TRUE(store->Commit(batch).ok());
     // The WAL index (SQLite's file format): the log's last frame at byte
     // 16, and how far it is copied at byte 96. Waits until the thread has
     // copied all of it, however slow the machine; gives up only so as not
@@ -757,11 +758,11 @@ TEST(SqliteStoreTest, ClosingEmptiesALogThatIsAllCopied) {
     for (; !copied_all() && polls < 3000; ++polls) usleep(10'000);
     ASSERT_LT(polls, 3000) << "the log was never copied";
     usleep(10'000);  // past the few instructions between the copy and its record
+    store.reset();
   }
   EXPECT_EQ(fs::file_size(wal), 0u);
-  auto reopened = OpenSqliteStore(path, "files", random);
-  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
-  EXPECT_GT(*(*reopened)->CountItems(), 0u);
+  ASSERT_NO_FATAL_FAILURE(OpenStore(path, "files", random, store));
+  EXPECT_GT(*store->CountItems(), 0u);
 }
 
 // Batches committed in the background read as if they were committed:
