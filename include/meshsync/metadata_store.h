@@ -211,7 +211,9 @@ std::unique_ptr<MetadataStore> OpenMemoryStore(ReplicaId id, std::string provide
 // id) if the file does not exist, and migrating an older schema. Fails with
 // kFailedPrecondition if the store belongs to a different provider or was
 // written by a newer meshsync, kDataLoss if the file is corrupt, and
-// kUnavailable if it cannot be opened.
+// kUnavailable if it cannot be opened. While it is open, the store must be
+// the only writer of its file (the replica's lock sees to that): it answers
+// some lookups from what it knows it wrote.
 Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
                                                        std::string_view provider_name,
                                                        Random& random);

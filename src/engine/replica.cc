@@ -1,7 +1,10 @@
 // Replica: binds a provider to its metadata store, records local changes
 // with new versions, and forgets old tombstones.
 #include <algorithm>
+#include <functional>
 #include <map>
+#include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "meshsync/sync.h"
@@ -30,7 +33,7 @@ class Recorder final : public ChangeRecorder {
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
-    auto pending = pending_keys_.find(std::string(key));
+    auto pending = pending_keys_.find(key);
     if (pending != pending_keys_.end()) {
       return std::optional<ItemMetadata>(pending_.at(pending->second));
     }
@@ -151,7 +154,12 @@ class Recorder final : public ChangeRecorder {
   bool issued_ = false;               // a new version was recorded since the last flush
   std::optional<ItemId> last_found_;  // see Remember
   std::optional<ItemMetadata> last_item_;
-  std::unordered_map<std::string, ItemId> pending_keys_;  // keys of pending_ items
+  // Keys of pending_ items, looked up by string_view without a copy.
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
+  };
+  std::unordered_map<std::string, ItemId, KeyHash, std::equal_to<>> pending_keys_;
 };
 
 }  // namespace

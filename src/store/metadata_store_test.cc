@@ -12,6 +12,7 @@
 #include <map>
 #include <random>
 
+#include "src/store/fingerprint_set.h"
 #include "testing/fakes.h"
 
 namespace meshsync {
@@ -799,8 +800,12 @@ TEST(SqliteStoreTest, BackgroundCommitsReadLikeCommittedOnes) {
     for (size_t i = 0; i < erasures; ++i) batch.erasures.push_back(ItemId(0, pick(kIds)));
     batch.tick = static_cast<Tick>(round + 1);
     ASSERT_TRUE(model->Commit(batch).ok());
-    bool background = pick(4) != 0;
-    Status committed = background ? store->CommitInBackground(batch) : store->Commit(batch);
+    // In the foreground, in the background, or staged and released.
+    uint64_t mode = pick(5);
+    Status committed = mode == 0   ? store->Commit(batch)
+                       : mode == 1 ? store->StageInBackground(batch)
+                                   : store->CommitInBackground(batch);
+    if (committed.ok() && mode == 1) committed = store->ReleaseStaged();
     ASSERT_TRUE(committed.ok()) << committed.ToString();
     ASSERT_EQ(store->state().tick, model->state().tick);
 
@@ -837,6 +842,31 @@ TEST(SqliteStoreTest, BackgroundCommitsReadLikeCommittedOnes) {
       ASSERT_EQ(store->state().tick, model->state().tick);
     }
   }
+}
+
+// The set an empty store keeps of what it holds (to answer lookups of
+// what it does not hold without a query) holds everything added, until it
+// is full, and refuses more after that.
+TEST(FingerprintSetTest, HoldsWhatWasAddedUntilFull) {
+  store::FingerprintSet set(3000);
+  std::vector<uint64_t> added;
+  for (uint64_t n = 0; n < 3000; ++n) {
+    uint64_t print = n % 2 == 0 ? store::FingerprintSet::Of(ItemId(n, n * 7))
+                                : store::FingerprintSet::Of("key " + std::to_string(n));
+    ASSERT_TRUE(set.Add(print)) << n;
+    added.push_back(print);
+  }
+  ASSERT_TRUE(set.Add(added.front()));  // already held
+  EXPECT_EQ(set.size(), 3000u);
+  EXPECT_FALSE(set.Add(store::FingerprintSet::Of("one too many")));
+  EXPECT_EQ(set.size(), 3000u);
+  for (uint64_t print : added) EXPECT_TRUE(set.Contains(print));
+  size_t found = 0;
+  for (uint64_t n = 3000; n < 6000; ++n) {
+    found += set.Contains(store::FingerprintSet::Of(ItemId(n, n * 7)));
+    found += set.Contains(store::FingerprintSet::Of("key " + std::to_string(n)));
+  }
+  EXPECT_EQ(found, 0u);  // 64-bit fingerprints of 6,000 others: none collide
 }
 
 // A batch that fails in the background is reported by the next call that

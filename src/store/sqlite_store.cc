@@ -43,6 +43,15 @@
 // counts; conflicts) wait for it. A plan that fails leaves the store
 // failed: its state in memory is ahead of the file.
 //
+// Lookups that find nothing: a new replica's first detection looks up the
+// id and then the key of every row or file it finds, and finds none, at a
+// query each (a fifth of an initial database sync). A store that was empty
+// when it opened holds only what it has been given since (it is its file's
+// only writer), so it keeps a fingerprint of every id and key it is given
+// (FingerprintSet, 16 bytes an entry) and answers a lookup whose
+// fingerprint it lacks without a query. Past kMaxKnown fingerprints it
+// drops the set and queries every lookup again.
+//
 // Checkpoints (copying the log back into the database, and syncing it) run
 // on a thread of their own, with a connection of their own, once a commit
 // leaves kCheckpointPages pages in the log: a checkpoint does not block the
@@ -61,10 +70,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 
 #include "meshsync/metadata_store.h"
+#include "src/store/fingerprint_set.h"
 #include "src/store/item_codec.h"
 
 namespace meshsync {
@@ -76,6 +87,9 @@ constexpr int kSchemaVersion = 2;
 // thread checkpoint itself.
 constexpr int kCheckpointPages = 1000;
 constexpr int kInlineCheckpointPages = 8 * kCheckpointPages;
+// Fingerprints an empty store keeps of what it is given (known_): 16 MiB at
+// most, enough for the ids and keys of 500,000 items.
+constexpr size_t kMaxKnown = size_t{1} << 20;
 constexpr size_t kMaxCheckpoints = 64;
 constexpr int64_t kMaxLogged = 1 << 20;
 
@@ -470,6 +484,8 @@ class SqliteStore final : public MetadataStore {
 
   Result<std::optional<ItemMetadata>> GetItem(const ItemId& id) override {
     MESHSYNC_RETURN_IF_ERROR(failed_);
+    if (known_ && !known_->Contains(store::FingerprintSet::Of(id)))
+      return std::optional<ItemMetadata>();
     if (const Pending* pending = FindPending(id); pending != nullptr) return ReadPending(*pending);
     MESHSYNC_RETURN_IF_ERROR(BeginRead());
     get_item_->BindId(1, id);
@@ -478,6 +494,8 @@ class SqliteStore final : public MetadataStore {
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
     MESHSYNC_RETURN_IF_ERROR(failed_);
+    if (known_ && !known_->Contains(store::FingerprintSet::Of(key)))
+      return std::optional<ItemMetadata>();
     auto by_key = std::lower_bound(
         pending_keys_.begin(), pending_keys_.end(), key,
         [this](uint32_t i, std::string_view k) { return PendingKey(pending_[i]) < k; });
@@ -778,6 +796,7 @@ class SqliteStore final : public MetadataStore {
     ChangeLog log{checkpoints_, last_seq_, log_off_};
     auto plan = std::make_unique<Plan>();
     PlanBatch(batch, log, *plan);
+    Know(*plan);
     if (worker_ == nullptr && writer_ != db_) worker_ = std::make_unique<Worker>();
     bool threaded = worker_ != nullptr && mode != Mode::kForeground && worker_->Threaded();
     if (mode == Mode::kStaged && !threaded) {
@@ -832,6 +851,20 @@ class SqliteStore final : public MetadataStore {
       plan_.reset();
     }
     return failed_;
+  }
+
+  // Adds what `plan` writes to known_, before any read may look for it (a
+  // batch abandoned after this leaves fingerprints of items never written,
+  // which only cost those lookups a query).
+  void Know(const Plan& plan) {
+    if (!known_) return;
+    for (const PlannedItem& item : plan.items) {
+      if (!known_->Add(store::FingerprintSet::Of(item.id)) ||
+          (!item.key.empty() && !known_->Add(store::FingerprintSet::Of(item.key)))) {
+        known_.reset();  // too many to keep: every lookup queries again
+        return;
+      }
+    }
   }
 
   void Adopt(const StoreBatch& batch, ChangeLog log) {
@@ -977,7 +1010,15 @@ class SqliteStore final : public MetadataStore {
     }
     MESHSYNC_RETURN_IF_ERROR(Prepare());
     MESHSYNC_RETURN_IF_ERROR(PrepareWrites());
-    return LoadState(provider_name, &random);
+    MESHSYNC_RETURN_IF_ERROR(LoadState(provider_name, &random));
+    // An empty store holds only what this object writes from here on (its
+    // replica is locked, so nothing else writes it): known_ knows all of it.
+    Statement any;
+    MESHSYNC_RETURN_IF_ERROR(any.Prepare(db_, "SELECT 1 FROM items LIMIT 1"));
+    bool empty = !any.Step();
+    MESHSYNC_RETURN_IF_ERROR(any.Finish());
+    if (empty) known_.emplace(kMaxKnown);
+    return Status::Ok();
   }
 
   // A read-only connection whose one read transaction lasts as long as the
@@ -1396,6 +1437,11 @@ class SqliteStore final : public MetadataStore {
   };
   std::unique_ptr<Held> held_;
   Status failed_;  // a background write failed: every call fails with this
+  // While the store has held only what this object wrote since it was
+  // empty (a new replica's first detection, which looks up every row and
+  // finds none): the fingerprint of every id and key it holds. A lookup of
+  // an id or key that is not here finds nothing without a query.
+  std::optional<store::FingerprintSet> known_;
   std::unique_ptr<Statement> get_item_, find_by_key_, scan_, visit_, replace_item_, put_item_,
       erase_, set_meta_, add_conflict_, drop_conflict_, log_change_, count_changes_, changed_ids_,
       put_checkpoint_, drop_checkpoint_, prune_checkpoints_, prune_changes_, db_bytes_;
