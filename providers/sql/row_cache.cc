@@ -62,17 +62,18 @@ bool RowCache::Put(std::string_view key, std::string_view state,
   p += kLength;
   for (const std::string& v : values) p = StoreField(p, v);
 
-  const char*& slot = slots_[Find(key, Hash(key))];
-  if (slot == nullptr) ++used_;
-  if (slot == nullptr || slot == Erased()) ++live_;
-  slot = record;  // a record it replaces stays in its block, unused
+  const uint64_t hash = Hash(key);
+  Slot& slot = slots_[Find(key, hash)];
+  if (slot.record == nullptr) ++used_;
+  if (slot.record == nullptr || slot.record == Erased()) ++live_;
+  slot = Slot{hash, record};  // a record it replaces stays in its block, unused
   return true;
 }
 
 bool RowCache::Get(std::string_view key, std::string_view state,
                    std::vector<std::string>& values) const {
   if (slots_.empty()) return false;
-  const char* p = slots_[Find(key, Hash(key))];
+  const char* p = slots_[Find(key, Hash(key))].record;
   if (p == nullptr || p == Erased()) return false;
   NextField(p);
   if (NextField(p) != state) return false;
@@ -86,9 +87,9 @@ bool RowCache::Get(std::string_view key, std::string_view state,
 
 void RowCache::Erase(std::string_view key) {
   if (slots_.empty()) return;
-  size_t slot = Find(key, Hash(key));
-  if (slots_[slot] == nullptr || slots_[slot] == Erased()) return;
-  slots_[slot] = Erased();
+  Slot& slot = slots_[Find(key, Hash(key))];
+  if (slot.record == nullptr || slot.record == Erased()) return;
+  slot.record = Erased();
   --live_;
 }
 
@@ -106,29 +107,29 @@ size_t RowCache::Find(std::string_view key, uint64_t hash) const {
   const size_t mask = slots_.size() - 1;
   size_t erased = SIZE_MAX;  // the first erased slot passed, to reuse
   for (size_t i = hash & mask;; i = (i + 1) & mask) {
-    const char* record = slots_[i];
-    if (record == nullptr) return erased != SIZE_MAX ? erased : i;
-    if (record == Erased()) {
+    const Slot& slot = slots_[i];
+    if (slot.record == nullptr) return erased != SIZE_MAX ? erased : i;
+    if (slot.record == Erased()) {
       if (erased == SIZE_MAX) erased = i;
-    } else if (KeyOf(record) == key) {
+    } else if (slot.hash == hash && KeyOf(slot.record) == key) {
       return i;
     }
   }
 }
 
 void RowCache::Grow() {
-  std::vector<const char*> old = std::move(slots_);
+  std::vector<Slot> old = std::move(slots_);
   // Twice the live entries, at least: erased ones are dropped here.
   size_t size = 64;
   while (size < (live_ + 1) * 4) size *= 2;
-  slots_.assign(size, nullptr);
+  slots_.assign(size, Slot{});
   used_ = live_;
   const size_t mask = size - 1;
-  for (const char* record : old) {
-    if (record == nullptr || record == Erased()) continue;
-    size_t i = Hash(KeyOf(record)) & mask;
-    while (slots_[i] != nullptr) i = (i + 1) & mask;
-    slots_[i] = record;
+  for (const Slot& slot : old) {
+    if (slot.record == nullptr || slot.record == Erased()) continue;
+    size_t i = slot.hash & mask;
+    while (slots_[i].record != nullptr) i = (i + 1) & mask;
+    slots_[i] = slot;
   }
 }
 

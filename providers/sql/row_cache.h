@@ -37,7 +37,7 @@ class RowCache {
   void Clear();
 
   size_t size() const { return live_; }
-  size_t bytes() const { return block_bytes_ + slots_.size() * sizeof(const char*); }
+  size_t bytes() const { return block_bytes_ + slots_.size() * sizeof(Slot); }
 
  private:
   static constexpr size_t kBlockBytes = size_t{1} << 20;
@@ -53,10 +53,15 @@ class RowCache {
   size_t block_bytes_ = 0;  // allocated, in all blocks
   char* next_ = nullptr;    // free space in the last block
   size_t left_ = 0;
-  // Open addressing, linear probing; nullptr is empty, erased() an erased
-  // entry. The table's size is a power of two, at most half full
-  // (counting erased entries).
-  std::vector<const char*> slots_;
+  // Open addressing, linear probing; a null record is empty, erased() an
+  // erased entry. The table's size is a power of two, at most half full
+  // (counting erased entries). Each slot keeps its key's hash, so that a
+  // probe reads a record only when the hashes match.
+  struct Slot {
+    uint64_t hash = 0;
+    const char* record = nullptr;
+  };
+  std::vector<Slot> slots_;
   size_t used_ = 0;  // slots not empty
   size_t live_ = 0;  // slots holding an entry
 };
