@@ -108,10 +108,9 @@ class Recorder final : public ChangeRecorder {
 
   Status Flush() {
     if (pending_.empty()) return Status::Ok();
-    // batch_ keeps its capacity from flush to flush: a new vector of 10,000
-    // items was a fresh megabyte, its pages faulted in, every flush.
+    // batch_ (its upserts emptied after each commit) keeps its capacity: a
+    // new vector of 10,000 items was a fresh megabyte, faulted in, each time.
     StoreBatch& batch = batch_;
-    batch.upserts.clear();
     batch.knowledge.reset();
     batch.tick.reset();
     batch.upserts.reserve(pending_.size());

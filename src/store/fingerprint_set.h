@@ -11,7 +11,6 @@
 #define MESHSYNC_STORE_FINGERPRINT_SET_H_
 
 #include <algorithm>
-#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <functional>

@@ -769,9 +769,10 @@ TEST(SqliteStoreTest, ClosingEmptiesALogThatIsAllCopied) {
 // Batches committed in the background read as if they were committed:
 // random batches (upserts that add, change and move keys, erasures, the
 // same id both ways in one batch) go to a memory store and, in the
-// background or not, to a SQLite store; after each, point lookups, key
-// lookups and range scans of random bounds and limits agree, and so does
-// the store reopened from disk.
+// foreground, in the background or staged, to a SQLite store (new, so that
+// it answers lookups from the fingerprints of what it was given, until it
+// is reopened); after each, point lookups, key lookups and range scans of
+// random bounds and limits agree, and so does the store reopened from disk.
 TEST(SqliteStoreTest, BackgroundCommitsReadLikeCommittedOnes) {
   TempDir dir;
   std::string path = dir.File("m.db");
