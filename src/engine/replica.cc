@@ -108,11 +108,7 @@ class Recorder final : public ChangeRecorder {
 
   Status Flush() {
     if (pending_.empty()) return Status::Ok();
-    // batch_ (its upserts emptied after each commit) keeps its capacity: a
-    // new vector of 10,000 items was a fresh megabyte, faulted in, each time.
-    StoreBatch& batch = batch_;
-    batch.knowledge.reset();
-    batch.tick.reset();
+    StoreBatch batch;
     batch.upserts.reserve(pending_.size());
     for (auto& [id, item] : pending_) batch.upserts.push_back(std::move(item));
     // Only new versions change what the replica knows: a pass that merely
@@ -128,9 +124,7 @@ class Recorder final : public ChangeRecorder {
     pending_.clear();
     pending_keys_.clear();
     // Written while the provider goes on scanning; Detect waits for it.
-    Status committed = replica_.store().CommitInBackground(batch);
-    batch.upserts.clear();
-    return committed;
+    return replica_.store().CommitInBackground(batch);
   }
 
  private:
@@ -157,7 +151,6 @@ class Recorder final : public ChangeRecorder {
 
   Replica& replica_;
   std::map<ItemId, ItemMetadata> pending_;
-  StoreBatch batch_;                  // what Flush commits, reused
   bool issued_ = false;               // a new version was recorded since the last flush
   std::optional<ItemId> last_found_;  // see Remember
   std::optional<ItemMetadata> last_item_;

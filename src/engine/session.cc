@@ -106,10 +106,9 @@ class DirectionRun {
 
     size_t batch_size = std::max<size_t>(options_.batch_size, 1);
     ItemId first = ItemId::Min();
-    std::vector<ItemMetadata> window;  // reused: a window's capacity serves the next
     while (true) {
       if (options_.should_cancel && options_.should_cancel()) return false;
-      window.clear();
+      std::vector<ItemMetadata> window;
       ItemId last;
       size_t examined;
       // How many source items the window spans; unknown (SIZE_MAX) when an
@@ -188,9 +187,6 @@ class DirectionRun {
   Status Settle(Batch& batch) {
     if (pending_.empty()) return Status::Ok();
     std::vector<PendingSave> pending = std::move(pending_);
-    // An earlier window's vector, emptied: its capacity saves regrowing
-    // (and faulting in) 10,000 saves' worth every window.
-    pending_ = std::move(spare_saves_);
     pending_.clear();
     pending_bytes_ = 0;
     std::vector<SaveRequest> requests;
@@ -211,8 +207,6 @@ class DirectionRun {
         Skip(requests[i].id, results[i].status(), batch);
       }
     }
-    pending.clear();
-    spare_saves_ = std::move(pending);
     return Status::Ok();
   }
 
@@ -891,15 +885,14 @@ class DirectionRun {
   SyncProgress progress_;
 
   bool recovery_ = false;
-  Knowledge dest_known_;                  // destination knowledge at the start, source keys
-  ReplicaKeyMap dest_keys_;               // destination keys, grown by the source's replicas
-  KeyTranslator to_dest_;                 // source keys -> dest_keys_
-  Knowledge made_with_;                   // source knowledge, destination keys
-  Knowledge dest_knowledge_;              // destination knowledge for the current batch
-  Status store_failure_;                  // set when a store write inside ApplyChange fails
-  bool unannounced_ = false;              // a batch committed that the provider has not heard of
-  std::vector<PendingSave> pending_;      // handed to the provider by Settle
-  std::vector<PendingSave> spare_saves_;  // empty; Settle's last, for its capacity
+  Knowledge dest_known_;              // destination knowledge at the start, source keys
+  ReplicaKeyMap dest_keys_;           // destination keys, grown by the source's replicas
+  KeyTranslator to_dest_;             // source keys -> dest_keys_
+  Knowledge made_with_;               // source knowledge, destination keys
+  Knowledge dest_knowledge_;          // destination knowledge for the current batch
+  Status store_failure_;              // set when a store write inside ApplyChange fails
+  bool unannounced_ = false;          // a batch committed that the provider has not heard of
+  std::vector<PendingSave> pending_;  // handed to the provider by Settle
   size_t pending_bytes_ = 0;
   bool logged_loaded_ = false;
   std::set<std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick, bool>> logged_;
