@@ -25,6 +25,8 @@ namespace meshsync {
 std::string EncodeField(std::string_view name, std::string_view value);
 // kInvalidArgument when `data` holds no NUL byte or the name is empty.
 Status DecodeField(std::string_view data, std::string& name, std::string& value);
+// The same, as views into `data`.
+Status DecodeField(std::string_view data, std::string_view& name, std::string_view& value);
 
 // A 64-bit FNV-1a hash, for providers' change detection (not for security).
 uint64_t FieldHash(std::string_view bytes);
@@ -58,6 +60,7 @@ class FieldHashes {
   size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
   void clear() { entries_.clear(); }
+  void reserve(size_t units) { entries_.reserve(units); }
   friend bool operator==(const FieldHashes&, const FieldHashes&) = default;
 
  private:

@@ -144,13 +144,15 @@ class SqliteConnection final : public Connection {
     return UnavailableError(text);
   }
 
+  // Binds without a copy: `p` outlives the statement's run, whose bindings
+  // Query clears before it returns.
   Status Bind(sqlite3_stmt* stmt, int i, const Param& p) {
     int rc = SQLITE_OK;
     std::string_view payload = Payload(p.value);
     if (IsNull(p.value)) {
       rc = sqlite3_bind_null(stmt, i);
     } else if (IsBlob(p.value)) {
-      rc = sqlite3_bind_blob64(stmt, i, payload.data(), payload.size(), SQLITE_TRANSIENT);
+      rc = sqlite3_bind_blob64(stmt, i, payload.data(), payload.size(), SQLITE_STATIC);
     } else if (!IsText(p.value)) {
       return InvalidArgumentError("a value is not encoded (N, b... or v...)");
     } else if (auto n = p.kind == Kind::kInteger || p.kind == Kind::kBoolean ? ParseInteger(payload)
@@ -159,7 +161,7 @@ class SqliteConnection final : public Connection {
     } else if (auto d = p.kind == Kind::kReal ? ParseReal(payload) : std::nullopt) {
       rc = sqlite3_bind_double(stmt, i, *d);
     } else {
-      rc = sqlite3_bind_text64(stmt, i, payload.data(), payload.size(), SQLITE_TRANSIENT,
+      rc = sqlite3_bind_text64(stmt, i, payload.data(), payload.size(), SQLITE_STATIC,
                                SQLITE_UTF8);
     }
     return rc == SQLITE_OK ? Status::Ok() : Failure(sqlite3_errmsg(db_));

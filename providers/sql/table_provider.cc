@@ -372,6 +372,7 @@ Status TableProvider::DetectRow(const Table& t, std::span<const std::string> pk,
   }
   size_t n = schema.columns.size();
   FieldHashes hashes;
+  hashes.reserve(n + 1);
   hashes[kTableUnit] = UnitHash(kTableField, schema.name);
   for (size_t c = 0; c < n; ++c) hashes[t.units[c]] = UnitHash(schema.columns[c].name, values[c]);
   LocalChange change;
@@ -615,6 +616,7 @@ SaveResult TableProvider::Saved(const Target& target, Row stored, FieldHashes st
   const TableSchema& schema = t.schema;
   SaveResult result;
   result.key = target.key;
+  state.reserve(schema.columns.size() + 1);
   for (size_t c = 0; c < schema.columns.size(); ++c)
     state[t.units[c]] = UnitHash(schema.columns[c].name, stored[c]);
   state[kTableUnit] = UnitHash(kTableField, schema.name);
@@ -689,16 +691,19 @@ Status TableProvider::AddedHere(std::string_view key) {
 Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request) const {
   Target target;
   std::string table_name;
-  std::vector<std::pair<std::string, std::string>> fields;
+  std::vector<std::pair<std::string_view, std::string_view>> fields;
+  fields.reserve(request.units.size());
   for (const UnitData& u : request.units) {
-    std::string name, value;
+    std::string_view name, value;
     MESHSYNC_RETURN_IF_ERROR(DecodeField(u.data, name, value));
     if (name == kTableField) {
       table_name = value;
     } else {
-      if (!IsValidValue(value))
-        return InvalidArgumentError("column " + name + ": a value that is not encoded for SQL");
-      fields.emplace_back(std::move(name), std::move(value));
+      if (!IsValidValue(value)) {
+        return InvalidArgumentError("column " + std::string(name) +
+                                    ": a value that is not encoded for SQL");
+      }
+      fields.emplace_back(name, value);
     }
   }
   if (request.local != nullptr && !request.local->key.empty()) {
@@ -709,13 +714,14 @@ Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request)
   if (table_name.empty()) return InvalidArgumentError("a row without its table (#table)");
   MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(table_name));
   target.table = t;
-  for (auto& [name, value] : fields) {
+  target.given.reserve(fields.size());
+  for (const auto& [name, value] : fields) {
     auto it = t->column_by_name.find(name);
     if (it == t->column_by_name.end()) {
-      return InvalidArgumentError("column " + name + " is not in table " + table_name + " of " +
-                                  db_.name());
+      return InvalidArgumentError("column " + std::string(name) + " is not in table " +
+                                  table_name + " of " + db_.name());
     }
-    target.given.emplace_back(it->second, std::move(value));
+    target.given.emplace_back(it->second, std::string(value));
   }
   std::stable_sort(target.given.begin(), target.given.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });

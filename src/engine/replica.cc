@@ -83,6 +83,7 @@ class Recorder final : public ChangeRecorder {
       item.id = change.id.has_value() ? *change.id
                                       : ItemId::Generate(replica_.clock(), replica_.random());
       item.created = version;
+      item.units.reserve(change.changed_units.size());
       for (ChangeUnitId unit : change.changed_units) item.SetUnit(unit, version);
     } else {
       item = std::move(*existing);

@@ -663,6 +663,7 @@ class DirectionRun {
                 Batch& batch) {
     std::vector<ChangeUnitId> ids = UnitIds(source_item);
     std::vector<UnitData> data;
+    data.reserve(ids.size());
     MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, ids, data));
     if (dest_.provider().IsFiltered() && !dest_.provider().Accepts(change.id, data)) {
       ++report_.skipped;  // outside the destination's filter: learned, not held

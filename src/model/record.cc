@@ -1,5 +1,7 @@
 #include "meshsync/record.h"
 
+#include <algorithm>
+
 namespace meshsync {
 
 std::string EncodeField(std::string_view name, std::string_view value) {
@@ -11,13 +13,21 @@ std::string EncodeField(std::string_view name, std::string_view value) {
   return out;
 }
 
-Status DecodeField(std::string_view data, std::string& name, std::string& value) {
+Status DecodeField(std::string_view data, std::string_view& name, std::string_view& value) {
   size_t nul = data.find('\0');
   if (nul == std::string_view::npos || nul == 0) {
     return InvalidArgumentError("record field has no name");
   }
-  name = std::string(data.substr(0, nul));
-  value = std::string(data.substr(nul + 1));
+  name = data.substr(0, nul);
+  value = data.substr(nul + 1);
+  return Status::Ok();
+}
+
+Status DecodeField(std::string_view data, std::string& name, std::string& value) {
+  std::string_view name_view, value_view;
+  MESHSYNC_RETURN_IF_ERROR(DecodeField(data, name_view, value_view));
+  name = name_view;
+  value = value_view;
   return Status::Ok();
 }
 
@@ -56,6 +66,7 @@ std::string EncodeFieldHashes(const FieldHashes& hashes) {
 
 std::vector<ChangeUnitId> ChangedUnits(const FieldHashes& before, const FieldHashes& now) {
   std::vector<ChangeUnitId> changed;
+  changed.reserve(std::max(before.size(), now.size()));
   auto b = before.begin(), n = now.begin();
   while (b != before.end() || n != now.end()) {
     if (n == now.end() || (b != before.end() && b->first < n->first)) {
@@ -73,6 +84,7 @@ std::vector<ChangeUnitId> ChangedUnits(const FieldHashes& before, const FieldHas
 
 FieldHashes DecodeFieldHashes(std::string_view state) {
   FieldHashes hashes;
+  hashes.reserve(state.size() / 12);
   for (size_t pos = 0; pos + 12 <= state.size(); pos += 12) {
     uint32_t unit = 0;
     uint64_t hash = 0;
