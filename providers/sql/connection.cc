@@ -161,8 +161,7 @@ class SqliteConnection final : public Connection {
     } else if (auto d = p.kind == Kind::kReal ? ParseReal(payload) : std::nullopt) {
       rc = sqlite3_bind_double(stmt, i, *d);
     } else {
-      rc = sqlite3_bind_text64(stmt, i, payload.data(), payload.size(), SQLITE_STATIC,
-                               SQLITE_UTF8);
+      rc = sqlite3_bind_text64(stmt, i, payload.data(), payload.size(), SQLITE_STATIC, SQLITE_UTF8);
     }
     return rc == SQLITE_OK ? Status::Ok() : Failure(sqlite3_errmsg(db_));
   }

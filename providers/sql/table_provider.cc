@@ -718,8 +718,8 @@ Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request)
   for (const auto& [name, value] : fields) {
     auto it = t->column_by_name.find(name);
     if (it == t->column_by_name.end()) {
-      return InvalidArgumentError("column " + std::string(name) + " is not in table " +
-                                  table_name + " of " + db_.name());
+      return InvalidArgumentError("column " + std::string(name) + " is not in table " + table_name +
+                                  " of " + db_.name());
     }
     target.given.emplace_back(it->second, std::string(value));
   }
