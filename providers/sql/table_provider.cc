@@ -155,6 +155,9 @@ struct TableProvider::Table {
   // New rows with every column, returning them, by the number of rows
   // (InsertSql).
   mutable std::map<size_t, std::string> insert_sql;
+  // UPDATEs by the columns they set and guard (Update), one byte per column:
+  // 0 not set, 1 set, 2 set and guarded.
+  mutable std::unordered_map<std::string, std::string> update_sql;
   std::string detect_sql;
   std::string all_rows_sql;  // every row, every column (ResyncTable)
   std::string pk_where;      // "pk1 = ?1 AND ..." (parameters 1..k)
@@ -850,23 +853,38 @@ Result<std::optional<std::vector<std::string>>> TableProvider::Update(const Tabl
                                                                       const FieldHashes& guard) {
   const TableSchema& schema = t.schema;
   std::vector<Param> params = t.PkParams(target.pk);
-  std::vector<std::string> sets, guards;
+  std::string shape(schema.columns.size(), '\0');
   for (const auto& [c, value] : target.given) {
     if (schema.columns[c].pk > 0) continue;
-    sets.push_back(t.quoted[c] + " = " + db_.Placeholder(params.size() + 1));
+    shape[c] = 1;
     params.push_back(Param{value, schema.columns[c].kind});
   }
   for (const auto& [c, value] : target.given) {
     auto it = guard.find(t.units[c]);
     if (it == guard.end()) continue;
-    guards.push_back("meshsync_field_hash(" + db_.Placeholder(params.size() + 1) + ", " +
-                     t.quoted[c] + ") = " + db_.Placeholder(params.size() + 2));
+    shape[c] = static_cast<char>(shape[c] | 2);
     params.push_back(Param{Text(schema.columns[c].name), Kind::kText});
     params.push_back(Param{Text(std::to_string(static_cast<int64_t>(it->second))), Kind::kInteger});
   }
-  std::string sql = "UPDATE " + t.quoted_table + " SET " + Join(sets, ", ") + " WHERE " +
-                    t.pk_where + (guards.empty() ? "" : " AND " + Join(guards, " AND ")) +
-                    " RETURNING " + Join(t.quoted, ", ");
+  std::string& sql = t.update_sql[shape];
+  if (sql.empty()) {
+    // Parameters in the order pushed above: the key, the values set, then a
+    // (name, hash) pair per guarded column.
+    size_t next = schema.pk.size();
+    std::vector<std::string> sets, guards;
+    for (const auto& [c, value] : target.given) {
+      if (shape[c] & 1) sets.push_back(t.quoted[c] + " = " + db_.Placeholder(++next));
+    }
+    for (const auto& [c, value] : target.given) {
+      if (!(shape[c] & 2)) continue;
+      guards.push_back("meshsync_field_hash(" + db_.Placeholder(next + 1) + ", " + t.quoted[c] +
+                       ") = " + db_.Placeholder(next + 2));
+      next += 2;
+    }
+    sql = "UPDATE " + t.quoted_table + " SET " + Join(sets, ", ") + " WHERE " + t.pk_where +
+          (guards.empty() ? "" : " AND " + Join(guards, " AND ")) + " RETURNING " +
+          Join(t.quoted, ", ");
+  }
   std::optional<std::vector<std::string>> stored;
   MESHSYNC_RETURN_IF_ERROR(db_.Query(sql, params, [&stored](Row r) {
     stored.emplace(r.begin(), r.end());
