@@ -155,8 +155,8 @@ struct TableProvider::Table {
   // New rows with every column, returning them, by the number of rows
   // (InsertSql).
   mutable std::map<size_t, std::string> insert_sql;
-  // UPDATEs by the columns they set and guard (Update), one byte per column:
-  // 0 not set, 1 set, 2 set and guarded.
+  // UPDATEs by the columns they set and guard (Update), one byte of flags
+  // per column: 1 set, 2 guarded.
   mutable std::unordered_map<std::string, std::string> update_sql;
   std::string detect_sql;
   std::string all_rows_sql;  // every row, every column (ResyncTable)

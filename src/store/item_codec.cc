@@ -24,8 +24,8 @@ std::string EncodeItemVersions(const ItemMetadata& item) {
   for (const UnitVersion& unit : item.units) absolute |= unit.version.tick > item.updated.tick;
   auto tick = [&](uint64_t t) { return absolute ? t : item.updated.tick - t; };
   std::string out;
-  // Each varint takes at most 10 bytes; provider state a length and itself.
-  out.reserve(1 + 5 * 10 + item.units.size() * 3 * 10 + 10 + item.provider_state.size());
+  // The usual size (small varints); a larger item grows the string.
+  out.reserve(16 + item.units.size() * 8 + 5 + item.provider_state.size());
   out.push_back(static_cast<char>((item.tombstone ? kTombstoneFlag : 0) |
                                   (absolute ? kAbsoluteTicksFlag : 0)));
   coding::PutVarint(out, item.updated.replica);
