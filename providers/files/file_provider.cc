@@ -1726,10 +1726,7 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
       for (const UnitData& unit : request.units) {
         if (unit.unit == kContentUnit) {
           auto incoming = DecodeContent(unit.data);
-          if (!incoming.ok() || incoming->kind != Kind::kFile || incoming->size == 0 ||
-              incoming->size > kPrepareMaxBytes) {
-            break;
-          }
+          if (!incoming.ok() || incoming->kind != Kind::kFile || incoming->size == 0) break;
           job.content = *std::move(incoming);
           content = true;
         } else if (unit.unit == kPlacementUnit) {
@@ -1767,6 +1764,9 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
       jobs.push_back(std::move(job));
     }
     if (jobs.size() < 2) continue;  // nothing to do at once
+    // The largest first, so that no thread is left copying one at the end.
+    std::stable_sort(jobs.begin(), jobs.end(),
+                     [](const Job& a, const Job& b) { return a.content.size > b.content.size; });
     const bool tmpfile = tmpfile_works_;
     std::atomic<size_t> next{0};
     auto work = [&] {

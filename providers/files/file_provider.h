@@ -286,13 +286,13 @@ class FileProvider final : public Provider {
                        bool try_tmpfile, int near, std::string& temp_name, TempWrite& write,
                        const FinalPlace* place = nullptr) const;
   std::string NextTempName();
-  // Writes the new files among `requests` (creations of files of at most
-  // kPrepareMaxBytes whose data is a local file) to temporary files, several
-  // at once, into prepared_. Creating files is mostly the kernel's work
-  // (finding free inodes), which two cores do faster than one. A file that
-  // fails here is simply written again by SaveChange.
+  // Writes the new files among `requests` (creations of files whose data is
+  // a local file) to temporary files, several at once, into prepared_. Both
+  // halves of the work are the kernel's, and two cores do them faster than
+  // one: creating small files is mostly finding free inodes, copying large
+  // ones is copying pages. A file that fails here is simply written again by
+  // SaveChange.
   void PrepareNewFiles(std::span<const SaveRequest> requests);
-  static constexpr uint64_t kPrepareMaxBytes = 1u << 20;
   // Prepared temporary files by item, until SaveChanges ends.
   std::unordered_map<ItemId, std::string, Id128Hash> prepared_;
   // Writes `content` from a reader on another replica into `out`: chunks
