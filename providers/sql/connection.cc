@@ -223,16 +223,16 @@ Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
   // A file that is not a database fails on the first read, so read now.
   // Savepoints' journals and RETURNING's result tables stay in memory (the
   // default puts them in temporary files: several writes per row saved).
-  // A batch's changed pages stay in the page cache until it commits
-  // (cache_spill off; a batch is bounded by the engine): a batch that
-  // spilled pages mid-way synced the rollback journal before each spill.
-  // Pages only read stay within SQLite's default 2 MiB: a scan reads each
-  // page once, and a larger cache filled with them (10 MiB for a table of
-  // 100,000 rows) was fresh memory to zero and fault in, 4-5% of an initial
-  // sync's CPU. These settings last as long as this connection.
+  // A transaction's changed pages stay in the page cache until it commits,
+  // up to 64 MiB of them (cache_spill): a batch that spilled pages mid-way
+  // synced the rollback journal before each spill. Pages only read stay
+  // within SQLite's default 2 MiB (cache_size): a scan reads each page
+  // once, and a larger cache filled with them (10 MiB for a table of
+  // 100,000 rows) was fresh memory to zero and fault in, 4-5% of an
+  // initial sync's CPU. These settings last as long as this connection.
   MESHSYNC_RETURN_IF_ERROR(connection->Exec(
       "SELECT count(*) FROM sqlite_schema; PRAGMA foreign_keys = ON; "
-      "PRAGMA temp_store = MEMORY; PRAGMA cache_size = -2048; PRAGMA cache_spill = OFF;"));
+      "PRAGMA temp_store = MEMORY; PRAGMA cache_size = -2048; PRAGMA cache_spill = -65536;"));
   return std::unique_ptr<Connection>(std::move(connection));
 }
 
