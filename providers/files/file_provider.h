@@ -179,8 +179,8 @@ class FileProvider final : public Provider {
   Result<std::unique_ptr<DataReader>> OpenData(const ItemMetadata& item,
                                                ChangeUnitId unit) override;
   Result<SaveResult> SaveChange(const SaveRequest& request) override;
-  // One at a time, in order, as SaveChange; new small files whose data is
-  // local are first written to temporary files on every core
+  // One at a time, in order, as SaveChange; new files whose data is local
+  // are first written to temporary files on every core
   // (PrepareNewFiles), which SaveChange then moves into place.
   void SaveChanges(std::span<const SaveRequest> requests,
                    std::vector<Result<SaveResult>>& results) override;

@@ -357,36 +357,6 @@ TEST_F(FolderTest, LargeFileEditsMoveOnlyTheirChunksAndStayExact) {
   EXPECT_EQ(ReadFile(b_ / "big.bin"), big);
 }
 
-// New files, large and small, are written side by side (one per core) before
-// the batch is applied in order; each must arrive whole and exact, under its
-// own name, whatever the order the threads took them in.
-TEST_F(FolderTest, NewLargeAndSmallFilesInOneBatchArriveExact) {
-  std::map<std::string, std::string> expected;
-  uint64_t x = 7;
-  auto random_bytes = [&x](size_t size) {
-    std::string bytes(size, '\0');
-    for (char& c : bytes) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      c = static_cast<char>(x >> 56);
-    }
-    return bytes;
-  };
-  for (int i = 0; i < 3; ++i) {
-    expected["big" + std::to_string(i) + ".bin"] = random_bytes((3u << 20) + 1000u * i);
-  }
-  expected["sub/huge.bin"] = random_bytes(kDirectCopyMinBytes + (1u << 20) + 5);
-  for (int i = 0; i < 5; ++i)
-    expected["sub/small" + std::to_string(i)] = random_bytes(100u * i + 1);
-  for (const auto& [name, bytes] : expected) WriteFile(a_ / name, bytes);
-  FolderSyncReport report = Sync();
-  EXPECT_EQ(report.a_to_b.engine.created, expected.size() + 1);  // and the folder
-  uint64_t total = 0;
-  for (const auto& [name, bytes] : expected) total += bytes.size();
-  EXPECT_EQ(report.a_to_b.bytes_copied, total);
-  for (const auto& [name, bytes] : expected) EXPECT_EQ(ReadFile(b_ / name), bytes) << name;
-  ExpectInSync();
-}
-
 TEST_F(FolderTest, RefusesMissingAndNestedFolders) {
   EXPECT_EQ(Folder::Open(dir_ / "missing", {}).status().code(), StatusCode::kNotFound);
   fs::create_directories(a_ / "inner");
@@ -524,6 +494,27 @@ std::string RandomBytes(size_t size, uint32_t seed) {
     c = static_cast<char>(seed >> 24);
   }
   return out;
+}
+
+// New files, large and small, are written side by side (one per core) before
+// the batch is applied in order; each must arrive whole and exact, under its
+// own name, whatever the order the threads took them in.
+TEST_F(FolderTest, NewLargeAndSmallFilesInOneBatchArriveExact) {
+  std::map<std::string, std::string> expected;
+  for (int i = 0; i < 3; ++i) {
+    expected["big" + std::to_string(i) + ".bin"] = RandomBytes((3u << 20) + 1000u * i, 10u + i);
+  }
+  expected["sub/huge.bin"] = RandomBytes(kDirectCopyMinBytes + (1u << 20) + 5, 20);
+  for (int i = 0; i < 5; ++i)
+    expected["sub/small" + std::to_string(i)] = RandomBytes(100u * i + 1, 30u + i);
+  for (const auto& [name, bytes] : expected) WriteFile(a_ / name, bytes);
+  FolderSyncReport report = Sync();
+  EXPECT_EQ(report.a_to_b.engine.created, expected.size() + 1);  // and the folder
+  uint64_t total = 0;
+  for (const auto& [name, bytes] : expected) total += bytes.size();
+  EXPECT_EQ(report.a_to_b.bytes_copied, total);
+  for (const auto& [name, bytes] : expected) EXPECT_EQ(ReadFile(b_ / name), bytes) << name;
+  ExpectInSync();
 }
 
 // An hour ago: a file written then is settled (its stat is trusted).
