@@ -59,13 +59,61 @@ Result<std::optional<std::string>> QueryValue(Connection& db, const std::string&
 
 namespace {
 
+// Prepared statements by their SQL text. Adding one to a full cache first
+// drops the least recently used that is not running (a query runs while its
+// row callback does, and the callback may query too). Handles stay where
+// they are until dropped (the map's nodes do not move).
+template <typename Handle>
+class StatementCache {
+ public:
+  struct Entry {
+    Handle handle;
+    uint64_t used = 0;
+    int running = 0;
+  };
+
+  Entry* Find(const std::string& sql) {
+    auto it = entries_.find(sql);
+    if (it == entries_.end()) return nullptr;
+    it->second.used = ++clock_;
+    return &it->second;
+  }
+
+  // REQUIRES: `sql` is not cached. `drop` gets each handle dropped.
+  template <typename Drop>
+  Entry& Add(const std::string& sql, Handle handle, Drop drop) {
+    while (entries_.size() >= kMaxCachedStatements) {
+      auto oldest = entries_.end();
+      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->second.running > 0) continue;
+        if (oldest == entries_.end() || it->second.used < oldest->second.used) oldest = it;
+      }
+      if (oldest == entries_.end()) break;  // all running: the cache grows for now
+      drop(oldest->second.handle);
+      entries_.erase(oldest);
+    }
+    return entries_.emplace(sql, Entry{std::move(handle), ++clock_, 0}).first->second;
+  }
+
+  size_t size() const { return entries_.size(); }
+
+  template <typename Fn>
+  void ForEach(Fn fn) {
+    for (auto& [sql, entry] : entries_) fn(entry.handle);
+  }
+
+ private:
+  std::unordered_map<std::string, Entry> entries_;
+  uint64_t clock_ = 0;
+};
+
 // ---------------------------------------------------------------- SQLite
 
 class SqliteConnection final : public Connection {
  public:
   SqliteConnection(sqlite3* db, std::string name) : db_(db), name_(std::move(name)) {}
   ~SqliteConnection() override {
-    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    cache_.ForEach([](sqlite3_stmt* stmt) { sqlite3_finalize(stmt); });
     sqlite3_close(db_);
   }
 
@@ -84,23 +132,25 @@ class SqliteConnection final : public Connection {
   }
 
   Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) override {
-    sqlite3_stmt* stmt = nullptr;
-    if (auto it = cache_.find(sql); it != cache_.end()) {
-      stmt = it->second;
-    } else {
+    auto* entry = cache_.Find(sql);
+    if (entry == nullptr) {
+      sqlite3_stmt* prepared = nullptr;
       if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
-                             SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+                             SQLITE_PREPARE_PERSISTENT, &prepared, nullptr) != SQLITE_OK) {
         return Failure(sqlite3_errmsg(db_));
       }
-      cache_.emplace(sql, stmt);
+      entry = &cache_.Add(sql, prepared, [](sqlite3_stmt* stmt) { sqlite3_finalize(stmt); });
     }
+    sqlite3_stmt* stmt = entry->handle;
+    ++entry->running;
     struct Reset {
-      sqlite3_stmt* s;
+      StatementCache<sqlite3_stmt*>::Entry* e;
       ~Reset() {
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s);
+        sqlite3_reset(e->handle);
+        sqlite3_clear_bindings(e->handle);
+        --e->running;
       }
-    } reset{stmt};
+    } reset{entry};
     for (size_t i = 0; i < params.size(); ++i) {
       MESHSYNC_RETURN_IF_ERROR(Bind(stmt, static_cast<int>(i + 1), params[i]));
     }
@@ -117,6 +167,7 @@ class SqliteConnection final : public Connection {
   }
 
   bool HashesFields() const override { return true; }
+  size_t CachedStatements() const override { return cache_.size(); }
 
   // meshsync_field_hash(name, value): FieldHashOf(name, the value encoded as
   // Query encodes it), its 64 bits as an integer.
@@ -196,7 +247,7 @@ class SqliteConnection final : public Connection {
 
   sqlite3* db_;
   std::string name_;
-  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  StatementCache<sqlite3_stmt*> cache_;
 };
 
 Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
@@ -248,6 +299,7 @@ struct LibPq {
   decltype(&::PQport) port;
   decltype(&::PQdb) db;
   decltype(&::PQexec) exec;
+  decltype(&::PQtransactionStatus) transaction_status;
   decltype(&::PQprepare) prepare;
   decltype(&::PQexecPrepared) exec_prepared;
   decltype(&::PQresultStatus) result_status;
@@ -291,6 +343,7 @@ Result<const LibPq*> LoadLibPq() {
     bind(pq.port, "PQport");
     bind(pq.db, "PQdb");
     bind(pq.exec, "PQexec");
+    bind(pq.transaction_status, "PQtransactionStatus");
     bind(pq.prepare, "PQprepare");
     bind(pq.exec_prepared, "PQexecPrepared");
     bind(pq.result_status, "PQresultStatus");
@@ -340,18 +393,25 @@ class PostgresConnection final : public Connection {
     return status;
   }
 
+  size_t CachedStatements() const override { return prepared_.size(); }
+
   Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) override {
-    std::string* statement = nullptr;
-    if (auto it = prepared_.find(sql); it != prepared_.end()) {
-      statement = &it->second;
+    DeallocateDropped();
+    const std::string* statement = nullptr;
+    if (auto* entry = prepared_.Find(sql); entry != nullptr) {
+      statement = &entry->handle;
     } else {
-      std::string name = "meshsync_" + std::to_string(prepared_.size());
+      std::string name = "meshsync_" + std::to_string(next_statement_++);
       PGresult* result =
           pq_.prepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr);
       Status status = Check(result);
       pq_.clear(result);
       MESHSYNC_RETURN_IF_ERROR(status);
-      statement = &prepared_.emplace(sql, std::move(name)).first->second;
+      statement =
+          &prepared_
+               .Add(sql, std::move(name),
+                    [this](std::string& dropped) { dropped_.push_back(std::move(dropped)); })
+               .handle;
     }
     std::vector<const char*> values(params.size());
     std::vector<int> lengths(params.size());
@@ -455,10 +515,25 @@ class PostgresConnection final : public Connection {
     }
   }
 
+  // Frees on the server the statements the cache dropped, outside any
+  // transaction only: there a failing DEALLOCATE cannot abort the work of
+  // others, and whatever fails is left for the session's end.
+  void DeallocateDropped() {
+    if (dropped_.empty() || pq_.transaction_status(conn_) != PQTRANS_IDLE) return;
+    std::string sql;
+    for (const std::string& name : dropped_) sql += "DEALLOCATE " + name + ";";
+    dropped_.clear();
+    pq_.clear(pq_.exec(conn_, sql.c_str()));
+  }
+
   const LibPq& pq_;
   PGconn* conn_;
   std::string name_;
-  std::unordered_map<std::string, std::string> prepared_;
+  // Statements run one at a time, their rows read before any callback:
+  // nothing in the cache is ever running.
+  StatementCache<std::string> prepared_;
+  uint64_t next_statement_ = 0;
+  std::vector<std::string> dropped_;  // names to DEALLOCATE
 };
 
 Result<std::unique_ptr<Connection>> ConnectPostgres(std::string_view url) {

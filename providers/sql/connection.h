@@ -6,7 +6,8 @@
 // "v" + canonical text for everything else. Parameters carry a Kind hint so
 // that a connection can bind a number as a number.
 //
-// Statements are prepared once per connection and cached by their text.
+// Statements are prepared once per connection and cached by their text, the
+// kMaxCachedStatements most recently used (CachedStatements).
 // Identifiers are always quoted (QuoteIdent), values always bound: nothing a
 // user or a peer supplies is spliced into SQL.
 //
@@ -38,6 +39,11 @@ struct Param {
 using Row = std::span<const std::string>;
 using RowFn = std::function<Status(Row)>;
 
+// A connection keeps at most this many prepared statements: a table whose
+// updates set many different sets of columns (an UPDATE text each) would
+// otherwise keep one per set for the connection's life.
+inline constexpr size_t kMaxCachedStatements = 256;
+
 class Connection {
  public:
   Connection() = default;
@@ -54,6 +60,10 @@ class Connection {
   // Runs one statement; calls `fn` for each result row, its values encoded
   // and canonical (value.h) by the type the database reports.
   virtual Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) = 0;
+
+  // Prepared statements kept for reuse: at most kMaxCachedStatements, unless
+  // more are running at once (a row callback's own queries).
+  virtual size_t CachedStatements() const = 0;
 
   // "$n" for PostgreSQL, "?n" for SQLite: the n-th parameter (from 1).
   std::string Placeholder(size_t n) const;

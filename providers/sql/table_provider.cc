@@ -866,6 +866,10 @@ Result<std::optional<std::vector<std::string>>> TableProvider::Update(const Tabl
     params.push_back(Param{Text(schema.columns[c].name), Kind::kText});
     params.push_back(Param{Text(std::to_string(static_cast<int64_t>(it->second))), Kind::kInteger});
   }
+  // As many texts as statements the connection keeps (kMaxCachedStatements).
+  if (t.update_sql.size() >= kMaxCachedStatements && !t.update_sql.contains(shape)) {
+    t.update_sql.clear();
+  }
   std::string& sql = t.update_sql[shape];
   if (sql.empty()) {
     // Parameters in the order pushed above: the key, the values set, then a
