@@ -74,7 +74,8 @@ class ChangeRecorder {
   virtual Status ForEachLiveItem(const std::function<Status(const ItemMetadata&)>& fn) = 0;
   // Records a creation, update or deletion; returns the item's id. Updating
   // or deleting an unknown id, or deleting a tombstone, is kInvalidArgument.
-  virtual Result<ItemId> Record(const LocalChange& change) = 0;
+  // Takes the change (pass it with std::move: its key and state are kept).
+  virtual Result<ItemId> Record(LocalChange change) = 0;
 
   // Records the deletion of every live item for which `gone` is true: for
   // providers that list their whole store and take what they did not find

@@ -283,7 +283,7 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
       change.changed_units = std::move(all);
       change.key = item.sync.id;
       change.provider_state = std::move(state);
-      auto recorded = recorder.Record(change);
+      auto recorded = recorder.Record(std::move(change));
       if (!recorded.ok()) return recorded.status();
       continue;
     }
@@ -299,7 +299,7 @@ Status FeedProvider::DetectChanges(ChangeRecorder& recorder) {
       if (state == meta.provider_state) continue;
       change.changed_units = ChangedUnits(DecodeFieldHashes(meta.provider_state), hashes);
     }
-    auto recorded = recorder.Record(change);
+    auto recorded = recorder.Record(std::move(change));
     if (!recorded.ok()) return recorded.status();
   }
   // Items removed from the file by hand are deletions.

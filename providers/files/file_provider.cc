@@ -1122,7 +1122,7 @@ class FileProvider::Walker {
       local.key = EncodePlacement(c.found.parent, c.found.name);
       MarkRacy(c.state);
       local.provider_state = EncodeState(c.state);
-      MESHSYNC_RETURN_IF_ERROR(recorder_.Record(local).status());
+      MESHSYNC_RETURN_IF_ERROR(recorder_.Record(std::move(local)).status());
       p_.AddNode(c.id, NodeOf(c.found.parent, c.found.name, c.state));
       if (c.content) p_.IndexChunks(c.id, c.state);
     }
@@ -1140,7 +1140,7 @@ class FileProvider::Walker {
       local.deleted = true;
       local.key = item->key;
       local.provider_state = item->provider_state;
-      MESHSYNC_RETURN_IF_ERROR(recorder_.Record(local).status());
+      MESHSYNC_RETURN_IF_ERROR(recorder_.Record(std::move(local)).status());
     }
     for (const ItemId& id : gone) p_.RemoveNode(id);
     return Status::Ok();

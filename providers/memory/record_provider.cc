@@ -41,7 +41,7 @@ Status RecordProvider::DetectChanges(ChangeRecorder& recorder) {
     change.changed_units =
         ChangedUnits(live ? DecodeFieldHashes(known->provider_state) : FieldHashes(), now);
     if (live && change.changed_units.empty()) continue;
-    MESHSYNC_RETURN_IF_ERROR(recorder.Record(change).status());
+    MESHSYNC_RETURN_IF_ERROR(recorder.Record(std::move(change)).status());
   }
   return recorder.RecordDeletions(
       [&](const ItemMetadata& item) { return !records_.contains(item.id); });

@@ -311,7 +311,7 @@ Status RecordFolderProvider::DetectChanges(ChangeRecorder& recorder) {
       change.changed_units = ChangedUnits(HashesOfState((*existing)->provider_state), hashes);
       // With no unit changed (a touched file) the new state is saved alone.
     }
-    auto recorded = recorder.Record(change);
+    auto recorded = recorder.Record(std::move(change));
     if (!recorded.ok()) return recorded.status();
   }
 

@@ -71,7 +71,7 @@ bool RowCache::Put(std::string_view key, std::string_view state,
 }
 
 bool RowCache::Get(std::string_view key, std::string_view state,
-                   std::vector<std::string>& values) const {
+                   std::vector<std::string_view>& values) const {
   if (slots_.empty()) return false;
   const char* p = slots_[Find(key, Hash(key))].record;
   if (p == nullptr || p == Erased()) return false;

@@ -31,8 +31,10 @@ class RowCache {
   // state `state`, in place of what was kept for `key`. False, keeping
   // nothing new, once the cache is full.
   bool Put(std::string_view key, std::string_view state, std::span<const std::string> values);
-  // The values kept for `key`, if they were kept with `state`.
-  bool Get(std::string_view key, std::string_view state, std::vector<std::string>& values) const;
+  // The values kept for `key`, if they were kept with `state`: views of the
+  // cache's copies, valid until Clear (Put and Erase move no record).
+  bool Get(std::string_view key, std::string_view state,
+           std::vector<std::string_view>& values) const;
   void Erase(std::string_view key);
   void Clear();
 

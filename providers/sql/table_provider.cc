@@ -370,8 +370,8 @@ Status TableProvider::DetectRow(const Table& t, std::span<const std::string> pk,
     LocalChange change;
     change.id = existing->id;
     change.deleted = true;
-    change.key = key;
-    return recorder.Record(change).status();
+    change.key = std::move(key);
+    return recorder.Record(std::move(change)).status();
   }
   size_t n = schema.columns.size();
   FieldHashes hashes;
@@ -380,16 +380,16 @@ Status TableProvider::DetectRow(const Table& t, std::span<const std::string> pk,
   for (size_t c = 0; c < n; ++c) hashes[t.units[c]] = UnitHash(schema.columns[c].name, values[c]);
   LocalChange change;
   change.id = id;
-  change.key = key;
+  change.key = std::move(key);
   change.provider_state = EncodeFieldHashes(hashes);
-  rows_.Put(key, change.provider_state, values);
+  rows_.Put(change.key, change.provider_state, values);
   change.changed_units =
       ChangedUnits(live ? DecodeFieldHashes(existing->provider_state) : FieldHashes(), hashes);
-  if (live && change.changed_units.empty() && existing->key == key &&
+  if (live && change.changed_units.empty() && existing->key == change.key &&
       existing->provider_state == change.provider_state) {
     return Status::Ok();
   }
-  return recorder.Record(change).status();
+  return recorder.Record(std::move(change)).status();
 }
 
 Status TableProvider::ChangesRecorded() {
@@ -429,13 +429,14 @@ Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const C
   if (parts.size() != 1 + t->schema.pk.size())
     return DataLossError("the key of item " + item.id.ToHex() + " does not fit its table");
   std::span<const std::string> pk(parts.data() + 1, parts.size() - 1);
-  std::optional<std::vector<std::string>> row;
-  if (std::vector<std::string> cached; rows_.Get(item.key, item.provider_state, cached)) {
-    row = std::move(cached);
-  } else {
-    MESHSYNC_ASSIGN_OR_RETURN(row, ReadRow(*t, pk, false));
+  // The row the scan kept, else the row as it is now.
+  std::vector<std::string_view> row;
+  std::optional<std::vector<std::string>> read;
+  if (!rows_.Get(item.key, item.provider_state, row)) {
+    MESHSYNC_ASSIGN_OR_RETURN(read, ReadRow(*t, pk, false));
+    if (!read) return NotFoundError(DescribeKey(item.key) + " was deleted since it was scanned");
+    row.assign(read->begin(), read->end());
   }
-  if (!row) return NotFoundError(DescribeKey(item.key) + " was deleted since it was scanned");
   FieldHashes state = DecodeFieldHashes(item.provider_state);
   for (ChangeUnitId unit : units) {
     std::string data;
@@ -445,7 +446,7 @@ Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const C
       auto c = std::find(t->units.begin(), t->units.end(), unit);
       if (c == t->units.end()) continue;  // not a column here: removed
       size_t i = static_cast<size_t>(c - t->units.begin());
-      data = EncodeField(t->schema.columns[i].name, (*row)[i]);
+      data = EncodeField(t->schema.columns[i].name, row[i]);
     }
     auto it = state.find(unit);
     if (it != state.end() && it->second != FieldHash(data))
@@ -648,7 +649,7 @@ Status TableProvider::InsertRows(const Table& t, std::span<const Target* const> 
   for (size_t r = 0; r < rows.size(); ++r) {
     const Target& target = *rows[r];
     for (const auto& [c, value] : target.given)
-      params.push_back(Param{value, t.schema.columns[c].kind});
+      params.push_back(Param{std::string(value), t.schema.columns[c].kind});
     by_key.emplace(target.key, r);
     rows_.Erase(target.key);
   }
@@ -724,7 +725,7 @@ Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request)
       return InvalidArgumentError("column " + std::string(name) + " is not in table " + table_name +
                                   " of " + db_.name());
     }
-    target.given.emplace_back(it->second, std::string(value));
+    target.given.emplace_back(it->second, value);
   }
   std::stable_sort(target.given.begin(), target.given.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -756,7 +757,7 @@ Result<TableProvider::Target> TableProvider::Resolve(const SaveRequest& request)
 Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target& target) {
   const Table* t = target.table;
   const TableSchema& schema = t->schema;
-  const std::vector<std::pair<size_t, std::string>>& given = target.given;
+  const std::vector<std::pair<size_t, std::string_view>>& given = target.given;
   const std::vector<std::string>& pk = target.pk;
   const std::string& key = target.key;
   rows_.Erase(key);
@@ -779,7 +780,9 @@ Result<SaveResult> TableProvider::Save(const SaveRequest& request, const Target&
   } else if (request.action == SaveAction::kCreate) {
     std::vector<Param> params;
     params.reserve(given.size());
-    for (const auto& [c, value] : given) params.push_back(Param{value, schema.columns[c].kind});
+    for (const auto& [c, value] : given) {
+      params.push_back(Param{std::string(value), schema.columns[c].kind});
+    }
     bool every_column = given.size() == schema.columns.size();  // given is in column order
     std::string built;
     if (!every_column) {
@@ -857,7 +860,7 @@ Result<std::optional<std::vector<std::string>>> TableProvider::Update(const Tabl
   for (const auto& [c, value] : target.given) {
     if (schema.columns[c].pk > 0) continue;
     shape[c] = 1;
-    params.push_back(Param{value, schema.columns[c].kind});
+    params.push_back(Param{std::string(value), schema.columns[c].kind});
   }
   for (const auto& [c, value] : target.given) {
     auto it = guard.find(t.units[c]);

@@ -115,7 +115,8 @@ class TableProvider final : public Provider {
     const Table* table = nullptr;
     std::vector<std::string> pk;  // encoded key values
     std::string key;
-    std::vector<std::pair<size_t, std::string>> given;  // column, value; column order
+    // Column, value (a view of the request's unit data); column order.
+    std::vector<std::pair<size_t, std::string_view>> given;
   };
   Result<Target> Resolve(const SaveRequest& request) const;
   Status BeginBatch();

@@ -60,7 +60,7 @@ class Recorder final : public ChangeRecorder {
     }
   }
 
-  Result<ItemId> Record(const LocalChange& change) override {
+  Result<ItemId> Record(LocalChange change) override {
     std::optional<ItemMetadata> existing;
     if (change.id.has_value()) {
       MESHSYNC_ASSIGN_OR_RETURN(existing, FindItem(*change.id));
@@ -70,8 +70,8 @@ class Recorder final : public ChangeRecorder {
       // Nothing changed but the provider's own state (a refreshed stat
       // cache): no new version.
       ItemMetadata item = std::move(*existing);
-      item.key = change.key;
-      item.provider_state = change.provider_state;
+      item.key = std::move(change.key);
+      item.provider_state = std::move(change.provider_state);
       return Keep(std::move(item));
     }
     Version version{0, replica_.hlc().Next()};
@@ -102,8 +102,8 @@ class Recorder final : public ChangeRecorder {
       }
     }
     item.updated = version;
-    item.key = change.key;
-    item.provider_state = change.provider_state;
+    item.key = std::move(change.key);
+    item.provider_state = std::move(change.provider_state);
     return Keep(std::move(item));
   }
 
@@ -176,7 +176,7 @@ Status ChangeRecorder::RecordDeletions(const std::function<bool(const ItemMetada
     change.id = item.id;
     change.deleted = true;
     change.key = item.key;
-    MESHSYNC_RETURN_IF_ERROR(Record(change).status());
+    MESHSYNC_RETURN_IF_ERROR(Record(std::move(change)).status());
   }
   return Status::Ok();
 }

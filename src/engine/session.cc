@@ -463,6 +463,7 @@ class DirectionRun {
 
   static std::vector<ChangeUnitId> UnitIds(const ItemMetadata& item) {
     std::vector<ChangeUnitId> ids;
+    ids.reserve(item.units.size());
     for (const UnitVersion& unit : item.units) ids.push_back(unit.unit);
     return ids;
   }
@@ -670,7 +671,7 @@ class DirectionRun {
       return Status::Ok();
     }
     SaveRequest request{SaveAction::kCreate, change.id, local, {}, {}, SourceData(source_item)};
-    SplitRemovals(UnitIds(change), std::move(data), request);
+    SplitRemovals(ids, std::move(data), request);
     Defer(std::move(request), [this, &batch, change = std::move(change)](SaveResult saved) mutable {
       change.key = std::move(saved.key);
       change.provider_state = std::move(saved.provider_state);
