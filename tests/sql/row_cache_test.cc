@@ -87,6 +87,21 @@ TEST(RowCacheTest, AgreesWithAMapThroughGrowthAndErasures) {
   EXPECT_FALSE(cache.Get("t|v1", "s1", got));
 }
 
+// Get's views point into the cache: they must outlive later puts (new
+// blocks, the index growing), a put that replaces the row, and erasures.
+TEST(RowCacheTest, ViewsStayValidUntilClear) {
+  RowCache cache(size_t{64} << 20);
+  ASSERT_TRUE(cache.Put("k", "s", Values(7)));
+  std::vector<std::string_view> views;
+  ASSERT_TRUE(cache.Get("k", "s", views));
+  for (int i = 0; i < 20000; ++i) {
+    ASSERT_TRUE(cache.Put("t|v" + std::to_string(i), "s", Values(i)));
+  }
+  ASSERT_TRUE(cache.Put("k", "other", Values(8)));
+  cache.Erase("k");
+  EXPECT_EQ(Strings(views), Values(7));
+}
+
 TEST(RowCacheTest, RefusesRowsOnceFull) {
   RowCache cache(size_t{2} << 20);
   std::vector<std::string> big = {std::string(100'000, 'b')};
