@@ -161,8 +161,9 @@ class MetadataStore {
 
   virtual Result<std::vector<ConflictRecord>> ListConflicts() = 0;
 
-  // Applies `batch` atomically and durably. On failure nothing is applied
-  // and the state is unchanged.
+  // Applies `batch` atomically and durably (a store opened with
+  // StoreDurability::kOwnVersions: as durably as the batch needs). On
+  // failure nothing is applied and the state is unchanged.
   virtual Status Commit(const StoreBatch& batch) = 0;
 
   // Applies `batch` as Commit does, but may write it in the background and
@@ -204,6 +205,33 @@ class MetadataStore {
   std::optional<StoreBatch> staged_;  // the default StageInBackground's
 };
 
+// Whether a power cut may undo `batch` once it is committed to a store in
+// `state` without a loss the replica's peers cannot repair. It may unless it
+// issues a version of the replica's own (replica key 0) newer than
+// state.tick, or records a conflict. A power cut that undoes versions
+// learned from peers, knowledge, or provider state takes the replica back
+// to an earlier consistent state: its knowledge goes back with its items,
+// so its peers send those versions again, and data the metadata no longer
+// describes is found by the next detection (equal data is no conflict). One
+// that undoes versions the replica issued is not repaired: they may already
+// be with a peer, and the replica's knowledge of its own versions is its
+// clock, which does not go back, so the peer's copy would never return.
+bool MayBeUndoneByPowerCut(const ReplicaState& state, const StoreBatch& batch);
+
+// How much of what a SQLite store commits a power cut may undo. A crash of
+// the process undoes nothing either way: the system keeps what was written.
+enum class StoreDurability {
+  // Every commit is on the device when Commit (or, for a background
+  // commit, Flush) returns.
+  kEveryCommit,
+  // Only commits that must be (see MayBeUndoneByPowerCut); the others are
+  // left to the system's write-back, and the store arranges not to wait for
+  // the device on their behalf. For a replica whose data is no more durable
+  // than that: a folder synced without --fsync, whose files the kernel
+  // writes back when it will.
+  kOwnVersions,
+};
+
 // A store that lives in memory. `provider_name` as in OpenSqliteStore.
 std::unique_ptr<MetadataStore> OpenMemoryStore(ReplicaId id, std::string provider_name);
 
@@ -214,9 +242,9 @@ std::unique_ptr<MetadataStore> OpenMemoryStore(ReplicaId id, std::string provide
 // kUnavailable if it cannot be opened. While it is open, the store must be
 // the only writer of its file (the replica's lock sees to that): it answers
 // some lookups from what it knows it wrote.
-Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
-                                                       std::string_view provider_name,
-                                                       Random& random);
+Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(
+    const std::string& path, std::string_view provider_name, Random& random,
+    StoreDurability durability = StoreDurability::kEveryCommit);
 
 // A read-only view of the SQLite store at `path` as it is now: reads see
 // that state for as long as the view is open, while the replica's own store

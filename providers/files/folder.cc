@@ -123,7 +123,12 @@ Result<std::unique_ptr<Folder>> Folder::Open(const std::string& path,
   MESHSYNC_RETURN_IF_ERROR(provider_options.ignore.Add(rules, path + "/.meshsyncignore"));
 
   f->ignore_ = provider_options.ignore;
-  MESHSYNC_ASSIGN_OR_RETURN(f->store_, OpenSqliteStore(db_path, kProviderName, SystemRandom()));
+  // Without --fsync the files are left to the kernel's write-back, and
+  // so is the metadata that need not outlive a power cut.
+  MESHSYNC_ASSIGN_OR_RETURN(f->store_,
+                            OpenSqliteStore(db_path, kProviderName, SystemRandom(),
+                                            options.fsync ? StoreDurability::kEveryCommit
+                                                          : StoreDurability::kOwnVersions));
   provider_options.replica_name = f->store_->state().id.ShortName();
   auto provider = FileProvider::Open(f->real_, *f->store_, std::move(provider_options));
   if (!provider.ok()) return provider.status();

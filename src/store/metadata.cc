@@ -63,6 +63,20 @@ bool KnowsAllOf(const Knowledge& known, const ItemMetadata& item) {
   return true;
 }
 
+bool MayBeUndoneByPowerCut(const ReplicaState& state, const StoreBatch& batch) {
+  if (!batch.new_conflicts.empty()) return false;
+  auto issued = [&](const Version& version) {
+    return version.replica == 0 && version.tick > state.tick;
+  };
+  for (const ItemMetadata& item : batch.upserts) {
+    if (issued(item.created) || issued(item.updated)) return false;
+    for (const UnitVersion& unit : item.units) {
+      if (issued(unit.version)) return false;
+    }
+  }
+  return true;
+}
+
 std::string_view ConflictKindName(ConflictKind kind) {
   switch (kind) {
     case ConflictKind::kUpdateUpdate:

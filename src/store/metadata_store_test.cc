@@ -6,11 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
+#include <string_view>
 
 #include "src/store/fingerprint_set.h"
 #include "testing/fakes.h"
@@ -1049,6 +1052,271 @@ TEST(SqliteStoreCrashTest, KillNineDuringCommitsLeavesWholeBatches) {
     EXPECT_EQ((*store)->state().knowledge, Knowledge(ClockVector{{0, tick}}));
     EXPECT_EQ(*(*store)->CountItems(), tick * kItemsPerBatch) << "round " << round;
   }
+}
+
+// Which commits a power cut may undo: those that issue none of the
+// replica's own versions (replica key 0, newer than its tick) and record no
+// conflict.
+TEST(MayBeUndoneByPowerCutTest, OnlyLearnedVersionsAndStateMay) {
+  ReplicaState state;
+  state.tick = 100;
+  ItemMetadata learned;
+  learned.id = ItemId(0, 1);
+  learned.created = Version{1, 500};
+  learned.updated = Version{2, 600};
+  learned.units = {UnitVersion{1, Version{1, 500}}, UnitVersion{2, Version{2, 600}}};
+  StoreBatch batch;
+  EXPECT_TRUE(MayBeUndoneByPowerCut(state, batch));
+  batch.knowledge = Knowledge(ClockVector{{0, 100}, {1, 500}});
+  batch.tick = 600;
+  batch.upserts.push_back(learned);
+  EXPECT_TRUE(MayBeUndoneByPowerCut(state, batch));
+
+  // Versions of its own it issued before (at or below its tick) are kept,
+  // not issued.
+  batch.upserts[0].created = Version{0, 100};
+  EXPECT_TRUE(MayBeUndoneByPowerCut(state, batch));
+
+  // Issued now, wherever the version is.
+  for (int where = 0; where < 3; ++where) {
+    StoreBatch issuing = batch;
+    ItemMetadata& item = issuing.upserts[0];
+    Version issued{0, 101};
+    if (where == 0) item.created = issued;
+    if (where == 1) item.updated = issued;
+    if (where == 2) item.units[1].version = issued;
+    EXPECT_FALSE(MayBeUndoneByPowerCut(state, issuing)) << where;
+  }
+  // Another replica's tick above this one's is not this replica's version.
+  batch.upserts[0].updated = Version{3, 1'000};
+  EXPECT_TRUE(MayBeUndoneByPowerCut(state, batch));
+
+  StoreBatch conflict = batch;
+  conflict.new_conflicts.push_back(ConflictRecord{});
+  EXPECT_FALSE(MayBeUndoneByPowerCut(state, conflict));
+}
+
+// A VFS over the default one that counts the syncs of files whose names end
+// in "-wal", so a test can see which commits wait for the device.
+class CountingVfs {
+ public:
+  CountingVfs() {
+    base_ = sqlite3_vfs_find(nullptr);
+    vfs_ = *base_;
+    vfs_.zName = "meshsync-counting";
+    vfs_.szOsFile = static_cast<int>(sizeof(File)) + base_->szOsFile;
+    vfs_.pAppData = this;
+    vfs_.xOpen = &Open;
+    methods_ = {};
+    sqlite3_vfs_register(&vfs_, /*makeDflt=*/1);
+  }
+  ~CountingVfs() {
+    sqlite3_vfs_register(base_, 1);
+    sqlite3_vfs_unregister(&vfs_);
+  }
+  int log_syncs() const { return log_syncs_.load(); }
+  void Reset() { log_syncs_ = 0; }
+
+ private:
+  struct File {
+    sqlite3_file base;  // pMethods: methods_ (once the real file is open)
+    CountingVfs* vfs;
+    bool log;
+    sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(this + 1); }
+  };
+
+  static int Open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* opened, int flags,
+                  int* out_flags) {
+    auto* self = static_cast<CountingVfs*>(vfs->pAppData);
+    auto* f = reinterpret_cast<File*>(opened);
+    f->base.pMethods = nullptr;
+    f->vfs = self;
+    f->log = name != nullptr && std::string_view(name).ends_with("-wal");
+    int rc = self->base_->xOpen(self->base_, name, f->real(), flags, out_flags);
+    if (rc != SQLITE_OK || f->real()->pMethods == nullptr) return rc;
+    std::call_once(self->methods_once_, [&] {
+      self->methods_ = *f->real()->pMethods;
+      self->methods_.xClose = [](sqlite3_file* p) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xClose(file->real());
+      };
+      self->methods_.xRead = [](sqlite3_file* p, void* b, int n, sqlite3_int64 o) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xRead(file->real(), b, n, o);
+      };
+      self->methods_.xWrite = [](sqlite3_file* p, const void* b, int n, sqlite3_int64 o) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xWrite(file->real(), b, n, o);
+      };
+      self->methods_.xTruncate = [](sqlite3_file* p, sqlite3_int64 size) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xTruncate(file->real(), size);
+      };
+      self->methods_.xSync = [](sqlite3_file* p, int sync_flags) {
+        File* file = reinterpret_cast<File*>(p);
+        if (file->log) file->vfs->log_syncs_.fetch_add(1);
+        return file->real()->pMethods->xSync(file->real(), sync_flags);
+      };
+      self->methods_.xFileSize = [](sqlite3_file* p, sqlite3_int64* size) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xFileSize(file->real(), size);
+      };
+      self->methods_.xLock = [](sqlite3_file* p, int lock) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xLock(file->real(), lock);
+      };
+      self->methods_.xUnlock = [](sqlite3_file* p, int lock) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xUnlock(file->real(), lock);
+      };
+      self->methods_.xCheckReservedLock = [](sqlite3_file* p, int* out) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xCheckReservedLock(file->real(), out);
+      };
+      self->methods_.xFileControl = [](sqlite3_file* p, int op, void* arg) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xFileControl(file->real(), op, arg);
+      };
+      self->methods_.xSectorSize = [](sqlite3_file* p) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xSectorSize(file->real());
+      };
+      self->methods_.xDeviceCharacteristics = [](sqlite3_file* p) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xDeviceCharacteristics(file->real());
+      };
+      self->methods_.xShmMap = [](sqlite3_file* p, int page, int size, int extend,
+                                  void volatile** out) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xShmMap(file->real(), page, size, extend, out);
+      };
+      self->methods_.xShmLock = [](sqlite3_file* p, int offset, int n, int lock_flags) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xShmLock(file->real(), offset, n, lock_flags);
+      };
+      self->methods_.xShmBarrier = [](sqlite3_file* p) {
+        File* file = reinterpret_cast<File*>(p);
+        file->real()->pMethods->xShmBarrier(file->real());
+      };
+      self->methods_.xShmUnmap = [](sqlite3_file* p, int remove) {
+        File* file = reinterpret_cast<File*>(p);
+        return file->real()->pMethods->xShmUnmap(file->real(), remove);
+      };
+      // Memory-mapped I/O is left off: these files do not map.
+      self->methods_.iVersion = 2;
+      self->methods_.xFetch = nullptr;
+      self->methods_.xUnfetch = nullptr;
+    });
+    f->base.pMethods = &self->methods_;
+    return rc;
+  }
+
+  sqlite3_vfs* base_ = nullptr;
+  sqlite3_vfs vfs_;
+  sqlite3_io_methods methods_;
+  std::once_flag methods_once_;
+  std::atomic<int> log_syncs_{0};
+};
+
+// A batch of `count` items whose every version was learned from replica 1:
+// nothing a power cut may not undo.
+StoreBatch LearnedBatch(const MetadataStore& store, uint64_t first, int count, Tick tick) {
+  StoreBatch batch;
+  ReplicaKeyMap keys = store.state().keys;
+  EXPECT_EQ(keys.KeyFor(ReplicaId(Id128{9, 9})), 1u);
+  batch.keys = std::move(keys);
+  for (int n = 0; n < count; ++n) {
+    ItemMetadata item;
+    item.id = ItemId(0, first + static_cast<uint64_t>(n));
+    item.created = Version{1, tick};
+    item.updated = Version{1, tick};
+    item.units = {UnitVersion{1, Version{1, tick}}};
+    batch.upserts.push_back(std::move(item));
+  }
+  batch.knowledge = Knowledge(ClockVector{{1, tick}});
+  return batch;
+}
+
+// With StoreDurability::kOwnVersions, only commits that must outlive a
+// power cut sync the log: versions of the replica's own and conflicts, not
+// versions learned from a peer. With kEveryCommit every commit does.
+TEST(SqliteStoreTest, OwnVersionsDurabilitySyncsOnlyWhatMustOutliveAPowerCut) {
+  CountingVfs vfs;
+  TempDir dir;
+  testing::SeededRandom random(11);
+  auto opened = OpenSqliteStore(dir.File("own.db"), "files", random, StoreDurability::kOwnVersions);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  MetadataStore& store = **opened;
+
+  StoreBatch own;
+  own.upserts.push_back(Item(1, "own", 10));  // created by replica 0 at tick 10
+  own.tick = 10;
+  vfs.Reset();
+  ASSERT_TRUE(store.Commit(own).ok());
+  EXPECT_GT(vfs.log_syncs(), 0);
+
+  vfs.Reset();
+  ASSERT_TRUE(store.Commit(LearnedBatch(store, 100, 20, 50)).ok());
+  ASSERT_TRUE(store.CommitInBackground(LearnedBatch(store, 200, 20, 60)).ok());
+  ASSERT_TRUE(store.Flush().ok());
+  EXPECT_EQ(vfs.log_syncs(), 0);
+
+  StoreBatch conflict = LearnedBatch(store, 300, 1, 70);
+  conflict.new_conflicts.push_back(ConflictRecord{});
+  conflict.new_conflicts.back().item = ItemId(0, 300);
+  vfs.Reset();
+  ASSERT_TRUE(store.Commit(conflict).ok());
+  EXPECT_GT(vfs.log_syncs(), 0);
+
+  // All of it is there, and stays there across a reopen.
+  opened->reset();
+  auto reopened =
+      OpenSqliteStore(dir.File("own.db"), "files", random, StoreDurability::kOwnVersions);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ(*(*reopened)->CountItems(), 42u);
+  EXPECT_EQ((*reopened)->ListConflicts()->size(), 1u);
+  reopened->reset();
+
+  auto every = OpenSqliteStore(dir.File("every.db"), "files", random);
+  ASSERT_TRUE(every.ok()) << every.status().ToString();
+  vfs.Reset();
+  ASSERT_TRUE((*every)->Commit(LearnedBatch(**every, 100, 20, 50)).ok());
+  EXPECT_GT(vfs.log_syncs(), 0);
+}
+
+// A commit that finds the whole log copied into the database would start
+// it over, and SQLite syncs a log that starts over. With kOwnVersions a
+// commit that need not be durable does not: it adds to the log.
+TEST(SqliteStoreTest, OwnVersionsDurabilityDoesNotStartTheLogOverUnsynced) {
+  CountingVfs vfs;
+  TempDir dir;
+  std::string path = dir.File("m.db");
+  testing::SeededRandom random(12);
+  auto opened = OpenSqliteStore(path, "files", random, StoreDurability::kOwnVersions);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  MetadataStore& store = **opened;
+  ASSERT_TRUE(store.Commit(LearnedBatch(store, 1, 20, 50)).ok());
+
+  // Copy all of the log into the database, as the store's own checkpoints
+  // do in the background.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  // Reads first: a connection learns that the store is in WAL mode as it
+  // reads.
+  ASSERT_EQ(sqlite3_exec(other, "SELECT 1 FROM sqlite_schema", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  int log = -1;
+  int copied = -1;
+  ASSERT_EQ(sqlite3_wal_checkpoint_v2(other, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
+            SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_GT(log, 0);
+  EXPECT_EQ(copied, log);
+
+  vfs.Reset();
+  ASSERT_TRUE(store.Commit(LearnedBatch(store, 100, 20, 60)).ok());
+  EXPECT_EQ(vfs.log_syncs(), 0);
+  EXPECT_EQ(*store.CountItems(), 40u);
 }
 
 }  // namespace

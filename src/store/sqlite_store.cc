@@ -30,6 +30,25 @@
 // that describes the rows is committed, and a commit lost after that would
 // lose the changes it recorded.
 //
+// StoreDurability::kOwnVersions (a folder synced without --fsync): only a
+// commit that must survive a power cut (MayBeUndoneByPowerCut) syncs; the
+// others are written with synchronous=NORMAL. That alone does not keep a
+// session from waiting for the device, which matters after a large file was
+// written around the page cache, when a sync waits for all of it to reach
+// the disk (120 ms for 256 MiB here; W3 in bench/README.md). Two more
+// things sync, and the store keeps them off the session's path:
+// - Starting the log over. A commit that finds the whole log copied to the
+//   database writes over it from the start, and SQLite syncs the log's new
+//   header first (else a power cut could replay old frames over newer
+//   pages). A read transaction on the log (LogPin, a connection of its own)
+//   keeps a commit from starting it over; it moves to each new commit, so
+//   checkpoints still copy everything. The log starts over at a durable
+//   commit, which syncs anyway, or once it holds kMaxPinnedPages.
+// - Checkpoints (below). What the last run left in the log is copied as the
+//   store opens, while the device is idle, and later checkpoints start when
+//   kCheckpointPages pages were added since the last one, not whenever the
+//   log (which no longer starts over) is that long.
+//
 // Background commits: CommitInBackground plans the batch (encodes its rows,
 // the change log's entries and checkpoints) on the caller's thread, adopts
 // the state it leaves, and hands the plan to a thread of its own, which
@@ -65,6 +84,7 @@
 // stops a checkpoint under way and starts none: what is left is copied after
 // the next run's first commit, alongside that run's work.
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -87,6 +107,9 @@ constexpr int kSchemaVersion = 2;
 // thread checkpoint itself.
 constexpr int kCheckpointPages = 1000;
 constexpr int kInlineCheckpointPages = 8 * kCheckpointPages;
+// StoreDurability::kOwnVersions: past this, the log may start over.
+constexpr int kMaxPinnedPages = 4 * kCheckpointPages;
+constexpr off_t kLogHeaderBytes = 32;  // a log this long holds no pages
 // Fingerprints an empty store keeps of what it is given (known_): 16 MiB at
 // most, enough for the ids and keys of 500,000 items.
 constexpr size_t kMaxKnown = size_t{1} << 20;
@@ -252,6 +275,14 @@ class Checkpointer {
   bool behind() const { return behind_.load(std::memory_order_relaxed); }
   uint64_t caught_up() const { return caught_up_.load(std::memory_order_relaxed); }
 
+  // Of a log that holds `pages` pages, how many no checkpoint has copied
+  // yet, as far as the last one tells: all of them if the log has started
+  // over since (it is shorter than the log that checkpoint saw).
+  int Uncopied(int pages) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pages >= last_log_ ? pages - last_copied_ : pages;
+  }
+
   // Called at every commit. AllCopied: a checkpoint that started after the
   // last commit of this connection copied all of the log.
   void Committed() { commits_.fetch_add(1); }
@@ -291,6 +322,11 @@ class Checkpointer {
       int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
       bool behind = rc != SQLITE_OK || copied < log;
       behind_.store(behind);
+      if (rc == SQLITE_OK) {
+        std::lock_guard<std::mutex> lock(mu_);
+        last_log_ = log;
+        last_copied_ = copied;
+      }
       if (!behind) {
         caught_up_.fetch_add(1);
         copied_through_.store(commits);
@@ -326,6 +362,8 @@ class Checkpointer {
   bool broken_ = false;
   sqlite3* running_ = nullptr;  // the connection, while it checkpoints
   std::atomic<bool> behind_{false};
+  int last_log_ = 0;     // the log's pages at the last checkpoint
+  int last_copied_ = 0;  // the pages that checkpoint had copied
   std::atomic<uint64_t> caught_up_{0};
   std::atomic<uint64_t> commits_{0};         // commits seen (Committed)
   std::atomic<uint64_t> copied_through_{0};  // commits_ when the last full copy began
@@ -422,6 +460,67 @@ class Worker {
   std::thread thread_;
 };
 
+// A read transaction on a store's log, on a connection of its own, which
+// keeps commits from starting the log over (see the file comment). SQLite
+// starts it over only if no reader uses it, and a reader uses it if, when
+// its transaction began, the log held pages not yet copied to the
+// database. So the pin moves right after each commit, to a new transaction
+// begun before the old one ends (two connections take turns): a checkpoint
+// may then copy everything committed, yet the log is never free of
+// readers. Not thread-safe: the committing thread moves it.
+class LogPin {
+ public:
+  LogPin() = default;
+  LogPin(const LogPin&) = delete;
+  LogPin& operator=(const LogPin&) = delete;
+  ~LogPin() {
+    Release();
+    for (sqlite3* db : dbs_) sqlite3_close(db);
+  }
+
+  bool Open(const std::string& path) {
+    for (sqlite3*& db : dbs_) {
+      if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
+          SQLITE_OK) {
+        return false;
+      }
+      sqlite3_busy_timeout(db, 1'000);
+      sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    }
+    return true;
+  }
+
+  // Pins the log as it is now. Should the new transaction fail to begin,
+  // the log is left free (a commit may then start it over and sync).
+  void Hold() {
+    int next = held_ == 0 ? 1 : 0;
+    bool begun = Begin(dbs_[next]);
+    Release();
+    if (begun) held_ = next;
+  }
+  void Release() {
+    if (held_ < 0) return;
+    sqlite3_exec(dbs_[held_], "COMMIT", nullptr, nullptr, nullptr);
+    held_ = -1;
+  }
+
+ private:
+  static bool Begin(sqlite3* db) {
+    if (sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+    // The transaction takes its snapshot, and its hold on the log, at its
+    // first read.
+    if (sqlite3_exec(db, "SELECT 1 FROM sqlite_schema LIMIT 1", nullptr, nullptr, nullptr) !=
+        SQLITE_OK) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return false;
+    }
+    return true;
+  }
+
+  sqlite3* dbs_[2] = {nullptr, nullptr};
+  int held_ = -1;  // the connection whose transaction pins the log
+};
+
 class SqliteStore final : public MetadataStore {
  public:
   // A batch still being written is finished first (but no one hears if it
@@ -450,7 +549,8 @@ class SqliteStore final : public MetadataStore {
     prune_checkpoints_.reset();
     prune_changes_.reset();
     db_bytes_.reset();
-    if (checkpointer_ != nullptr && checkpointer_->AllCopied() && failed_.ok()) {
+    if (checkpointer_ != nullptr && checkpointer_->AllCopied() && failed_.ok() &&
+        durability_ == StoreDurability::kEveryCommit) {
       // All of the log is in the database already: emptied, it is nothing
       // for the next open to read back (SQLite rebuilds its index of the
       // log from the whole file when a process opens the store first). Not
@@ -460,14 +560,16 @@ class SqliteStore final : public MetadataStore {
       sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
     }
     checkpointer_.reset();  // before the connections: it may be checkpointing
+    pin_.reset();
     if (writer_ != nullptr && writer_ != db_) sqlite3_close(writer_);
     if (db_ != nullptr) sqlite3_close(db_);
   }
 
   static Result<std::unique_ptr<MetadataStore>> Open(const std::string& path,
-                                                     std::string_view provider_name,
-                                                     Random& random) {
+                                                     std::string_view provider_name, Random& random,
+                                                     StoreDurability durability) {
     auto store = std::unique_ptr<SqliteStore>(new SqliteStore());
+    store->durability_ = durability;
     MESHSYNC_RETURN_IF_ERROR(store->Init(path, provider_name, random));
     return std::unique_ptr<MetadataStore>(std::move(store));
   }
@@ -767,6 +869,7 @@ class SqliteStore final : public MetadataStore {
     std::optional<int64_t> drop_checkpoint;
     std::optional<std::pair<int64_t, std::string>> put_checkpoint;
     std::optional<int64_t> prune_before;  // checkpoints and changes before this seq
+    bool durable = true;                  // synced (see StoreDurability)
   };
   // An item of the batch being written in the background (plan_), in id
   // order: plan_->items[item], or erased if item < 0.
@@ -796,6 +899,8 @@ class SqliteStore final : public MetadataStore {
     ChangeLog log{checkpoints_, last_seq_, log_off_};
     auto plan = std::make_unique<Plan>();
     PlanBatch(batch, log, *plan);
+    plan->durable =
+        durability_ == StoreDurability::kEveryCommit || !MayBeUndoneByPowerCut(state_, batch);
     Know(*plan);
     if (worker_ == nullptr && writer_ != db_) worker_ = std::make_unique<Worker>();
     bool threaded = worker_ != nullptr && mode != Mode::kForeground && worker_->Threaded();
@@ -975,6 +1080,10 @@ class SqliteStore final : public MetadataStore {
   }
 
   Status Init(const std::string& path, std::string_view provider_name, Random& random) {
+    // Whether the last process to write the store left pages in its log.
+    struct stat log;
+    const bool left_log =
+        ::stat((path + "-wal").c_str(), &log) == 0 && log.st_size > kLogHeaderBytes;
     int rc =
         sqlite3_open_v2(path.c_str(), &db_,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -1018,6 +1127,17 @@ class SqliteStore final : public MetadataStore {
     bool empty = !any.Step();
     MESHSYNC_RETURN_IF_ERROR(any.Finish());
     if (empty) known_.emplace(kMaxKnown);
+    if (durability_ == StoreDurability::kOwnVersions && checkpointer_ != nullptr &&
+        writer_ != db_) {
+      auto pin = std::make_unique<LogPin>();
+      if (pin->Open(path)) {
+        pin->Hold();
+        pin_ = std::move(pin);
+      }
+      // What the last run left in the log (kOwnVersions does not truncate
+      // it) is copied now, while the device is idle: a checkpoint syncs.
+      if (left_log) checkpointer_->Request();
+    }
     return Status::Ok();
   }
 
@@ -1046,7 +1166,10 @@ class SqliteStore final : public MetadataStore {
     Checkpointer& checkpointer = *store.checkpointer_;
     checkpointer.Committed();
     store.log_pages_.store(pages);
-    if (pages >= kCheckpointPages && !checkpointer.Request()) {
+    // A pinned log does not start over: count what was added since the last
+    // checkpoint, not the log's length.
+    int added = store.pin_ != nullptr ? checkpointer.Uncopied(pages) : pages;
+    if (added >= kCheckpointPages && !checkpointer.Request()) {
       sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     }
     return SQLITE_OK;
@@ -1290,6 +1413,11 @@ class SqliteStore final : public MetadataStore {
   // Writes `plan` in one transaction on writer_; a staged plan commits only
   // once its gate opens (ReleaseStaged), and rolls back if it is abandoned.
   Status Apply(const Plan& plan, bool staged) {
+    if (pin_ != nullptr) {
+      // A durable commit syncs anyway: the log may start over with it.
+      if (plan.durable || log_pages_.load() >= kMaxPinnedPages) pin_->Release();
+      MESHSYNC_RETURN_IF_ERROR(SyncCommits(plan.durable));
+    }
     Status status = Exec(writer_, "BEGIN IMMEDIATE");
     if (status.ok()) status = WritePlan(plan);
     if (staged) {
@@ -1303,6 +1431,18 @@ class SqliteStore final : public MetadataStore {
       Exec(writer_, "ROLLBACK").IgnoreError();  // nothing more to do if even that fails
       return status.WithContext("committing metadata");
     }
+    if (pin_ != nullptr && log_pages_.load() < kMaxPinnedPages) pin_->Hold();
+    return Status::Ok();
+  }
+
+  // Whether the writer's commits sync (FULL) or are left to the system's
+  // write-back (NORMAL; in WAL mode SQLite still syncs checkpoints and a
+  // log that starts over).
+  Status SyncCommits(bool sync) {
+    if (sync == writer_syncs_) return Status::Ok();
+    MESHSYNC_RETURN_IF_ERROR(
+        Exec(writer_, sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    writer_syncs_ = sync;
     return Status::Ok();
   }
 
@@ -1409,10 +1549,13 @@ class SqliteStore final : public MetadataStore {
   sqlite3* db_ = nullptr;      // reads (and the migration at open)
   sqlite3* writer_ = nullptr;  // every write after that (Apply); db_ without threads
   std::unique_ptr<Checkpointer> checkpointer_;  // null: SQLite's automatic checkpoints
-  std::atomic<int> log_pages_{0};               // in the log after the last commit (Committed)
-  bool reading_ = false;                        // a read transaction is open (BeginRead)
-  uint64_t read_progress_ = 0;                  // Progress() when it was opened
-  bool snapshot_ = false;                       // read-only, one read transaction for its life
+  StoreDurability durability_ = StoreDurability::kEveryCommit;
+  std::unique_ptr<LogPin> pin_;    // kOwnVersions: keeps the log from starting over
+  bool writer_syncs_ = true;       // writer_'s synchronous setting is FULL
+  std::atomic<int> log_pages_{0};  // in the log after the last commit (Committed)
+  bool reading_ = false;           // a read transaction is open (BeginRead)
+  uint64_t read_progress_ = 0;     // Progress() when it was opened
+  bool snapshot_ = false;          // read-only, one read transaction for its life
   bool closing_ = false;
   ReplicaState state_;
   bool visiting_ = false;  // visit_ is stepping (VisitItems)
@@ -1455,8 +1598,8 @@ class SqliteStore final : public MetadataStore {
 
 Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::string& path,
                                                        std::string_view provider_name,
-                                                       Random& random) {
-  return SqliteStore::Open(path, provider_name, random);
+                                                       Random& random, StoreDurability durability) {
+  return SqliteStore::Open(path, provider_name, random, durability);
 }
 
 Result<std::unique_ptr<MetadataStore>> OpenSqliteSnapshot(const std::string& path,
