@@ -118,6 +118,18 @@ constexpr size_t kMaxKnown = size_t{1} << 20;
 constexpr size_t kMaxCheckpoints = 64;
 constexpr int64_t kMaxLogged = 1 << 20;
 
+// Debian builds SQLite without lookaside memory and with allocation
+// statistics on, so every allocation SQLite makes takes a process-wide
+// mutex to count it. Nothing in meshsync reads the statistics (they serve
+// sqlite3_memory_used and the soft heap limit): they are turned off before
+// SQLite initialises, for every connection in the process, the stores' and
+// the SQL provider's alike. sqlite3_config fails harmlessly if SQLite was
+// initialised first.
+[[maybe_unused]] const bool kSqliteConfigured = [] {
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  return true;
+}();
+
 // Each step brings the schema from version (index) to version (index + 1).
 constexpr const char* kMigrations[] = {
     R"sql(
