@@ -12,6 +12,8 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -132,28 +134,8 @@ class SqliteConnection final : public Connection {
   }
 
   Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) override {
-    auto* entry = cache_.Find(sql);
-    if (entry == nullptr) {
-      sqlite3_stmt* prepared = nullptr;
-      if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
-                             SQLITE_PREPARE_PERSISTENT, &prepared, nullptr) != SQLITE_OK) {
-        return Failure(sqlite3_errmsg(db_));
-      }
-      entry = &cache_.Add(sql, prepared, [](sqlite3_stmt* stmt) { sqlite3_finalize(stmt); });
-    }
-    sqlite3_stmt* stmt = entry->handle;
-    ++entry->running;
-    struct Reset {
-      StatementCache<sqlite3_stmt*>::Entry* e;
-      ~Reset() {
-        sqlite3_reset(e->handle);
-        sqlite3_clear_bindings(e->handle);
-        --e->running;
-      }
-    } reset{entry};
-    for (size_t i = 0; i < params.size(); ++i) {
-      MESHSYNC_RETURN_IF_ERROR(Bind(stmt, static_cast<int>(i + 1), params[i]));
-    }
+    MESHSYNC_ASSIGN_OR_RETURN(Running running, Start(sql, params));
+    sqlite3_stmt* stmt = running.entry->handle;
     int columns = sqlite3_column_count(stmt);
     std::vector<std::string> row(static_cast<size_t>(columns));
     while (true) {
@@ -164,6 +146,41 @@ class SqliteConnection final : public Connection {
         Encode(sqlite3_column_value(stmt, c), row[static_cast<size_t>(c)]);
       MESHSYNC_RETURN_IF_ERROR(fn(Row(row)));
     }
+  }
+
+  Result<int64_t> Execute(const std::string& sql, std::span<const Param> params) override {
+    MESHSYNC_ASSIGN_OR_RETURN(Running running, Start(sql, params));
+    int rc = sqlite3_step(running.entry->handle);
+    if (rc == SQLITE_ROW) return InvalidArgumentError(name_ + ": a statement returned rows");
+    if (rc != SQLITE_DONE) return Failure(sqlite3_errmsg(db_));
+    return static_cast<int64_t>(sqlite3_changes64(db_));
+  }
+
+  // Mirrors Bind and SQLite's conversions on store: NULLs and blobs are
+  // stored as they are; an integer unless the column is REAL (which makes it
+  // a float), and read back as its decimal (also from a TEXT column); a float
+  // only in a REAL column or one without affinity (in the others an integral
+  // float becomes an integer), finite and not -0 (stored as the integer 0 if
+  // integral); text in a TEXT column or one without affinity, or text with
+  // no digit (the others store text that reads as a number as that number).
+  // Whatever is bound, it must be canonical: what Encode would make of it.
+  bool StoresAsGiven(const Param& p, Affinity column) const override {
+    if (IsNull(p.value) || IsBlob(p.value)) return true;
+    if (!IsText(p.value)) return false;
+    std::string_view payload = Payload(p.value);
+    if (p.kind == Kind::kInteger || p.kind == Kind::kBoolean) {
+      if (std::optional<int64_t> n = ParseInteger(payload)) {
+        return column != Affinity::kReal && std::to_string(*n) == payload;
+      }
+    } else if (p.kind == Kind::kReal) {
+      if (std::optional<double> d = ParseReal(payload)) {
+        return (column == Affinity::kReal || column == Affinity::kBlob) && std::isfinite(*d) &&
+               !(*d == 0 && std::signbit(*d)) && FormatReal(*d) == payload;
+      }
+    }
+    if (column == Affinity::kText || column == Affinity::kBlob) return true;
+    return std::none_of(payload.begin(), payload.end(),
+                        [](char c) { return c >= '0' && c <= '9'; });
   }
 
   bool HashesFields() const override { return true; }
@@ -195,8 +212,42 @@ class SqliteConnection final : public Connection {
     return UnavailableError(text);
   }
 
+  // A cached statement with its parameters bound; resets it and clears its
+  // bindings when it goes.
+  struct Running {
+    StatementCache<sqlite3_stmt*>::Entry* entry = nullptr;
+    explicit Running(StatementCache<sqlite3_stmt*>::Entry* e) : entry(e) { ++entry->running; }
+    Running(Running&& other) noexcept : entry(std::exchange(other.entry, nullptr)) {}
+    Running(const Running&) = delete;
+    Running& operator=(const Running&) = delete;
+    Running& operator=(Running&&) = delete;
+    ~Running() {
+      if (entry == nullptr) return;
+      sqlite3_reset(entry->handle);
+      sqlite3_clear_bindings(entry->handle);
+      --entry->running;
+    }
+  };
+
+  Result<Running> Start(const std::string& sql, std::span<const Param> params) {
+    auto* entry = cache_.Find(sql);
+    if (entry == nullptr) {
+      sqlite3_stmt* prepared = nullptr;
+      if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                             SQLITE_PREPARE_PERSISTENT, &prepared, nullptr) != SQLITE_OK) {
+        return Failure(sqlite3_errmsg(db_));
+      }
+      entry = &cache_.Add(sql, prepared, [](sqlite3_stmt* stmt) { sqlite3_finalize(stmt); });
+    }
+    Running running(entry);
+    for (size_t i = 0; i < params.size(); ++i) {
+      MESHSYNC_RETURN_IF_ERROR(Bind(entry->handle, static_cast<int>(i + 1), params[i]));
+    }
+    return running;
+  }
+
   // Binds without a copy: `p` outlives the statement's run, whose bindings
-  // Query clears before it returns.
+  // Running clears when it ends.
   Status Bind(sqlite3_stmt* stmt, int i, const Param& p) {
     int rc = SQLITE_OK;
     std::string_view payload = Payload(p.value);
@@ -307,6 +358,7 @@ struct LibPq {
   decltype(&::PQresultErrorField) result_error_field;
   decltype(&::PQclear) clear;
   decltype(&::PQntuples) ntuples;
+  decltype(&::PQcmdTuples) cmd_tuples;
   decltype(&::PQnfields) nfields;
   decltype(&::PQftype) ftype;
   decltype(&::PQgetisnull) getisnull;
@@ -351,6 +403,7 @@ Result<const LibPq*> LoadLibPq() {
     bind(pq.result_error_field, "PQresultErrorField");
     bind(pq.clear, "PQclear");
     bind(pq.ntuples, "PQntuples");
+    bind(pq.cmd_tuples, "PQcmdTuples");
     bind(pq.nfields, "PQnfields");
     bind(pq.ftype, "PQftype");
     bind(pq.getisnull, "PQgetisnull");
@@ -396,6 +449,37 @@ class PostgresConnection final : public Connection {
   size_t CachedStatements() const override { return prepared_.size(); }
 
   Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) override {
+    MESHSYNC_ASSIGN_OR_RETURN(PGresult * result, Run(sql, params));
+    Status status;
+    int rows = pq_.ntuples(result);
+    int columns = pq_.nfields(result);
+    std::vector<std::string> row(static_cast<size_t>(columns));
+    for (int r = 0; r < rows && status.ok(); ++r) {
+      for (int c = 0; c < columns && status.ok(); ++c) {
+        status = Read(result, r, c, row[static_cast<size_t>(c)]);
+      }
+      if (status.ok()) status = fn(Row(row));
+    }
+    pq_.clear(result);
+    return status;
+  }
+
+  Result<int64_t> Execute(const std::string& sql, std::span<const Param> params) override {
+    MESHSYNC_ASSIGN_OR_RETURN(PGresult * result, Run(sql, params));
+    const char* count = pq_.cmd_tuples(result);
+    std::optional<int64_t> n =
+        count != nullptr && *count != '\0' ? ParseInteger(count) : std::optional<int64_t>(0);
+    bool rows = pq_.ntuples(result) > 0;
+    pq_.clear(result);
+    if (rows) return InvalidArgumentError(name_ + ": a statement returned rows");
+    if (!n.has_value()) return UnavailableError(name_ + ": a count of rows that is not a number");
+    return *n;
+  }
+
+ private:
+  // Runs a prepared statement (prepared now if new); the caller clears the
+  // result.
+  Result<PGresult*> Run(const std::string& sql, std::span<const Param> params) {
     DeallocateDropped();
     const std::string* statement = nullptr;
     if (auto* entry = prepared_.Find(sql); entry != nullptr) {
@@ -442,20 +526,9 @@ class PostgresConnection final : public Connection {
       pq_.clear(result);
       return status;
     }
-    int rows = pq_.ntuples(result);
-    int columns = pq_.nfields(result);
-    std::vector<std::string> row(static_cast<size_t>(columns));
-    for (int r = 0; r < rows && status.ok(); ++r) {
-      for (int c = 0; c < columns && status.ok(); ++c) {
-        status = Read(result, r, c, row[static_cast<size_t>(c)]);
-      }
-      if (status.ok()) status = fn(Row(row));
-    }
-    pq_.clear(result);
-    return status;
+    return result;
   }
 
- private:
   Status Check(PGresult* result) {
     ExecStatusType code = pq_.result_status(result);
     if (code == PGRES_COMMAND_OK || code == PGRES_TUPLES_OK) return Status::Ok();

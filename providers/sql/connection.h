@@ -15,6 +15,7 @@
 #ifndef MESHSYNC_PROVIDERS_SQL_CONNECTION_H_
 #define MESHSYNC_PROVIDERS_SQL_CONNECTION_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -60,6 +61,20 @@ class Connection {
   // Runs one statement; calls `fn` for each result row, its values encoded
   // and canonical (value.h) by the type the database reports.
   virtual Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) = 0;
+  // Runs one statement that returns no rows; the number of rows it wrote
+  // itself (rows its triggers wrote are not counted).
+  virtual Result<int64_t> Execute(const std::string& sql, std::span<const Param> params) = 0;
+
+  // Whether writing `p` into a column of SQLite affinity `column` stores
+  // exactly `p.value`: Query would read it back unchanged, so a write need
+  // not read the row back to learn what the database made of it. False
+  // wherever that is not certain, and always for PostgreSQL, which parses
+  // every value into its column's type.
+  virtual bool StoresAsGiven(const Param& p, Affinity column) const {
+    (void)p;
+    (void)column;
+    return false;
+  }
 
   // Prepared statements kept for reuse: at most kMaxCachedStatements, unless
   // more are running at once (a row callback's own queries).

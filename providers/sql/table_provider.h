@@ -131,9 +131,9 @@ class TableProvider final : public Provider {
   Status InsertRows(const Table& t, std::span<const Target* const> rows,
                     std::vector<std::optional<Result<SaveResult>>>& out);
   SaveResult Saved(const Target& target, Row stored, FieldHashes state) const;
-  // INSERT ... ON CONFLICT DO NOTHING RETURNING for `rows` new rows of `t`
-  // with every column, built once per number of rows.
-  const std::string& InsertSql(const Table& t, size_t rows) const;
+  // INSERT ... ON CONFLICT DO NOTHING for `rows` new rows of `t` with every
+  // column, RETURNING them if `returning`; built once per form.
+  const std::string& InsertSql(const Table& t, size_t rows, bool returning) const;
   // The error of a new row that the table already holds.
   static Status AddedHere(std::string_view key);
 

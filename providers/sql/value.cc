@@ -90,6 +90,16 @@ std::optional<Kind> KindOfSqliteType(std::string_view declared) {
   return std::nullopt;
 }
 
+Affinity SqliteAffinity(std::string_view declared) {
+  std::string lower = Lower(declared);
+  auto has = [&lower](std::string_view word) { return lower.find(word) != std::string::npos; };
+  if (has("int")) return Affinity::kInteger;
+  if (has("char") || has("clob") || has("text")) return Affinity::kText;
+  if (has("blob") || lower.empty()) return Affinity::kBlob;
+  if (has("real") || has("floa") || has("doub")) return Affinity::kReal;
+  return Affinity::kNumeric;
+}
+
 std::optional<Kind> KindOfPostgresType(std::string_view typname) {
   static const std::array<std::pair<std::string_view, Kind>, 17> kTypes = {{
       {"int2", Kind::kInteger},

@@ -60,6 +60,13 @@ std::string_view KindName(Kind kind);
 // or precision in parentheses is ignored. nullopt for anything else,
 // including no declared type.
 std::optional<Kind> KindOfSqliteType(std::string_view declared);
+// SQLite's type affinity of a column, from its declared type by SQLite's
+// rules ("Datatypes In SQLite", 3.1): INT -> integer; CHAR, CLOB or TEXT ->
+// text; BLOB or no type -> none (kBlob); REAL, FLOA or DOUB -> real; else
+// numeric. The affinity decides which values SQLite converts as it stores
+// them.
+enum class Affinity { kInteger, kText, kBlob, kReal, kNumeric };
+Affinity SqliteAffinity(std::string_view declared);
 // PostgreSQL: by pg_type.typname (int2, int4, int8, float4, float8, numeric,
 // text, varchar, bpchar, bytea, bool, date, timestamp, timestamptz, uuid,
 // json, jsonb). nullopt for anything else.

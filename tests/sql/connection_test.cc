@@ -111,7 +111,130 @@ TEST_P(SqlStatementCacheTest, StatementsDroppedInATransactionLeaveItsWorkWhole) 
   }
 }
 
+// The same connections, for what they do with values and rows.
+class SqlConnectionTest : public SqlStatementCacheTest {};
+
+TEST_P(SqlConnectionTest, ExecuteCountsTheRowsAStatementWroteItself) {
+  Exec(*db_, "CREATE TABLE t(id integer PRIMARY KEY, v text); CREATE TABLE seen(id integer)");
+  // The application's trigger writes too: not counted.
+  Exec(*db_, GetParam() == "postgres"
+                 ? "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "INSERT INTO seen VALUES (NEW.id); RETURN NEW; END $$; "
+                   "CREATE TRIGGER note AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION note()"
+                 : "CREATE TRIGGER note AFTER INSERT ON t BEGIN "
+                   "INSERT INTO seen VALUES (NEW.id); END");
+  Exec(*db_, "INSERT INTO t VALUES (2, 'there')");
+  std::vector<Param> params = {{"v1", Kind::kInteger}, {"vone", Kind::kText},
+                               {"v2", Kind::kInteger}, {"vtwo", Kind::kText},
+                               {"v3", Kind::kInteger}, {"vthree", Kind::kText}};
+  std::string sql = "INSERT INTO t VALUES (" + db_->Placeholder(1) + ", " + db_->Placeholder(2) +
+                    "), (" + db_->Placeholder(3) + ", " + db_->Placeholder(4) + "), (" +
+                    db_->Placeholder(5) + ", " + db_->Placeholder(6) + ") ON CONFLICT DO NOTHING";
+  Result<int64_t> written = db_->Execute(sql, params);
+  ASSERT_TRUE(written.ok()) << written.status().ToString();
+  EXPECT_EQ(*written, 2);  // row 2 was there
+  EXPECT_EQ(testing::Dump(*db_, "seen").size(), 3u);
+  written = db_->Execute("DELETE FROM t", {});
+  ASSERT_TRUE(written.ok()) << written.status().ToString();
+  EXPECT_EQ(*written, 3);
+  EXPECT_EQ(db_->Execute("SELECT 1", {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(db_->Execute("INSERT INTO nowhere VALUES (1)", {}).ok());
+}
+
+// Where StoresAsGiven says a value is stored as given, reading it back must
+// give it unchanged (a sync's INSERT then skips reading rows back, and the
+// hashes it keeps would otherwise disagree with the row). Every declared
+// type meets every kind of value, as SQLite stores them in a real table.
+TEST_P(SqlConnectionTest, AValueStoredAsGivenReadsBackUnchanged) {
+  const std::vector<std::string> declared = {
+      "INTEGER",     "BIGINT",  "REAL",          "DOUBLE PRECISION",
+      "FLOAT",       "NUMERIC", "DECIMAL(10,2)", "TEXT",
+      "VARCHAR(20)", "CLOB",    "BLOB",          "",
+      "BOOLEAN",     "DATE",    "DATETIME",      "UUID",
+      "JSON"};
+  const std::vector<Param> values = {
+      {"N", Kind::kText},           {std::string("b\x00\xff", 3), Kind::kBlob},
+      {"v42", Kind::kInteger},      {"v-7", Kind::kInteger},
+      {"v007", Kind::kInteger},     {"v+5", Kind::kInteger},
+      {"v1", Kind::kBoolean},       {"v2.5", Kind::kReal},
+      {"v2", Kind::kReal},          {"v2.50", Kind::kReal},
+      {"v1e300", Kind::kReal},      {"v-0", Kind::kReal},
+      {"vinf", Kind::kReal},        {"vnan", Kind::kReal},
+      {"v12", Kind::kText},         {"v 12 ", Kind::kText},
+      {"v2.50", Kind::kNumeric},    {"v1e3", Kind::kText},
+      {"vabc", Kind::kText},        {"vInf", Kind::kText},
+      {"v", Kind::kText},           {"v2024-02-29", Kind::kDate},
+      {"v{\"a\": 1}", Kind::kJson}, {"va0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", Kind::kUuid}};
+  int as_given = 0;
+  for (size_t d = 0; d < declared.size(); ++d) {
+    std::string table = "t" + std::to_string(d);
+    Exec(*db_, "CREATE TABLE " + table + "(id integer PRIMARY KEY, v " +
+                   (GetParam() == "postgres" ? std::string("text") : declared[d]) + ")");
+    for (size_t i = 0; i < values.size(); ++i) {
+      const Param& p = values[i];
+      bool claimed = db_->StoresAsGiven(p, SqliteAffinity(declared[d]));
+      if (GetParam() == "postgres") {
+        EXPECT_FALSE(claimed) << "PostgreSQL parses every value";
+        continue;
+      }
+      std::vector<Param> params = {{"v" + std::to_string(i), Kind::kInteger}, p};
+      Result<int64_t> written =
+          db_->Execute("INSERT INTO " + table + " VALUES (" + db_->Placeholder(1) + ", " +
+                           db_->Placeholder(2) + ")",
+                       params);
+      ASSERT_TRUE(written.ok()) << written.status().ToString();
+      std::string back;
+      ASSERT_TRUE(db_->Query("SELECT v FROM " + table + " WHERE id = " + std::to_string(i), {},
+                             [&back](Row row) {
+                               back = row[0];
+                               return Status::Ok();
+                             })
+                      .ok());
+      if (claimed) {
+        ++as_given;
+        EXPECT_EQ(back, p.value) << "declared '" << declared[d] << "', value " << p.value;
+      }
+    }
+  }
+  if (GetParam() == "postgres") return;
+  // The common cases take the fast way: a value of a column's own kind.
+  auto affinity = [](const char* type) { return SqliteAffinity(type); };
+  EXPECT_TRUE(db_->StoresAsGiven({"v42", Kind::kInteger}, affinity("INTEGER")));
+  EXPECT_TRUE(db_->StoresAsGiven({"v2.5", Kind::kReal}, affinity("REAL")));
+  EXPECT_TRUE(db_->StoresAsGiven({"vnote 12", Kind::kText}, affinity("TEXT")));
+  EXPECT_TRUE(db_->StoresAsGiven({"bxyz", Kind::kBlob}, affinity("NUMERIC")));
+  EXPECT_TRUE(db_->StoresAsGiven({"N", Kind::kReal}, affinity("INTEGER")));
+  // And what SQLite would change does not.
+  EXPECT_FALSE(db_->StoresAsGiven({"v42", Kind::kInteger}, affinity("REAL")));
+  EXPECT_FALSE(db_->StoresAsGiven({"v2.50", Kind::kReal}, affinity("REAL")));
+  EXPECT_FALSE(db_->StoresAsGiven({"v2", Kind::kReal}, affinity("NUMERIC")));
+  EXPECT_FALSE(db_->StoresAsGiven({"v12", Kind::kText}, affinity("INTEGER")));
+  EXPECT_GT(as_given, 100);
+}
+
+TEST(SqliteAffinityTest, FollowsSqlitesRules) {
+  EXPECT_EQ(SqliteAffinity("INTEGER"), Affinity::kInteger);
+  EXPECT_EQ(SqliteAffinity("tinyint"), Affinity::kInteger);
+  EXPECT_EQ(SqliteAffinity("POINT"), Affinity::kInteger);  // "INT" anywhere
+  EXPECT_EQ(SqliteAffinity("VARCHAR(255)"), Affinity::kText);
+  EXPECT_EQ(SqliteAffinity("character varying"), Affinity::kText);
+  EXPECT_EQ(SqliteAffinity("CLOB"), Affinity::kText);
+  EXPECT_EQ(SqliteAffinity("BLOB"), Affinity::kBlob);
+  EXPECT_EQ(SqliteAffinity(""), Affinity::kBlob);
+  EXPECT_EQ(SqliteAffinity("DOUBLE PRECISION"), Affinity::kReal);
+  EXPECT_EQ(SqliteAffinity("float"), Affinity::kReal);
+  EXPECT_EQ(SqliteAffinity("NUMERIC"), Affinity::kNumeric);
+  EXPECT_EQ(SqliteAffinity("BOOLEAN"), Affinity::kNumeric);
+  EXPECT_EQ(SqliteAffinity("DATE"), Affinity::kNumeric);
+  EXPECT_EQ(SqliteAffinity("bytea"), Affinity::kNumeric);
+  EXPECT_EQ(SqliteAffinity("FLOATING POINT"), Affinity::kInteger);  // INT comes first
+}
+
 INSTANTIATE_TEST_SUITE_P(Dialects, SqlStatementCacheTest, ::testing::Values("sqlite", "postgres"),
+                         [](const ::testing::TestParamInfo<std::string>& param) {
+                           return param.param;
+                         });
+INSTANTIATE_TEST_SUITE_P(Dialects, SqlConnectionTest, ::testing::Values("sqlite", "postgres"),
                          [](const ::testing::TestParamInfo<std::string>& param) {
                            return param.param;
                          });
