@@ -82,8 +82,10 @@ using Tick = uint64_t;
 // provider lists together must not collide; providers check that.
 ChangeUnitId ChangeUnitIdFromName(std::string_view name);
 
+// noexcept, so that std::unordered_map does not keep each entry's hash
+// beside it (8 bytes an entry; rehashing an id costs a multiply).
 struct Id128Hash {
-  size_t operator()(const Id128& id) const {
+  size_t operator()(const Id128& id) const noexcept {
     return std::hash<uint64_t>()(id.hi ^ (id.lo * 0x9E3779B97F4A7C15ull));
   }
 };

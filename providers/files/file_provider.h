@@ -63,12 +63,12 @@ std::string_view KindName(Kind kind);
 // The stat cache of one entry: what a scan compares with the file system.
 struct FileStat {
   Kind kind = Kind::kFile;
+  uint32_t mode = 0;  // permission bits
   uint64_t dev = 0;
   uint64_t ino = 0;
   uint64_t size = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;  // 0: "racy", read the file again next scan
-  uint32_t mode = 0;     // permission bits
 };
 
 // What the provider knows of one entry: its stat cache and content.
@@ -231,14 +231,16 @@ class FileProvider final : public Provider {
  private:
   // The in-memory index of live items: enough to map ids to paths and to
   // compare a walk with the stat cache, without the chunk lists.
+  // 128 bytes: the index holds one per entry of the folder.
   struct Node : FileStat {
     ItemId parent;
     std::string name;
-    uint32_t children = 0;
     uint64_t digest = 0;  // of the content, to find files moved across devices
-    uint8_t mark = 0;     // the current scan's: Walker::kUnseen, kClaimed, kAssumed
     ItemId id;
+    uint32_t children = 0;
+    uint8_t mark = 0;  // the current scan's: Walker::kUnseen, kClaimed, kAssumed
   };
+  static_assert(sizeof(std::string) != 32 || sizeof(Node) == 128, "keep Node packed");
   class Walker;
   friend class Walker;
 
