@@ -162,7 +162,8 @@ class SqliteConnection final : public Connection {
   // only in a REAL column or one without affinity (in the others an integral
   // float becomes an integer), finite and not -0 (stored as the integer 0 if
   // integral); text in a TEXT column or one without affinity, or text with
-  // no digit (the others store text that reads as a number as that number).
+  // no digit (the others store text that reads as a number as that number),
+  // if the database keeps its text in UTF-8.
   // Whatever is bound, it must be canonical: what Encode would make of it.
   bool StoresAsGiven(const Param& p, Affinity column) const override {
     if (IsNull(p.value) || IsBlob(p.value)) return true;
@@ -178,12 +179,24 @@ class SqliteConnection final : public Connection {
                !(*d == 0 && std::signbit(*d)) && FormatReal(*d) == payload;
       }
     }
+    // Bound as text: a database that keeps text in UTF-16 converts it, and
+    // bytes that are not UTF-8 do not come back.
+    if (!utf8_) return false;
     if (column == Affinity::kText || column == Affinity::kBlob) return true;
     return std::none_of(payload.begin(), payload.end(),
                         [](char c) { return c >= '0' && c <= '9'; });
   }
 
   bool HashesFields() const override { return true; }
+
+  // Reads the database's text encoding (PRAGMA encoding; set when it was
+  // made), which StoresAsGiven depends on.
+  Status ReadEncoding() {
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> encoding,
+                              QueryValue(*this, "PRAGMA encoding"));
+    utf8_ = encoding == Text("UTF-8");
+    return Status::Ok();
+  }
   size_t CachedStatements() const override { return cache_.size(); }
 
   // meshsync_field_hash(name, value): FieldHashOf(name, the value encoded as
@@ -299,6 +312,7 @@ class SqliteConnection final : public Connection {
   sqlite3* db_;
   std::string name_;
   StatementCache<sqlite3_stmt*> cache_;
+  bool utf8_ = false;  // the database keeps text in UTF-8 (ReadEncoding)
 };
 
 Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
@@ -335,6 +349,7 @@ Result<std::unique_ptr<Connection>> ConnectSqlite(std::string_view url) {
   MESHSYNC_RETURN_IF_ERROR(connection->Exec(
       "SELECT count(*) FROM sqlite_schema; PRAGMA foreign_keys = ON; "
       "PRAGMA temp_store = MEMORY; PRAGMA cache_size = -2048; PRAGMA cache_spill = -65536;"));
+  MESHSYNC_RETURN_IF_ERROR(connection->ReadEncoding());
   return std::unique_ptr<Connection>(std::move(connection));
 }
 

@@ -212,6 +212,32 @@ TEST_P(SqlConnectionTest, AValueStoredAsGivenReadsBackUnchanged) {
   EXPECT_GT(as_given, 100);
 }
 
+// A database that keeps its text in UTF-16 converts what it is given: text
+// that is not UTF-8 comes back changed, so no text is taken as stored.
+TEST(SqlConnection, TextIsNotTakenAsStoredInAUtf16Database) {
+  std::string url = NewDatabase("sqlite");
+  {
+    auto maker = Open(url);
+    ASSERT_NE(maker, nullptr);
+    Exec(*maker, "PRAGMA encoding = 'UTF-16le'; CREATE TABLE t(id integer PRIMARY KEY, v TEXT)");
+  }
+  auto db = Open(url);
+  ASSERT_NE(db, nullptr);
+  Param odd{std::string("v\xff\xfe not UTF-8"), Kind::kText};
+  EXPECT_FALSE(db->StoresAsGiven(odd, Affinity::kText));
+  EXPECT_FALSE(db->StoresAsGiven({"vplain", Kind::kText}, Affinity::kText));
+  EXPECT_TRUE(db->StoresAsGiven({"v42", Kind::kInteger}, Affinity::kInteger));
+  EXPECT_TRUE(db->StoresAsGiven({"bxyz", Kind::kBlob}, Affinity::kText));
+  std::vector<Param> params = {{"v1", Kind::kInteger}, odd};
+  ASSERT_TRUE(db->Execute("INSERT INTO t VALUES (?1, ?2)", params).ok());
+  std::string back;
+  ASSERT_TRUE(db->Query("SELECT v FROM t", {}, [&back](Row row) {
+                  back = row[0];
+                  return Status::Ok();
+                }).ok());
+  EXPECT_NE(back, odd.value);  // why: the bytes did not survive
+}
+
 TEST(SqliteAffinityTest, FollowsSqlitesRules) {
   EXPECT_EQ(SqliteAffinity("INTEGER"), Affinity::kInteger);
   EXPECT_EQ(SqliteAffinity("tinyint"), Affinity::kInteger);
