@@ -191,11 +191,17 @@ class SqliteConnection final : public Connection {
 
   // Reads the database's text encoding (PRAGMA encoding; set when it was
   // made), which StoresAsGiven depends on.
+  // Not through the statement cache: it is run once.
   Status ReadEncoding() {
-    MESHSYNC_ASSIGN_OR_RETURN(std::optional<std::string> encoding,
-                              QueryValue(*this, "PRAGMA encoding"));
-    utf8_ = encoding == Text("UTF-8");
-    return Status::Ok();
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db_, "PRAGMA encoding", -1, &stmt, nullptr) != SQLITE_OK)
+      return Failure(sqlite3_errmsg(db_));
+    int rc = sqlite3_step(stmt);
+    const unsigned char* text = rc == SQLITE_ROW ? sqlite3_column_text(stmt, 0) : nullptr;
+    utf8_ = text != nullptr && std::string_view(reinterpret_cast<const char*>(text)) == "UTF-8";
+    Status status = rc == SQLITE_ROW ? Status::Ok() : Failure(sqlite3_errmsg(db_));
+    sqlite3_finalize(stmt);
+    return status;
   }
   size_t CachedStatements() const override { return cache_.size(); }
 
