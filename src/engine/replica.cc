@@ -2,7 +2,6 @@
 // with new versions, and forgets old tombstones.
 #include <algorithm>
 #include <functional>
-#include <map>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -25,7 +24,7 @@ class Recorder final : public ChangeRecorder {
 
   Result<std::optional<ItemMetadata>> FindItem(const ItemId& id) override {
     auto it = pending_.find(id);
-    if (it != pending_.end()) return std::optional<ItemMetadata>(it->second);
+    if (it != pending_.end()) return std::optional<ItemMetadata>(items_[it->second]);
     if (last_found_ && *last_found_ == id) return last_item_;
     MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, replica_.store().GetItem(id));
     Remember(id, stored);
@@ -35,7 +34,7 @@ class Recorder final : public ChangeRecorder {
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
     auto pending = pending_keys_.find(key);
     if (pending != pending_keys_.end()) {
-      return std::optional<ItemMetadata>(pending_.at(pending->second));
+      return std::optional<ItemMetadata>(items_[pending_.at(pending->second)]);
     }
     MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, replica_.store().FindByKey(key));
     // A stored item whose key this pass has already changed is no longer
@@ -108,10 +107,15 @@ class Recorder final : public ChangeRecorder {
   }
 
   Status Flush() {
-    if (pending_.empty()) return Status::Ok();
+    if (items_.empty()) return Status::Ok();
     StoreBatch batch;
-    batch.upserts.reserve(pending_.size());
-    for (auto& [id, item] : pending_) batch.upserts.push_back(std::move(item));
+    // In id order, as the store's pages are (a provider's scan mostly is).
+    auto by_id = [](const ItemMetadata& a, const ItemMetadata& b) { return a.id < b.id; };
+    if (!std::is_sorted(items_.begin(), items_.end(), by_id)) {
+      std::sort(items_.begin(), items_.end(), by_id);
+    }
+    batch.upserts = std::move(items_);
+    items_ = {};
     // Only new versions change what the replica knows: a pass that merely
     // refreshed stat caches leaves its knowledge (and its peers) alone.
     if (issued_) {
@@ -141,17 +145,23 @@ class Recorder final : public ChangeRecorder {
   Result<ItemId> Keep(ItemMetadata item) {
     last_found_.reset();
     ItemId id = item.id;
-    if (auto previous = pending_.find(id); previous != pending_.end()) {
-      pending_keys_.erase(previous->second.key);
-    }
+    auto [previous, added] = pending_.try_emplace(id, items_.size());
+    if (!added) pending_keys_.erase(items_[previous->second].key);
     if (!item.key.empty()) pending_keys_[item.key] = id;
-    pending_[id] = std::move(item);
-    if (pending_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
+    if (added) {
+      items_.push_back(std::move(item));
+    } else {
+      items_[previous->second] = std::move(item);
+    }
+    if (items_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
     return id;
   }
 
   Replica& replica_;
-  std::map<ItemId, ItemMetadata> pending_;
+  // Items queued for the next commit, in the order first recorded (one
+  // allocation for all, moved into the batch whole), and where each is.
+  std::vector<ItemMetadata> items_;
+  std::unordered_map<ItemId, size_t, Id128Hash> pending_;
   bool issued_ = false;               // a new version was recorded since the last flush
   std::optional<ItemId> last_found_;  // see Remember
   std::optional<ItemMetadata> last_item_;
