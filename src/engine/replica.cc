@@ -158,8 +158,8 @@ class Recorder final : public ChangeRecorder {
   }
 
   Replica& replica_;
-  // Items queued for the next commit, in the order first recorded (one
-  // allocation for all, moved into the batch whole), and where each is.
+  // Items queued for the next commit, in the order first recorded (moved
+  // into the batch whole, not one by one), and where each is.
   std::vector<ItemMetadata> items_;
   std::unordered_map<ItemId, size_t, Id128Hash> pending_;
   bool issued_ = false;               // a new version was recorded since the last flush
