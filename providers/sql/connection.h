@@ -61,8 +61,10 @@ class Connection {
   // Runs one statement; calls `fn` for each result row, its values encoded
   // and canonical (value.h) by the type the database reports.
   virtual Status Query(const std::string& sql, std::span<const Param> params, const RowFn& fn) = 0;
-  // Runs one statement that returns no rows; the number of rows it wrote
-  // itself (rows its triggers wrote are not counted).
+  // Runs one INSERT, UPDATE or DELETE that returns no rows; the number of
+  // rows it wrote itself (rows its triggers wrote are not counted). For any
+  // other statement the count means nothing (SQLite reports the last
+  // write's).
   virtual Result<int64_t> Execute(const std::string& sql, std::span<const Param> params) = 0;
 
   // Whether writing `p` into a column of SQLite affinity `column` stores

@@ -165,18 +165,21 @@ TEST_P(SqlConnectionTest, AValueStoredAsGivenReadsBackUnchanged) {
       {"vabc", Kind::kText},        {"vInf", Kind::kText},
       {"v", Kind::kText},           {"v2024-02-29", Kind::kDate},
       {"v{\"a\": 1}", Kind::kJson}, {"va0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", Kind::kUuid}};
+  if (GetParam() == "postgres") {
+    for (const std::string& type : declared) {
+      for (const Param& p : values) {
+        EXPECT_FALSE(db_->StoresAsGiven(p, SqliteAffinity(type))) << "PostgreSQL parses values";
+      }
+    }
+    return;
+  }
   int as_given = 0;
   for (size_t d = 0; d < declared.size(); ++d) {
     std::string table = "t" + std::to_string(d);
-    Exec(*db_, "CREATE TABLE " + table + "(id integer PRIMARY KEY, v " +
-                   (GetParam() == "postgres" ? std::string("text") : declared[d]) + ")");
+    Exec(*db_, "CREATE TABLE " + table + "(id integer PRIMARY KEY, v " + declared[d] + ")");
     for (size_t i = 0; i < values.size(); ++i) {
       const Param& p = values[i];
       bool claimed = db_->StoresAsGiven(p, SqliteAffinity(declared[d]));
-      if (GetParam() == "postgres") {
-        EXPECT_FALSE(claimed) << "PostgreSQL parses every value";
-        continue;
-      }
       std::vector<Param> params = {{"v" + std::to_string(i), Kind::kInteger}, p};
       Result<int64_t> written =
           db_->Execute("INSERT INTO " + table + " VALUES (" + db_->Placeholder(1) + ", " +
@@ -196,7 +199,6 @@ TEST_P(SqlConnectionTest, AValueStoredAsGivenReadsBackUnchanged) {
       }
     }
   }
-  if (GetParam() == "postgres") return;
   // The common cases take the fast way: a value of a column's own kind.
   auto affinity = [](const char* type) { return SqliteAffinity(type); };
   EXPECT_TRUE(db_->StoresAsGiven({"v42", Kind::kInteger}, affinity("INTEGER")));
