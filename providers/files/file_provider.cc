@@ -421,23 +421,21 @@ FileProvider::Node FileProvider::NodeOf(const ItemId& parent, std::string name,
 void FileProvider::AddNode(const ItemId& id, Node node) {
   RemoveNode(id);
   node.id = id;
-  if (auto parent = nodes_.find(node.parent); parent != nodes_.end()) ++parent->second.children;
-  auto [it, inserted] = nodes_.insert_or_assign(id, std::move(node));
-  IndexKey(&it->second);
+  if (Node* parent = nodes_.Find(node.parent); parent != nullptr) ++parent->children;
+  IndexKey(nodes_.Insert(id, std::move(node)).first);
 }
 
 void FileProvider::IndexKey(Node* node) {
   // 64-bit hashes of (parent, name) collide about never; a second key with
-  // the same hash waits in the overflow map. Nodes of an unordered_map stay
+  // the same hash waits in the overflow map. Entries of a NodeTable stay
   // where they are, so the index holds pointers.
   uint64_t hash = KeyHash(node->parent, node->name);
   if (!by_key_.Insert(hash, node)) key_overflow_.emplace(hash, node);
 }
 
 void FileProvider::RemoveNode(const ItemId& id) {
-  auto it = nodes_.find(id);
-  if (it == nodes_.end()) return;
-  Node* node = &it->second;
+  Node* node = nodes_.Find(id);
+  if (node == nullptr) return;
   uint64_t hash = KeyHash(node->parent, node->name);
   if (by_key_.Find(hash) == node) {
     by_key_.Erase(hash);
@@ -455,10 +453,8 @@ void FileProvider::RemoveNode(const ItemId& id) {
       }
     }
   }
-  if (auto parent = nodes_.find(node->parent); parent != nodes_.end()) {
-    --parent->second.children;
-  }
-  nodes_.erase(it);
+  if (Node* parent = nodes_.Find(node->parent); parent != nullptr) --parent->children;
+  nodes_.Erase(id);
 }
 
 FileProvider::Node* FileProvider::FindChildNode(const ItemId& parent, std::string_view name) const {
@@ -481,7 +477,7 @@ std::optional<ItemId> FileProvider::FindChild(const ItemId& parent, std::string_
 
 FileProvider::Totals FileProvider::CountItems() const {
   Totals totals;
-  for (const auto& [id, node] : nodes_) {
+  for (const Node& node : nodes_) {
     switch (node.kind) {
       case Kind::kFile:
         ++totals.files;
@@ -502,10 +498,10 @@ std::optional<std::string> FileProvider::PathOf(const ItemId& id) const {
   std::vector<const std::string*> parts;
   ItemId cursor = id;
   while (!(cursor == ItemId::Min())) {
-    auto it = nodes_.find(cursor);
-    if (it == nodes_.end() || parts.size() > kMaxDepth) return std::nullopt;
-    parts.push_back(&it->second.name);
-    cursor = it->second.parent;
+    const Node* node = nodes_.Find(cursor);
+    if (node == nullptr || parts.size() > kMaxDepth) return std::nullopt;
+    parts.push_back(&node->name);
+    cursor = node->parent;
   }
   std::string path;
   for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
@@ -516,13 +512,13 @@ std::optional<std::string> FileProvider::PathOf(const ItemId& id) const {
 }
 
 Status FileProvider::LoadIndex() {
-  nodes_.clear();
+  nodes_.Clear();
   by_key_.Clear();
   key_overflow_.clear();
   // Sized first: growing two hash tables of 100,000 entries step by step
   // costs more than counting the items.
   MESHSYNC_ASSIGN_OR_RETURN(size_t count, store_.CountItems());
-  nodes_.reserve(count);
+  nodes_.Reserve(count);
   by_key_.Reserve(count);
   Status corrupt;
   MESHSYNC_RETURN_IF_ERROR(
@@ -535,14 +531,13 @@ Status FileProvider::LoadIndex() {
           corrupt = DataLossError("metadata of item " + item.id.ToHex() + " is corrupt");
           return false;
         }
-        auto [it, inserted] = nodes_.emplace(item.id, NodeOf(parent, std::move(name), *state));
-        it->second.id = item.id;
-        IndexKey(&it->second);
+        auto [node, inserted] = nodes_.Insert(item.id, NodeOf(parent, std::move(name), *state));
+        if (inserted) IndexKey(node);
         return true;
       }));
   MESHSYNC_RETURN_IF_ERROR(corrupt);
-  for (auto& [id, node] : nodes_) {
-    if (auto parent = nodes_.find(node.parent); parent != nodes_.end()) ++parent->second.children;
+  for (const Node& node : nodes_) {
+    if (Node* parent = nodes_.Find(node.parent); parent != nullptr) ++parent->children;
   }
   index_loaded_ = true;
   return Status::Ok();
@@ -630,7 +625,7 @@ class FileProvider::Walker {
     }
     // A place's entries are to be looked at (all below it, if recursive);
     // everything else is assumed as it was.
-    for (auto& [id, node] : p_.nodes_) {
+    for (Node& node : p_.nodes_) {
       node.mark = places.count(node.parent) > 0 ? kUnseen : kAssumed;
     }
     for (const auto& [id, place] : places) {
@@ -664,8 +659,8 @@ class FileProvider::Walker {
     }
     // A directory that is gone takes what it held with it.
     std::vector<ItemId> gone;
-    for (const auto& [id, node] : p_.nodes_) {
-      if (node.mark == kUnseen && node.kind == Kind::kDirectory) gone.push_back(id);
+    for (const Node& node : p_.nodes_) {
+      if (node.mark == kUnseen && node.kind == Kind::kDirectory) gone.push_back(node.id);
     }
     if (!gone.empty()) Remark(std::move(gone), kAssumed, kUnseen, false);
     return Finish();
@@ -711,10 +706,7 @@ class FileProvider::Walker {
     return false;
   }
 
-  const Node* Find(const ItemId& id) const {
-    auto it = p_.nodes_.find(id);
-    return it == p_.nodes_.end() ? nullptr : &it->second;
-  }
+  const Node* Find(const ItemId& id) const { return p_.nodes_.Find(id); }
 
   // Whether a recursive place other than `id` holds it.
   bool Covered(const ItemId& id, const Places& places) const {
@@ -729,7 +721,7 @@ class FileProvider::Walker {
 
   void BuildChildren() {
     if (!children_.empty()) return;
-    for (const auto& [id, node] : p_.nodes_) children_.emplace(node.parent, id);
+    for (const Node& node : p_.nodes_) children_.emplace(node.parent, node.id);
   }
 
   // Marks `to` what is marked `from` below `roots`: below everything, or
@@ -742,7 +734,7 @@ class FileProvider::Walker {
       stack.pop_back();
       auto range = children_.equal_range(id);
       for (auto it = range.first; it != range.second; ++it) {
-        Node& child = p_.nodes_.at(it->second);
+        Node& child = p_.nodes_.At(it->second);
         const bool marked = child.mark == from;
         if (marked) child.mark = to;
         if (marked || everywhere) stack.push_back(it->second);
@@ -878,7 +870,7 @@ class FileProvider::Walker {
     change.state.kind = Kind::kDirectory;
     FillStat(f.st, change.state);
     std::optional<ItemId> id = p_.FindChild(f.parent, f.name);
-    if (id.has_value() && (Claimed(*id) || p_.nodes_.at(*id).kind != Kind::kDirectory)) {
+    if (id.has_value() && (Claimed(*id) || p_.nodes_.At(*id).kind != Kind::kDirectory)) {
       id.reset();
     }
     if (!id.has_value()) {
@@ -904,7 +896,7 @@ class FileProvider::Walker {
     change.id = *id;
     Claim(*id);
     if (!change.create) {
-      const Node& node = p_.nodes_.at(*id);
+      const Node& node = p_.nodes_.At(*id);
       change.attributes = node.mode != change.state.mode;
       // A directory's ctime moves whenever an entry is added or removed, so
       // it is not compared; a new inode (replaced) refreshes the cache.
@@ -969,17 +961,17 @@ class FileProvider::Walker {
       std::optional<ItemId> id = ByInode(f.st, f.kind);
       if (id.has_value()) {
         Claim(*id);
-        const Node& node = p_.nodes_.at(*id);
+        const Node& node = p_.nodes_.At(*id);
         bool moved = !(node.parent == f.parent) || node.name != f.name;
         Compare(*id, node, std::move(f), moved);
         continue;
       }
       id = p_.FindChild(f.parent, f.name);
-      if (id.has_value() && !Claimed(*id) && p_.nodes_.at(*id).kind == f.kind) {
+      if (id.has_value() && !Claimed(*id) && p_.nodes_.At(*id).kind == f.kind) {
         // Replaced under the same name (saved by writing a new file and
         // renaming it over the old one): the same item, new content.
         Claim(*id);
-        Compare(*id, p_.nodes_.at(*id), std::move(f), false);
+        Compare(*id, p_.nodes_.At(*id), std::move(f), false);
         continue;
       }
       Change change;
@@ -1062,9 +1054,9 @@ class FileProvider::Walker {
       return c.create && c.found.kind == Kind::kFile;
     });
     if (any_new) {
-      for (const auto& [id, node] : p_.nodes_) {
-        if (node.kind == Kind::kFile && node.size > 0 && !Claimed(id)) {
-          vanished.emplace(node.digest, id);
+      for (const Node& node : p_.nodes_) {
+        if (node.kind == Kind::kFile && node.size > 0 && !Claimed(node.id)) {
+          vanished.emplace(node.digest, node.id);
         }
       }
     }
@@ -1074,7 +1066,7 @@ class FileProvider::Walker {
         auto range = vanished.equal_range(DigestWord(c.state.chunks));
         for (auto it = range.first; it != range.second; ++it) {
           if (Claimed(it->second)) continue;
-          const Node& node = p_.nodes_.at(it->second);
+          const Node& node = p_.nodes_.At(it->second);
           if (node.size != c.state.size) continue;
           c.id = it->second;
           c.create = false;
@@ -1093,8 +1085,8 @@ class FileProvider::Walker {
   Status RecordAll() {
     // What was not seen was deleted.
     std::vector<ItemId> gone;
-    for (const auto& [id, node] : p_.nodes_) {
-      if (!Claimed(id)) gone.push_back(id);
+    for (const Node& node : p_.nodes_) {
+      if (!Claimed(node.id)) gone.push_back(node.id);
     }
     std::sort(gone.begin(), gone.end());
     for (Change& c : changes_) {
@@ -1130,7 +1122,7 @@ class FileProvider::Walker {
       // Ignored now: its deletion is not synced either.
       std::optional<std::string> rel = p_.PathOf(id);
       if (rel.has_value() &&
-          p_.options_.ignore.Ignored(*rel, p_.nodes_.at(id).kind == Kind::kDirectory)) {
+          p_.options_.ignore.Ignored(*rel, p_.nodes_.At(id).kind == Kind::kDirectory)) {
         continue;
       }
       MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, recorder_.FindItem(id));
@@ -1157,7 +1149,7 @@ class FileProvider::Walker {
 
   ItemId NewId(const Found& f) {
     ItemId id = PathDerivedId(f.parent, f.name, f.depth);
-    if (p_.nodes_.count(id) > 0 || Claimed(id) || taken_.count(id) > 0) {
+    if (p_.nodes_.Contains(id) || Claimed(id) || taken_.count(id) > 0) {
       // The path's id is in use by an item that moved away: a random one.
       ItemId random = ItemId::Generate(SystemClock(), SystemRandom());
       id = ItemId((static_cast<uint64_t>(std::min<uint32_t>(f.depth, 0xFFFF)) << 48) |
@@ -1170,12 +1162,12 @@ class FileProvider::Walker {
 
   std::optional<ItemId> ByInode(const struct stat& st, Kind kind) {
     if (!inodes_built_) {
-      for (const auto& [id, node] : p_.nodes_) inodes_.emplace(InodeKey(node.dev, node.ino), id);
+      for (const Node& node : p_.nodes_) inodes_.emplace(InodeKey(node.dev, node.ino), node.id);
       inodes_built_ = true;
     }
     auto range = inodes_.equal_range(InodeKey(st.st_dev, st.st_ino));
     for (auto it = range.first; it != range.second; ++it) {
-      const Node& node = p_.nodes_.at(it->second);
+      const Node& node = p_.nodes_.At(it->second);
       if (node.kind == kind && node.ino == st.st_ino && node.dev == st.st_dev &&
           !Claimed(it->second)) {
         return it->second;
@@ -1213,13 +1205,12 @@ class FileProvider::Walker {
   // Claimed items: a flag in the index's node, or this set for the ids the
   // index does not hold (deleted folders coming back).
   bool Claimed(const ItemId& id) const {
-    auto it = p_.nodes_.find(id);
-    return it != p_.nodes_.end() ? it->second.mark != kUnseen : claimed_extra_.count(id) > 0;
+    const Node* node = p_.nodes_.Find(id);
+    return node != nullptr ? node->mark != kUnseen : claimed_extra_.count(id) > 0;
   }
   void Claim(const ItemId& id) {
-    auto it = p_.nodes_.find(id);
-    if (it != p_.nodes_.end()) {
-      it->second.mark = kClaimed;
+    if (Node* node = p_.nodes_.Find(id); node != nullptr) {
+      node->mark = kClaimed;
     } else {
       claimed_extra_.insert(id);
     }
@@ -1646,8 +1637,8 @@ std::string FileProvider::NextTempName() {
 
 Status FileProvider::EnsureParent(const ItemId& parent, int depth) {
   if (parent == ItemId::Min()) return Status::Ok();
-  if (auto it = nodes_.find(parent); it != nodes_.end()) {
-    if (it->second.kind != Kind::kDirectory) {
+  if (const Node* node = nodes_.Find(parent); node != nullptr) {
+    if (node->kind != Kind::kDirectory) {
       return FailedPreconditionError("the parent of an item is not a folder");
     }
     return Status::Ok();
@@ -1750,9 +1741,8 @@ void FileProvider::PrepareNewFiles(std::span<const SaveRequest> requests) {
       }
       if (!reader.ok()) continue;
       job.reader = *std::move(reader);
-      if (auto node = nodes_.find(parent);
-          parent == ItemId::Min() ||
-          (node != nodes_.end() && node->second.kind == Kind::kDirectory)) {
+      if (const Node* node = nodes_.Find(parent);
+          parent == ItemId::Min() || (node != nullptr && node->kind == Kind::kDirectory)) {
         auto dir = dirs.find(parent);
         if (dir == dirs.end()) {
           auto fd = OpenDirOf(parent);
@@ -1801,11 +1791,11 @@ Result<SaveResult> FileProvider::SaveChange(const SaveRequest& request) {
 
 Result<SaveResult> FileProvider::Delete(const ItemMetadata& local) {
   SaveResult result{local.key, local.provider_state, {}};
-  auto node = nodes_.find(local.id);
-  if (node == nodes_.end()) return result;  // not here (already gone)
+  const Node* node = nodes_.Find(local.id);
+  if (node == nullptr) return result;  // not here (already gone)
   std::optional<std::string> rel = PathOf(local.id);
   if (!rel.has_value()) return result;
-  if (node->second.kind == Kind::kDirectory) {
+  if (node->kind == Kind::kDirectory) {
     // Removed once what is in it has gone (see CommitChanges).
     pending_rmdirs_.push_back(local.id);
     Record("delete", *rel + "/");
@@ -1817,9 +1807,9 @@ Result<SaveResult> FileProvider::Delete(const ItemMetadata& local) {
     return result;
   }
   MESHSYNC_ASSIGN_OR_RETURN(EntryState state, DecodeState(local.provider_state));
-  MESHSYNC_ASSIGN_OR_RETURN(int raw, OpenDirOf(node->second.parent));
+  MESHSYNC_ASSIGN_OR_RETURN(int raw, OpenDirOf(node->parent));
   Fd dir(raw);
-  std::string name = node->second.name;
+  std::string name = node->name;
   Status unchanged = CheckUnchanged(dir.get(), name, state, *rel);
   if (!unchanged.ok()) {
     struct stat st;
@@ -1836,7 +1826,7 @@ Result<SaveResult> FileProvider::Delete(const ItemMetadata& local) {
 
 Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
   const ItemMetadata* local = request.local;
-  bool here = local != nullptr && !local->tombstone && nodes_.count(request.id) > 0;
+  bool here = local != nullptr && !local->tombstone && nodes_.Contains(request.id);
   EntryState current;
   ItemId parent;
   std::string name;
@@ -1887,19 +1877,19 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
   if (next.kind == Kind::kDirectory && here && placement) {
     for (ItemId up = parent; !(up == ItemId::Min());) {
       if (up == request.id) {
-        parent = nodes_.at(request.id).parent;
-        name = nodes_.at(request.id).name;
+        parent = nodes_.At(request.id).parent;
+        name = nodes_.At(request.id).name;
         result.rewritten_units.push_back(kPlacementUnit);
         break;
       }
-      auto it = nodes_.find(up);
-      if (it == nodes_.end()) break;
-      up = it->second.parent;
+      const Node* node = nodes_.Find(up);
+      if (node == nullptr) break;
+      up = node->parent;
     }
   }
   MESHSYNC_RETURN_IF_ERROR(EnsureParent(parent));
   bool moving = here && placement &&
-                (!(parent == nodes_.at(request.id).parent) || name != nodes_.at(request.id).name);
+                (!(parent == nodes_.At(request.id).parent) || name != nodes_.At(request.id).name);
   std::string target = name;
   if (!here || moving) {
     std::optional<ItemId> occupant = FindChild(parent, name);
@@ -1946,7 +1936,7 @@ Result<SaveResult> FileProvider::Apply(const SaveRequest& request) {
   std::string old_name;
   std::string old_rel;
   if (here) {
-    const Node& node = nodes_.at(request.id);
+    const Node& node = nodes_.At(request.id);
     old_name = node.name;
     old_rel = PathOf(request.id).value_or(node.name);
     MESHSYNC_ASSIGN_OR_RETURN(int raw_old, OpenDirOf(node.parent));
@@ -2056,16 +2046,18 @@ Status FileProvider::CommitChanges() {
     // and the next scan brings it back.
     auto depth = [this](const ItemId& id) {
       size_t d = 0;
-      for (auto it = nodes_.find(id); it != nodes_.end(); it = nodes_.find(it->second.parent)) ++d;
+      for (const Node* node = nodes_.Find(id); node != nullptr; node = nodes_.Find(node->parent)) {
+        ++d;
+      }
       return d;
     };
     std::sort(pending_rmdirs_.begin(), pending_rmdirs_.end(),
               [&](const ItemId& a, const ItemId& b) { return depth(a) > depth(b); });
     std::vector<ItemId> left;
     for (const ItemId& id : pending_rmdirs_) {
-      auto node = nodes_.find(id);
-      if (node == nodes_.end()) continue;
-      if (node->second.children > 0) {
+      const Node* node = nodes_.Find(id);
+      if (node == nullptr) continue;
+      if (node->children > 0) {
         left.push_back(id);
         ++counters_.folders_kept;
         continue;
@@ -2074,10 +2066,10 @@ Status FileProvider::CommitChanges() {
         RemoveNode(id);
         continue;
       }
-      auto dir = OpenDirOf(node->second.parent);
+      auto dir = OpenDirOf(node->parent);
       if (!dir.ok()) continue;
       Fd fd(*dir);
-      if (unlinkat(fd.get(), node->second.name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) {
+      if (unlinkat(fd.get(), node->name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) {
         RemoveNode(id);
         wrote_ = true;
       } else {
@@ -2123,15 +2115,15 @@ Result<std::optional<NewItem>> FileProvider::KeepLosingValue(const ItemId& copy_
   if (kept->kind == Kind::kFile && lost->chunks == kept->chunks) {
     return std::optional<NewItem>();  // the same bytes: nothing to keep
   }
-  auto node = nodes_.find(loser.item);
-  if (node == nodes_.end()) return std::optional<NewItem>();
-  ItemId parent = node->second.parent;
-  uint32_t mode = node->second.mode;
-  std::string base = ConflictName(node->second.name, HybridLogicalClock::MillisOf(loser.loser_tick),
+  const Node* node = nodes_.Find(loser.item);
+  if (node == nullptr) return std::optional<NewItem>();
+  ItemId parent = node->parent;
+  uint32_t mode = node->mode;
+  std::string base = ConflictName(node->name, HybridLogicalClock::MillisOf(loser.loser_tick),
                                   loser.loser_replica.ShortName());
   std::string name = base;
   for (int n = 2; FindChild(parent, name).has_value(); ++n) {
-    const Node& there = nodes_.at(*FindChild(parent, name));
+    const Node& there = nodes_.At(*FindChild(parent, name));
     if (there.kind == Kind::kFile && there.digest == DigestWord(lost->chunks)) {
       return std::optional<NewItem>();  // kept already
     }

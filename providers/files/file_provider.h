@@ -46,6 +46,7 @@
 #include "files/chunker.h"
 #include "files/ignore.h"
 #include "files/key_index.h"
+#include "files/node_table.h"
 #include "meshsync/metadata_store.h"
 #include "meshsync/provider.h"
 
@@ -329,7 +330,7 @@ class FileProvider final : public Provider {
   int root_fd_ = -1;
   int tmp_fd_ = -1;
   bool index_loaded_ = false;
-  std::unordered_map<ItemId, Node, Id128Hash> nodes_;
+  NodeTable<Node> nodes_;
   KeyIndex<Node> by_key_;  // hash of (parent, name) -> node
   std::unordered_multimap<uint64_t, Node*> key_overflow_;
   std::vector<ItemId> pending_rmdirs_;
