@@ -1055,7 +1055,7 @@ class FileProvider::Walker {
     });
     if (any_new) {
       for (const Node& node : p_.nodes_) {
-        if (node.kind == Kind::kFile && node.size > 0 && !Claimed(node.id)) {
+        if (node.kind == Kind::kFile && node.size > 0 && node.mark == kUnseen) {
           vanished.emplace(node.digest, node.id);
         }
       }
@@ -1085,8 +1085,9 @@ class FileProvider::Walker {
   Status RecordAll() {
     // What was not seen was deleted.
     std::vector<ItemId> gone;
+    // (An indexed item is claimed by its mark: no lookup of its id.)
     for (const Node& node : p_.nodes_) {
-      if (!Claimed(node.id)) gone.push_back(node.id);
+      if (node.mark == kUnseen) gone.push_back(node.id);
     }
     std::sort(gone.begin(), gone.end());
     for (Change& c : changes_) {
