@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -391,21 +392,80 @@ void FileProvider::SweepTemp(bool everything) {
   closedir(dir);
 }
 
-Result<int> FileProvider::OpenBeneath(const std::string& rel, int flags) const {
-  struct open_how how {};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  const char* path = rel.empty() ? "." : rel.c_str();
+namespace {
+
+// Whether OpenBeneath may use openat2(2). It is missing before Linux 5.6 and
+// some seccomp filters refuse it (ENOSYS either way): then, and when the
+// environment says MESHSYNC_OPENAT2=0 (the tests run both ways), paths are
+// opened a component at a time instead.
+std::atomic<bool> openat2_works{true};
+bool UseOpenat2() {
+  static const bool allowed = [] {
+    const char* setting = std::getenv("MESHSYNC_OPENAT2");
+    return setting == nullptr || std::string_view(setting) != "0";
+  }();
+  return allowed && openat2_works.load(std::memory_order_relaxed);
+}
+
+// openat(2) that retries when interrupted.
+int OpenAt(int dir, const char* name, int flags) {
   while (true) {
-    long fd = syscall(SYS_openat2, root_fd_, path, &how, sizeof how);
-    if (fd >= 0) return static_cast<int>(fd);
-    if (errno == EINTR || errno == EAGAIN) continue;
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR || err == ELOOP || err == EXDEV) {
-      return UnavailableError(Errno(rel.empty() ? "." : rel, err));
-    }
-    return UnavailableError(Errno(rel.empty() ? "." : rel, err));
+    int fd = openat(dir, name, flags);
+    if (fd >= 0 || errno != EINTR) return fd;
   }
+}
+
+// What openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS does, without it:
+// every component is opened with O_NOFOLLOW from the one before, starting at
+// `root`, and "." and ".." are refused, so no symbolic link is followed and
+// nothing outside `root` is reached. Folders on the way are opened with
+// O_PATH, which needs only the permission to search them, as openat2 does.
+// Returns the descriptor, or -1 with errno set.
+int OpenByComponents(int root, std::string_view rel, int flags) {
+  std::vector<std::string> parts;
+  while (!rel.empty()) {
+    size_t slash = rel.find('/');
+    std::string_view part = rel.substr(0, slash);
+    if (part == "." || part == "..") {
+      errno = EXDEV;  // as RESOLVE_BENEATH says of a path that could leave
+      return -1;
+    }
+    if (!part.empty()) parts.emplace_back(part);
+    if (slash == std::string_view::npos) break;
+    rel.remove_prefix(slash + 1);
+  }
+  if (parts.empty()) return OpenAt(root, ".", flags);
+  Fd dir;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    int next = OpenAt(i == 0 ? root : dir.get(), parts[i].c_str(),
+                      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) return -1;
+    dir = Fd(next);
+  }
+  return OpenAt(parts.size() == 1 ? root : dir.get(), parts.back().c_str(), flags);
+}
+
+}  // namespace
+
+Result<int> FileProvider::OpenBeneath(const std::string& rel, int flags) const {
+  const int all_flags = flags | O_CLOEXEC | O_NOFOLLOW;
+  const std::string shown = rel.empty() ? "." : rel;
+  if (UseOpenat2()) {
+    struct open_how how {};
+    how.flags = static_cast<uint64_t>(all_flags);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    while (true) {
+      long fd = syscall(SYS_openat2, root_fd_, rel.empty() ? "." : rel.c_str(), &how, sizeof how);
+      if (fd >= 0) return static_cast<int>(fd);
+      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno != ENOSYS) return UnavailableError(Errno(shown, errno));
+      openat2_works.store(false, std::memory_order_relaxed);
+      break;
+    }
+  }
+  int fd = OpenByComponents(root_fd_, rel, all_flags);
+  if (fd < 0) return UnavailableError(Errno(shown, errno));
+  return fd;
 }
 
 FileProvider::Node FileProvider::NodeOf(const ItemId& parent, std::string name,

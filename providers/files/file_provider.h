@@ -20,7 +20,8 @@
 //
 // Applying a change never writes outside the root and never follows a
 // symbolic link: directories are opened with RESOLVE_BENEATH |
-// RESOLVE_NO_SYMLINKS. File data goes to a temporary file under
+// RESOLVE_NO_SYMLINKS (openat2; where the kernel lacks it, a component at a
+// time with O_NOFOLLOW and no ".."). File data goes to a temporary file under
 // `.meshsync/tmp/` (copied in the kernel when the source is local), then is
 // renamed into place; a file that changed since it was detected is not
 // overwritten or deleted (kUnavailable: the engine retries it next session,

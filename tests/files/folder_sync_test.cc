@@ -334,6 +334,37 @@ TEST_F(FolderTest, AFileEditedDuringTheSyncIsNotOverwritten) {
   ExpectAWriteDuringTheSyncKept("doc.txt", "a's v2", "b's edit during sync");
 }
 
+// A folder swapped for a link to elsewhere between B's scan and the writes
+// into it: nothing is written through the link, whether paths are opened
+// with openat2 or a component at a time (the no_openat2 run of this test).
+TEST_F(FolderTest, AFolderSwappedForALinkDuringTheSyncIsNotWrittenThrough) {
+  fs::create_directories(a_ / "d" / "sub");
+  WriteFile(a_ / "d" / "f.txt", "v1");
+  WriteFile(a_ / "d" / "sub" / "g.txt", "v1");
+  Sync();
+  WriteFile(a_ / "d" / "f.txt", "v2");
+  WriteFile(a_ / "d" / "sub" / "g.txt", "v2");
+  WriteFile(a_ / "d" / "new.txt", "new");
+  auto a = Folder::Open(a_, {});
+  auto b = Folder::Open(b_, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->replica().DetectChanges().ok());
+  ASSERT_TRUE((*b)->replica().DetectChanges().ok());
+  const fs::path outside = dir_ / "outside";
+  fs::create_directories(outside / "sub");
+  fs::rename(b_ / "d", dir_ / "moved-away");
+  fs::create_directory_symlink(outside, b_ / "d");
+  SyncOptions options;
+  options.detect_changes = false;
+  auto report = Synchronize((*a)->replica(), (*b)->replica(), options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->a_to_b.skipped, 3u);
+  EXPECT_TRUE(fs::is_empty(outside / "sub"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(outside), fs::directory_iterator()), 1);
+  EXPECT_EQ(ReadFile(dir_ / "moved-away" / "f.txt"), "v1");
+  EXPECT_TRUE(fs::is_symlink(b_ / "d"));
+}
+
 // A new file goes straight to its place when it can (not through B's
 // temporary folder): a name taken meanwhile is not overwritten either.
 TEST_F(FolderTest, AFileMadeDuringTheSyncWhereANewOneArrivesIsNotOverwritten) {
