@@ -420,36 +420,34 @@ int OpenAt(int dir, const char* name, int flags) {
 // `root`, and "." and ".." are refused, so no symbolic link is followed and
 // nothing outside `root` is reached. Folders on the way are opened with
 // O_PATH, which needs only the permission to search them, as openat2 does.
-// Returns the descriptor, or -1 with errno set.
+// Returns the descriptor, or -errno.
 int OpenByComponents(int root, std::string_view rel, int flags) {
   std::vector<std::string> parts;
   while (!rel.empty()) {
     size_t slash = rel.find('/');
     std::string_view part = rel.substr(0, slash);
-    if (part == "." || part == "..") {
-      errno = EXDEV;  // as RESOLVE_BENEATH says of a path that could leave
-      return -1;
-    }
+    if (part == "." || part == "..") return -EXDEV;  // as RESOLVE_BENEATH says
     if (!part.empty()) parts.emplace_back(part);
     if (slash == std::string_view::npos) break;
     rel.remove_prefix(slash + 1);
   }
-  if (parts.empty()) return OpenAt(root, ".", flags);
   Fd dir;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     int next = OpenAt(i == 0 ? root : dir.get(), parts[i].c_str(),
                       O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (next < 0) return -1;
+    if (next < 0) return -errno;  // read before `dir` is closed
     dir = Fd(next);
   }
-  return OpenAt(parts.size() == 1 ? root : dir.get(), parts.back().c_str(), flags);
+  const char* last = parts.empty() ? "." : parts.back().c_str();
+  int fd = OpenAt(parts.size() <= 1 ? root : dir.get(), last, flags);
+  return fd >= 0 ? fd : -errno;
 }
 
 }  // namespace
 
 Result<int> FileProvider::OpenBeneath(const std::string& rel, int flags) const {
   const int all_flags = flags | O_CLOEXEC | O_NOFOLLOW;
-  const std::string shown = rel.empty() ? "." : rel;
+  auto failed = [&rel](int err) { return UnavailableError(Errno(rel.empty() ? "." : rel, err)); };
   if (UseOpenat2()) {
     struct open_how how {};
     how.flags = static_cast<uint64_t>(all_flags);
@@ -458,13 +456,13 @@ Result<int> FileProvider::OpenBeneath(const std::string& rel, int flags) const {
       long fd = syscall(SYS_openat2, root_fd_, rel.empty() ? "." : rel.c_str(), &how, sizeof how);
       if (fd >= 0) return static_cast<int>(fd);
       if (errno == EINTR || errno == EAGAIN) continue;
-      if (errno != ENOSYS) return UnavailableError(Errno(shown, errno));
+      if (errno != ENOSYS) return failed(errno);
       openat2_works.store(false, std::memory_order_relaxed);
       break;
     }
   }
   int fd = OpenByComponents(root_fd_, rel, all_flags);
-  if (fd < 0) return UnavailableError(Errno(shown, errno));
+  if (fd < 0) return failed(-fd);
   return fd;
 }
 
