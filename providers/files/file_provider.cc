@@ -394,10 +394,11 @@ void FileProvider::SweepTemp(bool everything) {
 
 namespace {
 
-// Whether OpenBeneath may use openat2(2). It is missing before Linux 5.6 and
-// some seccomp filters refuse it (ENOSYS either way): then, and when the
-// environment says MESHSYNC_OPENAT2=0 (the tests run both ways), paths are
-// opened a component at a time instead.
+// Whether OpenBeneath may use openat2(2). Kernels before Linux 5.6 lack it,
+// and seccomp filters that do not know it answer ENOSYS (as container
+// runtimes' default filters do; a filter that answers EPERM is taken at its
+// word): after an ENOSYS, and when the environment says MESHSYNC_OPENAT2=0
+// (the tests run both ways), paths are opened a component at a time.
 std::atomic<bool> openat2_works{true};
 bool UseOpenat2() {
   static const bool allowed = [] {
@@ -478,7 +479,6 @@ FileProvider::Node FileProvider::NodeOf(const ItemId& parent, std::string name,
 
 void FileProvider::AddNode(const ItemId& id, Node node) {
   RemoveNode(id);
-  node.id = id;
   if (Node* parent = nodes_.Find(node.parent); parent != nullptr) ++parent->children;
   IndexKey(nodes_.Insert(id, std::move(node)).first);
 }
