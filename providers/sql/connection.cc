@@ -189,6 +189,14 @@ class SqliteConnection final : public Connection {
 
   bool HashesFields() const override { return true; }
 
+  bool SetTriggersEnabled(bool enabled) override {
+    // A change of the setting makes SQLite prepare its statements again.
+    int now = -1;
+    return sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_TRIGGER, enabled ? 1 : 0, &now) ==
+               SQLITE_OK &&
+           now == (enabled ? 1 : 0);
+  }
+
   // Reads the database's text encoding (PRAGMA encoding; set when it was
   // made), which StoresAsGiven depends on.
   // Not through the statement cache: it is run once.

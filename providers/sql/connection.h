@@ -85,6 +85,15 @@ class Connection {
   // "$n" for PostgreSQL, "?n" for SQLite: the n-th parameter (from 1).
   std::string Placeholder(size_t n) const;
 
+  // Has this connection's own writes fire none of the database's triggers
+  // (SQLite: SQLITE_DBCONFIG_ENABLE_TRIGGER; foreign key actions still
+  // run), or all of them again. Returns whether the connection can: false
+  // for PostgreSQL, where it needs a superuser.
+  virtual bool SetTriggersEnabled(bool enabled) {
+    (void)enabled;
+    return false;
+  }
+
   // Whether SQL may call meshsync_field_hash(name, value): FieldHashOf(name,
   // the value encoded as Query encodes it), its 64 bits as a signed integer.
   virtual bool HashesFields() const { return false; }

@@ -469,17 +469,40 @@ Status TableProvider::BeginBatch() {
   MESHSYNC_RETURN_IF_ERROR(
       db_.Exec(sqlite ? "BEGIN IMMEDIATE" : "BEGIN; SET LOCAL meshsync.applying = 'on'"));
   in_transaction_ = true;
+  Status marked = sqlite ? SkipTriggersIfOnlyOurs() : Status::Ok();
   Param params[] = {{Text(anchor_owner_)}, {Text(sqlite ? "1" : "0"), Kind::kInteger}};
-  Status marked =
-      db_.Query("INSERT INTO meshsync_applying(replica, active) VALUES (" + db_.Placeholder(1) +
-                    ", " + db_.Placeholder(2) + (sqlite ? "" : "::integer") +
-                    ") ON CONFLICT(replica) DO UPDATE SET active = excluded.active",
-                params, [](Row) { return Status::Ok(); });
+  if (marked.ok()) {
+    marked =
+        db_.Query("INSERT INTO meshsync_applying(replica, active) VALUES (" + db_.Placeholder(1) +
+                      ", " + db_.Placeholder(2) + (sqlite ? "" : "::integer") +
+                      ") ON CONFLICT(replica) DO UPDATE SET active = excluded.active",
+                  params, [](Row) { return Status::Ok(); });
+  }
   if (!marked.ok()) {
     (void)db_.Exec("ROLLBACK");
     in_transaction_ = false;
     return marked;
   }
+  return Status::Ok();
+}
+
+// The tracking triggers skip the batch's writes anyway (their WHEN clause
+// finds the mark), but evaluating that clause per row doubled the cost of
+// inserting a row. So where they are the only triggers in the database, the
+// connection turns triggers off instead (foreign key actions still run).
+// Any other trigger (the user's own: an audit table, a full-text index
+// kept up to date) must see the sync's writes, so then triggers stay on.
+// Read inside the batch's write transaction, so no trigger can be created
+// before it commits.
+Status TableProvider::SkipTriggersIfOnlyOurs() {
+  MESHSYNC_ASSIGN_OR_RETURN(
+      auto others,
+      QueryValue(db_,
+                 "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name NOT IN "
+                 "(SELECT 'meshsync_' || op || '_' || number FROM meshsync_tables, (SELECT "
+                 "'insert' AS op UNION ALL SELECT 'update' UNION ALL SELECT 'delete'))"));
+  bool skip = others.has_value() && Payload(*others) == "0";
+  if (skip != triggers_skipped_ && db_.SetTriggersEnabled(!skip)) triggers_skipped_ = skip;
   return Status::Ok();
 }
 

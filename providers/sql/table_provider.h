@@ -16,8 +16,9 @@
 // replica's anchor (schema.h), compares each tracked row with its saved
 // hashes, and advances the anchor once the engine has committed what it
 // found (ChangesRecorded). The provider's own writes are not tracked (the
-// triggers skip a transaction marked in meshsync_applying), so no scan reads
-// back what a sync wrote. That mark stays behind once the batch commits,
+// triggers skip a transaction marked in meshsync_applying; on SQLite, where
+// they are the only triggers, its connection turns triggers off instead), so
+// no scan reads back what a sync wrote. That mark stays behind once the batch commits,
 // until the engine has committed the batch's metadata too: a crash in
 // between leaves it, and the next scan then compares every row of every
 // table with its metadata (ResyncTable), so that rows the metadata does not
@@ -120,6 +121,7 @@ class TableProvider final : public Provider {
   };
   Result<Target> Resolve(const SaveRequest& request) const;
   Status BeginBatch();
+  Status SkipTriggersIfOnlyOurs();
   Status Run(const char* sql);
   // Saves in a savepoint of its own, so that a failure leaves no trace.
   Result<SaveResult> SaveAlone(const SaveRequest& request, const Target& target);
@@ -159,6 +161,8 @@ class TableProvider final : public Provider {
   bool committed_ = false;
   bool applied_ = false;
   bool clear_applying_ = false;
+  // The connection's writes fire no triggers (SkipTriggersIfOnlyOurs).
+  bool triggers_skipped_ = false;
   Status ClearApplyingRow();
   Status ClearApplying();
   // This replica's anchor for `table`, if it has one.

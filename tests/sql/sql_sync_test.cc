@@ -364,6 +364,49 @@ TEST_P(SqlSyncTest, ASyncDoesNotReadBackWhatItWroteButFindsWhatTheApplicationWro
   EXPECT_EQ(Dump(*a_, "contacts")[19][3], "vfrom b");
 }
 
+// The sync's writes skip its own tracking triggers, but never the user's:
+// an audit table (or a full-text index) kept by a trigger sees every row a
+// sync writes, as it sees the application's.
+TEST_P(SqlSyncTest, TheUsersOwnTriggersSeeTheSyncsWrites) {
+  MakeContacts();
+  if (b_->dialect() == Dialect::kSqlite) {
+    Exec(*b_,
+         "CREATE TABLE audit(op TEXT, id INTEGER); "
+         "CREATE TRIGGER audit_insert AFTER INSERT ON contacts BEGIN "
+         "INSERT INTO audit VALUES ('insert', NEW.id); END; "
+         "CREATE TRIGGER audit_update AFTER UPDATE ON contacts BEGIN "
+         "INSERT INTO audit VALUES ('update', NEW.id); END; "
+         "CREATE TRIGGER audit_delete AFTER DELETE ON contacts BEGIN "
+         "INSERT INTO audit VALUES ('delete', OLD.id); END");
+  } else {
+    Exec(*b_,
+         "CREATE TABLE audit(op text, id bigint); "
+         "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+         "INSERT INTO audit VALUES (lower(TG_OP), CASE WHEN TG_OP = 'DELETE' THEN OLD.id "
+         "ELSE NEW.id END); RETURN NULL; END $$; "
+         "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON contacts "
+         "FOR EACH ROW EXECUTE FUNCTION audit()");
+  }
+  InsertContacts(*a_, 3);
+  Sync();
+  Exec(*a_, "UPDATE contacts SET phone = '2' WHERE id = 2; DELETE FROM contacts WHERE id = 3");
+  Sync();
+  ExpectSame("contacts");
+  auto audit = Dump(*b_, "audit");
+  std::multiset<std::pair<std::string, std::string>> seen;
+  for (const auto& row : audit) seen.emplace(row[0], row[1]);
+  std::multiset<std::pair<std::string, std::string>> expected = {{"vinsert", "v1"},
+                                                                 {"vinsert", "v2"},
+                                                                 {"vinsert", "v3"},
+                                                                 {"vupdate", "v2"},
+                                                                 {"vdelete", "v3"}};
+  EXPECT_EQ(seen, expected);
+  // The tracking triggers still skipped the sync's writes.
+  auto rb = OpenReplica(url_b_);
+  ASSERT_TRUE(rb->replica().DetectChanges().ok());
+  EXPECT_EQ(rb->provider().rows_scanned(), 0u);
+}
+
 // On PostgreSQL other sessions write while a batch is open: the mark that
 // hides the batch's own writes from the triggers must not hide theirs.
 TEST_P(SqlSyncTest, AnApplicationWriteDuringABatchIsTracked) {
