@@ -149,11 +149,19 @@ class WatchingProvider final : public Provider {
     return records_.SaveChange(request);
   }
   Status CommitChanges() override {
-    if (!fail_commit_.ok()) return std::exchange(fail_commit_, Status::Ok());
+    if (!fail_commit_.ok() && commits_to_pass_-- == 0) {
+      return std::exchange(fail_commit_, Status::Ok());
+    }
     return Look(at_commit_);
   }
-  // The next CommitChanges fails with `status`, as a full disk would.
-  void FailNextCommit(Status status) { fail_commit_ = std::move(status); }
+  bool CommitsInBackground() const override { return in_background_; }
+  // The next CommitChanges fails with `status`, as a full disk would; or
+  // the one after `pass` more.
+  void FailNextCommit(Status status, int pass = 0) {
+    fail_commit_ = std::move(status);
+    commits_to_pass_ = pass;
+  }
+  void CommitInBackground() { in_background_ = true; }
 
  private:
   Status Look(std::vector<Tick>& seen) {
@@ -167,6 +175,8 @@ class WatchingProvider final : public Provider {
   std::vector<Tick> at_recorded_, at_commit_;
   std::function<void()> before_save_;
   Status fail_commit_;
+  int commits_to_pass_ = 0;
+  bool in_background_ = false;
 };
 
 // Replica `a` on a SQLite store at `path`, `b` in memory, each with a
@@ -266,6 +276,45 @@ TEST(SessionTest, AFailedDataCommitLeavesNoMetadata) {
   ASSERT_TRUE(b.ok());
   SyncOptions options;
   options.direction = SyncDirection::kAToB;
+  auto report = Synchronize(*(*a)->replica, **b, options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(*(*store_b)->CountItems(), 50u);
+  EXPECT_EQ(provider_b.records().records(), (*a)->provider.records());
+}
+
+// A provider that commits a window's data while the session reads the next
+// one: when a commit fails, the session fails with its error, the windows
+// before it are committed, and nothing of it is; the next session carries
+// the rest.
+TEST(SessionTest, AFailedBackgroundDataCommitKeepsTheWindowsBeforeIt) {
+  ScratchDir dir("background");
+  ASSERT_FALSE(dir.path().empty());
+  std::string path = (dir.path() / "b.db").string();
+  auto a = TestReplica::Make(1);
+  ASSERT_TRUE(a.ok());
+  for (uint64_t n = 0; n < 50; ++n) (*a)->provider.Put(ItemId(0, n), "name", "v1");
+  SeededRandom random(4);
+  FakeClock clock;
+  WatchingProvider provider_b(path);
+  provider_b.CommitInBackground();
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  options.batch_size = 10;  // five windows
+  {
+    auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
+    ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
+    auto b = Replica::Open(**store_b, provider_b, clock, random);
+    ASSERT_TRUE(b.ok());
+    provider_b.FailNextCommit(UnavailableError("no space left on device"), 2);
+    auto report = Synchronize(*(*a)->replica, **b, options);
+    EXPECT_EQ(report.status().code(), StatusCode::kUnavailable);
+    EXPECT_EQ(provider_b.at_commit().size(), 2u);
+  }
+  auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
+  ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
+  EXPECT_EQ(*(*store_b)->CountItems(), 20u);
+  auto b = Replica::Open(**store_b, provider_b, clock, random);
+  ASSERT_TRUE(b.ok());
   auto report = Synchronize(*(*a)->replica, **b, options);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_EQ(*(*store_b)->CountItems(), 50u);

@@ -236,6 +236,13 @@ class Provider {
   // metadata of a batch.
   virtual Status CommitChanges() { return Status::Ok(); }
 
+  // Whether CommitChanges may run on a thread of the engine's while the
+  // engine goes on reading the source replica and deciding the next batch.
+  // A commit mostly waits for the device (fsync), and that wait then costs
+  // nothing. The engine calls no other method of this provider meanwhile; a
+  // provider that says so shares nothing with the source's provider.
+  virtual bool CommitsInBackground() const { return false; }
+
   // Called once the metadata of the changes CommitChanges made durable is
   // committed too: the metadata store now knows the provider's own writes,
   // so a provider that reads a change feed may skip them from here on

@@ -91,6 +91,8 @@ class TableProvider final : public Provider {
   void SaveChanges(std::span<const SaveRequest> requests,
                    std::vector<Result<SaveResult>>& results) override;
   Status CommitChanges() override;
+  // Each replica has a connection of its own.
+  bool CommitsInBackground() const override { return true; }
   Status ChangesCommitted() override;
 
  private:

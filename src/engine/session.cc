@@ -24,10 +24,18 @@
 // destination's store (a conflict, a deletion that beats an edit) first
 // settles the saves handed over so far, so the provider sees its changes in
 // the order the engine decided them.
+//
+// A provider whose commit is mostly a wait for the device (a database's
+// fsyncs) may commit a window's data on a thread of its own
+// (Provider::CommitsInBackground) while the next window is read and
+// decided; the window's metadata, staged meanwhile, is released once that
+// commit is done (FinishCommit), which happens before anything calls the
+// provider or writes the destination's store again.
 #include <algorithm>
 #include <functional>
 #include <map>
 #include <set>
+#include <thread>
 #include <tuple>
 
 #include "meshsync/sync.h"
@@ -74,10 +82,17 @@ class DirectionRun {
     progress_.a_to_b = a_to_b;
   }
 
+  ~DirectionRun() {
+    // Run finishes every commit; this only keeps a thread from outliving it.
+    if (committing_.joinable()) committing_.join();
+  }
+
   // Returns false if the session was cancelled. Whatever it returns, the
   // destination's metadata is durable.
   Result<bool> Run() {
     Result<bool> finished = RunWindows();
+    // The last window's data may still be being committed: a window that
+    // was applied in full is committed even if the next one failed.
     Status committed = AnnounceCommitted();
     if (finished.ok() && !committed.ok()) return committed;
     return finished;
@@ -98,6 +113,7 @@ class DirectionRun {
     report_.recovery = recovery_;
 
     dest_keys_ = dst.keys;
+    dest_filtered_ = dest_.provider().IsFiltered();
     to_dest_ = KeyTranslator::Extending(src.keys, dest_keys_);
     made_with_ = to_dest_.Translate(src.knowledge);
     if (options_.on_progress) {  // a count costs a pass over the source's items
@@ -146,6 +162,7 @@ class DirectionRun {
       batch.keys = dest_keys_;
       batch.forgotten =
           Knowledge::Union(dest_.state().forgotten, to_dest_.Translate(src.forgotten));
+      MESHSYNC_RETURN_IF_ERROR(FinishCommit());
       MESHSYNC_RETURN_IF_ERROR(SourceDurable());
       MESHSYNC_RETURN_IF_ERROR(dest_.store().Commit(batch));
     }
@@ -184,7 +201,10 @@ class DirectionRun {
 
   // Has the destination's provider apply the deferred saves, and records
   // each result; a save that failed skips its item.
+  // Callers that go on to use the provider themselves rely on it being free
+  // (FinishCommit) afterwards.
   Status Settle(Batch& batch) {
+    MESHSYNC_RETURN_IF_ERROR(FinishCommit());
     if (pending_.empty()) return Status::Ok();
     std::vector<PendingSave> pending = std::move(pending_);
     pending_.clear();
@@ -257,9 +277,28 @@ class DirectionRun {
     // leaves at most one window's data without its metadata, which the next
     // detection reports and step 4 recognises (src/README.md).
     MESHSYNC_RETURN_IF_ERROR(dest_.store().StageInBackground(batch.store));
-    if (Status data = dest_.provider().CommitChanges(); !data.ok()) {
+    committing_data_ = true;
+    if (dest_.provider().CommitsInBackground()) {
+      // Mostly a wait for the device, which the next window's reading and
+      // deciding overlaps; the provider is not called until FinishCommit.
+      committing_ = std::thread([this] { data_committed_ = dest_.provider().CommitChanges(); });
+      return Status::Ok();
+    }
+    data_committed_ = dest_.provider().CommitChanges();
+    return FinishCommit();
+  }
+
+  // Once the provider has committed the last window's data, releases its
+  // metadata (or abandons it if the data could not be committed). Anything
+  // that calls the destination's provider or writes its store first calls
+  // this.
+  Status FinishCommit() {
+    if (!committing_data_) return Status::Ok();
+    committing_data_ = false;
+    if (committing_.joinable()) committing_.join();
+    if (!data_committed_.ok()) {
       dest_.store().AbandonStaged();
-      return data;
+      return data_committed_;
     }
     MESHSYNC_RETURN_IF_ERROR(dest_.store().ReleaseStaged());
     unannounced_ = true;
@@ -278,6 +317,7 @@ class DirectionRun {
   // Waits for the destination's metadata to be durable, then tells its
   // provider that the data it last committed is accounted for.
   Status AnnounceCommitted() {
+    MESHSYNC_RETURN_IF_ERROR(FinishCommit());
     MESHSYNC_RETURN_IF_ERROR(dest_.store().Flush());
     if (!unannounced_) return Status::Ok();
     unannounced_ = false;
@@ -666,9 +706,12 @@ class DirectionRun {
     std::vector<UnitData> data;
     data.reserve(ids.size());
     MESHSYNC_RETURN_IF_ERROR(LoadSource(source_item, ids, data));
-    if (dest_.provider().IsFiltered() && !dest_.provider().Accepts(change.id, data)) {
-      ++report_.skipped;  // outside the destination's filter: learned, not held
-      return Status::Ok();
+    if (dest_filtered_) {
+      MESHSYNC_RETURN_IF_ERROR(FinishCommit());
+      if (!dest_.provider().Accepts(change.id, data)) {
+        ++report_.skipped;  // outside the destination's filter: learned, not held
+        return Status::Ok();
+      }
     }
     SaveRequest request{SaveAction::kCreate, change.id, local, {}, {}, SourceData(source_item)};
     SplitRemovals(ids, std::move(data), request);
@@ -896,6 +939,12 @@ class DirectionRun {
   bool unannounced_ = false;          // a batch committed that the provider has not heard of
   std::vector<PendingSave> pending_;  // handed to the provider by Settle
   size_t pending_bytes_ = 0;
+  bool dest_filtered_ = false;  // the destination's provider filters items
+  // The last window's data is being committed (FinishCommit), on
+  // `committing_` if the provider commits in the background.
+  bool committing_data_ = false;
+  std::thread committing_;
+  Status data_committed_;
   bool logged_loaded_ = false;
   std::set<std::tuple<ItemId, ChangeUnitId, ReplicaKey, Tick, bool>> logged_;
 };
