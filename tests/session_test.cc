@@ -242,13 +242,14 @@ TEST(SessionTest, ADestinationCommitsOnlyWhatIsDurableAtTheSource) {
   EXPECT_EQ(pair.provider_a.at_recorded().back(), detected);
 }
 
-// The destination's metadata for a window is written while its provider
-// commits the data, but when that commit fails, none of it is committed:
-// reopened, the destination has nothing of the window. (The record
-// provider kept the rows it saved, as a crash after the data reached the
-// disk would: the next session finds them, equal, and converges.)
-TEST(SessionTest, AFailedDataCommitLeavesNoMetadata) {
-  ScratchDir dir("staged");
+// Syncs 50 items from A to a SQLite-backed B in windows of `batch_size`,
+// with B's data commit failing after `pass` good ones: the session fails
+// with the commit's error, and B's reopened store holds `kept` items (the
+// windows committed before) and nothing of the failed one. The next session
+// converges. (The record provider kept the rows it saved, as a crash after
+// the data reached the disk would: the next session finds them, equal.)
+void SyncThroughAFailedDataCommit(bool in_background, size_t batch_size, int pass, uint64_t kept) {
+  ScratchDir dir("failed_commit");
   ASSERT_FALSE(dir.path().empty());
   std::string path = (dir.path() / "b.db").string();
   auto a = TestReplica::Make(1);
@@ -257,68 +258,43 @@ TEST(SessionTest, AFailedDataCommitLeavesNoMetadata) {
   SeededRandom random(4);
   FakeClock clock;
   WatchingProvider provider_b(path);
+  if (in_background) provider_b.CommitInBackground();
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  options.batch_size = batch_size;
   {
     auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
     ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
     auto b = Replica::Open(**store_b, provider_b, clock, random);
     ASSERT_TRUE(b.ok());
-    provider_b.FailNextCommit(UnavailableError("no space left on device"));
-    SyncOptions options;
-    options.direction = SyncDirection::kAToB;
+    provider_b.FailNextCommit(UnavailableError("no space left on device"), pass);
     auto report = Synchronize(*(*a)->replica, **b, options);
     EXPECT_EQ(report.status().code(), StatusCode::kUnavailable);
+    EXPECT_EQ(provider_b.at_commit().size(), static_cast<size_t>(pass));
   }
   auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
   ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
-  EXPECT_EQ(*(*store_b)->CountItems(), 0u);
-  EXPECT_TRUE((*store_b)->state().knowledge.IsEmpty());
+  EXPECT_EQ(*(*store_b)->CountItems(), kept);
+  EXPECT_EQ((*store_b)->state().knowledge.IsEmpty(), kept == 0);
   auto b = Replica::Open(**store_b, provider_b, clock, random);
   ASSERT_TRUE(b.ok());
-  SyncOptions options;
-  options.direction = SyncDirection::kAToB;
   auto report = Synchronize(*(*a)->replica, **b, options);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_EQ(*(*store_b)->CountItems(), 50u);
   EXPECT_EQ(provider_b.records().records(), (*a)->provider.records());
 }
 
+// The destination's metadata for a window is written while its provider
+// commits the data, but when that commit fails, none of it is committed.
+TEST(SessionTest, AFailedDataCommitLeavesNoMetadata) {
+  SyncThroughAFailedDataCommit(/*in_background=*/false, 1000, /*pass=*/0, /*kept=*/0);
+}
+
 // A provider that commits a window's data while the session reads the next
-// one: when a commit fails, the session fails with its error, the windows
-// before it are committed, and nothing of it is; the next session carries
-// the rest.
+// one: when a commit fails, the windows before it are kept, and nothing of
+// it.
 TEST(SessionTest, AFailedBackgroundDataCommitKeepsTheWindowsBeforeIt) {
-  ScratchDir dir("background");
-  ASSERT_FALSE(dir.path().empty());
-  std::string path = (dir.path() / "b.db").string();
-  auto a = TestReplica::Make(1);
-  ASSERT_TRUE(a.ok());
-  for (uint64_t n = 0; n < 50; ++n) (*a)->provider.Put(ItemId(0, n), "name", "v1");
-  SeededRandom random(4);
-  FakeClock clock;
-  WatchingProvider provider_b(path);
-  provider_b.CommitInBackground();
-  SyncOptions options;
-  options.direction = SyncDirection::kAToB;
-  options.batch_size = 10;  // five windows
-  {
-    auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
-    ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
-    auto b = Replica::Open(**store_b, provider_b, clock, random);
-    ASSERT_TRUE(b.ok());
-    provider_b.FailNextCommit(UnavailableError("no space left on device"), 2);
-    auto report = Synchronize(*(*a)->replica, **b, options);
-    EXPECT_EQ(report.status().code(), StatusCode::kUnavailable);
-    EXPECT_EQ(provider_b.at_commit().size(), 2u);
-  }
-  auto store_b = OpenSqliteStore(path, RecordProvider::kName, random);
-  ASSERT_TRUE(store_b.ok()) << store_b.status().ToString();
-  EXPECT_EQ(*(*store_b)->CountItems(), 20u);
-  auto b = Replica::Open(**store_b, provider_b, clock, random);
-  ASSERT_TRUE(b.ok());
-  auto report = Synchronize(*(*a)->replica, **b, options);
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
-  EXPECT_EQ(*(*store_b)->CountItems(), 50u);
-  EXPECT_EQ(provider_b.records().records(), (*a)->provider.records());
+  SyncThroughAFailedDataCommit(/*in_background=*/true, 10, /*pass=*/2, /*kept=*/20);
 }
 
 // The whole of DetectChanges tells the provider only once its changes are

@@ -292,20 +292,25 @@ class DirectionRun {
   // metadata (or abandons it if the data could not be committed). Anything
   // that calls the destination's provider or writes its store first calls
   // this.
+  // A failure ends the session, even where it surfaces while an item is
+  // applied (store_failure_).
   Status FinishCommit() {
     if (!committing_data_) return Status::Ok();
     committing_data_ = false;
     if (committing_.joinable()) committing_.join();
     if (!data_committed_.ok()) {
       dest_.store().AbandonStaged();
-      return data_committed_;
+      store_failure_ = data_committed_;
+      return store_failure_;
     }
-    MESHSYNC_RETURN_IF_ERROR(dest_.store().ReleaseStaged());
+    store_failure_ = dest_.store().ReleaseStaged();
+    MESHSYNC_RETURN_IF_ERROR(store_failure_);
     unannounced_ = true;
     ++report_.batches;
     // The source's detection, durable since SourceDurable, may now be
     // announced to its provider: while the destination's metadata is written.
-    return source_.FinishDetection();
+    store_failure_ = source_.FinishDetection();
+    return store_failure_;
   }
 
   // The source's changes may still be being committed (Replica::
@@ -935,7 +940,7 @@ class DirectionRun {
   KeyTranslator to_dest_;             // source keys -> dest_keys_
   Knowledge made_with_;               // source knowledge, destination keys
   Knowledge dest_knowledge_;          // destination knowledge for the current batch
-  Status store_failure_;              // set when a store write inside ApplyChange fails
+  Status store_failure_;              // a store write, or a data commit, failed inside ApplyChange
   bool unannounced_ = false;          // a batch committed that the provider has not heard of
   std::vector<PendingSave> pending_;  // handed to the provider by Settle
   size_t pending_bytes_ = 0;
