@@ -71,6 +71,14 @@ std::vector<std::string> SplitKey(std::string_view key) {
   return parts;
 }
 
+// The table's name in a key, as SplitKey reads it: the part before the
+// first '|', unescaped.
+std::string KeyTable(std::string_view key) {
+  std::string_view table = key.substr(0, key.find('|'));
+  if (table.find('%') == std::string_view::npos) return std::string(table);
+  return SplitKey(table)[0];
+}
+
 uint64_t UnitHash(std::string_view name, std::string_view value) {
   return FieldHashOf(name, value);
 }
@@ -426,20 +434,28 @@ Status TableProvider::ChangesRecorded() {
 
 Status TableProvider::LoadChangeData(const ItemMetadata& item, std::span<const ChangeUnitId> units,
                                      std::vector<UnitData>& out) {
-  std::vector<std::string> parts = SplitKey(item.key);
-  MESHSYNC_ASSIGN_OR_RETURN(const Table* t, TableOf(parts[0]));
-  if (parts.size() != 1 + t->schema.pk.size())
-    return DataLossError("the key of item " + item.id.ToHex() + " does not fit its table");
-  std::span<const std::string> pk(parts.data() + 1, parts.size() - 1);
-  // The row the scan kept, else the row as it is now.
-  std::vector<std::string_view> row;
+  // The row the scan kept: its values are the ones whose hashes make up
+  // the state it was kept with, which is the item's, so they need no check.
+  std::vector<std::string_view>& row = loaded_row_;
+  const bool kept = rows_.Get(item.key, item.provider_state, row);
+  const Table* t = nullptr;
   std::optional<std::vector<std::string>> read;
-  if (!rows_.Get(item.key, item.provider_state, row)) {
+  FieldHashes state;
+  if (kept) {
+    MESHSYNC_ASSIGN_OR_RETURN(t, TableOf(KeyTable(item.key)));
+  } else {
+    // Else the row as it is now, which must still be the one scanned.
+    std::vector<std::string> parts = SplitKey(item.key);
+    MESHSYNC_ASSIGN_OR_RETURN(t, TableOf(parts[0]));
+    if (parts.size() != 1 + t->schema.pk.size())
+      return DataLossError("the key of item " + item.id.ToHex() + " does not fit its table");
+    std::span<const std::string> pk(parts.data() + 1, parts.size() - 1);
     MESHSYNC_ASSIGN_OR_RETURN(read, ReadRow(*t, pk, false));
     if (!read) return NotFoundError(DescribeKey(item.key) + " was deleted since it was scanned");
     row.assign(read->begin(), read->end());
+    state = DecodeFieldHashes(item.provider_state);
   }
-  FieldHashes state = DecodeFieldHashes(item.provider_state);
+  out.reserve(out.size() + units.size());
   for (ChangeUnitId unit : units) {
     std::string data;
     if (unit == kTableUnit) {

@@ -153,6 +153,7 @@ class TableProvider final : public Provider {
   // metadata still names that state (the values of exactly that version),
   // instead of a query per row. Bounded; SaveChange drops what it rewrites.
   RowCache rows_;
+  std::vector<std::string_view> loaded_row_;  // LoadChangeData's, reused
   uint64_t rows_scanned_ = 0;
   bool in_transaction_ = false;
   // The batch this replica last wrote (BeginBatch): `committed_` once
