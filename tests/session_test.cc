@@ -4,6 +4,8 @@
 #include <sqlite3.h>
 
 #include <functional>
+#include <map>
+#include <string>
 #include <utility>
 
 #include "testing/scratch_dir.h"
@@ -118,6 +120,66 @@ TEST(SessionTest, FewChangesAmongManyItemsAreOneBatch) {
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->a_to_b.batches, 0u);
   EXPECT_EQ((*b)->provider.records().at(ItemId(0, 2500)).at("name"), "v2");
+}
+
+// A provider whose one detection pass records an item under many keys in
+// turn (a file renamed again and again while it is scanned), and looks the
+// item up while the pass is still under way.
+class RenamingProvider final : public Provider {
+ public:
+  static constexpr int kKeys = 70'000;  // more than a pass's lookup table has slots
+
+  std::string_view Name() const override { return "renaming"; }
+  Status DetectChanges(ChangeRecorder& recorder) override {
+    const ChangeUnitId unit = ChangeUnitIdFromName("name");
+    LocalChange other{ItemId(0, 2), false, {unit}, "other", ""};
+    MESHSYNC_RETURN_IF_ERROR(recorder.Record(std::move(other)).status());
+    for (int n = 0; n < kKeys; ++n) {
+      LocalChange change{ItemId(0, 1), false, {unit}, "k" + std::to_string(n), ""};
+      MESHSYNC_RETURN_IF_ERROR(recorder.Record(std::move(change)).status());
+    }
+    for (const std::string& key : {std::string("k0"), std::string("k5"),
+                                   "k" + std::to_string(kKeys - 1), std::string("other")}) {
+      MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, recorder.FindByKey(key));
+      found[key] = item ? item->id.ToHex() : "none";
+    }
+    MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> item, recorder.FindItem(ItemId(0, 1)));
+    last_key = item ? item->key : "none";
+    return Status::Ok();
+  }
+  Status LoadChangeData(const ItemMetadata&, std::span<const ChangeUnitId>,
+                        std::vector<UnitData>&) override {
+    return FailedPreconditionError("not synced");
+  }
+  Result<SaveResult> SaveChange(const SaveRequest&) override {
+    return FailedPreconditionError("not synced");
+  }
+
+  std::map<std::string, std::string> found;  // by key: the id found, or "none"
+  std::string last_key;
+};
+
+TEST(ReplicaTest, ARecordingPassFindsAnItemUnderTheLastKeyItWasRecordedUnder) {
+  SeededRandom random(5);
+  FakeClock clock;
+  RenamingProvider provider;
+  auto store = OpenMemoryStore(ReplicaId(Id128{1, 1}), std::string(provider.Name()));
+  auto replica = Replica::Open(*store, provider, clock, random);
+  ASSERT_TRUE(replica.ok()) << replica.status().ToString();
+  ASSERT_TRUE((*replica)->DetectChanges().ok());
+  const std::string last = "k" + std::to_string(RenamingProvider::kKeys - 1);
+  EXPECT_EQ(provider.found["k0"], "none");
+  EXPECT_EQ(provider.found["k5"], "none");
+  EXPECT_EQ(provider.found[last], ItemId(0, 1).ToHex());
+  EXPECT_EQ(provider.found["other"], ItemId(0, 2).ToHex());
+  EXPECT_EQ(provider.last_key, last);
+  // And so it is committed.
+  auto stored = store->FindByKey(last);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->id, ItemId(0, 1));
+  auto old = store->FindByKey("k0");
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old->has_value());
 }
 
 // A record provider that looks at what a second view of a SQLite store file

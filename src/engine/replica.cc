@@ -1,6 +1,7 @@
 // Replica: binds a provider to its metadata store, records local changes
 // with new versions, and forgets old tombstones.
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,93 @@ namespace {
 constexpr size_t kRecorderFlushItems = 10'000;
 constexpr size_t kScanChunk = 1'000;
 
+constexpr uint32_t kNone = UINT32_MAX;
+
+struct ById {
+  static const ItemId& Of(const ItemMetadata& item) { return item.id; }
+  static size_t Hash(const ItemId& id) { return Id128Hash()(id); }
+};
+struct ByKey {
+  static std::string_view Of(const ItemMetadata& item) { return item.key; }
+  static size_t Hash(std::string_view key) { return std::hash<std::string_view>()(key); }
+};
+
+// Positions in a vector of items, found by a field of the item (By::Of):
+// open addressing, linear probing, for at most kRecorderFlushItems items. An
+// item recorded is one slot, not a node of a map and a copy of its key: a
+// new replica's first detection records every row or file it finds.
+template <typename By>
+class PendingIndex {
+ public:
+  template <typename Field>
+  uint32_t Find(const std::vector<ItemMetadata>& items, const Field& field) const {
+    if (slots_.empty()) return kNone;
+    for (size_t s = By::Hash(field) & kMask;; s = (s + 1) & kMask) {
+      uint32_t i = slots_[s];
+      if (i == kEmpty) return kNone;
+      if (i != kErased && By::Of(items[i]) == field) return i;
+    }
+  }
+  // Points the field of items[i] at i, in place of any other item.
+  void Insert(const std::vector<ItemMetadata>& items, uint32_t i) {
+    if (slots_.empty()) slots_.assign(kSlots, kEmpty);
+    const auto& field = By::Of(items[i]);
+    size_t free = SIZE_MAX;
+    for (size_t s = By::Hash(field) & kMask;; s = (s + 1) & kMask) {
+      uint32_t at = slots_[s];
+      if (at == kEmpty) {
+        slots_[free != SIZE_MAX ? free : s] = i;
+        return;
+      }
+      if (at == kErased) {
+        if (free == SIZE_MAX) free = s;
+      } else if (By::Of(items[at]) == field) {
+        slots_[s] = i;
+        return;
+      }
+    }
+  }
+  template <typename Field>
+  void Erase(const std::vector<ItemMetadata>& items, const Field& field) {
+    if (slots_.empty()) return;
+    for (size_t s = By::Hash(field) & kMask;; s = (s + 1) & kMask) {
+      uint32_t i = slots_[s];
+      if (i == kEmpty) return;
+      if (i != kErased && By::Of(items[i]) == field) {
+        slots_[s] = kErased;
+        if (++erased_ > kSlots / 4) Rehash(items);
+        return;
+      }
+    }
+  }
+  void Clear() {
+    std::fill(slots_.begin(), slots_.end(), kEmpty);
+    erased_ = 0;
+  }
+
+ private:
+  // Drops the erased slots (each ends a probe later than it would), keeping
+  // every item where it points.
+  void Rehash(const std::vector<ItemMetadata>& items) {
+    std::vector<uint32_t> live;
+    for (uint32_t i : slots_) {
+      if (i != kEmpty && i != kErased) live.push_back(i);
+    }
+    Clear();
+    for (uint32_t i : live) Insert(items, i);
+  }
+
+  // Four slots an item at least, so that probes stay short. An insertion
+  // takes the first erased slot on its way (an item whose key changed).
+  static constexpr size_t kSlots = 65'536;
+  static_assert(kSlots >= 4 * kRecorderFlushItems);
+  static constexpr size_t kMask = kSlots - 1;
+  static constexpr uint32_t kEmpty = kNone;
+  static constexpr uint32_t kErased = kNone - 1;
+  std::vector<uint32_t> slots_;
+  size_t erased_ = 0;
+};
+
 // Collects what a provider reports into StoreBatches, committing every
 // kRecorderFlushItems items and at the end. Each committed batch carries the
 // replica's raised knowledge and tick, so a crash mid-detection keeps what
@@ -23,8 +111,8 @@ class Recorder final : public ChangeRecorder {
   explicit Recorder(Replica& replica) : replica_(replica) {}
 
   Result<std::optional<ItemMetadata>> FindItem(const ItemId& id) override {
-    auto it = pending_.find(id);
-    if (it != pending_.end()) return std::optional<ItemMetadata>(items_[it->second]);
+    if (uint32_t i = by_id_.Find(items_, id); i != kNone)
+      return std::optional<ItemMetadata>(items_[i]);
     if (last_found_ && *last_found_ == id) return last_item_;
     MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, replica_.store().GetItem(id));
     Remember(id, stored);
@@ -32,14 +120,13 @@ class Recorder final : public ChangeRecorder {
   }
 
   Result<std::optional<ItemMetadata>> FindByKey(std::string_view key) override {
-    auto pending = pending_keys_.find(key);
-    if (pending != pending_keys_.end()) {
-      return std::optional<ItemMetadata>(items_[pending_.at(pending->second)]);
-    }
+    if (uint32_t i = by_key_.Find(items_, key); i != kNone)
+      return std::optional<ItemMetadata>(items_[i]);
     MESHSYNC_ASSIGN_OR_RETURN(std::optional<ItemMetadata> stored, replica_.store().FindByKey(key));
     // A stored item whose key this pass has already changed is no longer
     // found under the old key.
-    if (stored.has_value() && pending_.count(stored->id) > 0) return std::optional<ItemMetadata>();
+    if (stored.has_value() && by_id_.Find(items_, stored->id) != kNone)
+      return std::optional<ItemMetadata>();
     if (stored.has_value()) Remember(stored->id, stored);
     return stored;
   }
@@ -126,8 +213,8 @@ class Recorder final : public ChangeRecorder {
       batch.tick = tick;
       issued_ = false;
     }
-    pending_.clear();
-    pending_keys_.clear();
+    by_id_.Clear();
+    by_key_.Clear();
     // Written while the provider goes on scanning; Detect waits for it.
     return replica_.store().CommitInBackground(batch);
   }
@@ -145,14 +232,16 @@ class Recorder final : public ChangeRecorder {
   Result<ItemId> Keep(ItemMetadata item) {
     last_found_.reset();
     ItemId id = item.id;
-    auto [previous, added] = pending_.try_emplace(id, items_.size());
-    if (!added) pending_keys_.erase(items_[previous->second].key);
-    if (!item.key.empty()) pending_keys_[item.key] = id;
-    if (added) {
-      items_.push_back(std::move(item));
+    uint32_t at = by_id_.Find(items_, id);
+    if (at != kNone) {
+      by_key_.Erase(items_, items_[at].key);
+      items_[at] = std::move(item);
     } else {
-      items_[previous->second] = std::move(item);
+      at = static_cast<uint32_t>(items_.size());
+      items_.push_back(std::move(item));
+      by_id_.Insert(items_, at);
     }
+    if (!items_[at].key.empty()) by_key_.Insert(items_, at);
     if (items_.size() >= kRecorderFlushItems) MESHSYNC_RETURN_IF_ERROR(Flush());
     return id;
   }
@@ -161,16 +250,13 @@ class Recorder final : public ChangeRecorder {
   // Items queued for the next commit, in the order first recorded (moved
   // into the batch whole, not one by one), and where each is.
   std::vector<ItemMetadata> items_;
-  std::unordered_map<ItemId, size_t, Id128Hash> pending_;
+  // Where each item of items_ is, by id and by key (at most one per key: the
+  // last recorded).
+  PendingIndex<ById> by_id_;
+  PendingIndex<ByKey> by_key_;
   bool issued_ = false;               // a new version was recorded since the last flush
   std::optional<ItemId> last_found_;  // see Remember
   std::optional<ItemMetadata> last_item_;
-  // Keys of pending_ items, looked up by string_view without a copy.
-  struct KeyHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
-  };
-  std::unordered_map<std::string, ItemId, KeyHash, std::equal_to<>> pending_keys_;
 };
 
 }  // namespace
