@@ -127,7 +127,7 @@ TEST(SessionTest, FewChangesAmongManyItemsAreOneBatch) {
 // item up while the pass is still under way.
 class RenamingProvider final : public Provider {
  public:
-  static constexpr int kKeys = 70'000;  // more than a pass's lookup table has slots
+  static constexpr int kKeys = 70'000;  // its lookup table fills with erased slots, often
 
   std::string_view Name() const override { return "renaming"; }
   Status DetectChanges(ChangeRecorder& recorder) override {

@@ -5,7 +5,6 @@
 #include <functional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
 #include "meshsync/sync.h"
 
@@ -27,29 +26,33 @@ struct ByKey {
 };
 
 // Positions in a vector of items, found by a field of the item (By::Of):
-// open addressing, linear probing, for at most kRecorderFlushItems items. An
-// item recorded is one slot, not a node of a map and a copy of its key: a
-// new replica's first detection records every row or file it finds.
+// open addressing, linear probing. An item recorded is one slot, not a node
+// of a map and a copy of its key: a new replica's first detection records
+// every row or file it finds.
 template <typename By>
 class PendingIndex {
  public:
   template <typename Field>
   uint32_t Find(const std::vector<ItemMetadata>& items, const Field& field) const {
     if (slots_.empty()) return kNone;
-    for (size_t s = By::Hash(field) & kMask;; s = (s + 1) & kMask) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t s = By::Hash(field) & mask;; s = (s + 1) & mask) {
       uint32_t i = slots_[s];
       if (i == kEmpty) return kNone;
       if (i != kErased && By::Of(items[i]) == field) return i;
     }
   }
-  // Points the field of items[i] at i, in place of any other item.
+  // Points the field of items[i] at i, in place of any other item. An
+  // insertion takes the first erased slot on its way.
   void Insert(const std::vector<ItemMetadata>& items, uint32_t i) {
-    if (slots_.empty()) slots_.assign(kSlots, kEmpty);
+    if ((used_ + 1) * 4 > slots_.size()) Rehash(items);
     const auto& field = By::Of(items[i]);
+    const size_t mask = slots_.size() - 1;
     size_t free = SIZE_MAX;
-    for (size_t s = By::Hash(field) & kMask;; s = (s + 1) & kMask) {
+    for (size_t s = By::Hash(field) & mask;; s = (s + 1) & mask) {
       uint32_t at = slots_[s];
       if (at == kEmpty) {
+        if (free == SIZE_MAX) ++used_;
         slots_[free != SIZE_MAX ? free : s] = i;
         return;
       }
@@ -64,42 +67,42 @@ class PendingIndex {
   template <typename Field>
   void Erase(const std::vector<ItemMetadata>& items, const Field& field) {
     if (slots_.empty()) return;
-    for (size_t s = By::Hash(field) & kMask;; s = (s + 1) & kMask) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t s = By::Hash(field) & mask;; s = (s + 1) & mask) {
       uint32_t i = slots_[s];
       if (i == kEmpty) return;
       if (i != kErased && By::Of(items[i]) == field) {
-        slots_[s] = kErased;
-        if (++erased_ > kSlots / 4) Rehash(items);
+        slots_[s] = kErased;  // still used: it ends no probe
         return;
       }
     }
   }
+  // Empty, keeping its size for the next batch.
   void Clear() {
     std::fill(slots_.begin(), slots_.end(), kEmpty);
-    erased_ = 0;
+    used_ = 0;
   }
 
  private:
-  // Drops the erased slots (each ends a probe later than it would), keeping
-  // every item where it points.
+  // Without the erased slots, at eight slots an item at least (a power of
+  // two): a quarter full again after as many insertions as there are items.
   void Rehash(const std::vector<ItemMetadata>& items) {
     std::vector<uint32_t> live;
+    live.reserve(used_);
     for (uint32_t i : slots_) {
       if (i != kEmpty && i != kErased) live.push_back(i);
     }
-    Clear();
+    size_t size = 1024;
+    while (size < (live.size() + 1) * 8) size *= 2;
+    slots_.assign(size, kEmpty);
+    used_ = 0;
     for (uint32_t i : live) Insert(items, i);
   }
 
-  // Four slots an item at least, so that probes stay short. An insertion
-  // takes the first erased slot on its way (an item whose key changed).
-  static constexpr size_t kSlots = 65'536;
-  static_assert(kSlots >= 4 * kRecorderFlushItems);
-  static constexpr size_t kMask = kSlots - 1;
   static constexpr uint32_t kEmpty = kNone;
   static constexpr uint32_t kErased = kNone - 1;
   std::vector<uint32_t> slots_;
-  size_t erased_ = 0;
+  size_t used_ = 0;  // slots not empty: a quarter at most, so probes stay short
 };
 
 // Collects what a provider reports into StoreBatches, committing every
