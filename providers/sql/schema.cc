@@ -37,8 +37,10 @@ Result<bool> TableExists(Connection& db, std::string_view table) {
 Result<std::string> DropTriggersSql(Dialect d, std::string_view table, int n) {
   std::string num = std::to_string(n);
   if (d == Dialect::kSqlite) {
-    return "DROP TRIGGER IF EXISTS meshsync_insert_" + num + "; DROP TRIGGER IF EXISTS " +
-           "meshsync_update_" + num + "; DROP TRIGGER IF EXISTS meshsync_delete_" + num + ";";
+    std::string sql;
+    for (std::string_view op : kSqliteTriggerOps)
+      sql += "DROP TRIGGER IF EXISTS " + SqliteTrigger(op, n) + ";";
+    return sql;
   }
   MESHSYNC_ASSIGN_OR_RETURN(std::string quoted, QuoteIdent(table));
   return "DROP TRIGGER IF EXISTS meshsync_track_" + num + " ON " + quoted +
@@ -96,12 +98,12 @@ Result<std::string> TrackSql(Dialect d, const TableSchema& t, int n, bool trigge
     // commits, so no other writer ever sees the mark (SQLite has one
     // writer at a time, and readers see only what is committed).
     std::string when = " WHEN NOT EXISTS (SELECT 1 FROM meshsync_applying WHERE active = 1) BEGIN ";
-    sql += "CREATE TRIGGER meshsync_insert_" + num + " AFTER INSERT ON " + quoted + when +
+    sql += "CREATE TRIGGER " + SqliteTrigger("insert", n) + " AFTER INSERT ON " + quoted + when +
            upsert(new_pk, "insert", "") + " END;\n";
-    sql += "CREATE TRIGGER meshsync_update_" + num + " AFTER UPDATE ON " + quoted + when +
+    sql += "CREATE TRIGGER " + SqliteTrigger("update", n) + " AFTER UPDATE ON " + quoted + when +
            upsert(old_pk, "delete", Join(moved, " OR ")) + " " + upsert(new_pk, "update", "") +
            " END;\n";
-    sql += "CREATE TRIGGER meshsync_delete_" + num + " AFTER DELETE ON " + quoted + when +
+    sql += "CREATE TRIGGER " + SqliteTrigger("delete", n) + " AFTER DELETE ON " + quoted + when +
            upsert(old_pk, "delete", "") + " END;\n";
     if (triggers_only) return sql;
     sql += "INSERT INTO " + tracking + "(" + pk + ", seq, changed_millis, op) SELECT " + pk +
@@ -175,6 +177,10 @@ Status InTransaction(Connection& db, const std::function<Status()>& body) {
 }  // namespace
 
 std::string TrackingTable(int number) { return "meshsync_tracking_" + std::to_string(number); }
+
+std::string SqliteTrigger(std::string_view operation, int number) {
+  return "meshsync_" + std::string(operation) + "_" + std::to_string(number);
+}
 
 std::string TableSchema::Signature() const {
   std::vector<std::string> parts;

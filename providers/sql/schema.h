@@ -26,8 +26,10 @@
 #ifndef MESHSYNC_PROVIDERS_SQL_SCHEMA_H_
 #define MESHSYNC_PROVIDERS_SQL_SCHEMA_H_
 
+#include <array>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "meshsync/status.h"
@@ -90,6 +92,11 @@ Status CheckCompatible(const TableSchema& a, std::string_view a_name, const Tabl
 
 // The name of a tracking table.
 std::string TrackingTable(int number);
+
+// On SQLite, a tracked table has a trigger for each of these operations,
+// named SqliteTrigger(operation, number).
+inline constexpr std::array<std::string_view, 3> kSqliteTriggerOps = {"insert", "update", "delete"};
+std::string SqliteTrigger(std::string_view operation, int number);
 
 }  // namespace meshsync::sql
 

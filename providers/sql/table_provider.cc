@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <unordered_map>
 #include <unordered_set>
@@ -511,13 +512,21 @@ Status TableProvider::BeginBatch() {
 // Read inside the batch's write transaction, so no trigger can be created
 // before it commits.
 Status TableProvider::SkipTriggersIfOnlyOurs() {
-  MESHSYNC_ASSIGN_OR_RETURN(
-      auto others,
-      QueryValue(db_,
-                 "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name NOT IN "
-                 "(SELECT 'meshsync_' || op || '_' || number FROM meshsync_tables, (SELECT "
-                 "'insert' AS op UNION ALL SELECT 'update' UNION ALL SELECT 'delete'))"));
-  bool skip = others.has_value() && Payload(*others) == "0";
+  // The tracking triggers of every enrolled table, synced here or not.
+  std::unordered_set<std::string> ours;
+  MESHSYNC_RETURN_IF_ERROR(db_.Query("SELECT number FROM meshsync_tables", {}, [&](Row row) {
+    std::optional<int64_t> number = ParseInteger(Payload(row[0]));
+    if (!number || *number < 0 || *number > INT32_MAX) return Status::Ok();  // names no trigger
+    for (std::string_view op : kSqliteTriggerOps)
+      ours.insert(SqliteTrigger(op, static_cast<int>(*number)));
+    return Status::Ok();
+  }));
+  bool skip = true;
+  MESHSYNC_RETURN_IF_ERROR(
+      db_.Query("SELECT name FROM sqlite_schema WHERE type = 'trigger'", {}, [&](Row row) {
+        skip &= ours.contains(std::string(Payload(row[0])));
+        return Status::Ok();
+      }));
   if (skip != triggers_skipped_ && db_.SetTriggersEnabled(!skip)) triggers_skipped_ = skip;
   return Status::Ok();
 }
