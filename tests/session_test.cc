@@ -346,6 +346,34 @@ void SyncThroughAFailedDataCommit(bool in_background, size_t batch_size, int pas
   EXPECT_EQ(provider_b.records().records(), (*a)->provider.records());
 }
 
+// A provider that would commit in the background, over a store that does not
+// show a staged batch to reads (the memory store): each window's data is
+// committed before the next is decided, so what the destination knows
+// takes in every window.
+TEST(SessionTest, AStoreThatHidesStagedBatchesGetsItsWindowsOneByOne) {
+  ScratchDir dir("hidden_staging");
+  ASSERT_FALSE(dir.path().empty());
+  WatchedPair pair((dir.path() / "a.db").string());
+  ASSERT_NO_FATAL_FAILURE(pair.Open());
+  ASSERT_FALSE(pair.store_b->ShowsStaged());
+  pair.provider_b.CommitInBackground();
+  for (uint64_t n = 0; n < 50; ++n) pair.provider_a.records().Put(ItemId(0, n), "name", "v1");
+  SyncOptions options;
+  options.direction = SyncDirection::kAToB;
+  options.batch_size = 10;
+  auto first = Synchronize(*pair.a, *pair.b, options);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->a_to_b.created, 50u);
+  for (uint64_t n = 0; n < 50; ++n) {
+    auto item = pair.store_b->GetItem(ItemId(0, n));
+    ASSERT_TRUE(item.ok() && item->has_value());
+    EXPECT_TRUE(KnowsAllOf(pair.store_b->state().knowledge, **item)) << "item " << n;
+  }
+  auto second = Synchronize(*pair.a, *pair.b, options);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->a_to_b.batches, 0u);
+}
+
 // The destination's metadata for a window is written while its provider
 // commits the data, but when that commit fails, none of it is committed.
 TEST(SessionTest, AFailedDataCommitLeavesNoMetadata) {

@@ -185,8 +185,8 @@ class MetadataStore {
   // describes it). StageInBackground may start writing the batch, while the
   // caller does its part, but commits nothing; ReleaseStaged lets the commit
   // go ahead (durable once Flush returns), and AbandonStaged drops the
-  // batch instead. In between, the caller neither reads nor writes this
-  // store. After AbandonStaged the store may have to be reopened: every call
+  // batch instead. In between, the caller writes nothing to this store, and
+  // reads it only if ShowsStaged. After AbandonStaged the store may have to be reopened: every call
   // fails if its state in memory had already taken the batch in. The
   // default keeps the batch and commits it on release.
   virtual Status StageInBackground(const StoreBatch& batch) {
@@ -200,6 +200,11 @@ class MetadataStore {
     return CommitInBackground(batch);
   }
   virtual void AbandonStaged() { staged_.reset(); }
+  // Whether reads and state() see a staged batch until it is released or
+  // abandoned, as they see CommitInBackground's; then the caller may read
+  // the store in between (the engine decides the next batch meanwhile). The
+  // default does not.
+  virtual bool ShowsStaged() const { return false; }
 
  private:
   std::optional<StoreBatch> staged_;  // the default StageInBackground's

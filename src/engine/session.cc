@@ -35,6 +35,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <tuple>
 
@@ -278,11 +279,17 @@ class DirectionRun {
     // detection reports and step 4 recognises (src/README.md).
     MESHSYNC_RETURN_IF_ERROR(dest_.store().StageInBackground(batch.store));
     committing_data_ = true;
-    if (dest_.provider().CommitsInBackground()) {
-      // Mostly a wait for the device, which the next window's reading and
-      // deciding overlaps; the provider is not called until FinishCommit.
-      committing_ = std::thread([this] { data_committed_ = dest_.provider().CommitChanges(); });
-      return Status::Ok();
+    // Mostly a wait for the device, which the next window's reading and
+    // deciding overlaps (reading the destination's store too, which must
+    // show the staged metadata); the provider is not called until
+    // FinishCommit.
+    if (dest_.provider().CommitsInBackground() && dest_.store().ShowsStaged()) {
+      try {
+        committing_ = std::thread([this] { data_committed_ = dest_.provider().CommitChanges(); });
+        return Status::Ok();
+      } catch (const std::system_error&) {
+        // No thread to be had: committed here instead.
+      }
     }
     data_committed_ = dest_.provider().CommitChanges();
     return FinishCommit();

@@ -970,6 +970,17 @@ TEST(SqliteStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
   sqlite3_close(other);
   EXPECT_EQ(held, 200) << "the writer never held the batch";
   EXPECT_TRUE(on_disk(1).has_value());
+  // Not committed, but read (the engine decides its next batch meanwhile).
+  EXPECT_TRUE(store->ShowsStaged());
+  EXPECT_EQ(*store->GetItem(ItemId(0, 499)), Item(499, "k499", 20));
+  auto by_key = store->FindByKey("k250");
+  ASSERT_TRUE(by_key.ok() && by_key->has_value());
+  EXPECT_EQ((*by_key)->id, ItemId(0, 250));
+  std::vector<ItemMetadata> scanned;
+  ASSERT_TRUE(store->ScanItems(ItemId(0, 1), ItemId(0, 3), 10, scanned).ok());
+  EXPECT_EQ(scanned,
+            (std::vector<ItemMetadata>{Item(1, "a", 10), Item(2, "k2", 20), Item(3, "k3", 20)}));
+  EXPECT_EQ(store->state().tick, 20u);
   ASSERT_TRUE(store->ReleaseStaged().ok());
   ASSERT_TRUE(store->Flush().ok());
   EXPECT_EQ(on_disk(499), Item(499, "k499", 20));
@@ -998,6 +1009,7 @@ TEST(SqliteStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
 // release, or dropped.
 TEST(MemoryStoreTest, AStagedBatchIsCommittedOnlyOnRelease) {
   std::unique_ptr<MetadataStore> store = OpenMemoryStore(ReplicaId(Id128{1, 1}), "records");
+  EXPECT_FALSE(store->ShowsStaged());  // so a caller reads nothing meanwhile
   StoreBatch batch;
   batch.upserts = {Item(1, "a", 10)};
   batch.tick = 10;

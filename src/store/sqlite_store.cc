@@ -820,7 +820,8 @@ class SqliteStore final : public MetadataStore {
 
   // The worker writes the batch in a transaction and waits at its COMMIT
   // for ReleaseStaged (Apply). Without a thread to write on, the plan is
-  // kept, and written and committed by ReleaseStaged.
+  // kept, and written and committed by ReleaseStaged. Either way, reads see
+  // the batch at once (ShowsStaged).
   Status StageInBackground(const StoreBatch& batch) override {
     if (staged_) return FailedPreconditionError("a staged metadata batch awaits release");
     return Write(batch, Mode::kStaged);
@@ -828,11 +829,14 @@ class SqliteStore final : public MetadataStore {
   Status ReleaseStaged() override {
     if (!staged_) return failed_;
     staged_ = false;
-    if (held_ != nullptr) {
-      std::unique_ptr<Held> held = std::move(held_);
-      MESHSYNC_RETURN_IF_ERROR(Apply(*held->plan, false));
-      Adopt(held->batch, std::move(held->log));
-      return Status::Ok();
+    if (staged_unwritten_) {
+      staged_unwritten_ = false;
+      EndRead();  // the writer may be the reading connection (no threads)
+      Status written = Apply(*plan_, false);
+      Drain().IgnoreError();  // reads see what is stored from here on
+      // The state in memory already includes the batch: the store is failed.
+      if (!written.ok() && failed_.ok()) failed_ = std::move(written);
+      return failed_;
     }
     OpenGate(Gate::kRelease);
     return Status::Ok();
@@ -840,15 +844,13 @@ class SqliteStore final : public MetadataStore {
   void AbandonStaged() override {
     if (!staged_) return;
     staged_ = false;
-    if (held_ != nullptr) {
-      held_.reset();  // nothing was written or adopted
-      return;
-    }
-    OpenGate(Gate::kAbandon);
+    if (!staged_unwritten_) OpenGate(Gate::kAbandon);
+    staged_unwritten_ = false;
     // The state in memory already includes the batch: the store is failed.
     Drain().IgnoreError();
     if (failed_.ok()) failed_ = AbortedError("a staged metadata batch was abandoned");
   }
+  bool ShowsStaged() const override { return true; }
 
  private:
   // An indexed ScanChanges looks up at most one logged change per this many
@@ -922,12 +924,7 @@ class SqliteStore final : public MetadataStore {
     Know(*plan);
     if (worker_ == nullptr && writer_ != db_) worker_ = std::make_unique<Worker>();
     bool threaded = worker_ != nullptr && mode != Mode::kForeground && worker_->Threaded();
-    if (mode == Mode::kStaged && !threaded) {
-      held_ = std::make_unique<Held>(Held{std::move(plan), batch, std::move(log)});
-      staged_ = true;
-      return Status::Ok();
-    }
-    if (!threaded) {
+    if (!threaded && mode != Mode::kStaged) {
       // The in-memory copy changes only once the transaction is durable.
       MESHSYNC_RETURN_IF_ERROR(Apply(*plan, false));
       Adopt(batch, std::move(log));
@@ -939,11 +936,15 @@ class SqliteStore final : public MetadataStore {
     plan_ = std::move(plan);
     IndexPending();
     const bool staged = mode == Mode::kStaged;
+    staged_ = staged;
+    if (!threaded) {  // staged: ReleaseStaged writes it
+      staged_unwritten_ = true;
+      return Status::Ok();
+    }
     if (staged) {
       std::lock_guard<std::mutex> lock(gate_mu_);
       gate_ = Gate::kHeld;
     }
-    staged_ = staged;
     worker_->Start([this, plan = plan_.get(), staged] { return Apply(*plan, staged); });
     writing_ = true;
     return Status::Ok();
@@ -1600,20 +1601,15 @@ class SqliteStore final : public MetadataStore {
   bool pending_keys_indexed_ = false;   // pending_keys_ is made (IndexPendingKeys)
   bool writing_ = false;                // worker_ has plan_ and may not be done
   std::unique_ptr<Worker> worker_;
-  // A staged batch (StageInBackground) awaits ReleaseStaged or
+  // A staged batch (StageInBackground, in plan_) awaits ReleaseStaged or
   // AbandonStaged: the worker holds its commit at the gate, or, without a
-  // thread, held_ keeps it unwritten.
+  // thread, it is not written yet (staged_unwritten_).
   bool staged_ = false;
+  bool staged_unwritten_ = false;
   std::mutex gate_mu_;
   std::condition_variable gate_open_;
   Gate gate_ = Gate::kHeld;  // guarded by gate_mu_
-  struct Held {
-    std::unique_ptr<Plan> plan;
-    StoreBatch batch;
-    ChangeLog log;
-  };
-  std::unique_ptr<Held> held_;
-  Status failed_;  // a background write failed: every call fails with this
+  Status failed_;            // a background write failed: every call fails with this
   // While the store has held only what this object wrote since it was
   // empty (a new replica's first detection, which looks up every row and
   // finds none): the fingerprint of every id and key it holds. A lookup of
